@@ -1,0 +1,113 @@
+/* data: data sets in memory (IDX files of (Fashion-)MNIST, gzip or plain;
+ * synthetic sets for tests), standardization, and the seeded sampler that
+ * shards each global batch over the ranks. */
+#ifndef ARSENAL_DATA_H
+#define ARSENAL_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Debian's dataset-fashion-mnist puts the files here. */
+#define ARS_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
+
+typedef struct ars_dataset {
+    char name[64];
+    int count;           /* samples */
+    int dim;             /* features per sample */
+    float *x;            /* [count, dim] */
+    int32_t *labels;     /* [count] class ids, or NULL for regression */
+    int classes;         /* number of classes (0 for regression) */
+    float *targets;      /* [count, target_dim] regression targets, or NULL */
+    int target_dim;
+} ars_dataset;
+
+void ars_dataset_free(ars_dataset *data);
+
+/* A raw IDX file: magic 0x00 0x00 type ndim, big-endian dims, then data.
+ * Only unsigned byte (0x08) data is accepted (what (Fashion-)MNIST use).
+ * gzip or plain, decided by content. Validates magic, dimensions and that
+ * the payload size matches exactly; errors name the file and what is wrong. */
+typedef struct ars_idx {
+    int ndim;
+    int dims[4];
+    size_t count;        /* product of dims */
+    uint8_t *data;
+} ars_idx;
+
+int ars_idx_read(const char *path, ars_idx *idx);
+void ars_idx_free(ars_idx *idx);
+
+/* Loads "train" or "t10k" images+labels from dir (file names
+ * <prefix>-images-idx3-ubyte[.gz] and <prefix>-labels-idx1-ubyte[.gz], the
+ * .gz tried first), pixels scaled to [0, 1]. limit > 0 keeps the first limit
+ * samples (limit <= 0: all). classes = max label + 1 over the whole file. */
+int ars_mnist_load(const char *dir, const char *prefix, int limit, ars_dataset *data);
+
+/* Per-feature-independent scalar standardization: x = (x - mean) / std.
+ * mean_std is over all of x (population std, accumulated in double; 0 and 1
+ * for an empty set); standardize treats std <= 0 (constant data) as 1. */
+void ars_dataset_mean_std(const ars_dataset *data, double *mean, double *std);
+void ars_dataset_standardize(ars_dataset *data, double mean, double std);
+
+/* 1 if x or targets hold NaN/Inf; *sample is the first bad sample index. */
+int ars_dataset_find_nonfinite(const ars_dataset *data, int *sample);
+
+/* Synthetic sets, deterministic in seed; sample i has class i % classes.
+ * spirals: 2-D, `classes` arms of radius 0..1 turning 1.5 times, Gaussian
+ * noise of std `noise` radians on the angle. blobs: class centers ~ N(0, I),
+ * points = center + spread * N(0, I). */
+int ars_dataset_spirals(ars_dataset *data, int count, int classes, float noise, uint64_t seed);
+int ars_dataset_blobs(ars_dataset *data, int count, int classes, int dim, float spread, uint64_t seed);
+/* Regression: targets = teacher(x), teacher a random 1-hidden-layer tanh
+ * network in_dim -> hidden -> out_dim, x ~ N(0, 1). */
+int ars_dataset_teacher(ars_dataset *data, int count, int in_dim, int hidden, int out_dim, uint64_t seed);
+
+/* Moves samples [keep, count) of data into a new set *rest (same dim,
+ * classes, target_dim); data keeps the first keep, 1 <= keep < count. The
+ * task itself (blob centers, teacher weights) comes from the seed, so a test
+ * set for blobs or teacher must be split off one generated set, not made
+ * with another seed (that would be another task). */
+int ars_dataset_split(ars_dataset *data, int keep, ars_dataset *rest);
+
+/* The sampler. Every epoch's order is a permutation from (seed, epoch), the
+ * same on every rank and for every world size. Step s of an epoch takes the
+ * global batch perm[s*B .. s*B+B) (the last one may be shorter: it is kept,
+ * and the loss is normalized by the true global count, so it is weighted
+ * correctly). Rank r takes rows [r*L, min((r+1)*L, batch size)) of it, with
+ * L = ceil(B / world): a rank may get fewer rows, even zero. */
+typedef struct ars_sampler {
+    const ars_dataset *data;
+    int global_batch;    /* B */
+    int local_capacity;  /* L = ceil(B / world) */
+    int rank, world;
+    uint64_t seed;
+    int epoch;           /* permutation currently held, -1 none */
+    uint32_t *perm;
+    int shuffle;         /* 0: identity order (evaluation) */
+} ars_sampler;
+
+int ars_sampler_create(ars_sampler *s, const ars_dataset *data, int global_batch,
+                       int rank, int world, uint64_t seed, int shuffle);
+void ars_sampler_destroy(ars_sampler *s);
+int ars_sampler_steps_per_epoch(const ars_sampler *s);
+
+typedef struct ars_batch {
+    int rows;            /* this rank's rows */
+    int global_rows;     /* rows over all ranks */
+    float *x;            /* [local_capacity, dim] */
+    int32_t *labels;     /* [local_capacity] or NULL */
+    float *targets;      /* [local_capacity, target_dim] or NULL */
+    uint32_t *ids;       /* global sample index per row */
+    /* Set by ars_batch_alloc; ars_sampler_fill checks them, so a batch
+     * allocated for another sampler is refused instead of overrun. */
+    int capacity;        /* rows the buffers hold */
+    int dim, target_dim;
+} ars_batch;
+
+int ars_batch_alloc(ars_batch *batch, const ars_sampler *s);
+void ars_batch_free(ars_batch *batch);
+
+/* Fills batch with this rank's share of step `step` of `epoch`. */
+int ars_sampler_fill(ars_sampler *s, int epoch, int step, ars_batch *batch);
+
+#endif

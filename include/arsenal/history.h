@@ -1,0 +1,73 @@
+/* history: the in-memory gradient history of a run, one record per
+ * recorded step: scalars (loss, lr, global gradient norm before clipping,
+ * clip scale, non-finite flag) and per-layer rows (gradient norm, weight
+ * norm, update/weight ratio, activation statistics, gradient arriving at
+ * the layer's output). The checkpoint writer flushes it into /history and
+ * appends across resumes. */
+#ifndef ARSENAL_HISTORY_H
+#define ARSENAL_HISTORY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Per-layer columns, in this order, as [T, L] datasets in the checkpoint. */
+typedef enum {
+    ARS_HIST_GRAD_NORM,        /* ||dL/dtheta|| of the layer's parameters (0 if none) */
+    ARS_HIST_WEIGHT_NORM,      /* ||theta|| */
+    ARS_HIST_UPDATE_RATIO,     /* ||delta theta|| / ||theta|| of this step's update */
+    ARS_HIST_OUTPUT_GRAD_NORM, /* ||dL/dy|| arriving at the layer's output (local batch) */
+    ARS_HIST_ACT_MEAN,         /* activation layers: output mean */
+    ARS_HIST_ACT_STD,
+    ARS_HIST_ACT_SATURATED,    /* sigmoid/tanh: fraction with derivative < 10% of max */
+    ARS_HIST_ACT_DEAD,         /* relu family: fraction of units off for the whole batch */
+    ARS_HIST_LAYER_COLUMNS
+} ars_history_column;
+
+extern const char *const ars_history_column_names[ARS_HIST_LAYER_COLUMNS];
+
+typedef struct ars_history_step {
+    int64_t step;
+    int32_t epoch;
+    double loss, lr, grad_norm, clip_scale;
+    int32_t nonfinite;   /* 1: this step's gradient had NaN/Inf (update skipped) */
+    int32_t skipped;     /* 1: update skipped (non-finite or spike guard) */
+} ars_history_step;
+
+typedef struct ars_history {
+    int layer_count;
+    char (*layer_names)[40];
+    ars_history_step *steps;
+    double *layer_values;       /* [T, ARS_HIST_LAYER_COLUMNS, L] */
+    size_t count, capacity;
+    /* gradient histograms: [K, L, bins] of log10|g|, with the recorded step */
+    int bins;
+    double hist_low, hist_high; /* log10 edges of the first and last bin */
+    int64_t *hist_steps;
+    uint32_t *hist_counts;
+    size_t hist_count, hist_capacity;
+    /* diagnosis events (issue: health), appended as text lines */
+    char **events;
+    size_t event_count, event_capacity;
+    size_t flushed;             /* records already written to the checkpoint file */
+    size_t hist_flushed, events_flushed;
+} ars_history;
+
+int ars_history_init(ars_history *h, int layer_count, const char (*names)[40], int bins);
+void ars_history_free(ars_history *h);
+
+/* Appends a step record; *layer_row receives a pointer to its
+ * [ARS_HIST_LAYER_COLUMNS][L] values (zeroed) for the caller to fill. */
+int ars_history_append(ars_history *h, const ars_history_step *step, double **layer_row);
+
+/* Appends a histogram for every layer of log10|g| over the layer's slice. */
+int ars_history_add_histograms(ars_history *h, int64_t step, const float *grads,
+                               const size_t *offsets, const size_t *counts);
+
+int ars_history_add_event(ars_history *h, const char *text);
+
+static inline double *ars_history_layer_values(const ars_history *h, size_t record)
+{
+    return h->layer_values + record * (size_t)ARS_HIST_LAYER_COLUMNS * (size_t)h->layer_count;
+}
+
+#endif

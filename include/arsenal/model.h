@@ -1,0 +1,51 @@
+/* model: the ordered layer list and the flat buffers. Parameters, gradients
+ * and layer state (BatchNorm running statistics) each live in ONE contiguous
+ * float array; a layer sees its slice. All-reduce, norms and the optimizer
+ * are single passes over these arrays, and an all-reduce bucket is a slice. */
+#ifndef ARSENAL_MODEL_H
+#define ARSENAL_MODEL_H
+
+#include "arsenal/layer.h"
+
+typedef struct ars_model {
+    ars_layer *layers;
+    int layer_count;
+    int in_dim, out_dim;
+    int max_rows;
+    float *params, *grads, *state;
+    size_t param_count, state_count;
+    float *grad_a, *grad_b;   /* ping-pong buffers for dL/d(activation) */
+    size_t max_width;
+    const float *input;       /* input of the last forward */
+} ars_model;
+
+/* Builds the layers of specs (residual blocks as "residual" ... "residual_add"
+ * pairs) for inputs of width in_dim and batches up to max_rows. Parameters
+ * are zero until ars_init_model(). */
+int ars_model_create(ars_model *model, const ars_layer_spec *specs, int count,
+                     int in_dim, int max_rows);
+void ars_model_destroy(ars_model *model);
+
+/* Bytes the model will allocate (parameters, gradients, state, activations,
+ * workspaces) for these specs: to refuse a model that cannot fit. */
+int ars_model_estimate_bytes(const ars_layer_spec *specs, int count, int in_dim,
+                             int max_rows, double *bytes);
+
+int ars_model_forward(ars_model *model, const ars_pass *pass, const float *x);
+const float *ars_model_output(const ars_model *model);
+
+/* Called after each layer's backward, from the last layer to the first, so
+ * the data-parallel layer can start an all-reduce of a finished bucket. */
+typedef int (*ars_backward_hook)(void *context, const ars_layer *layer);
+
+/* dout = dL/d(output), [rows, out_dim]. Writes every parameter gradient. */
+int ars_model_backward(ars_model *model, const ars_pass *pass, const float *dout,
+                       ars_backward_hook hook, void *context);
+
+/* Layer by name ("003_dense") or NULL. */
+ars_layer *ars_model_find(ars_model *model, const char *name);
+
+/* Number of trainable parameters. */
+static inline size_t ars_model_param_count(const ars_model *model) { return model->param_count; }
+
+#endif

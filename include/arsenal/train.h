@@ -1,0 +1,96 @@
+/* train: a training run. The run file's [run] section becomes an
+ * ars_run_config, its layer sections an ars_layer_spec list; ars_train()
+ * then runs the data-parallel loop of one step:
+ *   batch (sharded) -> forward -> loss -> backward (bucketed all-reduce
+ *   overlapping it) -> probes -> non-finite guard -> global-norm clip ->
+ *   optimizer -> history -> checkpoint. */
+#ifndef ARSENAL_TRAIN_H
+#define ARSENAL_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "arsenal/config.h"
+#include "arsenal/dist.h"
+#include "arsenal/layer.h"
+#include "arsenal/loss.h"
+#include "arsenal/optim.h"
+
+typedef enum { ARS_NONFINITE_SKIP, ARS_NONFINITE_STOP } ars_nonfinite_policy;
+
+typedef struct ars_run_config {
+    /* data */
+    char data[32];            /* fashion-mnist | mnist | spirals | blobs | teacher */
+    char data_dir[512];
+    int train_limit, test_limit;      /* 0 = the whole split */
+    int train_samples, test_samples;  /* synthetic sets */
+    int standardize;
+    /* schedule of the run */
+    int epochs;
+    int64_t max_steps;        /* 0 = no limit; a step limit overrides epochs */
+    int batch;                /* as written */
+    int batch_is_global;      /* 0: batch per rank (default), 1: global */
+    uint64_t seed;
+    ars_loss_kind loss;
+    ars_optim_config optim;
+    ars_schedule schedule;
+    float clip_norm;          /* 0 = off */
+    float clip_value;         /* 0 = off */
+    ars_nonfinite_policy nonfinite;
+    /* data-parallel */
+    int overlap;              /* 1: bucketed all-reduce overlapping backward */
+    double bucket_mb, first_bucket_mb;
+    int check_every;          /* parameter consistency check interval (steps), 0 = off */
+    /* observation */
+    int log_every;            /* steps between progress lines */
+    int probe_every;          /* steps between health probes / history records */
+    int histogram_every;      /* steps between gradient histograms, 0 = off */
+    int histogram_bins;
+    /* checkpoints */
+    int ckpt_every;           /* steps, 0 = only at epoch ends / the end */
+    int ckpt_keep;
+    /* LSUV */
+    double lsuv_tol;
+    int lsuv_iterations;
+} ars_run_config;
+
+/* Reads [run] and the layer sections (after ars_config_expand), validating
+ * every key; then ars_config_check_unused. *specs is malloc'd. */
+int ars_run_config_load(ars_config *config, ars_run_config *run, ars_layer_spec **specs, int *count);
+
+/* Loads (or generates) the run's train and test sets, checks them for
+ * NaN/Inf and standardizes by the training set's mean and std. Errors name
+ * the rank and host (each host reads its own copy of the files). */
+struct ars_dataset;
+int ars_load_run_data(const ars_run_config *run, int rank, int train_limit, struct ars_dataset *train,
+                      struct ars_dataset *test);
+
+/* Options that come from the command line, not the run file. */
+typedef struct ars_train_options {
+    const char *metrics_path; /* JSON lines, or NULL */
+    const char *ckpt_dir;     /* NULL = no checkpoints */
+    const char *resume_path;  /* NULL = fresh start */
+    int quiet;
+    const char *config_text;  /* resolved run file, stored in checkpoints */
+    int export_params;        /* 1: result->params gets a copy of the final parameters */
+} ars_train_options;
+
+/* Final figures of a run (identical on every rank). */
+typedef struct ars_train_result {
+    int64_t steps;
+    int epochs_done;
+    double last_loss;
+    double last_grad_norm;    /* global gradient norm before clipping, last step */
+    double test_accuracy, test_loss;
+    int64_t nonfinite_steps;
+    double seconds;
+    int agreed;   /* 1: every rank knows the run failed (finalize); 0: abort */
+    float *params;        /* with export_params: final parameters (caller frees) */
+    float *state;         /* and layer state (running statistics) */
+    size_t param_count, state_count;
+} ars_train_result;
+
+int ars_train(const ars_run_config *run, const ars_layer_spec *specs, int count, ars_dist *dist,
+              const ars_train_options *options, ars_train_result *result);
+
+#endif

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages arsenal needs and builds it (idempotent).
+#   scripts/setup.sh            packages + release build in build/
+#   scripts/setup.sh --dev      also the reference/benchmark tools (python3-torch, h5py)
+#   BUILD_DIR=dir CMAKE_ARGS="-DARSENAL_SANITIZE=ON" scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(build-essential cmake pkg-config
+          libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev hdf5-tools
+          libcmocka-dev libinih-dev zlib1g-dev libplplot-dev
+          dataset-fashion-mnist)
+if [[ "${1:-}" == "--dev" ]]; then
+    packages+=(python3-torch python3-h5py python3-numpy)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
+    echo "setup: installing ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+build_dir="${BUILD_DIR:-build}"
+# shellcheck disable=SC2086
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release ${CMAKE_ARGS:-}
+cmake --build "$build_dir" -j "$(nproc)"
+echo "setup: built $build_dir/arsenal"

@@ -1,0 +1,122 @@
+/* cmd_train: `arsenal train`, under mpirun or alone. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mpi.h>
+
+#include "arsenal/config.h"
+#include "arsenal/dist.h"
+#include "arsenal/error.h"
+#include "arsenal/train.h"
+#include "cli.h"
+
+static const char train_usage[] =
+    "usage: arsenal train FILE.cfg [options]\n"
+    "\n"
+    "Trains the model of FILE.cfg on its data, evaluating on the test split after every epoch.\n"
+    "Under `mpirun -np N` every rank holds a replica and trains on its shard of each batch.\n"
+    "\n"
+    "options:\n"
+    "  --set section.key=value  override a run-file key (repeatable); `dense.init=he_normal` sets it in\n"
+    "                           every [dense], `dense#2.units=512` in the second one only\n"
+    "  --ckpt-dir DIR           write HDF5 checkpoints into DIR (every [run] ckpt_every steps, each\n"
+    "                           epoch and at the end; the last [run] ckpt_keep are kept)\n"
+    "  --resume CKPT.h5         continue a run from a checkpoint, bit-exactly\n"
+    "  --metrics FILE.jsonl     one JSON object per line: kind \"step\" or \"epoch\"\n"
+    "  --quiet                  print only errors\n";
+
+static int run_train(const char *path, char **overrides, int override_count, ars_train_options *options,
+                     ars_dist *dist)
+{
+    ars_config config;
+    if (ars_cli_load_config(&config, path, overrides, override_count)) return 1;
+    ars_run_config run;
+    ars_layer_spec *specs = NULL;
+    int count = 0;
+    int rc = ars_run_config_load(&config, &run, &specs, &count);
+    if (rc) {
+        if (dist->rank == 0) fprintf(stderr, "arsenal: %s\n", ars_error_message());
+        ars_config_free(&config);
+        return 1;   /* every rank parsed the same file: all fail alike */
+    }
+    char *text = ars_config_to_string(&config);
+    options->config_text = text;
+    ars_train_result result;
+    rc = ars_train(&run, specs, count, dist, options, &result);
+    free(text);
+    free(specs);
+    ars_config_free(&config);
+    if (rc == 0) {
+        if (dist->rank == 0 && !options->quiet) {
+            printf("done: %lld steps, %d epochs, %.1fs", (long long)result.steps, result.epochs_done, result.seconds);
+            if (result.test_accuracy == result.test_accuracy) printf(", test accuracy %.4f", result.test_accuracy);
+            printf(", test loss %.4f\n", result.test_loss);
+        }
+        return 0;
+    }
+    if (rc != ARS_EPEER) {
+        fprintf(stderr, "arsenal: %s%s\n", ars_error_message(),
+                dist->size > 1 ? "" : "");
+        if (dist->size > 1 && !result.agreed) {
+            fprintf(stderr, "arsenal: rank %d ends the job\n", dist->rank);
+            fflush(stderr);
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+    }
+    return 1;
+}
+
+int ars_cmd_train(int argc, char **argv)
+{
+    const char *path = NULL, *value;
+    char **overrides = calloc((size_t)argc, sizeof *overrides);
+    int override_count = 0, error = 0;
+    ars_train_options options = {0};
+    for (int i = 1; i < argc && !error; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(train_usage, stdout);
+            free(overrides);
+            return 0;
+        } else if (ars_cli_option(argc, argv, &i, "--set", &value, &error)) {
+            if (!error) overrides[override_count++] = (char *)value;
+        } else if (ars_cli_option(argc, argv, &i, "--ckpt-dir", &value, &error)) {
+            options.ckpt_dir = value;
+        } else if (ars_cli_option(argc, argv, &i, "--resume", &value, &error)) {
+            options.resume_path = value;
+        } else if (ars_cli_option(argc, argv, &i, "--metrics", &value, &error)) {
+            options.metrics_path = value;
+        } else if (strcmp(argv[i], "--quiet") == 0) {
+            options.quiet = 1;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "arsenal train: unknown option '%s' (arsenal train --help)\n", argv[i]);
+            error = 1;
+        } else if (path) {
+            fprintf(stderr, "arsenal train: one run file expected, got '%s' and '%s'\n", path, argv[i]);
+            error = 1;
+        } else {
+            path = argv[i];
+        }
+    }
+    if (!error && !path) {
+        fputs(train_usage, stderr);
+        error = 1;
+    }
+    if (error) {
+        free(overrides);
+        return 2;
+    }
+    MPI_Init(&argc, &argv);
+    ars_dist dist;
+    int status;
+    if (ars_dist_create(&dist, MPI_COMM_WORLD)) {
+        fprintf(stderr, "arsenal: %s\n", ars_error_message());
+        status = 1;
+    } else {
+        status = run_train(path, overrides, override_count, &options, &dist);
+        ars_dist_destroy(&dist);
+    }
+    free(overrides);
+    MPI_Finalize();
+    return status;
+}

@@ -1,0 +1,36 @@
+/* main: `arsenal <command>` dispatch and the top-level help. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage[] =
+    "arsenal " ARSENAL_VERSION " - data-parallel deep-network training (MPI + OpenBLAS) that measures\n"
+    "gradient health layer by layer and shows each cure for vanishing/exploding gradients working.\n"
+    "\n"
+    "usage:\n"
+    "  arsenal train FILE.cfg [--set section.key=value]... [--ckpt-dir DIR] [--resume CKPT.h5]\n"
+    "                         [--metrics FILE.jsonl] [--quiet]\n"
+    "  arsenal gradcheck FILE.cfg [--set section.key=value]... [--rows N]\n"
+    "  mpirun -np 4 arsenal train FILE.cfg      the same commands, data-parallel over 4 ranks\n"
+    "\n"
+    "  arsenal COMMAND --help     help for one command\n"
+    "  arsenal --version\n"
+    "\n"
+    "Run files: see examples/*.cfg and README.md.\n";
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("arsenal %s\n", ARSENAL_VERSION);
+        return 0;
+    }
+    if (strcmp(argv[1], "train") == 0) return ars_cmd_train(argc - 1, argv + 1);
+    if (strcmp(argv[1], "gradcheck") == 0) return ars_cmd_gradcheck(argc - 1, argv + 1);
+    fprintf(stderr, "arsenal: unknown command '%s' (expected train or gradcheck; arsenal --help)\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,109 @@
+/* history: growable in-memory arrays for the gradient history. */
+#define _POSIX_C_SOURCE 200809L
+#include "arsenal/history.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arsenal/error.h"
+
+const char *const ars_history_column_names[ARS_HIST_LAYER_COLUMNS] = {
+    "layer_grad_norm", "layer_weight_norm", "layer_update_ratio", "layer_output_grad_norm",
+    "layer_act_mean", "layer_act_std", "layer_act_saturated", "layer_act_dead"};
+
+int ars_history_init(ars_history *h, int layer_count, const char (*names)[40], int bins)
+{
+    memset(h, 0, sizeof *h);
+    h->layer_count = layer_count;
+    h->bins = bins;
+    h->hist_low = -12;   /* bins of log10|g| from 1e-12 .. 1e+4 (outside: clamped) */
+    h->hist_high = 4;
+    h->layer_names = calloc((size_t)layer_count, sizeof *h->layer_names);
+    if (!h->layer_names) return ars_error(ARS_ENOMEM, "history: out of memory");
+    memcpy(h->layer_names, names, sizeof *h->layer_names * (size_t)layer_count);
+    return 0;
+}
+
+void ars_history_free(ars_history *h)
+{
+    free(h->layer_names);
+    free(h->steps);
+    free(h->layer_values);
+    free(h->hist_steps);
+    free(h->hist_counts);
+    for (size_t i = 0; i < h->event_count; i++) free(h->events[i]);
+    free(h->events);
+    memset(h, 0, sizeof *h);
+}
+
+int ars_history_append(ars_history *h, const ars_history_step *step, double **layer_row)
+{
+    const size_t row = (size_t)ARS_HIST_LAYER_COLUMNS * (size_t)h->layer_count;
+    if (h->count == h->capacity) {
+        size_t capacity = h->capacity ? 2 * h->capacity : 256;
+        ars_history_step *steps = realloc(h->steps, capacity * sizeof *steps);
+        if (!steps) return ars_error(ARS_ENOMEM, "history: out of memory");
+        h->steps = steps;
+        double *values = realloc(h->layer_values, capacity * row * sizeof *values);
+        if (!values) return ars_error(ARS_ENOMEM, "history: out of memory");
+        h->layer_values = values;
+        h->capacity = capacity;
+    }
+    h->steps[h->count] = *step;
+    double *values = ars_history_layer_values(h, h->count);
+    memset(values, 0, row * sizeof *values);
+    if (layer_row) *layer_row = values;
+    h->count++;
+    return 0;
+}
+
+int ars_history_add_histograms(ars_history *h, int64_t step, const float *grads, const size_t *offsets,
+                               const size_t *counts)
+{
+    if (h->bins <= 0) return 0;
+    const size_t block = (size_t)h->layer_count * (size_t)h->bins;
+    if (h->hist_count == h->hist_capacity) {
+        size_t capacity = h->hist_capacity ? 2 * h->hist_capacity : 16;
+        int64_t *steps = realloc(h->hist_steps, capacity * sizeof *steps);
+        if (!steps) return ars_error(ARS_ENOMEM, "history: out of memory");
+        h->hist_steps = steps;
+        uint32_t *c = realloc(h->hist_counts, capacity * block * sizeof *c);
+        if (!c) return ars_error(ARS_ENOMEM, "history: out of memory");
+        h->hist_counts = c;
+        h->hist_capacity = capacity;
+    }
+    uint32_t *out = h->hist_counts + h->hist_count * block;
+    memset(out, 0, block * sizeof *out);
+    const double width = (h->hist_high - h->hist_low) / h->bins;
+    for (int l = 0; l < h->layer_count; l++) {
+        const float *g = grads + offsets[l];
+        for (size_t i = 0; i < counts[l]; i++) {
+            double a = fabs((double)g[i]);
+            int bin;
+            if (!(a > 0)) bin = 0;   /* zero and NaN land in the lowest bin */
+            else {
+                double position = (log10(a) - h->hist_low) / width;
+                bin = position < 0 ? 0 : position >= h->bins ? h->bins - 1 : (int)position;
+            }
+            out[(size_t)l * h->bins + bin]++;
+        }
+    }
+    h->hist_steps[h->hist_count++] = step;
+    return 0;
+}
+
+int ars_history_add_event(ars_history *h, const char *text)
+{
+    if (h->event_count == h->event_capacity) {
+        size_t capacity = h->event_capacity ? 2 * h->event_capacity : 16;
+        char **events = realloc(h->events, capacity * sizeof *events);
+        if (!events) return ars_error(ARS_ENOMEM, "history: out of memory");
+        h->events = events;
+        h->event_capacity = capacity;
+    }
+    char *copy = strdup(text);
+    if (!copy) return ars_error(ARS_ENOMEM, "history: out of memory");
+    h->events[h->event_count++] = copy;
+    return 0;
+}

@@ -1,0 +1,142 @@
+/* activation: the elementwise nonlinearities (sigmoid, tanh, relu, leaky
+ * relu, elu, selu, gelu) and their statistics for the health probes. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arsenal/error.h"
+#include "layers_internal.h"
+
+/* SELU constants (Klambauer et al. 2017). */
+#define SELU_SCALE 1.0507009873554805f
+#define SELU_ALPHA 1.6732632423543772f
+
+typedef struct {
+    ars_activation act;
+    float alpha;
+} activation_impl;
+
+static int activation_forward(ars_layer *layer, const ars_pass *pass, const float *x, float *y)
+{
+    const activation_impl *impl = layer->impl;
+    const size_t n = (size_t)pass->rows * (size_t)layer->in_dim;
+    const float a = impl->alpha;
+    switch (impl->act) {
+    case ARS_ACT_SIGMOID:
+        for (size_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
+        break;
+    case ARS_ACT_TANH:
+        for (size_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
+        break;
+    case ARS_ACT_RELU:
+        for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        break;
+    case ARS_ACT_LEAKY_RELU:
+        for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : a * x[i];
+        break;
+    case ARS_ACT_ELU:
+        for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : a * expm1f(x[i]);
+        break;
+    case ARS_ACT_SELU:
+        for (size_t i = 0; i < n; i++)
+            y[i] = SELU_SCALE * (x[i] > 0.0f ? x[i] : SELU_ALPHA * expm1f(x[i]));
+        break;
+    case ARS_ACT_GELU: /* exact form, as PyTorch's default */
+        for (size_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678f));
+        break;
+    case ARS_ACT_NONE:
+        memcpy(y, x, sizeof(float) * n);
+        break;
+    }
+    if (pass->probe && pass->mode == ARS_MODE_TRAIN) {
+        /* mean/std of outputs; saturated = local derivative below 10% of its
+         * maximum (sigmoid: y(1-y) < 0.025, tanh: 1-y^2 < 0.1); dead = units
+         * whose input is <= 0 for every row of the batch (relu family). */
+        const int rows = pass->rows, dim = layer->in_dim;
+        double sum = 0, sum_sq = 0;
+        size_t saturated = 0, dead = 0;
+        for (size_t i = 0; i < n; i++) {
+            double v = y[i];
+            sum += v;
+            sum_sq += v * v;
+            if (impl->act == ARS_ACT_SIGMOID) saturated += y[i] * (1.0f - y[i]) < 0.025f;
+            else if (impl->act == ARS_ACT_TANH) saturated += 1.0f - y[i] * y[i] < 0.1f;
+        }
+        int relu_family = impl->act >= ARS_ACT_RELU;
+        if (relu_family && rows > 0) {
+            for (int j = 0; j < dim; j++) {
+                int alive = 0;
+                for (int r = 0; r < rows && !alive; r++) alive = x[(size_t)r * dim + j] > 0.0f;
+                dead += !alive;
+            }
+        }
+        ars_activation_stats *s = &layer->stats;
+        s->mean = n ? sum / (double)n : 0;
+        s->std = n ? sqrt(fmax(sum_sq / (double)n - s->mean * s->mean, 0.0)) : 0;
+        s->saturated = n ? (double)saturated / (double)n : 0;
+        s->dead = relu_family && dim ? (double)dead / dim : 0;
+        s->valid = n > 0;
+    }
+    return 0;
+}
+
+static int activation_backward(ars_layer *layer, const ars_pass *pass, const float *x, const float *y,
+                               const float *dy, float *dx)
+{
+    const activation_impl *impl = layer->impl;
+    const size_t n = (size_t)pass->rows * (size_t)layer->in_dim;
+    const float a = impl->alpha;
+    if (!dx) return 0;
+    switch (impl->act) {
+    case ARS_ACT_SIGMOID:
+        for (size_t i = 0; i < n; i++) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+        break;
+    case ARS_ACT_TANH:
+        for (size_t i = 0; i < n; i++) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
+        break;
+    case ARS_ACT_RELU:
+        for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+        break;
+    case ARS_ACT_LEAKY_RELU:
+        for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : a * dy[i];
+        break;
+    case ARS_ACT_ELU: /* for x <= 0: d/dx a(e^x - 1) = y + a */
+        for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : dy[i] * (y[i] + a);
+        break;
+    case ARS_ACT_SELU:
+        for (size_t i = 0; i < n; i++)
+            dx[i] = x[i] > 0.0f ? SELU_SCALE * dy[i] : dy[i] * (y[i] + SELU_SCALE * SELU_ALPHA);
+        break;
+    case ARS_ACT_GELU:
+        for (size_t i = 0; i < n; i++) {
+            float cdf = 0.5f * (1.0f + erff(x[i] * 0.70710678f));
+            float pdf = 0.39894228f * expf(-0.5f * x[i] * x[i]);
+            dx[i] = dy[i] * (cdf + x[i] * pdf);
+        }
+        break;
+    case ARS_ACT_NONE:
+        memcpy(dx, dy, sizeof(float) * n);
+        break;
+    }
+    return 0;
+}
+
+static const ars_layer_ops activation_ops = {"activation", activation_forward, activation_backward, NULL};
+
+int ars_activation_setup(ars_layer *layer, int in_dim)
+{
+    activation_impl *impl = calloc(1, sizeof *impl);
+    if (!impl) return ars_error(ARS_ENOMEM, "activation: out of memory");
+    impl->act = ars_activation_from_name(layer->spec.kind);
+    impl->alpha = layer->spec.alpha;
+    if (impl->act == ARS_ACT_NONE) {
+        free(impl);
+        return ars_error(ARS_EINVAL, "line %d: '%s' is not an activation", layer->spec.source_line,
+                         layer->spec.kind);
+    }
+    layer->impl = impl;
+    layer->ops = &activation_ops;
+    layer->out_dim = in_dim;
+    layer->is_activation = 1;
+    return 0;
+}

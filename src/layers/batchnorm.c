@@ -1,0 +1,205 @@
+/* batchnorm: per-feature BatchNorm1d over [rows, dim] (PyTorch semantics),
+ * optionally synchronized over ranks (SyncBatchNorm). Training mode
+ * normalizes with the batch statistics of ALL ranks' samples when
+ * spec.sync is set and the pass has an active dist; the statistics are
+ * computed in double with two all-reduces (count and sums, then squared
+ * deviations from the global mean) so that they do not depend on how the
+ * batch is split. Eval mode normalizes with the running statistics. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arsenal/dist.h"
+#include "arsenal/error.h"
+#include "layers_internal.h"
+
+typedef struct {
+    int train;        /* mode of the last forward: which statistics backward uses */
+    double count;     /* samples behind the batch statistics (global when synced) */
+    double *mean;     /* [dim] mean used by the last forward */
+    double *inv_std;  /* [dim] 1 / sqrt(var + eps) used by the last forward */
+    double *sums;     /* [2 * dim + 1] reduction scratch */
+    double data[];
+} batchnorm_impl;
+
+/* The dist to reduce over: none for a local BatchNorm. */
+static const ars_dist *stats_dist(const ars_layer *layer, const ars_pass *pass)
+{
+    return layer->spec.sync ? pass->dist : NULL;
+}
+
+/* y = gamma * (x - mean) * inv_std + beta */
+static void normalize(const ars_layer *layer, const batchnorm_impl *bn, int rows, const float *x, float *y)
+{
+    const int dim = layer->in_dim;
+    const float *gamma = layer->param + layer->params[0].offset;
+    const float *beta = layer->param + layer->params[1].offset;
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * dim;
+        float *yr = y + (size_t)r * dim;
+        for (int j = 0; j < dim; j++)
+            yr[j] = (float)(((double)xr[j] - bn->mean[j]) * bn->inv_std[j] * gamma[j]) + beta[j];
+    }
+}
+
+/* Batch mean and biased variance over this rank's rows, or over every
+ * rank's rows when dist is active (it must then be called on all ranks). */
+static int batch_statistics(const ars_layer *layer, const ars_pass *pass, const float *x, double *var)
+{
+    batchnorm_impl *bn = layer->impl;
+    const ars_dist *dist = stats_dist(layer, pass);
+    const int rows = pass->rows, dim = layer->in_dim;
+    double *red = bn->sums;
+
+    /* pass 1: [count, sum per feature] */
+    red[0] = rows;
+    for (int j = 0; j < dim; j++) red[1 + j] = 0;
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * dim;
+        for (int j = 0; j < dim; j++) red[1 + j] += xr[j];
+    }
+    int rc = ars_dist_allreduce_double(dist, red, dim + 1);
+    if (rc) return ars_error_context(rc, "%s: batch statistics", layer->name);
+    const double n = red[0];
+    bn->count = n;
+    if (n < 1) return 0;
+    for (int j = 0; j < dim; j++) bn->mean[j] = red[1 + j] / n;
+
+    /* pass 2: squared deviations from the (global) mean; more accurate than
+     * E[x^2] - E[x]^2 when |mean| >> std */
+    for (int j = 0; j < dim; j++) red[j] = 0;
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * dim;
+        for (int j = 0; j < dim; j++) {
+            double d = xr[j] - bn->mean[j];
+            red[j] += d * d;
+        }
+    }
+    rc = ars_dist_allreduce_double(dist, red, dim);
+    if (rc) return ars_error_context(rc, "%s: batch statistics", layer->name);
+    for (int j = 0; j < dim; j++) var[j] = red[j] / n;
+    return 0;
+}
+
+static int batchnorm_forward(ars_layer *layer, const ars_pass *pass, const float *x, float *y)
+{
+    batchnorm_impl *bn = layer->impl;
+    const int rows = pass->rows, dim = layer->in_dim;
+    const double eps = layer->spec.eps;
+    float *running_mean = layer->state + layer->buffers[0].offset;
+    float *running_var = layer->state + layer->buffers[1].offset;
+    if (rows < 0 || rows > layer->max_rows)
+        return ars_error(ARS_EINVAL, "%s: batch of %d rows, capacity %d", layer->name, rows, layer->max_rows);
+
+    if (pass->mode == ARS_MODE_EVAL) {
+        bn->train = 0;
+        for (int j = 0; j < dim; j++) {
+            bn->mean[j] = running_mean[j];
+            bn->inv_std[j] = 1.0 / sqrt((double)running_var[j] + eps);
+        }
+        normalize(layer, bn, rows, x, y);
+        return 0;
+    }
+
+    bn->train = 1;
+    double *var = bn->sums + dim + 1;   /* second half of the scratch */
+    int rc = batch_statistics(layer, pass, x, var);
+    if (rc) return rc;
+    const double n = bn->count;
+    if (n == 0) return 0;   /* nothing anywhere: no output, statistics untouched */
+    if (n < 2)
+        /* as PyTorch: the variance of one value says nothing, and the
+         * unbiased running variance would divide by zero */
+        return ars_error(ARS_EINVAL, "%s: BatchNorm in training mode needs more than one sample per "
+                         "batch (got %.0f)", layer->name, n);
+    /* running statistics: identical on all ranks when synced, because every
+     * input here is the result of the same all-reduce */
+    const double m = layer->spec.momentum;
+    for (int j = 0; j < dim; j++) {
+        bn->inv_std[j] = 1.0 / sqrt(var[j] + eps);
+        running_mean[j] = (float)((1.0 - m) * running_mean[j] + m * bn->mean[j]);
+        running_var[j] = (float)((1.0 - m) * running_var[j] + m * var[j] * n / (n - 1.0));
+    }
+    normalize(layer, bn, rows, x, y);
+    return 0;
+}
+
+/* dgamma = sum dy * xhat and dbeta = sum dy over this rank's rows (the
+ * trainer sums parameter gradients over ranks). Train mode: dx = gamma *
+ * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)), the means taken over
+ * the same sample set as the forward statistics (all ranks when synced). */
+static int batchnorm_backward(ars_layer *layer, const ars_pass *pass, const float *x, const float *y,
+                              const float *dy, float *dx)
+{
+    batchnorm_impl *bn = layer->impl;
+    const int rows = pass->rows, dim = layer->in_dim;
+    const float *gamma = layer->param + layer->params[0].offset;
+    float *dgamma = layer->grad + layer->params[0].offset;
+    float *dbeta = layer->grad + layer->params[1].offset;
+    double *sum_dy = bn->sums, *sum_dy_xhat = bn->sums + dim;
+
+    for (int j = 0; j < dim; j++) sum_dy[j] = sum_dy_xhat[j] = 0;
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * dim, *dyr = dy + (size_t)r * dim;
+        for (int j = 0; j < dim; j++) {
+            double xhat = ((double)xr[j] - bn->mean[j]) * bn->inv_std[j];
+            sum_dy[j] += dyr[j];
+            sum_dy_xhat[j] += dyr[j] * xhat;
+        }
+    }
+    for (int j = 0; j < dim; j++) {
+        dgamma[j] = (float)sum_dy_xhat[j];
+        dbeta[j] = (float)sum_dy[j];
+    }
+    if (!dx) return 0;   /* first layer: the same on every rank, so no rank waits in the all-reduce */
+
+    if (!bn->train) {   /* eval: the statistics are constants */
+        for (int r = 0; r < rows; r++) {
+            const float *dyr = dy + (size_t)r * dim;
+            float *dxr = dx + (size_t)r * dim;
+            for (int j = 0; j < dim; j++) dxr[j] = (float)(dyr[j] * gamma[j] * bn->inv_std[j]);
+        }
+        return 0;
+    }
+    int rc = ars_dist_allreduce_double(stats_dist(layer, pass), bn->sums, 2 * dim);
+    if (rc) return ars_error_context(rc, "%s: backward sums", layer->name);
+    if (bn->count == 0) return 0;
+    const double inv_n = 1.0 / bn->count;
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * dim, *dyr = dy + (size_t)r * dim;
+        float *dxr = dx + (size_t)r * dim;
+        for (int j = 0; j < dim; j++) {
+            double xhat = ((double)xr[j] - bn->mean[j]) * bn->inv_std[j];
+            double g = dyr[j] - sum_dy[j] * inv_n - xhat * sum_dy_xhat[j] * inv_n;
+            dxr[j] = (float)(gamma[j] * bn->inv_std[j] * g);
+        }
+    }
+    return 0;
+}
+
+static const ars_layer_ops batchnorm_ops = {"batchnorm", batchnorm_forward, batchnorm_backward, NULL};
+
+int ars_batchnorm_setup(ars_layer *layer, int in_dim)
+{
+    const ars_layer_spec *spec = &layer->spec;
+    if (!(spec->eps > 0.0f))
+        return ars_error(ARS_EINVAL, "line %d: [batchnorm] eps must be positive (found %g)",
+                         spec->source_line, (double)spec->eps);
+    if (!(spec->momentum >= 0.0f && spec->momentum <= 1.0f))
+        return ars_error(ARS_EINVAL, "line %d: [batchnorm] momentum must be in [0, 1] (found %g)",
+                         spec->source_line, (double)spec->momentum);
+    /* one block: the model frees impl with free() */
+    batchnorm_impl *bn = calloc(1, sizeof *bn + sizeof(double) * (4 * (size_t)in_dim + 1));
+    if (!bn) return ars_error(ARS_ENOMEM, "batchnorm: out of memory for width %d", in_dim);
+    bn->mean = bn->data;
+    bn->inv_std = bn->mean + in_dim;
+    bn->sums = bn->inv_std + in_dim;
+    layer->impl = bn;
+    layer->ops = &batchnorm_ops;
+    layer->out_dim = in_dim;
+    ars_layer_add_param(layer, "gamma", 1, in_dim, ARS_ROLE_ONES);
+    ars_layer_add_param(layer, "beta", 1, in_dim, ARS_ROLE_ZEROS);
+    ars_layer_add_buffer(layer, "running_mean", 1, in_dim, ARS_ROLE_ZEROS);
+    ars_layer_add_buffer(layer, "running_var", 1, in_dim, ARS_ROLE_ONES);
+    return 0;
+}

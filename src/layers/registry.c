@@ -1,0 +1,102 @@
+/* registry: layer kind name -> setup function, and the helpers every kind
+ * uses to declare its tensors. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "arsenal/error.h"
+#include "layers_internal.h"
+
+typedef struct {
+    const char *kind;
+    int (*setup)(ars_layer *layer, int in_dim);
+} kind_entry;
+
+static const kind_entry kinds[] = {
+    {"dense", ars_dense_setup},
+    {"sigmoid", ars_activation_setup},
+    {"tanh", ars_activation_setup},
+    {"relu", ars_activation_setup},
+    {"leaky_relu", ars_activation_setup},
+    {"elu", ars_activation_setup},
+    {"selu", ars_activation_setup},
+    {"gelu", ars_activation_setup},
+    {"batchnorm", ars_batchnorm_setup},
+    {"layernorm", ars_layernorm_setup},
+    {"dropout", ars_dropout_setup},
+    {"residual", ars_residual_begin_setup},
+    {"residual_add", ars_residual_add_setup},
+};
+
+static const kind_entry *find_kind(const char *kind)
+{
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (strcmp(kinds[i].kind, kind) == 0) return &kinds[i];
+    return NULL;
+}
+
+int ars_layer_kind_known(const char *kind) { return find_kind(kind) != NULL; }
+
+void ars_layer_spec_defaults(ars_layer_spec *spec, const char *kind)
+{
+    memset(spec, 0, sizeof *spec);
+    strncpy(spec->kind, kind, sizeof spec->kind - 1);
+    spec->alpha = strcmp(kind, "leaky_relu") == 0 ? 0.01f : 1.0f;
+    spec->momentum = 0.1f;
+    spec->eps = 1e-5f;
+    spec->sync = 1;
+    spec->rate = 0.5f;
+    spec->bias = 1;
+    strcpy(spec->init_mode, "fan_in");
+}
+
+int ars_layer_setup(ars_layer *layer, const ars_layer_spec *spec, int in_dim, int max_rows)
+{
+    const kind_entry *entry = find_kind(spec->kind);
+    if (!entry)
+        return ars_error(ARS_EINVAL, "line %d: unknown layer kind '%s'", spec->source_line, spec->kind);
+    if (in_dim <= 0)
+        return ars_error(ARS_EINVAL, "line %d: layer '%s' gets inputs of width %d",
+                         spec->source_line, spec->kind, in_dim);
+    layer->spec = *spec;
+    layer->in_dim = in_dim;
+    layer->max_rows = max_rows;
+    return entry->setup(layer, in_dim);
+}
+
+static void add_view(ars_tensor_view *views, int *count, size_t *size, const char *name,
+                     int rows, int cols, ars_role role)
+{
+    ars_tensor_view *v = &views[(*count)++];
+    memset(v, 0, sizeof *v);
+    strncpy(v->name, name, sizeof v->name - 1);
+    v->rows = rows;
+    v->cols = cols;
+    v->offset = *size;
+    v->count = (size_t)rows * (size_t)cols;
+    v->role = role;
+    *size += v->count;
+}
+
+void ars_layer_add_param(ars_layer *layer, const char *name, int rows, int cols, ars_role role)
+{
+    add_view(layer->params, &layer->param_count, &layer->param_size, name, rows, cols, role);
+}
+
+void ars_layer_add_buffer(ars_layer *layer, const char *name, int rows, int cols, ars_role role)
+{
+    add_view(layer->buffers, &layer->buffer_count, &layer->state_size, name, rows, cols, role);
+}
+
+static const char *const activation_names[] = {
+    [ARS_ACT_NONE] = "none", [ARS_ACT_SIGMOID] = "sigmoid", [ARS_ACT_TANH] = "tanh",
+    [ARS_ACT_RELU] = "relu", [ARS_ACT_LEAKY_RELU] = "leaky_relu", [ARS_ACT_ELU] = "elu",
+    [ARS_ACT_SELU] = "selu", [ARS_ACT_GELU] = "gelu"};
+
+ars_activation ars_activation_from_name(const char *name)
+{
+    for (int i = 1; i < (int)(sizeof activation_names / sizeof activation_names[0]); i++)
+        if (strcmp(activation_names[i], name) == 0) return (ars_activation)i;
+    return ARS_ACT_NONE;
+}
+
+const char *ars_activation_name(ars_activation act) { return activation_names[act]; }

@@ -1,0 +1,92 @@
+/* residual: y = x + F(x) as two marker layers around F. "residual" (begin)
+ * passes x through and, in backward, adds the gradient that came over the
+ * skip path; "residual_add" (end) adds the skip input to F's output, through
+ * a learned projection P [out, in] when the widths differ. */
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arsenal/error.h"
+#include "layers_internal.h"
+
+static int begin_forward(ars_layer *layer, const ars_pass *pass, const float *x, float *y)
+{
+    memcpy(y, x, sizeof(float) * (size_t)pass->rows * (size_t)layer->in_dim);
+    return 0;
+}
+
+static int begin_backward(ars_layer *layer, const ars_pass *pass, const float *x, const float *y,
+                          const float *dy, float *dx)
+{
+    if (!dx) return 0;
+    const size_t n = (size_t)pass->rows * (size_t)layer->in_dim;
+    const float *skip = layer->skip_grad;
+    for (size_t i = 0; i < n; i++) dx[i] = dy[i] + skip[i];
+    return 0;
+}
+
+static void begin_destroy(ars_layer *layer) { free(layer->skip_grad); }
+
+static const ars_layer_ops begin_ops = {"residual", begin_forward, begin_backward, begin_destroy};
+
+int ars_residual_begin_setup(ars_layer *layer, int in_dim)
+{
+    layer->ops = &begin_ops;
+    layer->out_dim = in_dim;
+    layer->skip_grad = calloc((size_t)layer->max_rows * (size_t)in_dim, sizeof(float));
+    if (!layer->skip_grad) return ars_error(ARS_ENOMEM, "residual: out of memory");
+    return 0;
+}
+
+static int add_forward(ars_layer *layer, const ars_pass *pass, const float *x, float *y)
+{
+    const int rows = pass->rows, out = layer->out_dim, skip_dim = layer->partner->in_dim;
+    const float *skip = layer->partner->output;
+    const size_t n = (size_t)rows * (size_t)out;
+    if (layer->param_count == 0) {
+        for (size_t i = 0; i < n; i++) y[i] = x[i] + skip[i];
+    } else if (rows > 0) {
+        memcpy(y, x, sizeof(float) * n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, skip_dim, 1.0f, skip, skip_dim,
+                    layer->param, skip_dim, 1.0f, y, out);
+    }
+    return 0;
+}
+
+static int add_backward(ars_layer *layer, const ars_pass *pass, const float *x, const float *y,
+                        const float *dy, float *dx)
+{
+    const int rows = pass->rows, out = layer->out_dim, skip_dim = layer->partner->in_dim;
+    const size_t n = (size_t)rows * (size_t)out;
+    float *skip_grad = layer->partner->skip_grad;
+    if (dx) memcpy(dx, dy, sizeof(float) * n);
+    if (layer->param_count == 0) {
+        memcpy(skip_grad, dy, sizeof(float) * n);
+        return 0;
+    }
+    if (rows == 0) {
+        memset(layer->grad, 0, sizeof(float) * layer->param_size);
+        return 0;
+    }
+    const float *skip = layer->partner->output;
+    /* dP[out, skip] = dy^T skip; d(skip) = dy P */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, skip_dim, rows, 1.0f, dy, out, skip, skip_dim,
+                0.0f, layer->grad, skip_dim);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, skip_dim, out, 1.0f, dy, out, layer->param,
+                skip_dim, 0.0f, skip_grad, skip_dim);
+    return 0;
+}
+
+static const ars_layer_ops add_ops = {"residual_add", add_forward, add_backward, NULL};
+
+int ars_residual_add_setup(ars_layer *layer, int in_dim)
+{
+    if (!layer->partner)
+        return ars_error(ARS_EINVAL, "line %d: residual_add without a matching [residual]",
+                         layer->spec.source_line);
+    layer->ops = &add_ops;
+    layer->out_dim = in_dim;
+    int skip_dim = layer->partner->in_dim;
+    if (skip_dim != in_dim) ars_layer_add_param(layer, "projection", in_dim, skip_dim, ARS_ROLE_WEIGHT);
+    return 0;
+}

@@ -1,0 +1,212 @@
+/* model: builds the layer list, lays out the flat parameter / gradient /
+ * state buffers and the activation arena, and runs forward and backward. */
+#define _POSIX_C_SOURCE 200809L
+#include "arsenal/model.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arsenal/clip.h"
+#include "arsenal/error.h"
+
+/* 64-byte aligned, zeroed; count may be 0. */
+static float *alloc_floats(size_t count)
+{
+    void *p = NULL;
+    size_t bytes = (count ? count : 1) * sizeof(float);
+    bytes = (bytes + 63) & ~(size_t)63;
+    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+    memset(p, 0, bytes);
+    return p;
+}
+
+/* Matches "residual" with "residual_add" (nested blocks allowed). */
+static int pair_residuals(ars_model *model, const ars_layer_spec *specs, int count)
+{
+    int *stack = malloc(sizeof(int) * (size_t)(count ? count : 1));
+    int depth = 0;
+    if (!stack) return ars_error(ARS_ENOMEM, "model: out of memory");
+    for (int i = 0; i < count; i++) {
+        if (strcmp(specs[i].kind, "residual") == 0) {
+            stack[depth++] = i;
+        } else if (strcmp(specs[i].kind, "residual_add") == 0) {
+            if (depth == 0) {
+                free(stack);
+                return ars_error(ARS_EINVAL, "line %d: end of a residual block that was never opened",
+                                 specs[i].source_line);
+            }
+            int begin = stack[--depth];
+            if (begin == i - 1) {
+                free(stack);
+                return ars_error(ARS_EINVAL, "line %d: empty residual block (F(x) needs at least one layer)",
+                                 specs[i].source_line);
+            }
+            model->layers[begin].partner = &model->layers[i];
+            model->layers[i].partner = &model->layers[begin];
+        }
+    }
+    int open = depth ? stack[depth - 1] : -1;
+    free(stack);
+    if (open >= 0)
+        return ars_error(ARS_EINVAL, "line %d: residual block is never closed", specs[open].source_line);
+    return 0;
+}
+
+static int checked_add(size_t *total, size_t a, size_t b)
+{
+    if (b && a > SIZE_MAX / b) return -1;
+    if (*total > SIZE_MAX - a * b) return -1;
+    *total += a * b;
+    return 0;
+}
+
+int ars_model_create(ars_model *model, const ars_layer_spec *specs, int count, int in_dim, int max_rows)
+{
+    memset(model, 0, sizeof *model);
+    if (count <= 0) return ars_error(ARS_EINVAL, "model: no layers");
+    if (in_dim <= 0 || max_rows <= 0)
+        return ars_error(ARS_EINVAL, "model: input width %d and batch %d must be positive", in_dim, max_rows);
+    model->layers = calloc((size_t)count, sizeof *model->layers);
+    if (!model->layers) return ars_error(ARS_ENOMEM, "model: out of memory for %d layers", count);
+    model->layer_count = count;
+    model->in_dim = in_dim;
+    model->max_rows = max_rows;
+    int rc = pair_residuals(model, specs, count);
+    if (rc) goto fail;
+
+    size_t act_total = 0, max_width = (size_t)in_dim;
+    int width = in_dim;
+    for (int i = 0; i < count; i++) {
+        ars_layer *layer = &model->layers[i];
+        layer->index = i;
+        snprintf(layer->name, sizeof layer->name, "%03d_%s", i, specs[i].kind);
+        rc = ars_layer_setup(layer, &specs[i], width, max_rows);
+        if (rc) {
+            ars_error_context(rc, "layer %s (line %d)", layer->name, specs[i].source_line);
+            goto fail;
+        }
+        layer->param_offset = model->param_count;
+        layer->state_offset = model->state_count;
+        model->param_count += layer->param_size;
+        model->state_count += layer->state_size;
+        if (checked_add(&act_total, (size_t)max_rows, (size_t)layer->out_dim)) {
+            rc = ars_error(ARS_ENOMEM, "model: activation size overflows");
+            goto fail;
+        }
+        if ((size_t)layer->out_dim > max_width) max_width = (size_t)layer->out_dim;
+        width = layer->out_dim;
+    }
+    model->out_dim = width;
+    model->max_width = max_width;
+
+    model->params = alloc_floats(model->param_count);
+    model->grads = alloc_floats(model->param_count);
+    model->state = alloc_floats(model->state_count);
+    model->grad_a = alloc_floats((size_t)max_rows * max_width);
+    model->grad_b = alloc_floats((size_t)max_rows * max_width);
+    float *arena = alloc_floats(act_total);
+    if (!model->params || !model->grads || !model->state || !model->grad_a || !model->grad_b || !arena) {
+        free(arena);
+        rc = ars_error(ARS_ENOMEM, "model: cannot allocate %zu parameters and %zu activations",
+                       model->param_count, act_total);
+        goto fail;
+    }
+    for (int i = 0; i < count; i++) {
+        ars_layer *layer = &model->layers[i];
+        layer->param = model->params + layer->param_offset;
+        layer->grad = model->grads + layer->param_offset;
+        layer->state = model->state + layer->state_offset;
+        layer->output = arena;
+        arena += (size_t)max_rows * (size_t)layer->out_dim;
+    }
+    return 0;
+fail:
+    ars_model_destroy(model);
+    return rc;
+}
+
+void ars_model_destroy(ars_model *model)
+{
+    if (model->layers) {
+        for (int i = 0; i < model->layer_count; i++) {
+            ars_layer *layer = &model->layers[i];
+            if (layer->ops && layer->ops->destroy) layer->ops->destroy(layer);
+            free(layer->impl);
+        }
+        /* the activation arena starts at the first layer's output */
+        if (model->layer_count > 0) free(model->layers[0].output);
+    }
+    free(model->layers);
+    free(model->params);
+    free(model->grads);
+    free(model->state);
+    free(model->grad_a);
+    free(model->grad_b);
+    memset(model, 0, sizeof *model);
+}
+
+int ars_model_estimate_bytes(const ars_layer_spec *specs, int count, int in_dim, int max_rows, double *bytes)
+{
+    ars_model probe;
+    /* Build with one row: parameter counts do not depend on the batch. */
+    int rc = ars_model_create(&probe, specs, count, in_dim, 1);
+    if (rc) return rc;
+    double activations = 0, workspace_rows = 0;
+    for (int i = 0; i < probe.layer_count; i++) {
+        activations += (double)probe.layers[i].out_dim;
+        workspace_rows += 2.0 * probe.layers[i].in_dim;   /* saved statistics, masks, skip gradients */
+    }
+    /* params, grads, two optimizer moments + activations and workspaces per row */
+    *bytes = 4.0 * ((double)probe.param_count * 4 + (double)probe.state_count +
+                    (double)max_rows * (activations + workspace_rows + 2.0 * (double)probe.max_width));
+    ars_model_destroy(&probe);
+    return 0;
+}
+
+int ars_model_forward(ars_model *model, const ars_pass *pass, const float *x)
+{
+    model->input = x;
+    if (pass->rows > model->max_rows)
+        return ars_error(ARS_EINVAL, "model: batch of %d rows exceeds capacity %d", pass->rows, model->max_rows);
+    const float *in = x;
+    for (int i = 0; i < model->layer_count; i++) {
+        ars_layer *layer = &model->layers[i];
+        int rc = layer->ops->forward(layer, pass, in, layer->output);
+        if (rc) return ars_error_context(rc, "forward of %s", layer->name);
+        in = layer->output;
+    }
+    return 0;
+}
+
+const float *ars_model_output(const ars_model *model)
+{
+    return model->layers[model->layer_count - 1].output;
+}
+
+int ars_model_backward(ars_model *model, const ars_pass *pass, const float *dout,
+                       ars_backward_hook hook, void *context)
+{
+    const float *dy = dout;
+    for (int i = model->layer_count - 1; i >= 0; i--) {
+        ars_layer *layer = &model->layers[i];
+        const float *x = i > 0 ? model->layers[i - 1].output : model->input;
+        float *dx = i > 0 ? (dy == model->grad_a ? model->grad_b : model->grad_a) : NULL;
+        if (pass->probe)
+            layer->output_grad_norm = ars_l2_norm(dy, (size_t)pass->rows * (size_t)layer->out_dim);
+        int rc = layer->ops->backward(layer, pass, x, layer->output, dy, dx);
+        if (rc) return ars_error_context(rc, "backward of %s", layer->name);
+        if (hook && (rc = hook(context, layer)) != 0) return rc;
+        dy = dx;
+    }
+    return 0;
+}
+
+ars_layer *ars_model_find(ars_model *model, const char *name)
+{
+    for (int i = 0; i < model->layer_count; i++)
+        if (strcmp(model->layers[i].name, name) == 0) return &model->layers[i];
+    return NULL;
+}

@@ -1,0 +1,238 @@
+/* run_config: maps the run file onto an ars_run_config and the layer specs,
+ * validating every key (range, choices); unknown keys are caught at the end
+ * by ars_config_check_unused. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arsenal/data.h"
+#include "arsenal/error.h"
+#include "arsenal/init.h"
+#include "arsenal/train.h"
+
+#define TRY(expr)                  \
+    do {                           \
+        int try_rc_ = (expr);      \
+        if (try_rc_) return try_rc_; \
+    } while (0)
+
+static int get_int(ars_config *c, ars_config_section *s, const char *key, long fallback, long min, long max,
+                   int *out)
+{
+    long v;
+    TRY(ars_config_get_int(c, s, key, fallback, min, max, &v));
+    *out = (int)v;
+    return 0;
+}
+
+static int get_float(ars_config *c, ars_config_section *s, const char *key, double fallback, double min,
+                     double max, float *out)
+{
+    double v;
+    TRY(ars_config_get_double(c, s, key, fallback, min, max, &v));
+    *out = (float)v;
+    return 0;
+}
+
+static int load_run_section(ars_config *c, ars_config_section *s, ars_run_config *run)
+{
+    static const char *const data_sets[] = {"fashion-mnist", "mnist", "spirals", "blobs", "teacher", NULL};
+    static const char *const optimizers[] = {"sgd", "adam", "adamw", NULL};
+    static const char *const schedules[] = {"constant", "step", "cosine", NULL};
+    static const char *const losses[] = {"cross_entropy", "mse", NULL};
+    static const char *const policies[] = {"skip", "stop", NULL};
+    static const char *const scopes[] = {"rank", "global", NULL};
+    char text[64];
+    long big;
+    double value;
+
+    memset(run, 0, sizeof *run);
+    TRY(ars_config_get_string(c, s, "data", "fashion-mnist", data_sets, run->data, sizeof run->data));
+    TRY(ars_config_get_string(c, s, "data_dir", ARS_FASHION_MNIST_DIR, NULL, run->data_dir, sizeof run->data_dir));
+    if (strcmp(run->data, "mnist") == 0 && !ars_config_has(s, "data_dir"))
+        strcpy(run->data_dir, "/usr/share/datasets/mnist");
+    TRY(get_int(c, s, "train_limit", 0, 0, 100000000, &run->train_limit));
+    TRY(get_int(c, s, "test_limit", 0, 0, 100000000, &run->test_limit));
+    TRY(get_int(c, s, "train_samples", 4000, 1, 100000000, &run->train_samples));
+    TRY(get_int(c, s, "test_samples", 1000, 1, 100000000, &run->test_samples));
+    TRY(ars_config_get_bool(c, s, "standardize", 1, &run->standardize));
+
+    TRY(get_int(c, s, "epochs", 1, 0, 1000000, &run->epochs));
+    TRY(ars_config_get_int(c, s, "max_steps", 0, 0, 1000000000000L, &big));
+    run->max_steps = big;
+    if (run->epochs == 0 && run->max_steps == 0)
+        return ars_error(ARS_EINVAL, "%s: [run] epochs = 0 and max_steps = 0: nothing to train", c->path);
+    TRY(get_int(c, s, "batch", 64, 1, 1 << 24, &run->batch));
+    TRY(ars_config_get_string(c, s, "batch_scope", "rank", scopes, text, sizeof text));
+    run->batch_is_global = strcmp(text, "global") == 0;
+    TRY(ars_config_get_int(c, s, "seed", 1, 0, 0x7fffffffffffffffL, &big));
+    run->seed = (uint64_t)big;
+    const char *default_loss = strcmp(run->data, "teacher") == 0 ? "mse" : "cross_entropy";
+    TRY(ars_config_get_string(c, s, "loss", default_loss, losses, text, sizeof text));
+    TRY(ars_loss_parse(text, &run->loss));
+
+    ars_optimizer_kind kind;
+    TRY(ars_config_get_string(c, s, "optimizer", "adam", optimizers, text, sizeof text));
+    TRY(ars_optimizer_parse(text, &kind));
+    ars_optim_config_defaults(&run->optim, kind);
+    TRY(get_float(c, s, "lr", kind == ARS_OPT_SGD ? 0.01 : 1e-3, 0, 1e6, &run->optim.lr));
+    TRY(get_float(c, s, "momentum", run->optim.momentum, 0, 1, &run->optim.momentum));
+    TRY(ars_config_get_bool(c, s, "nesterov", 0, &run->optim.nesterov));
+    if (run->optim.nesterov && run->optim.momentum <= 0)
+        return ars_error(ARS_EINVAL, "%s: [run] nesterov = true needs momentum > 0", c->path);
+    TRY(get_float(c, s, "weight_decay", run->optim.weight_decay, 0, 1e3, &run->optim.weight_decay));
+    TRY(get_float(c, s, "beta1", run->optim.beta1, 0, 0.999999, &run->optim.beta1));
+    TRY(get_float(c, s, "beta2", run->optim.beta2, 0, 0.99999999, &run->optim.beta2));
+    TRY(get_float(c, s, "eps", run->optim.eps, 1e-30, 1, &run->optim.eps));
+
+    TRY(ars_config_get_string(c, s, "schedule", "constant", schedules, text, sizeof text));
+    TRY(ars_schedule_parse(text, &run->schedule.kind));
+    TRY(ars_config_get_int(c, s, "warmup_steps", 0, 0, 1000000000L, &big));
+    run->schedule.warmup_steps = big;
+    TRY(ars_config_get_int(c, s, "step_size", 1000, 1, 1000000000L, &big));
+    run->schedule.step_size = big;
+    TRY(get_float(c, s, "gamma", 0.1, 0, 1e3, &run->schedule.gamma));
+    TRY(get_float(c, s, "min_lr", 0, 0, 1e6, &run->schedule.min_lr));
+    TRY(ars_config_get_int(c, s, "total_steps", 0, 0, 1000000000000L, &big));
+    run->schedule.total_steps = big;   /* 0: the trainer fills in the run's length */
+
+    TRY(get_float(c, s, "clip_norm", 0, 0, 1e30, &run->clip_norm));
+    TRY(get_float(c, s, "clip_value", 0, 0, 1e30, &run->clip_value));
+    TRY(ars_config_get_string(c, s, "nonfinite", "skip", policies, text, sizeof text));
+    run->nonfinite = strcmp(text, "stop") == 0 ? ARS_NONFINITE_STOP : ARS_NONFINITE_SKIP;
+
+    TRY(ars_config_get_bool(c, s, "overlap", 1, &run->overlap));
+    TRY(ars_config_get_double(c, s, "bucket_mb", 4, 0.001, 4096, &run->bucket_mb));
+    TRY(ars_config_get_double(c, s, "first_bucket_mb", 1, 0.001, 4096, &run->first_bucket_mb));
+    TRY(get_int(c, s, "check_every", 100, 0, 1 << 30, &run->check_every));
+    TRY(get_int(c, s, "log_every", 100, 1, 1 << 30, &run->log_every));
+    TRY(get_int(c, s, "probe_every", 10, 1, 1 << 30, &run->probe_every));
+    TRY(get_int(c, s, "histogram_every", 0, 0, 1 << 30, &run->histogram_every));
+    TRY(get_int(c, s, "histogram_bins", 32, 2, 4096, &run->histogram_bins));
+    TRY(get_int(c, s, "ckpt_every", 0, 0, 1 << 30, &run->ckpt_every));
+    TRY(get_int(c, s, "ckpt_keep", 3, 1, 1000000, &run->ckpt_keep));
+    TRY(ars_config_get_double(c, s, "lsuv_tol", 0.05, 1e-6, 1, &value));
+    run->lsuv_tol = value;
+    TRY(get_int(c, s, "lsuv_iterations", 10, 1, 1000, &run->lsuv_iterations));
+    return 0;
+}
+
+/* The initializer keys of a dense layer (or a residual projection). */
+static int load_init_keys(ars_config *c, ars_config_section *s, ars_layer_spec *spec)
+{
+    static const char *const modes[] = {"fan_in", "fan_out", NULL};
+    static const struct { const char *key; const char *kinds; } args[] = {
+        {"init_std", "normal"},
+        {"init_bound", "uniform"},
+        {"init_gain", "xavier_uniform xavier_normal orthogonal lsuv"},
+        {"init_slope", "he_uniform he_normal"},
+    };
+    char name[24];
+    ars_init_kind kind;
+    TRY(ars_config_get_string(c, s, "init", "xavier_uniform", NULL, name, sizeof name));
+    if (ars_init_parse(name, &kind))
+        return ars_error_context(ARS_EINVAL, "%s:%d: [%s] init", c->path, s->line, s->name);
+    strcpy(spec->init, name);
+    for (size_t i = 0; i < sizeof args / sizeof args[0]; i++) {
+        if (!ars_config_has(s, args[i].key)) continue;
+        if (!strstr(args[i].kinds, name))
+            return ars_error(ARS_EINVAL, "%s:%d: [%s] %s applies to init = %s, not to init = %s", c->path,
+                             s->line, s->name, args[i].key, args[i].kinds, name);
+        double v;
+        TRY(ars_config_get_double(c, s, args[i].key, 0, 0, 1e6, &v));
+        spec->init_arg = (float)v;
+    }
+    TRY(ars_config_get_string(c, s, "init_mode", "fan_in", modes, spec->init_mode, sizeof spec->init_mode));
+    return 0;
+}
+
+static int push_spec(ars_layer_spec **specs, int *count, int *capacity, const ars_layer_spec *spec)
+{
+    if (*count == *capacity) {
+        int grown = *capacity ? 2 * *capacity : 16;
+        ars_layer_spec *p = realloc(*specs, sizeof *p * (size_t)grown);
+        if (!p) return ars_error(ARS_ENOMEM, "run file: out of memory for %d layers", grown);
+        *specs = p;
+        *capacity = grown;
+    }
+    (*specs)[(*count)++] = *spec;
+    return 0;
+}
+
+static int load_layer_section(ars_config *c, ars_config_section *s, ars_layer_spec **specs, int *count,
+                              int *capacity)
+{
+    static const char *const activations[] = {"none", "sigmoid", "tanh", "relu", "leaky_relu", "elu",
+                                              "selu", "gelu", NULL};
+    const char *kind = s->name;
+    if (!ars_layer_kind_known(kind))
+        return ars_error(ARS_EINVAL, "%s:%d: unknown section [%s] (expected [run], a layer: dense, sigmoid, "
+                         "tanh, relu, leaky_relu, elu, selu, gelu, batchnorm, layernorm, dropout, or a "
+                         "block: [residual] ... [end], [repeat] ... [end])", c->path, s->line, kind);
+    ars_layer_spec spec;
+    ars_layer_spec_defaults(&spec, kind);
+    spec.source_line = s->line;
+    char activation[24] = "none";
+    if (strcmp(kind, "dense") == 0) {
+        long units;
+        if (!ars_config_has(s, "units"))
+            return ars_error(ARS_EINVAL, "%s:%d: [dense] needs units = <output width>", c->path, s->line);
+        TRY(ars_config_get_int(c, s, "units", 0, 1, 1 << 24, &units));
+        spec.units = (int)units;
+        TRY(ars_config_get_bool(c, s, "bias", 1, &spec.bias));
+        TRY(load_init_keys(c, s, &spec));
+        TRY(ars_config_get_string(c, s, "activation", "none", activations, activation, sizeof activation));
+    } else if (strcmp(kind, "residual_add") == 0) {
+        TRY(load_init_keys(c, s, &spec));   /* the projection, when widths differ */
+    } else if (strcmp(kind, "leaky_relu") == 0) {
+        TRY(get_float(c, s, "slope", 0.01, 0, 1, &spec.alpha));
+    } else if (strcmp(kind, "elu") == 0) {
+        TRY(get_float(c, s, "alpha", 1.0, 0, 100, &spec.alpha));
+    } else if (strcmp(kind, "batchnorm") == 0) {
+        TRY(get_float(c, s, "momentum", 0.1, 0, 1, &spec.momentum));
+        TRY(get_float(c, s, "eps", 1e-5, 1e-12, 1, &spec.eps));
+        TRY(ars_config_get_bool(c, s, "sync", 1, &spec.sync));
+    } else if (strcmp(kind, "layernorm") == 0) {
+        TRY(get_float(c, s, "eps", 1e-5, 1e-12, 1, &spec.eps));
+    } else if (strcmp(kind, "dropout") == 0) {
+        TRY(get_float(c, s, "rate", 0.5, 0, 0.999, &spec.rate));
+    }
+    TRY(push_spec(specs, count, capacity, &spec));
+    if (strcmp(activation, "none") != 0) {   /* [dense] activation = relu: sugar for a [relu] after it */
+        ars_layer_spec act;
+        ars_layer_spec_defaults(&act, activation);
+        act.source_line = s->line;
+        TRY(push_spec(specs, count, capacity, &act));
+    }
+    return 0;
+}
+
+int ars_run_config_load(ars_config *config, ars_run_config *run, ars_layer_spec **specs_out, int *count_out)
+{
+    ars_layer_spec *specs = NULL;
+    int count = 0, capacity = 0, runs = 0, rc = 0;
+    *specs_out = NULL;
+    *count_out = 0;
+    for (int i = 0; i < config->section_count && !rc; i++) {
+        ars_config_section *s = &config->sections[i];
+        if (strcmp(s->name, "run") == 0) {
+            if (runs++)
+                rc = ars_error(ARS_EINVAL, "%s:%d: a second [run] section (the first is at line %d)",
+                               config->path, s->line, ars_config_find(config, "run")->line);
+            else rc = load_run_section(config, s, run);
+        } else {
+            rc = load_layer_section(config, s, &specs, &count, &capacity);
+        }
+    }
+    if (!rc && runs == 0) rc = ars_error(ARS_EINVAL, "%s: no [run] section (it says what to train on and how)",
+                                         config->path);
+    if (!rc && count == 0) rc = ars_error(ARS_EINVAL, "%s: no layer sections: the model is empty", config->path);
+    if (!rc) rc = ars_config_check_unused(config);
+    if (rc) {
+        free(specs);
+        return rc;
+    }
+    *specs_out = specs;
+    *count_out = count;
+    return 0;
+}
