@@ -141,7 +141,7 @@ static ars_config_section *push_written(ars_config *c)
 static ars_config_entry *add_entry(ars_config_section *s, const char *key, const char *value, int line)
 {
     if (s->entry_count == s->entry_capacity) {
-        int cap = s->entry_capacity ? s->entry_capacity * 2 : 4;
+        int cap = s->entry_capacity ? s->entry_capacity * 2 : 1; /* most sections have 0-2 keys */
         ars_config_entry *p = realloc(s->entries, (size_t)cap * sizeof *p);
         if (!p) return NULL;
         s->entries = p, s->entry_capacity = cap;
@@ -276,8 +276,8 @@ static int prescan_header(parse_state *st, strbuf *copy, int line, const char *s
 }
 
 /* One line of the source. Comments and blank lines go to the copy empty,
- * everything else without its indentation, so line numbers stay put and
- * inih never sees a continuation line. */
+ * everything else without its indentation and comment, so line numbers
+ * stay put and inih never sees a continuation line. */
 static int prescan_line(parse_state *st, strbuf *copy, int line, const char *s, size_t len)
 {
     ars_config *c = st->config;
@@ -285,6 +285,14 @@ static int prescan_line(parse_state *st, strbuf *copy, int line, const char *s, 
     if (len == 0 || s[0] == ';' || s[0] == '#') return 0;
     if (s[0] == '[') return prescan_header(st, copy, line, s, len);
 
+    /* Drop an inline comment (';' after a space, where inih cuts too) so it
+     * does not count against the line limit. */
+    for (size_t i = 1; i < len; i++)
+        if (s[i] == ';' && is_space(s[i - 1])) {
+            len = i;
+            trim(&s, &len);
+            break;
+        }
     char shown[96];
     excerpt(shown, sizeof shown, s, len, 60);
     if (c->written_count == 0)
@@ -664,8 +672,9 @@ static int malformed(const char *assignment, const char *why)
                      "(e.g. run.lr=0.01, dense#2.units=64)", shown, why);
 }
 
-/* Sets key in s (adding it when absent), as from the command line. */
-static int set_entry(ars_config *c, ars_config_section *s, const char *key, const char *value)
+/* Sets key in s (adding it when absent), as from the command line;
+ * *total counts the keys of all written sections. */
+static int set_entry(ars_config_section *s, const char *key, const char *value, long *total)
 {
     ars_config_entry *e = lookup(s, key);
     if (e) {
@@ -676,9 +685,10 @@ static int set_entry(ars_config *c, ars_config_section *s, const char *key, cons
     if (s->entry_count >= ARS_CONFIG_MAX_KEYS)
         return ars_error(ARS_EINVAL, "--set %s.%s: [%s] already has %d keys", s->name, key, s->name,
                          ARS_CONFIG_MAX_KEYS);
-    if (total_entries(c->written, c->written_count) >= ARS_CONFIG_MAX_ENTRIES)
+    if (*total >= ARS_CONFIG_MAX_ENTRIES)
         return ars_error(ARS_EINVAL, "--set %s.%s: more than %d keys", s->name, key, ARS_CONFIG_MAX_ENTRIES);
     if (!add_entry(s, key, value, 0)) return ars_error(ARS_ENOMEM, "--set: out of memory");
+    (*total)++;
     return 0;
 }
 
@@ -743,12 +753,13 @@ int ars_config_override(ars_config *config, const char *assignment)
     if (name_len < sizeof section_name) memcpy(section_name, name, name_len), section_name[name_len] = '\0';
 
     int named = 0, changed = 0;
+    long total = total_entries(config->written, config->written_count);
     for (int i = 0; i < config->written_count && !rc; i++) {
         ars_config_section *s = &config->written[i];
         if (!section_name[0] || strcmp(s->name, section_name) != 0) continue;
         named++;
         if (occurrence && s->occurrence != occurrence) continue;
-        rc = set_entry(config, s, key_text, value_text);
+        rc = set_entry(s, key_text, value_text, &total);
         changed++;
     }
     if (rc) return rc;
@@ -912,8 +923,9 @@ char *ars_config_to_string(const ars_config *config)
     int depth = 0;
     for (int i = 0; config && i < config->written_count; i++) {
         const ars_config_section *s = &config->written[i];
-        if (is_named(s, "end") && depth > 0) depth--;
-        if (i > 0 && depth == 0) sb_puts(&b, "\n");
+        int end = is_named(s, "end");
+        if (end && depth > 0) depth--;
+        if (i > 0 && depth == 0 && !end) sb_puts(&b, "\n"); /* between top-level sections */
         sb_indent(&b, depth);
         sb_puts(&b, "[");
         sb_puts(&b, s->name);

@@ -76,6 +76,17 @@ int ars_dist_allreduce_max_int(const ars_dist *dist, int *value)
     return 0;
 }
 
+int ars_dist_broadcast_bytes(const ars_dist *dist, void *bytes, size_t size, int root)
+{
+    if (!ars_dist_active(dist)) return 0;
+    for (size_t done = 0; done < size;) {
+        int chunk = size - done > (size_t)INT_MAX ? INT_MAX : (int)(size - done);
+        MPI_CHECK(MPI_Bcast((char *)bytes + done, chunk, MPI_BYTE, root, dist->comm), "MPI_Bcast");
+        done += (size_t)chunk;
+    }
+    return 0;
+}
+
 int ars_dist_broadcast_float(const ars_dist *dist, float *values, size_t count, int root)
 {
     if (!ars_dist_active(dist)) return 0;

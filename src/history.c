@@ -32,6 +32,7 @@ void ars_history_free(ars_history *h)
     free(h->layer_values);
     free(h->hist_steps);
     free(h->hist_counts);
+    free(h->evals);
     for (size_t i = 0; i < h->event_count; i++) free(h->events[i]);
     free(h->events);
     memset(h, 0, sizeof *h);
@@ -105,5 +106,18 @@ int ars_history_add_event(ars_history *h, const char *text)
     char *copy = strdup(text);
     if (!copy) return ars_error(ARS_ENOMEM, "history: out of memory");
     h->events[h->event_count++] = copy;
+    return 0;
+}
+
+int ars_history_add_eval(ars_history *h, const ars_history_eval *eval)
+{
+    if (h->eval_count == h->eval_capacity) {
+        size_t capacity = h->eval_capacity ? 2 * h->eval_capacity : 16;
+        ars_history_eval *evals = realloc(h->evals, capacity * sizeof *evals);
+        if (!evals) return ars_error(ARS_ENOMEM, "history: out of memory");
+        h->evals = evals;
+        h->eval_capacity = capacity;
+    }
+    h->evals[h->eval_count++] = *eval;
     return 0;
 }

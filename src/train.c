@@ -329,9 +329,13 @@ static int train_loop(ars_trainer *t)
                             t->epochs_done, (long long)t->step, epoch_loss / fmax(epoch_steps, 1), t->test_loss,
                             isnan(t->test_accuracy) ? -1.0 : t->test_accuracy, elapsed);
             }
+            ars_history_eval eval = {.step = t->step, .epoch = t->epochs_done,
+                                     .train_loss = epoch_loss / fmax(epoch_steps, 1),
+                                     .test_loss = t->test_loss, .test_accuracy = t->test_accuracy};
+            rc = ars_history_add_eval(&t->history, &eval);
             epoch_loss = 0;
             epoch_steps = 0;
-            rc = ars_trainer_epoch_end(t);
+            if (!rc) rc = ars_trainer_epoch_end(t);
         } else if (run->ckpt_every && t->step % run->ckpt_every == 0) {
             rc = ars_trainer_checkpoint(t);
         }
@@ -368,6 +372,7 @@ static int trainer_setup(ars_trainer *t, const ars_layer_spec *specs, int count)
     } else {
         t->global_batch = run->batch * t->world;
     }
+    TRY_RC(ars_trainer_resume_prepare(t));   /* a resumed run keeps its checkpoint's global batch */
     t->local_capacity = (t->global_batch + t->world - 1) / t->world;
     TRY_RC(ars_trainer_agree(t, load_data(t)));
     TRY_RC(ars_sampler_create(&t->sampler, &t->train, t->global_batch, t->rank, t->world, run->seed, 1));
@@ -415,12 +420,14 @@ int ars_train(const ars_run_config *run, const ars_layer_spec *specs, int count,
     t.dist = dist;
     t.rank = dist ? dist->rank : 0;
     t.world = dist ? dist->size : 1;
+    t.test_accuracy = NAN;   /* until the first evaluation */
+    t.test_loss = NAN;
     ars_run_config resolved = *run;
     t.run = &resolved;
     int rc = trainer_setup(&t, specs, count);
     if (!rc) {
         if (resolved.schedule.total_steps == 0) resolved.schedule.total_steps = t.total_steps;
-        rc = ars_trainer_agree(&t, ars_trainer_resume(&t));
+        rc = ars_trainer_resume(&t);
     }
     if (!rc) {
         print_header(&t, specs, count);

@@ -44,8 +44,9 @@ typedef struct ars_trainer {
 
 int ars_trainer_agree(ars_trainer *t, int rc);
 
-/* trainer_ckpt.c */
-int ars_trainer_resume(ars_trainer *t);       /* no-op without --resume */
+/* trainer_ckpt.c. All are called on every rank; they agree on failure. */
+int ars_trainer_resume_prepare(ars_trainer *t);   /* --resume: step and global batch */
+int ars_trainer_resume(ars_trainer *t);       /* --resume: tensors, optimizer, history */
 int ars_trainer_checkpoint(ars_trainer *t);   /* no-op without --ckpt-dir */
 int ars_trainer_epoch_end(ars_trainer *t);
 int ars_trainer_finish(ars_trainer *t);

@@ -1,19 +1,203 @@
-/* trainer_ckpt: when the training loop writes checkpoints and how it
- * resumes from one. The HDF5 layout itself lives in ckpt.c. */
+/* trainer_ckpt: when the training loop writes checkpoints (every
+ * ckpt_every steps, each epoch, at the end; keeping the last ckpt_keep) and
+ * how it resumes from one. Rank 0 reads and writes files; the others get
+ * tensors by broadcast, so a resume works without a shared file system.
+ * The HDF5 layout itself lives in ckpt.c. */
+#define _DEFAULT_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "arsenal/ckpt.h"
 #include "arsenal/error.h"
 #include "trainer.h"
 
-int ars_trainer_resume(ars_trainer *t)
+static int make_directory(const char *dir)
 {
-    if (!t->options->resume_path) return 0;
-    return ars_error(ARS_EINVAL, "--resume: checkpoints are not implemented yet");
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
+        return ars_error(ARS_EINVAL, "--ckpt-dir: path too long");
+    for (char *p = path + 1; *p; p++) {   /* mkdir -p */
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST)
+            return ars_error(ARS_EIO, "--ckpt-dir %s: cannot create %s: %s", dir, path, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        return ars_error(ARS_EIO, "--ckpt-dir %s: cannot create it: %s", dir, strerror(errno));
+    if (access(path, W_OK | X_OK) != 0)
+        return ars_error(ARS_EIO, "--ckpt-dir %s: not writable: %s", dir, strerror(errno));
+    return 0;
+}
+
+static int is_checkpoint_name(const char *name)
+{
+    size_t n = strlen(name);
+    return n == strlen("ckpt-00000000.h5") && strncmp(name, "ckpt-", 5) == 0 && strcmp(name + n - 3, ".h5") == 0;
+}
+
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Deletes all but the newest keep checkpoints (names sort by step). */
+static void prune(const char *dir, int keep)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    char **names = NULL;
+    size_t count = 0, capacity = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (!is_checkpoint_name(e->d_name)) continue;
+        if (count == capacity) {
+            capacity = capacity ? 2 * capacity : 16;
+            char **grown = realloc(names, capacity * sizeof *names);
+            if (!grown) break;
+            names = grown;
+        }
+        names[count++] = strdup(e->d_name);
+    }
+    closedir(d);
+    qsort(names, count, sizeof *names, compare_names);
+    for (size_t i = 0; i < count; i++) {
+        if (i + (size_t)keep < count && names[i]) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+            unlink(path);
+        }
+        free(names[i]);
+    }
+    free(names);
+}
+
+/* latest.h5 -> ckpt-<step>.h5, replaced atomically. */
+static void point_latest(const char *dir, const char *name)
+{
+    char link_path[4096], tmp[4200];
+    snprintf(link_path, sizeof link_path, "%s/latest.h5", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", link_path, (long)getpid());
+    unlink(tmp);
+    if (symlink(name, tmp) == 0 && rename(tmp, link_path) != 0) unlink(tmp);
+}
+
+static int write_checkpoint(ars_trainer *t)
+{
+    const char *dir = t->options->ckpt_dir;
+    char name[64], path[4096];
+    snprintf(name, sizeof name, "ckpt-%08lld.h5", (long long)t->step);
+    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path)
+        return ars_error(ARS_EINVAL, "--ckpt-dir: path too long");
+    ars_ckpt_state state = {
+        .step = t->step, .epoch = (int)(t->step / t->steps_per_epoch), .steps_per_epoch = t->steps_per_epoch,
+        .world_size = t->world, .global_batch = t->global_batch, .seed = t->run->seed,
+        .nonfinite_steps = t->nonfinite_steps, .last_loss = t->last_loss, .test_loss = t->test_loss,
+        .test_accuracy = t->test_accuracy, .config_text = t->options->config_text};
+    int rc = ars_ckpt_write(path, &t->model, &t->opt, &t->history, &state);
+    if (rc) return rc;
+    point_latest(dir, name);
+    prune(dir, t->run->ckpt_keep);
+    if (!t->options->quiet) {
+        printf("checkpoint %s\n", path);
+        fflush(stdout);
+    }
+    return 0;
 }
 
 int ars_trainer_checkpoint(ars_trainer *t)
 {
-    return 0;
+    if (!t->options->ckpt_dir || t->last_ckpt_step == t->step) return 0;
+    int rc = 0;
+    if (t->rank == 0) {
+        rc = make_directory(t->options->ckpt_dir);
+        if (!rc) rc = write_checkpoint(t);
+    }
+    rc = ars_trainer_agree(t, rc);
+    if (!rc) t->last_ckpt_step = t->step;
+    return rc;
 }
 
 int ars_trainer_epoch_end(ars_trainer *t) { return ars_trainer_checkpoint(t); }
 
-int ars_trainer_finish(ars_trainer *t) { return 0; }
+int ars_trainer_finish(ars_trainer *t) { return ars_trainer_checkpoint(t); }
+
+int ars_trainer_resume_prepare(ars_trainer *t)
+{
+    t->last_ckpt_step = -1;
+    int rc = 0;
+    if (t->options->ckpt_dir && t->rank == 0) rc = make_directory(t->options->ckpt_dir);   /* fail early */
+    TRY_RC(ars_trainer_agree(t, rc));
+    if (!t->options->resume_path) return 0;
+    int64_t facts[3] = {0, 0, 0};   /* step, global batch, non-finite steps */
+    if (t->rank == 0) {
+        ars_ckpt_info info;
+        rc = ars_ckpt_read_info(t->options->resume_path, &info);
+        if (!rc) {
+            facts[0] = info.step;
+            facts[1] = info.global_batch;
+            facts[2] = info.nonfinite_steps;
+            t->test_accuracy = info.test_accuracy;
+            t->test_loss = info.test_loss;
+            t->last_loss = info.last_loss;
+            if (info.seed != t->run->seed)
+                rc = ars_error(ARS_EINVAL, "--resume %s: the checkpoint's seed is %llu, the run file's %llu; "
+                               "a resumed run must keep its seed", t->options->resume_path,
+                               (unsigned long long)info.seed, (unsigned long long)t->run->seed);
+            if (!rc && info.global_batch != t->global_batch && !t->options->quiet)
+                printf("resume: keeping the checkpoint's global batch %d (the run file asks for %d on %d ranks)\n",
+                       info.global_batch, t->global_batch, t->world);
+            ars_ckpt_info_free(&info);
+        }
+    }
+    TRY_RC(ars_trainer_agree(t, rc));
+    TRY_RC(ars_dist_broadcast_bytes(t->dist, facts, sizeof facts, 0));
+    t->step = facts[0];
+    t->global_batch = (int)facts[1];
+    t->nonfinite_steps = facts[2];
+    t->last_ckpt_step = t->step;   /* do not rewrite the checkpoint we start from */
+    return 0;
+}
+
+int ars_trainer_resume(ars_trainer *t)
+{
+    if (!t->options->resume_path) return 0;
+    int rc = 0;
+    if (t->rank == 0) {
+        rc = ars_ckpt_load(t->options->resume_path, &t->model, &t->opt);
+        ars_history history;
+        if (!rc) rc = ars_ckpt_read_history(t->options->resume_path, &history);
+        if (!rc) {
+            if (history.layer_count != t->model.layer_count) {
+                rc = ars_error(ARS_EFORMAT, "%s: history of %d layers, model of %d", t->options->resume_path,
+                               history.layer_count, t->model.layer_count);
+                ars_history_free(&history);
+            } else {
+                ars_history_free(&t->history);   /* continue the recorded history */
+                t->history = history;
+            }
+        }
+        if (rc) ars_error_context(rc, "--resume");
+    }
+    TRY_RC(ars_trainer_agree(t, rc));
+    const size_t n = t->model.param_count;
+    TRY_RC(ars_dist_broadcast_float(t->dist, t->model.params, n, 0));
+    TRY_RC(ars_dist_broadcast_float(t->dist, t->model.state, t->model.state_count, 0));
+    if (t->opt.m) TRY_RC(ars_dist_broadcast_float(t->dist, t->opt.m, n, 0));
+    if (t->opt.v) TRY_RC(ars_dist_broadcast_float(t->dist, t->opt.v, n, 0));
+    TRY_RC(ars_dist_broadcast_bytes(t->dist, &t->opt.step, sizeof t->opt.step, 0));
+    double figures[3] = {t->test_accuracy, t->test_loss, t->last_loss};
+    TRY_RC(ars_dist_broadcast_bytes(t->dist, figures, sizeof figures, 0));
+    t->test_accuracy = figures[0];
+    t->test_loss = figures[1];
+    t->last_loss = figures[2];
+    t->epochs_done = (int)(t->step / t->steps_per_epoch);
+    if (t->rank == 0 && !t->options->quiet)
+        printf("resumed from %s at step %lld (epoch %d)\n", t->options->resume_path, (long long)t->step,
+               t->epochs_done);
+    return 0;
+}

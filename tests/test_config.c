@@ -452,11 +452,19 @@ static void test_limits(void **state)
     memset(big + 1, 'n', n);
     strcpy(big + 1 + n, "]\n");
     expect_error(big, "t.cfg:1: section name", "too long", NULL);
+    /* a long trailing comment is fine */
+    strcpy(big, "[a]\nk = 1 ;");
+    memset(big + 11, 'c', n);
+    strcpy(big + 11 + n, "\nj = 2\n");
+    ars_config c;
+    load_expanded(&c, big);
+    assert_string_equal(c.sections[0].entries[0].value, "1");
+    assert_int_equal(c.sections[0].entries[1].line, 3);
+    ars_config_free(&c);
     /* a long comment line is fine */
     big[0] = ';';
     memset(big + 1, 'c', n);
     strcpy(big + 1 + n, "\n[a]\nk = 1\n");
-    ars_config c;
     load_expanded(&c, big);
     assert_int_equal(c.sections[0].line, 2);
     assert_int_equal(c.sections[0].entries[0].line, 3);

@@ -9,10 +9,11 @@
  * key nobody asked for (a typo), naming file, line and section.
  *
  * Lifecycle: load -> override... -> expand -> find/get... -> check_unused
- * -> free. Syntax: ';' or '#' starts a comment line, "key = value ; note"
- * an inline comment; indentation is ignored (no continuation lines). Section
- * names: letters, digits, '_' and '-'; keys also '.'. A line may hold at
- * most 197 characters after indentation (inih's line buffer). */
+ * -> free. Syntax: ';' or '#' starts a comment line, " ;" an inline
+ * comment ("key = value ; note"); indentation is ignored (no continuation
+ * lines). Section names: letters, digits, '_' and '-'; keys also '.'. A
+ * key line may hold at most 197 characters without indentation and comment
+ * (inih's line buffer). */
 #ifndef ARSENAL_CONFIG_H
 #define ARSENAL_CONFIG_H
 

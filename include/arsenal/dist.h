@@ -44,6 +44,7 @@ int ars_dist_allreduce_float(const ars_dist *dist, float *values, size_t count);
 int ars_dist_allreduce_int64(const ars_dist *dist, int64_t *values, int count);
 /* Max over ranks of an int (e.g. "did any rank fail?"). */
 int ars_dist_allreduce_max_int(const ars_dist *dist, int *value);
+int ars_dist_broadcast_bytes(const ars_dist *dist, void *bytes, size_t size, int root);
 int ars_dist_broadcast_float(const ars_dist *dist, float *values, size_t count, int root);
 
 /* Splits the model's gradient buffer into buckets of about bucket_bytes

@@ -33,6 +33,14 @@ typedef struct ars_history_step {
     int32_t skipped;     /* 1: update skipped (non-finite or spike guard) */
 } ars_history_step;
 
+/* One evaluation of the test split (end of an epoch or of the run). */
+typedef struct ars_history_eval {
+    int64_t step;
+    int32_t epoch;          /* epochs completed */
+    double train_loss;      /* mean training loss over the epoch's steps */
+    double test_loss, test_accuracy;   /* accuracy NaN for regression */
+} ars_history_eval;
+
 typedef struct ars_history {
     int layer_count;
     char (*layer_names)[40];
@@ -45,11 +53,11 @@ typedef struct ars_history {
     int64_t *hist_steps;
     uint32_t *hist_counts;
     size_t hist_count, hist_capacity;
-    /* diagnosis events (issue: health), appended as text lines */
+    ars_history_eval *evals;
+    size_t eval_count, eval_capacity;
+    /* diagnosis events, appended as text lines ("step 40: ...") */
     char **events;
     size_t event_count, event_capacity;
-    size_t flushed;             /* records already written to the checkpoint file */
-    size_t hist_flushed, events_flushed;
 } ars_history;
 
 int ars_history_init(ars_history *h, int layer_count, const char (*names)[40], int bins);
@@ -64,6 +72,7 @@ int ars_history_add_histograms(ars_history *h, int64_t step, const float *grads,
                                const size_t *offsets, const size_t *counts);
 
 int ars_history_add_event(ars_history *h, const char *text);
+int ars_history_add_eval(ars_history *h, const ars_history_eval *eval);
 
 static inline double *ars_history_layer_values(const ars_history *h, size_t record)
 {

@@ -1,0 +1,705 @@
+/* bench_step: times full arsenal training steps (forward, loss, backward,
+ * gradient sync hook, global-norm clip, optimizer: the calls of train_step
+ * in src/train.c) on random data of Fashion-MNIST shape, against the same
+ * matrix products done by raw cblas_sgemm (the "GEMM roofline": step time /
+ * sum of raw GEMM times), and reports peak RSS against the analytic minimum.
+ * --products adds, per dense product, its time inside the step and raw
+ * sgemm GFLOP/s in dense.c's transposition and the alternatives.
+ * Output: one JSON line per measurement on stdout (see bench/README.md). */
+#define _POSIX_C_SOURCE 200809L
+#include <cblas.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arsenal/clip.h"
+#include "arsenal/config.h"
+#include "arsenal/error.h"
+#include "arsenal/init.h"
+#include "arsenal/loss.h"
+#include "arsenal/model.h"
+#include "arsenal/optim.h"
+#include "arsenal/rng.h"
+#include "arsenal/train.h"
+
+#define TRY_RC(call)              \
+    do {                          \
+        int rc_ = (call);         \
+        if (rc_) return rc_;      \
+    } while (0)
+
+enum { POOL = 8 };   /* distinct random batches, used round-robin */
+
+typedef struct workload {
+    char name[64];
+    ars_layer_spec *specs;
+    int count, capacity;
+    int batch, in_dim;
+    ars_optim_config optim;
+    float clip_norm;
+    ars_loss_kind loss;
+} workload;
+
+typedef struct options {
+    const char *workload, *config;
+    int steps, warmup, reps, threads, products, batch, in_dim;
+    double gemm_budget;   /* seconds per raw-GEMM sample */
+} options;
+
+/* One matrix product C[m,n] = op(A) op(B) as a layer calls it. */
+typedef struct product {
+    const char *role;     /* forward | grad_weight | grad_input */
+    int m, n, k;
+    int ta, tb;           /* 1 = Trans */
+    float beta;
+    int layer;            /* index of the first layer that makes it */
+    int uses;             /* how many times one step makes it */
+    double raw_seconds;   /* median raw sgemm time, this rep */
+} product;
+
+typedef struct bench {
+    workload w;
+    ars_model model;
+    ars_optimizer opt;
+    float *x[POOL], *dlogits, *targets[POOL];
+    int32_t *labels[POOL];
+    uint32_t *ids;
+    uint64_t step;
+    product *products;
+    int product_count;
+    double *layer_fwd, *layer_bwd;   /* per-layer accumulated seconds (profile) */
+    double phase[5];                 /* forward, loss, backward+sync, norm+clip, optimizer */
+} bench;
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    if (n <= 0) return NAN;
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static double current_rss_mb(void)
+{
+    long pages_total = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return NAN;
+    int ok = fscanf(f, "%ld %ld", &pages_total, &resident) == 2;
+    fclose(f);
+    return ok ? (double)resident * (double)sysconf(_SC_PAGE_SIZE) / 1048576.0 : NAN;
+}
+
+static double peak_rss_mb(void)
+{
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (double)u.ru_maxrss / 1024.0;   /* Linux: kilobytes */
+}
+
+static float *alloc_floats(size_t n)
+{
+    void *p = NULL;
+    size_t bytes = ((n ? n : 1) * sizeof(float) + 63) & ~(size_t)63;
+    if (posix_memalign(&p, 64, bytes)) return NULL;
+    memset(p, 0, bytes);
+    return p;
+}
+
+/* ---- workloads ---------------------------------------------------------- */
+
+static int push(workload *w, const char *kind, int units, const char *init)
+{
+    if (w->count == w->capacity) {
+        int grown = w->capacity ? 2 * w->capacity : 64;
+        ars_layer_spec *p = realloc(w->specs, sizeof *p * (size_t)grown);
+        if (!p) return ars_error(ARS_ENOMEM, "out of memory");
+        w->specs = p;
+        w->capacity = grown;
+    }
+    ars_layer_spec *s = &w->specs[w->count++];
+    ars_layer_spec_defaults(s, kind);
+    s->units = units;
+    if (init) strncpy(s->init, init, sizeof s->init - 1);
+    return 0;
+}
+
+/* x + Linear(ReLU(BatchNorm(x))), `blocks` times, at width `width`. */
+static int push_residual_blocks(workload *w, int blocks, int width)
+{
+    for (int b = 0; b < blocks; b++) {
+        if (push(w, "residual", 0, NULL) || push(w, "batchnorm", 0, NULL) || push(w, "relu", 0, NULL) ||
+            push(w, "dense", width, "he_normal") || push(w, "residual_add", 0, NULL))
+            return ARS_ENOMEM;
+    }
+    return 0;
+}
+
+static int build_workload(workload *w, const char *name)
+{
+    memset(w, 0, sizeof *w);
+    snprintf(w->name, sizeof w->name, "%s", name);
+    w->in_dim = 784;
+    w->loss = ARS_LOSS_CROSS_ENTROPY;
+    ars_optim_config_defaults(&w->optim, ARS_OPT_ADAM);
+    w->clip_norm = 1.0f;
+    int rc = 0;
+    if (strcmp(name, "W1") == 0) {   /* MLP 784-1024-1024-10, ReLU, Adam, clip 1 */
+        w->batch = 128;
+        rc = push(w, "dense", 1024, "he_normal") || push(w, "relu", 0, NULL) ||
+             push(w, "dense", 1024, "he_normal") || push(w, "relu", 0, NULL) ||
+             push(w, "dense", 10, "xavier_uniform");
+    } else if (strcmp(name, "W2") == 0 || strcmp(name, "W3") == 0) {
+        int width = name[1] == '2' ? 256 : 64, blocks = name[1] == '2' ? 48 : 1000;
+        w->batch = name[1] == '2' ? 64 : 32;
+        rc = push(w, "dense", width, "he_normal") || push_residual_blocks(w, blocks, width) ||
+             push(w, "dense", 10, "xavier_uniform");
+    } else if (strcmp(name, "W4") == 0) {   /* 784-256x20-10 sigmoid, plain SGD */
+        w->batch = 128;
+        ars_optim_config_defaults(&w->optim, ARS_OPT_SGD);
+        w->optim.lr = 0.1f;
+        w->clip_norm = 0;
+        for (int i = 0; i < 20 && !rc; i++) rc = push(w, "dense", 256, NULL) || push(w, "sigmoid", 0, NULL);
+        if (!rc) rc = push(w, "dense", 10, NULL);
+    } else {
+        return ars_error(ARS_EINVAL, "unknown workload '%s' (W1, W2, W3, W4, or --config FILE)", name);
+    }
+    return rc ? ars_error(ARS_ENOMEM, "out of memory building %s", name) : 0;
+}
+
+static int load_workload(workload *w, const char *path)
+{
+    memset(w, 0, sizeof *w);
+    const char *base = strrchr(path, '/');
+    snprintf(w->name, sizeof w->name, "%s", base ? base + 1 : path);
+    ars_config config;
+    ars_run_config run;
+    int rc = ars_config_load_file(&config, path);
+    if (!rc) rc = ars_config_expand(&config);
+    if (!rc) rc = ars_run_config_load(&config, &run, &w->specs, &w->count);
+    ars_config_free(&config);
+    if (rc) return rc;
+    w->capacity = w->count;
+    w->batch = run.batch;
+    w->in_dim = 784;
+    w->optim = run.optim;
+    w->clip_norm = run.clip_norm;
+    w->loss = run.loss;
+    return 0;
+}
+
+/* ---- the step ----------------------------------------------------------- */
+
+static int bench_setup(bench *b)
+{
+    const workload *w = &b->w;
+    TRY_RC(ars_model_create(&b->model, w->specs, w->count, w->in_dim, w->batch));
+    TRY_RC(ars_init_model(&b->model, 1));
+    TRY_RC(ars_optimizer_create(&b->opt, &w->optim, b->model.param_count));
+    b->dlogits = alloc_floats((size_t)w->batch * (size_t)b->model.out_dim);
+    b->layer_fwd = calloc((size_t)b->model.layer_count, sizeof(double));
+    b->layer_bwd = calloc((size_t)b->model.layer_count, sizeof(double));
+    if (!b->dlogits || !b->layer_fwd || !b->layer_bwd) return ars_error(ARS_ENOMEM, "out of memory");
+    return 0;
+}
+
+static int data_setup(bench *b, int out_dim)
+{
+    const workload *w = &b->w;
+    const size_t rows = (size_t)w->batch;
+    b->ids = malloc(sizeof(uint32_t) * rows);
+    if (!b->ids) return ars_error(ARS_ENOMEM, "out of memory");
+    for (size_t r = 0; r < rows; r++) b->ids[r] = (uint32_t)r;
+    for (int p = 0; p < POOL; p++) {
+        b->x[p] = alloc_floats(rows * (size_t)w->in_dim);
+        b->labels[p] = malloc(sizeof(int32_t) * rows);
+        b->targets[p] = alloc_floats(rows * (size_t)out_dim);
+        if (!b->x[p] || !b->labels[p] || !b->targets[p]) return ars_error(ARS_ENOMEM, "out of memory");
+        ars_rng_normal(b->x[p], rows * (size_t)w->in_dim, 0, 1, 7, ars_stream(ARS_STREAM_DATA, (uint32_t)p), 0);
+        ars_rng_normal(b->targets[p], rows * (size_t)out_dim, 0, 1, 8, ars_stream(ARS_STREAM_DATA, (uint32_t)p), 0);
+        uint32_t word[4];
+        for (size_t r = 0; r < rows; r++) {
+            ars_philox(9, ars_stream(ARS_STREAM_DATA, (uint32_t)p), r, word);
+            b->labels[p][r] = (int32_t)(word[0] % (uint32_t)out_dim);
+        }
+    }
+    return 0;
+}
+
+/* The body of train_step (src/train.c) without the trainer around it.
+ * profile: time each layer's forward and backward separately (the same
+ * calls ars_model_forward/backward make) and the step's phases. */
+static int train_step(bench *b, int profile)
+{
+    const workload *w = &b->w;
+    ars_model *m = &b->model;
+    const int p = (int)(b->step % POOL);
+    ars_pass pass = {.mode = ARS_MODE_TRAIN, .rows = w->batch, .global_rows = w->batch, .sample_ids = b->ids,
+                     .seed = 1, .step = b->step, .dist = NULL, .probe = 0};
+    ars_dist *dist = NULL;
+    double t0 = profile ? now() : 0, t1 = 0;
+    if (!profile) {
+        TRY_RC(ars_model_forward(m, &pass, b->x[p]));
+    } else {
+        m->input = b->x[p];
+        const float *in = b->x[p];
+        for (int i = 0; i < m->layer_count; i++) {
+            ars_layer *layer = &m->layers[i];
+            double s = now();
+            TRY_RC(layer->ops->forward(layer, &pass, in, layer->output));
+            b->layer_fwd[i] += now() - s;
+            in = layer->output;
+        }
+        t1 = now();
+        b->phase[0] += t1 - t0;
+        t0 = t1;
+    }
+    double loss_sum = 0;
+    TRY_RC(ars_loss_compute(w->loss, ars_model_output(m), w->batch, m->out_dim, b->labels[p], b->targets[p],
+                            w->batch, &loss_sum, b->dlogits));
+    if (profile) {
+        t1 = now();
+        b->phase[1] += t1 - t0;
+        t0 = t1;
+    }
+    if (!profile) {
+        TRY_RC(ars_model_backward(m, &pass, b->dlogits, ars_dist_backward_hook, dist));
+    } else {
+        const float *dy = b->dlogits;
+        for (int i = m->layer_count - 1; i >= 0; i--) {
+            ars_layer *layer = &m->layers[i];
+            const float *x = i > 0 ? m->layers[i - 1].output : m->input;
+            float *dx = i > 0 ? (dy == m->grad_a ? m->grad_b : m->grad_a) : NULL;
+            double s = now();
+            TRY_RC(layer->ops->backward(layer, &pass, x, layer->output, dy, dx));
+            b->layer_bwd[i] += now() - s;
+            TRY_RC(ars_dist_backward_hook(dist, layer));
+            dy = dx;
+        }
+    }
+    TRY_RC(ars_dist_finish_gradients(dist));
+    TRY_RC(ars_dist_allreduce_double(dist, &loss_sum, 1));
+    if (profile) {
+        t1 = now();
+        b->phase[2] += t1 - t0;
+        t0 = t1;
+    }
+    const size_t n = m->param_count;
+    double norm = ars_l2_norm(m->grads, n);
+    double loss = loss_sum / w->batch;
+    float lr = w->optim.lr;
+    if (isfinite(norm) && isfinite(loss)) {
+        if (w->clip_norm > 0) {
+            float scale = ars_clip_scale_for_norm(norm, w->clip_norm);
+            if (scale < 1) ars_scale(m->grads, n, scale);
+        }
+        if (profile) {
+            t1 = now();
+            b->phase[3] += t1 - t0;
+            t0 = t1;
+        }
+        ars_optimizer_step(&b->opt, m->params, m->grads, lr);
+        if (profile) b->phase[4] += now() - t0;
+    }
+    b->step++;
+    return 0;
+}
+
+/* ---- raw GEMM ------------------------------------------------------------ */
+
+typedef struct gemm_buffers {
+    float *a, *b, *c;
+    size_t size;   /* floats in each */
+} gemm_buffers;
+
+static int buffers_fit(gemm_buffers *g, size_t need)
+{
+    if (need <= g->size) return 0;
+    free(g->a);
+    free(g->b);
+    free(g->c);
+    g->a = alloc_floats(need);
+    g->b = alloc_floats(need);
+    g->c = alloc_floats(need);
+    g->size = need;
+    if (!g->a || !g->b || !g->c) return ars_error(ARS_ENOMEM, "out of memory for GEMM buffers");
+    ars_rng_uniform(g->a, need, -1, 1, 3, 1, 0);
+    ars_rng_uniform(g->b, need, -1, 1, 3, 2, 0);
+    return 0;
+}
+
+/* C[m,n] = op(A) op(B), row-major, operands laid out as the transposition
+ * flags say (A is [m,k] or [k,m]; B is [k,n] or [n,k]). */
+static void run_gemm(const gemm_buffers *g, int m, int n, int k, int ta, int tb, float beta)
+{
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f,
+                g->a, ta ? m : k, g->b, tb ? k : n, beta, g->c, n);
+}
+
+/* Seconds per call: the calls are batched so one sample lasts about
+ * `budget`; the median of `samples` samples. */
+static double time_gemm(const gemm_buffers *g, int m, int n, int k, int ta, int tb, float beta, double budget,
+                        int samples)
+{
+    run_gemm(g, m, n, k, ta, tb, beta);
+    double s = now();
+    run_gemm(g, m, n, k, ta, tb, beta);
+    double once = fmax(now() - s, 1e-7);
+    int iters = (int)fmin(fmax(budget / once, 1), 100000);
+    double t[16];
+    if (samples > 16) samples = 16;
+    for (int j = 0; j < samples; j++) {
+        s = now();
+        for (int i = 0; i < iters; i++) run_gemm(g, m, n, k, ta, tb, beta);
+        t[j] = (now() - s) / iters;
+    }
+    return median(t, samples);
+}
+
+static double gflops(int m, int n, int k, double seconds) { return 2.0 * m * n * k / seconds * 1e-9; }
+
+static int add_product(bench *b, const char *role, int m, int n, int k, int ta, int tb, float beta, int layer)
+{
+    for (int i = 0; i < b->product_count; i++) {
+        product *p = &b->products[i];
+        if (p->m == m && p->n == n && p->k == k && p->ta == ta && p->tb == tb && p->beta == beta &&
+            strcmp(p->role, role) == 0) {
+            p->uses++;
+            return 0;
+        }
+    }
+    product *grown = realloc(b->products, sizeof *grown * (size_t)(b->product_count + 1));
+    if (!grown) return ars_error(ARS_ENOMEM, "out of memory");
+    b->products = grown;
+    b->products[b->product_count++] =
+        (product){.role = role, .m = m, .n = n, .k = k, .ta = ta, .tb = tb, .beta = beta, .layer = layer, .uses = 1};
+    return 0;
+}
+
+/* The sgemm calls one step makes: dense.c and residual.c (projection), with
+ * the shapes and transpositions they pass. */
+static int list_products(bench *b)
+{
+    const int rows = b->w.batch;
+    for (int i = 0; i < b->model.layer_count; i++) {
+        const ars_layer *l = &b->model.layers[i];
+        int in = l->in_dim, out = l->out_dim;
+        if (strcmp(l->ops->kind, "residual_add") == 0) {
+            if (l->param_count == 0) continue;
+            in = l->partner->in_dim;
+        } else if (strcmp(l->ops->kind, "dense") != 0) {
+            continue;
+        }
+        int bias = strcmp(l->ops->kind, "dense") == 0 ? l->spec.bias : 1;
+        TRY_RC(add_product(b, "forward", rows, out, in, 0, 1, bias ? 1.0f : 0.0f, i));
+        TRY_RC(add_product(b, "grad_weight", out, in, rows, 1, 0, 0.0f, i));
+        if (i > 0 || strcmp(l->ops->kind, "residual_add") == 0)
+            TRY_RC(add_product(b, "grad_input", rows, in, out, 0, 0, 0.0f, i));
+    }
+    return 0;
+}
+
+/* Raw time of every product of one step, in the library's transposition. */
+static int time_products(bench *b, gemm_buffers *g, double budget, double *total)
+{
+    *total = 0;
+    for (int i = 0; i < b->product_count; i++) {
+        product *p = &b->products[i];
+        size_t need = (size_t)p->m * (size_t)p->k;
+        if ((size_t)p->k * (size_t)p->n > need) need = (size_t)p->k * (size_t)p->n;
+        if ((size_t)p->m * (size_t)p->n > need) need = (size_t)p->m * (size_t)p->n;
+        TRY_RC(buffers_fit(g, need));
+        p->raw_seconds = time_gemm(g, p->m, p->n, p->k, p->ta, p->tb, p->beta, budget, 3);
+        *total += p->raw_seconds * p->uses;
+    }
+    return 0;
+}
+
+/* ---- output -------------------------------------------------------------- */
+
+static void json_head(const char *kind, const bench *b, int threads)
+{
+    printf("{\"bench\":\"%s\",\"impl\":\"arsenal\",\"workload\":\"%s\",\"threads\":%d,\"batch\":%d", kind,
+           b->w.name, threads, b->w.batch);
+}
+
+static const char *trans_name(int ta, int tb)
+{
+    static const char *const names[4] = {"NN", "NT", "TN", "TT"};
+    return names[ta * 2 + tb];
+}
+
+/* Per product shape: the 4 transpositions of C = op(A) op(B) and the 4 of
+ * the transposed form C^T = op(B^T) op(A^T), interleaved in rounds. */
+static int report_product_variants(bench *b, gemm_buffers *g, int threads, double budget, double peak)
+{
+    for (int i = 0; i < b->product_count; i++) {
+        const product *p = &b->products[i];
+        size_t need = (size_t)p->m * (size_t)p->k;
+        if ((size_t)p->k * (size_t)p->n > need) need = (size_t)p->k * (size_t)p->n;
+        if ((size_t)p->m * (size_t)p->n > need) need = (size_t)p->m * (size_t)p->n;
+        TRY_RC(buffers_fit(g, need));
+        double t[8][5];
+        const int rounds = 5;
+        for (int r = 0; r < rounds; r++)
+            for (int v = 0; v < 8; v++) {
+                int swap = v >= 4, ta = (v >> 1) & 1, tb = v & 1;
+                t[v][r] = swap ? time_gemm(g, p->n, p->m, p->k, ta, tb, p->beta, budget, 1)
+                               : time_gemm(g, p->m, p->n, p->k, ta, tb, p->beta, budget, 1);
+            }
+        int library = p->ta * 2 + p->tb;
+        double lib_s = median(t[library], rounds);
+        for (int v = 0; v < 8; v++) {
+            double s = median(t[v], rounds);
+            json_head("gemm_variant", b, threads);
+            printf(",\"role\":\"%s\",\"layer\":\"%s\",\"uses\":%d,\"m\":%d,\"n\":%d,\"k\":%d,"
+                   "\"variant\":\"%s%s\",\"library\":%s,\"ms\":%.6f,\"gflops\":%.3f,\"of_peak\":%.4f,"
+                   "\"vs_library\":%.4f}\n",
+                   p->role, b->model.layers[p->layer].name, p->uses, p->m, p->n, p->k, v >= 4 ? "T:" : "",
+                   trans_name((v >> 1) & 1, v & 1), v == library ? "true" : "false", s * 1e3,
+                   gflops(p->m, p->n, p->k, s), gflops(p->m, p->n, p->k, s) / peak, s / lib_s);
+        }
+    }
+    return 0;
+}
+
+static double square_peak(gemm_buffers *g, int size, double budget)
+{
+    if (buffers_fit(g, (size_t)size * (size_t)size)) return NAN;
+    double t[5];
+    for (int r = 0; r < 5; r++) t[r] = time_gemm(g, size, size, size, 0, 0, 0.0f, budget, 1);
+    return gflops(size, size, size, median(t, 5));
+}
+
+/* In-step time of each dense layer's forward and backward against the raw
+ * sgemm time of the products it makes. */
+static void report_layers(bench *b, int threads, int steps, double peak)
+{
+    for (int i = 0; i < b->model.layer_count; i++) {
+        const ars_layer *l = &b->model.layers[i];
+        double fwd = b->layer_fwd[i] / steps, bwd = b->layer_bwd[i] / steps;
+        double raw_fwd = 0, raw_bwd = 0, flops_fwd = 0, flops_bwd = 0;
+        int in = l->in_dim, out = l->out_dim, is_dense = strcmp(l->ops->kind, "dense") == 0;
+        if (is_dense) {
+            for (int j = 0; j < b->product_count; j++) {
+                const product *p = &b->products[j];
+                int same = p->m * p->n * p->k == b->w.batch * in * out &&
+                           ((strcmp(p->role, "forward") == 0 && p->n == out && p->k == in) ||
+                            (strcmp(p->role, "grad_weight") == 0 && p->m == out && p->n == in) ||
+                            (strcmp(p->role, "grad_input") == 0 && i > 0 && p->n == in && p->k == out));
+                if (!same) continue;
+                if (strcmp(p->role, "forward") == 0) {
+                    raw_fwd += p->raw_seconds;
+                    flops_fwd += 2.0 * p->m * p->n * p->k;
+                } else {
+                    raw_bwd += p->raw_seconds;
+                    flops_bwd += 2.0 * p->m * p->n * p->k;
+                }
+            }
+        }
+        json_head("layer", b, threads);
+        printf(",\"layer\":\"%s\",\"kind\":\"%s\",\"in\":%d,\"out\":%d,\"forward_ms\":%.6f,\"backward_ms\":%.6f",
+               l->name, l->ops->kind, in, out, fwd * 1e3, bwd * 1e3);
+        if (is_dense)
+            printf(",\"raw_forward_ms\":%.6f,\"raw_backward_ms\":%.6f,\"forward_gflops\":%.3f,"
+                   "\"backward_gflops\":%.3f,\"forward_of_peak\":%.4f,\"backward_of_peak\":%.4f",
+                   raw_fwd * 1e3, raw_bwd * 1e3, flops_fwd / fwd * 1e-9, flops_bwd / bwd * 1e-9,
+                   flops_fwd / fwd * 1e-9 / peak, flops_bwd / bwd * 1e-9 / peak);
+        printf("}\n");
+    }
+}
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: bench_step [--workload W1|W2|W3|W4 | --config FILE] [--steps N] [--warmup N]\n"
+            "                  [--reps N] [--threads N] [--batch N] [--in-dim N] [--products]\n"
+            "                  [--gemm-budget SECONDS]\n"
+            "Times full training steps and the same products as raw cblas_sgemm; one JSON line\n"
+            "per measurement on stdout.\n");
+}
+
+static int parse(int argc, char **argv, options *o)
+{
+    *o = (options){.workload = "W1", .steps = 0, .warmup = 3, .reps = 3, .threads = 0, .gemm_budget = 0.02};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--products") == 0) { o->products = 1; continue; }
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { usage(stdout); exit(0); }
+        if (!v) { usage(stderr); return ars_error(ARS_EINVAL, "%s needs a value", a); }
+        i++;
+        if (strcmp(a, "--workload") == 0) o->workload = v;
+        else if (strcmp(a, "--config") == 0) o->config = v;
+        else if (strcmp(a, "--steps") == 0) o->steps = atoi(v);
+        else if (strcmp(a, "--warmup") == 0) o->warmup = atoi(v);
+        else if (strcmp(a, "--reps") == 0) o->reps = atoi(v);
+        else if (strcmp(a, "--threads") == 0) o->threads = atoi(v);
+        else if (strcmp(a, "--batch") == 0) o->batch = atoi(v);
+        else if (strcmp(a, "--in-dim") == 0) o->in_dim = atoi(v);
+        else if (strcmp(a, "--gemm-budget") == 0) o->gemm_budget = atof(v);
+        else { usage(stderr); return ars_error(ARS_EINVAL, "unknown option %s", a); }
+    }
+    if (o->reps < 1 || o->warmup < 0 || o->steps < 0 || o->gemm_budget <= 0)
+        return ars_error(ARS_EINVAL, "--reps must be >= 1, --steps/--warmup >= 0, --gemm-budget > 0");
+    return 0;
+}
+
+/* Steps per timed block when --steps is not given: about a second. */
+static int default_steps(const char *name)
+{
+    if (strcmp(name, "W3") == 0) return 5;
+    if (strcmp(name, "W2") == 0) return 20;
+    return 30;
+}
+
+static int run(const options *o)
+{
+    bench b;
+    memset(&b, 0, sizeof b);
+    if (o->threads > 0) openblas_set_num_threads(o->threads);
+    const int threads = openblas_get_num_threads();
+    TRY_RC(o->config ? load_workload(&b.w, o->config) : build_workload(&b.w, o->workload));
+    if (o->batch > 0) b.w.batch = o->batch;
+    if (o->in_dim > 0) b.w.in_dim = o->in_dim;
+    const int steps = o->steps > 0 ? o->steps : default_steps(b.w.name);
+
+    /* Baseline: data and a first sgemm (OpenBLAS's buffers) before the model. */
+    gemm_buffers g = {0};
+    TRY_RC(buffers_fit(&g, 256 * 256));
+    run_gemm(&g, 256, 256, 256, 0, 0, 0.0f);
+    int out_dim = b.w.specs[b.w.count - 1].units > 0 ? b.w.specs[b.w.count - 1].units : 10;
+    TRY_RC(data_setup(&b, out_dim));
+    double baseline = current_rss_mb();
+    TRY_RC(bench_setup(&b));
+    if (b.model.out_dim != out_dim) return ars_error(ARS_EINVAL, "model output width %d, expected %d",
+                                                     b.model.out_dim, out_dim);
+    TRY_RC(list_products(&b));
+
+    printf("{\"bench\":\"meta\",\"impl\":\"arsenal\",\"workload\":\"%s\",\"threads\":%d,\"batch\":%d,"
+           "\"params\":%zu,\"layers\":%d,\"openblas\":\"%s\",\"corename\":\"%s\"}\n",
+           b.w.name, threads, b.w.batch, b.model.param_count, b.model.layer_count, openblas_get_config(),
+           openblas_get_corename());
+
+    for (int i = 0; i < o->warmup; i++) TRY_RC(train_step(&b, 0));
+
+    /* Peak RSS once the model has trained (before any raw-GEMM buffer). */
+    for (int i = 0; i < 2; i++) TRY_RC(train_step(&b, 0));
+    double peak = peak_rss_mb();
+    size_t slots = 2 + (b.opt.m ? 1 : 0) + (b.opt.v ? 1 : 0);
+    double activations = (double)b.w.batch * b.w.in_dim;
+    for (int i = 0; i < b.model.layer_count; i++)
+        if (strcmp(b.model.layers[i].ops->kind, "residual") != 0)
+            activations += (double)b.w.batch * b.model.layers[i].out_dim;
+    double minimum = 4.0 * ((double)b.model.param_count * slots + b.model.state_count + activations) / 1048576.0;
+    json_head("memory", &b, threads);
+    printf(",\"params\":%zu,\"param_slots\":%zu,\"peak_rss_mb\":%.2f,\"baseline_rss_mb\":%.2f,"
+           "\"model_rss_mb\":%.2f,\"minimum_mb\":%.2f,\"params_mb\":%.2f,\"activations_mb\":%.2f,"
+           "\"rss_over_minimum\":%.3f}\n",
+           b.model.param_count, slots, peak, baseline, peak - baseline, minimum,
+           4.0 * b.model.param_count * slots / 1048576.0, 4.0 * activations / 1048576.0,
+           (peak - baseline) / minimum);
+    fflush(stdout);
+
+    /* Interleaved: a block of steps, then the same products as raw sgemm. */
+    double *ratios = malloc(sizeof(double) * (size_t)o->reps);
+    double *step_ms = malloc(sizeof(double) * (size_t)o->reps);
+    if (!ratios || !step_ms) return ars_error(ARS_ENOMEM, "out of memory");
+    for (int r = 0; r < o->reps; r++) {
+        double s = now();
+        for (int i = 0; i < steps; i++) TRY_RC(train_step(&b, 0));
+        double per_step = (now() - s) / steps;
+        double gemm_total;
+        TRY_RC(time_products(&b, &g, o->gemm_budget, &gemm_total));
+        ratios[r] = per_step / gemm_total;
+        step_ms[r] = per_step * 1e3;
+        json_head("step", &b, threads);
+        printf(",\"rep\":%d,\"steps\":%d,\"ms_per_step\":%.4f,\"gemm_ms\":%.4f,\"roofline\":%.4f,"
+               "\"samples_per_s\":%.1f}\n",
+               r, steps, per_step * 1e3, gemm_total * 1e3, per_step / gemm_total, b.w.batch / per_step);
+        fflush(stdout);
+    }
+    if (o->reps > 1) {
+        json_head("step_median", &b, threads);
+        printf(",\"reps\":%d,\"ms_per_step\":%.4f,\"roofline\":%.4f}\n", o->reps, median(step_ms, o->reps),
+               median(ratios, o->reps));
+    }
+    free(ratios);
+    free(step_ms);
+
+    if (o->products) {
+        /* Where the time goes: per layer and per phase, then every product
+         * against the square-GEMM rate. */
+        double peak_gflops = square_peak(&g, 1024, o->gemm_budget);
+        json_head("square_gemm", &b, threads);
+        printf(",\"size\":1024,\"gflops\":%.3f}\n", peak_gflops);
+        memset(b.phase, 0, sizeof b.phase);
+        memset(b.layer_fwd, 0, sizeof(double) * (size_t)b.model.layer_count);
+        memset(b.layer_bwd, 0, sizeof(double) * (size_t)b.model.layer_count);
+        for (int i = 0; i < steps; i++) TRY_RC(train_step(&b, 1));
+        double gemm_total;
+        TRY_RC(time_products(&b, &g, o->gemm_budget, &gemm_total));
+        static const char *const phases[5] = {"forward", "loss", "backward", "norm_clip", "optimizer"};
+        for (int i = 0; i < 5; i++) {
+            json_head("phase", &b, threads);
+            printf(",\"phase\":\"%s\",\"ms\":%.4f}\n", phases[i], b.phase[i] / steps * 1e3);
+        }
+        for (int i = 0; i < b.product_count; i++) {
+            const product *p = &b.products[i];
+            json_head("product", &b, threads);
+            printf(",\"role\":\"%s\",\"layer\":\"%s\",\"uses\":%d,\"m\":%d,\"n\":%d,\"k\":%d,\"trans\":\"%s\","
+                   "\"raw_ms\":%.6f,\"gflops\":%.3f,\"of_peak\":%.4f}\n",
+                   p->role, b.model.layers[p->layer].name, p->uses, p->m, p->n, p->k, trans_name(p->ta, p->tb),
+                   p->raw_seconds * 1e3, gflops(p->m, p->n, p->k, p->raw_seconds),
+                   gflops(p->m, p->n, p->k, p->raw_seconds) / peak_gflops);
+        }
+        report_layers(&b, threads, steps, peak_gflops);
+        TRY_RC(report_product_variants(&b, &g, threads, o->gemm_budget, peak_gflops));
+    }
+
+    free(g.a);
+    free(g.b);
+    free(g.c);
+    for (int p = 0; p < POOL; p++) {
+        free(b.x[p]);
+        free(b.labels[p]);
+        free(b.targets[p]);
+    }
+    free(b.ids);
+    free(b.dlogits);
+    free(b.layer_fwd);
+    free(b.layer_bwd);
+    free(b.products);
+    ars_optimizer_destroy(&b.opt);
+    ars_model_destroy(&b.model);
+    free(b.w.specs);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    int rc = parse(argc, argv, &o);
+    if (!rc) rc = run(&o);
+    if (rc) {
+        fprintf(stderr, "bench_step: %s\n", ars_error_message());
+        return 1;
+    }
+    return 0;
+}

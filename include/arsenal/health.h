@@ -1,0 +1,160 @@
+/* health: live diagnosis of gradient health from the gradient history.
+ * After each history record the monitor evaluates a few rules on that
+ * record (and a short window before it): vanishing and exploding
+ * gradients, non-finite values, saturated sigmoid/tanh units, dead ReLU
+ * units, a loss plateau and an oscillating loss. A problem is announced
+ * once when it starts and once when it ends (hysteresis: it starts after
+ * `patience` consecutive bad records and ends after `recovery` clean
+ * ones), with the layers involved grouped into ranges, the figures and the
+ * lecture's remedies, and is recorded as a history event
+ * ("step N: vanishing gradient starts: ..."). The same rules replayed over
+ * a whole history give `arsenal inspect` its diagnosis. Thresholds come
+ * from the run file's [health] section (docs/health.md). */
+#ifndef ARSENAL_HEALTH_H
+#define ARSENAL_HEALTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "arsenal/config.h"
+#include "arsenal/history.h"
+
+typedef enum {
+    ARS_HEALTH_VANISHING,    /* per parameterized layer */
+    ARS_HEALTH_EXPLODING,    /* per parameterized layer and the whole network */
+    ARS_HEALTH_NONFINITE,    /* whole network */
+    ARS_HEALTH_SATURATION,   /* per sigmoid/tanh layer */
+    ARS_HEALTH_DEAD_RELU,    /* per relu layer */
+    ARS_HEALTH_PLATEAU,      /* whole network */
+    ARS_HEALTH_OSCILLATION,  /* whole network */
+    ARS_HEALTH_PROBLEMS
+} ars_health_problem;
+
+/* The thresholds, keys of the [health] section (defaults in brackets). */
+typedef struct ars_health_config {
+    int enabled;                 /* enabled [true]: run the monitor during training */
+    int patience;                /* patience [3]: consecutive bad records before a per-layer
+                                    problem or a plateau starts */
+    int recovery;                /* recovery [5]: consecutive clean records before it ends */
+    double vanish_ratio;         /* vanish_ratio [1e-3]: layer gradient norm / output layer's below */
+    double vanish_update_floor;  /* vanish_update_floor [1e-7]: update/weight ratio below ... */
+    int vanish_update_records;   /* vanish_update_records [20]: ... for this many records */
+    double explode_ratio;        /* explode_ratio [1e3]: layer gradient norm / output layer's above */
+    double explode_spike;        /* explode_spike [10]: global norm / its running median above */
+    int explode_window;          /* explode_window [20]: records in that running median */
+    double explode_growth;       /* explode_growth [2]: global norm grows by this factor ... */
+    int explode_growth_records;  /* explode_growth_records [4]: ... record over record this often */
+    double saturation_max;       /* saturation_max [0.5]: saturated fraction of a sigmoid/tanh layer */
+    double dead_max;             /* dead_max [0.5]: dead fraction of a relu layer */
+    int plateau_window;          /* plateau_window [20]: records compared (older half vs newer) */
+    double plateau_improvement;  /* plateau_improvement [0.01]: relative improvement below */
+    double plateau_high;         /* plateau_high [0.5]: only while loss > this x first loss */
+    int oscillation_window;      /* oscillation_window [10]: records looked at */
+    double oscillation_rise;     /* oscillation_rise [0.5]: a swing = a rise by this x first loss */
+    int oscillation_count;       /* oscillation_count [3]: swings in the window */
+} ars_health_config;
+
+void ars_health_config_defaults(ars_health_config *out);
+
+/* Reads the [health] section (NULL: defaults only) with the config getters:
+ * every key is validated (range) and marked used; absent keys keep their
+ * defaults. */
+int ars_health_config_load(ars_config *config, ars_config_section *section, ars_health_config *out);
+
+/* Short name ("vanishing gradient") and the config-free key ("vanishing"). */
+const char *ars_health_problem_name(ars_health_problem problem);
+const char *ars_health_problem_key(ars_health_problem problem);
+
+/* What happened to one problem over the records seen so far. */
+typedef struct ars_health_summary {
+    int episodes;            /* times it started */
+    int active;              /* still going at the last record */
+    int64_t first_step;      /* step of its first start (-1: never) */
+    int64_t last_end_step;   /* step of its last end (-1: none) */
+    double worst;            /* the rule's figure at its worst: smallest ratio (vanishing), largest
+                                ratio or spike factor (exploding), records (non-finite), largest
+                                fraction (saturation, dead), smallest improvement (plateau),
+                                most swings (oscillation) */
+    int64_t worst_step;
+    int worst_layer;         /* -1 for a whole-network figure */
+    char first_detail[512];  /* the text of its first start, without "step N: " */
+} ars_health_summary;
+
+/* Per-layer, per-problem hysteresis state. */
+typedef struct ars_health_track {
+    int bad, bad_alt, good;  /* consecutive bad (two conditions) and clean records */
+    int flagged;
+} ars_health_track;
+
+typedef struct ars_health_monitor {
+    ars_health_config config;
+    int layer_count;
+    char (*names)[40];
+    char (*kinds)[24];
+    int output_layer;            /* last layer with parameters (-1: none) */
+    char optimizer[16];          /* "" when unknown */
+    int has_saturating, has_relu, has_norm, has_residual;
+    /* state */
+    size_t next_record;          /* first history record not yet observed */
+    int calls;
+    double first_loss;           /* first finite loss (NaN until seen) */
+    int growth_streak;           /* records of consecutive global-norm growth */
+    int clipped;                 /* clipping has scaled a gradient */
+    ars_health_track *tracks;    /* [ARS_HEALTH_PROBLEMS][layer_count + 1]; the last: whole network */
+    unsigned char *ever;         /* [ARS_HEALTH_PROBLEMS][layer_count + 1]: ever flagged */
+    ars_health_summary summary[ARS_HEALTH_PROBLEMS];
+    double *scratch;             /* explode_window doubles for the running median */
+} ars_health_monitor;
+
+/* names: the history's layer names ("003_dense"); kinds: each layer's kind
+ * ("dense", "sigmoid", ...) or NULL to take it from the name after '_';
+ * optimizer: "sgd" | "adam" | "adamw" or NULL (only tailors the remedies). */
+int ars_health_init(ars_health_monitor *monitor, const ars_health_config *config, int layer_count,
+                    const char (*names)[40], const char (*kinds)[24], const char *optimizer);
+void ars_health_free(ars_health_monitor *monitor);
+
+/* A diagnosis as it starts or ends: text is "<problem> starts: ..." or
+ * "<problem> ends" (no step prefix). */
+typedef void (*ars_health_event_fn)(void *context, ars_health_problem problem, int64_t step,
+                                    int started, const char *text);
+
+/* Observes the records of h not yet seen, in order, calling fn (may be
+ * NULL) for each start and end. */
+int ars_health_observe(ars_health_monitor *monitor, const ars_history *h, ars_health_event_fn fn,
+                       void *context);
+
+/* The trainer's call, after each new history record (rank 0): observes the
+ * new record(s); each start and end is printed to log (may be NULL) as
+ * "arsenal: health: step N: ..." and added to h with ars_history_add_event.
+ * On the first call, records older than the newest one (a resumed run's
+ * history, whose events are already in h) are observed silently. */
+int ars_health_update(ars_health_monitor *monitor, ars_history *h, FILE *log);
+
+/* Observes every record of h not yet seen silently (after a resume). */
+int ars_health_catch_up(ars_health_monitor *monitor, const ars_history *h);
+
+/* 1 if the layer's kind has trainable parameters (dense, batchnorm,
+ * layernorm; residual_add when it has a projection, seen as a non-zero
+ * weight norm in the history). */
+int ars_health_layer_has_params(const ars_health_monitor *monitor, const ars_history *h, int layer);
+
+/* The lecture's remedies for a problem, for this model (e.g. "replace
+ * sigmoid/tanh with ReLU and He initialization, add BatchNorm/LayerNorm or
+ * residual connections"). */
+void ars_health_remedy(const ars_health_monitor *monitor, ars_health_problem problem, char *out,
+                       size_t size);
+
+/* A sentence in plain words about a problem over everything observed
+ * (layers ever flagged as ranges, the worst figure, when), without the
+ * remedy. Empty when the problem never started. */
+void ars_health_describe(const ars_health_monitor *monitor, ars_health_problem problem, char *out,
+                         size_t size);
+
+/* "layers 000-036" / "layer 003" / "layers 000-004, 010": flags[L] as
+ * ranges over the candidate layers (candidates NULL: every layer), named
+ * by the number in front of '_' in the layer names. */
+void ars_health_format_layers(const char (*names)[40], int layer_count, const unsigned char *flags,
+                              const unsigned char *candidates, char *out, size_t size);
+
+#endif

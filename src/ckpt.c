@@ -1,0 +1,606 @@
+/* ckpt: the HDF5 checkpoint writer and reader (format 1, see
+ * docs/checkpoint-format.md). Writing is atomic: a temporary file next to
+ * the target, fsync, rename, fsync of the directory. Reading validates the
+ * format, the version, and every tensor's presence, type and shape. */
+#define _POSIX_C_SOURCE 200809L
+#include "arsenal/ckpt.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arsenal/error.h"
+#include "ckpt_io.h"
+
+#define TRY(expr)                  \
+    do {                           \
+        int try_rc_ = (expr);      \
+        if (try_rc_) return try_rc_; \
+    } while (0)
+
+/* HDF5 prints its error stack by default; arsenal reports its own. */
+static void quiet_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+static void view_dims(const ars_tensor_view *view, int *rank, hsize_t dims[2])
+{
+    if (view->rows == 1) {
+        *rank = 1;
+        dims[0] = (hsize_t)view->cols;
+    } else {
+        *rank = 2;
+        dims[0] = (hsize_t)view->rows;
+        dims[1] = (hsize_t)view->cols;
+    }
+}
+
+/* Writes every tensor of every layer from base (a flat buffer laid out like
+ * the parameters, or the state) into /<root>/<layer>/<tensor>. */
+static int write_tensors(hid_t file, const char *root, const ars_model *model, const float *params,
+                         const float *state, int with_attrs)
+{
+    hid_t top = H5Gcreate2(file, root, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (top < 0) return ars_error(ARS_EIO, "cannot create group %s", root);
+    int rc = 0;
+    for (int l = 0; l < model->layer_count && !rc; l++) {
+        const ars_layer *layer = &model->layers[l];
+        if (!with_attrs && layer->param_count == 0) continue;
+        hid_t group = H5Gcreate2(top, layer->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (group < 0) {
+            rc = ars_error(ARS_EIO, "cannot create group %s/%s", root, layer->name);
+            break;
+        }
+        if (with_attrs) {
+            int32_t index = layer->index, in = layer->in_dim, out = layer->out_dim;
+            rc = ars_h5_attr_write_string(group, "kind", layer->spec.kind);
+            if (!rc) rc = ars_h5_attr_write(group, "index", H5T_NATIVE_INT32, &index);
+            if (!rc) rc = ars_h5_attr_write(group, "in_dim", H5T_NATIVE_INT32, &in);
+            if (!rc) rc = ars_h5_attr_write(group, "out_dim", H5T_NATIVE_INT32, &out);
+        }
+        for (int p = 0; p < layer->param_count && !rc; p++) {
+            int rank;
+            hsize_t dims[2];
+            view_dims(&layer->params[p], &rank, dims);
+            rc = ars_h5_write_floats(group, layer->params[p].name, rank, dims,
+                                     params + layer->param_offset + layer->params[p].offset);
+        }
+        for (int b = 0; state && b < layer->buffer_count && !rc; b++) {
+            int rank;
+            hsize_t dims[2];
+            view_dims(&layer->buffers[b], &rank, dims);
+            rc = ars_h5_write_floats(group, layer->buffers[b].name, rank, dims,
+                                     state + layer->state_offset + layer->buffers[b].offset);
+        }
+        H5Gclose(group);
+    }
+    H5Gclose(top);
+    return rc;
+}
+
+static int write_optimizer(hid_t file, const ars_model *model, const ars_optimizer *opt)
+{
+    hid_t group = H5Gcreate2(file, "optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (group < 0) return ars_error(ARS_EIO, "cannot create group /optimizer");
+    const ars_optim_config *c = &opt->config;
+    double lr = c->lr, momentum = c->momentum, wd = c->weight_decay, b1 = c->beta1, b2 = c->beta2, eps = c->eps;
+    int32_t nesterov = c->nesterov;
+    int64_t step = opt->step;
+    int rc = ars_h5_attr_write_string(group, "kind", ars_optimizer_name(c->kind));
+    if (!rc) rc = ars_h5_attr_write(group, "lr", H5T_NATIVE_DOUBLE, &lr);
+    if (!rc) rc = ars_h5_attr_write(group, "momentum", H5T_NATIVE_DOUBLE, &momentum);
+    if (!rc) rc = ars_h5_attr_write(group, "nesterov", H5T_NATIVE_INT32, &nesterov);
+    if (!rc) rc = ars_h5_attr_write(group, "weight_decay", H5T_NATIVE_DOUBLE, &wd);
+    if (!rc) rc = ars_h5_attr_write(group, "beta1", H5T_NATIVE_DOUBLE, &b1);
+    if (!rc) rc = ars_h5_attr_write(group, "beta2", H5T_NATIVE_DOUBLE, &b2);
+    if (!rc) rc = ars_h5_attr_write(group, "eps", H5T_NATIVE_DOUBLE, &eps);
+    if (!rc) rc = ars_h5_attr_write(group, "step", H5T_NATIVE_INT64, &step);
+    if (!rc && opt->m) rc = write_tensors(group, "m", model, opt->m, NULL, 0);
+    if (!rc && opt->v) rc = write_tensors(group, "v", model, opt->v, NULL, 0);
+    H5Gclose(group);
+    return rc;
+}
+
+static int write_history(hid_t file, const ars_history *h)
+{
+    hid_t group = H5Gcreate2(file, "history", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (group < 0) return ars_error(ARS_EIO, "cannot create group /history");
+    const size_t T = h->count, L = (size_t)h->layer_count;
+    int rc = 0;
+    const char **names = calloc(L ? L : 1, sizeof *names);
+    int64_t *steps = malloc(sizeof(int64_t) * (T ? T : 1));
+    int32_t *ints = malloc(sizeof(int32_t) * (T ? T : 1));
+    double *values = malloc(sizeof(double) * (T ? T : 1) * (L ? L : 1));
+    if (!names || !steps || !ints || !values) rc = ars_error(ARS_ENOMEM, "checkpoint: out of memory");
+    hsize_t dims[3] = {T, L, 0};
+    for (size_t l = 0; !rc && l < L; l++) names[l] = h->layer_names[l];
+    if (!rc) rc = ars_h5_write_strings(group, "layer_names", names, L);
+    for (size_t t = 0; !rc && t < T; t++) steps[t] = h->steps[t].step;
+    if (!rc) rc = ars_h5_write_series(group, "step", H5T_NATIVE_INT64, 1, dims, steps);
+    for (size_t t = 0; !rc && t < T; t++) ints[t] = h->steps[t].epoch;
+    if (!rc) rc = ars_h5_write_series(group, "epoch", H5T_NATIVE_INT32, 1, dims, ints);
+    for (size_t t = 0; !rc && t < T; t++) ints[t] = h->steps[t].nonfinite;
+    if (!rc) rc = ars_h5_write_series(group, "nonfinite", H5T_NATIVE_INT32, 1, dims, ints);
+    for (size_t t = 0; !rc && t < T; t++) ints[t] = h->steps[t].skipped;
+    if (!rc) rc = ars_h5_write_series(group, "skipped", H5T_NATIVE_INT32, 1, dims, ints);
+    static const char *const scalar_names[] = {"loss", "lr", "grad_norm", "clip_scale"};
+    for (int k = 0; k < 4 && !rc; k++) {
+        for (size_t t = 0; t < T; t++) {
+            const ars_history_step *s = &h->steps[t];
+            values[t] = k == 0 ? s->loss : k == 1 ? s->lr : k == 2 ? s->grad_norm : s->clip_scale;
+        }
+        rc = ars_h5_write_series(group, scalar_names[k], H5T_NATIVE_DOUBLE, 1, dims, values);
+    }
+    for (int c = 0; c < ARS_HIST_LAYER_COLUMNS && !rc; c++) {
+        for (size_t t = 0; t < T; t++)
+            memcpy(values + t * L, ars_history_layer_values(h, t) + (size_t)c * L, sizeof(double) * L);
+        rc = ars_h5_write_series(group, ars_history_column_names[c], H5T_NATIVE_DOUBLE, 2, dims, values);
+    }
+    /* histograms */
+    if (!rc && h->bins > 0) {
+        hsize_t hdims[3] = {h->hist_count, L, (hsize_t)h->bins};
+        rc = ars_h5_write_series(group, "hist_step", H5T_NATIVE_INT64, 1, hdims, h->hist_steps);
+        if (!rc) rc = ars_h5_write_series(group, "hist_counts", H5T_NATIVE_UINT32, 3, hdims, h->hist_counts);
+        double *edges = malloc(sizeof(double) * (size_t)(h->bins + 1));
+        if (!rc && !edges) rc = ars_error(ARS_ENOMEM, "checkpoint: out of memory");
+        for (int b = 0; !rc && b <= h->bins; b++)
+            edges[b] = h->hist_low + (h->hist_high - h->hist_low) * b / h->bins;
+        hsize_t edims[1] = {(hsize_t)h->bins + 1};
+        if (!rc) rc = ars_h5_write_series(group, "hist_edges", H5T_NATIVE_DOUBLE, 1, edims, edges);
+        free(edges);
+    }
+    /* evaluations */
+    const size_t E = h->eval_count;
+    hsize_t edims[1] = {E};
+    int64_t *esteps = malloc(sizeof(int64_t) * (E ? E : 1));
+    int32_t *eepochs = malloc(sizeof(int32_t) * (E ? E : 1));
+    double *evalues = malloc(sizeof(double) * (E ? E : 1));
+    if (!rc && (!esteps || !eepochs || !evalues)) rc = ars_error(ARS_ENOMEM, "checkpoint: out of memory");
+    for (size_t e = 0; !rc && e < E; e++) {
+        esteps[e] = h->evals[e].step;
+        eepochs[e] = h->evals[e].epoch;
+    }
+    if (!rc) rc = ars_h5_write_series(group, "eval_step", H5T_NATIVE_INT64, 1, edims, esteps);
+    if (!rc) rc = ars_h5_write_series(group, "eval_epoch", H5T_NATIVE_INT32, 1, edims, eepochs);
+    static const char *const eval_names[] = {"eval_train_loss", "eval_test_loss", "eval_test_accuracy"};
+    for (int k = 0; k < 3 && !rc; k++) {
+        for (size_t e = 0; e < E; e++)
+            evalues[e] = k == 0 ? h->evals[e].train_loss : k == 1 ? h->evals[e].test_loss : h->evals[e].test_accuracy;
+        rc = ars_h5_write_series(group, eval_names[k], H5T_NATIVE_DOUBLE, 1, edims, evalues);
+    }
+    if (!rc) rc = ars_h5_write_strings(group, "events", (const char *const *)h->events, h->event_count);
+    free(esteps);
+    free(eepochs);
+    free(evalues);
+    free(names);
+    free(steps);
+    free(ints);
+    free(values);
+    H5Gclose(group);
+    return rc;
+}
+
+static int write_root(hid_t file, const ars_model *model, const ars_ckpt_state *s)
+{
+    char created[40];
+    time_t now = time(NULL);
+    struct tm utc;
+    gmtime_r(&now, &utc);
+    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &utc);
+    int32_t version = ARS_CKPT_FORMAT_VERSION, epoch = s->epoch, spe = s->steps_per_epoch, world = s->world_size,
+            batch = s->global_batch;
+    int64_t step = s->step, params = (int64_t)model->param_count, nonfinite = s->nonfinite_steps;
+    uint64_t seed = s->seed;
+    TRY(ars_h5_attr_write_string(file, "format", ARS_CKPT_FORMAT));
+    TRY(ars_h5_attr_write(file, "format_version", H5T_NATIVE_INT32, &version));
+    TRY(ars_h5_attr_write_string(file, "arsenal_version", ARSENAL_VERSION));
+    TRY(ars_h5_attr_write_string(file, "created", created));
+    TRY(ars_h5_attr_write(file, "step", H5T_NATIVE_INT64, &step));
+    TRY(ars_h5_attr_write(file, "epoch", H5T_NATIVE_INT32, &epoch));
+    TRY(ars_h5_attr_write(file, "steps_per_epoch", H5T_NATIVE_INT32, &spe));
+    TRY(ars_h5_attr_write(file, "world_size", H5T_NATIVE_INT32, &world));
+    TRY(ars_h5_attr_write(file, "global_batch", H5T_NATIVE_INT32, &batch));
+    TRY(ars_h5_attr_write(file, "seed", H5T_NATIVE_UINT64, &seed));
+    TRY(ars_h5_attr_write(file, "param_count", H5T_NATIVE_INT64, &params));
+    TRY(ars_h5_attr_write(file, "nonfinite_steps", H5T_NATIVE_INT64, &nonfinite));
+    TRY(ars_h5_attr_write(file, "last_loss", H5T_NATIVE_DOUBLE, &s->last_loss));
+    TRY(ars_h5_attr_write(file, "test_loss", H5T_NATIVE_DOUBLE, &s->test_loss));
+    TRY(ars_h5_attr_write(file, "test_accuracy", H5T_NATIVE_DOUBLE, &s->test_accuracy));
+    TRY(ars_h5_write_string(file, "config", s->config_text ? s->config_text : ""));
+    hid_t rng = H5Gcreate2(file, "rng", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (rng < 0) return ars_error(ARS_EIO, "cannot create group /rng");
+    int rc = ars_h5_attr_write(rng, "seed", H5T_NATIVE_UINT64, &seed);
+    if (!rc) rc = ars_h5_attr_write(rng, "step", H5T_NATIVE_INT64, &step);
+    H5Gclose(rng);
+    return rc;
+}
+
+static int fsync_path(const char *path, int directory)
+{
+    int fd = open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+int ars_ckpt_write(const char *path, const ars_model *model, const ars_optimizer *opt, const ars_history *history,
+                   const ars_ckpt_state *state)
+{
+    quiet_hdf5();
+    char tmp[4096], dir_buffer[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid()) >= (int)sizeof tmp)
+        return ars_error(ARS_EINVAL, "checkpoint path too long: %s", path);
+    snprintf(dir_buffer, sizeof dir_buffer, "%s", path);
+    const char *dir = dirname(dir_buffer);
+    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (file < 0)
+        return ars_error(ARS_EIO, "cannot create checkpoint %s: %s (is the directory writable?)", tmp,
+                         strerror(errno ? errno : EACCES));
+    int rc = write_root(file, model, state);
+    if (!rc) rc = write_tensors(file, "model", model, model->params, model->state, 1);
+    if (!rc) rc = write_optimizer(file, model, opt);
+    if (!rc) rc = write_tensors(file, "grad", model, model->grads, NULL, 0);
+    if (!rc && history) rc = write_history(file, history);
+    if (!rc && H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) rc = ars_error(ARS_EIO, "cannot flush %s (disk full?)", tmp);
+    if (H5Fclose(file) < 0 && !rc) rc = ars_error(ARS_EIO, "cannot close %s (disk full?)", tmp);
+    if (!rc && fsync_path(tmp, 0) != 0) rc = ars_error(ARS_EIO, "fsync of %s failed: %s", tmp, strerror(errno));
+    if (!rc && rename(tmp, path) != 0)
+        rc = ars_error(ARS_EIO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    if (rc) {
+        unlink(tmp);   /* the previous checkpoint at path is untouched */
+        return ars_error_context(rc, "writing checkpoint %s", path);
+    }
+    fsync_path(dir, 1);   /* make the rename durable */
+    return 0;
+}
+
+void ars_ckpt_info_free(ars_ckpt_info *info)
+{
+    free(info->config_text);
+    free(info->layer_names);
+    free(info->layer_kinds);
+    memset(info, 0, sizeof *info);
+}
+
+/* Opens a checkpoint read-only after checking it is one, of our version. */
+static hid_t open_checkpoint(const char *path, int *rc)
+{
+    quiet_hdf5();
+    struct stat st;
+    *rc = 0;
+    if (stat(path, &st) != 0) {
+        *rc = ars_error(ARS_EIO, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        *rc = ars_error(ARS_EIO, "%s: not a regular file", path);
+        return -1;
+    }
+    if (H5Fis_hdf5(path) <= 0) {
+        *rc = ars_error(ARS_EFORMAT, "%s: not an HDF5 file (or its header is truncated/corrupted)", path);
+        return -1;
+    }
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file < 0) {
+        *rc = ars_error(ARS_EFORMAT, "%s: HDF5 cannot open it (truncated or corrupted file)", path);
+        return -1;
+    }
+    char format[64] = "";
+    int32_t version = 0;
+    if (ars_h5_attr_read_string(file, path, "format", format, sizeof format) || strcmp(format, ARS_CKPT_FORMAT) != 0) {
+        H5Fclose(file);
+        *rc = ars_error(ARS_EFORMAT, "%s: not an arsenal checkpoint (root attribute format is '%s', expected '%s')",
+                        path, format, ARS_CKPT_FORMAT);
+        return -1;
+    }
+    if ((*rc = ars_h5_attr_read(file, path, "format_version", H5T_NATIVE_INT32, &version)) != 0) {
+        H5Fclose(file);
+        return -1;
+    }
+    if (version != ARS_CKPT_FORMAT_VERSION) {
+        H5Fclose(file);
+        *rc = ars_error(ARS_EFORMAT, "%s: checkpoint format version %d, this arsenal reads version %d", path,
+                        version, ARS_CKPT_FORMAT_VERSION);
+        return -1;
+    }
+    return file;
+}
+
+static int read_layers(hid_t file, const char *path, ars_ckpt_info *info)
+{
+    hid_t model = H5Lexists(file, "model", H5P_DEFAULT) > 0 ? H5Gopen2(file, "model", H5P_DEFAULT) : -1;
+    if (model < 0) return ars_error(ARS_EFORMAT, "%s: group /model is missing", path);
+    H5G_info_t group_info;
+    int rc = 0;
+    if (H5Gget_info(model, &group_info) < 0 || group_info.nlinks > 1000000) {
+        H5Gclose(model);
+        return ars_error(ARS_EFORMAT, "%s: /model cannot be listed", path);
+    }
+    info->layer_count = (int)group_info.nlinks;
+    info->layer_names = calloc(group_info.nlinks ? group_info.nlinks : 1, sizeof *info->layer_names);
+    info->layer_kinds = calloc(group_info.nlinks ? group_info.nlinks : 1, sizeof *info->layer_kinds);
+    if (!info->layer_names || !info->layer_kinds) rc = ars_error(ARS_ENOMEM, "out of memory");
+    for (hsize_t i = 0; i < group_info.nlinks && !rc; i++) {
+        /* names are NNN_kind: the index order is the name order */
+        if (H5Lget_name_by_idx(model, ".", H5_INDEX_NAME, H5_ITER_INC, i, info->layer_names[i],
+                               sizeof info->layer_names[i], H5P_DEFAULT) < 0) {
+            rc = ars_error(ARS_EFORMAT, "%s: cannot list /model", path);
+            break;
+        }
+        hid_t group = H5Gopen2(model, info->layer_names[i], H5P_DEFAULT);
+        if (group < 0) {
+            rc = ars_error(ARS_EFORMAT, "%s: /model/%s is not a group", path, info->layer_names[i]);
+            break;
+        }
+        char where[128];
+        snprintf(where, sizeof where, "%s:/model/%s", path, info->layer_names[i]);
+        rc = ars_h5_attr_read_string(group, where, "kind", info->layer_kinds[i], sizeof info->layer_kinds[i]);
+        H5Gclose(group);
+    }
+    H5Gclose(model);
+    return rc;
+}
+
+int ars_ckpt_read_info(const char *path, ars_ckpt_info *info)
+{
+    memset(info, 0, sizeof *info);
+    int rc;
+    hid_t file = open_checkpoint(path, &rc);
+    if (file < 0) return rc;
+    info->format_version = ARS_CKPT_FORMAT_VERSION;
+    int32_t epoch = 0, spe = 0, world = 0, batch = 0;
+    rc = ars_h5_attr_read_string(file, path, "arsenal_version", info->arsenal_version, sizeof info->arsenal_version);
+    if (!rc) rc = ars_h5_attr_read_string(file, path, "created", info->created, sizeof info->created);
+    if (!rc) rc = ars_h5_attr_read(file, path, "step", H5T_NATIVE_INT64, &info->step);
+    if (!rc) rc = ars_h5_attr_read(file, path, "epoch", H5T_NATIVE_INT32, &epoch);
+    if (!rc) rc = ars_h5_attr_read(file, path, "steps_per_epoch", H5T_NATIVE_INT32, &spe);
+    if (!rc) rc = ars_h5_attr_read(file, path, "world_size", H5T_NATIVE_INT32, &world);
+    if (!rc) rc = ars_h5_attr_read(file, path, "global_batch", H5T_NATIVE_INT32, &batch);
+    if (!rc) rc = ars_h5_attr_read(file, path, "seed", H5T_NATIVE_UINT64, &info->seed);
+    if (!rc) rc = ars_h5_attr_read(file, path, "param_count", H5T_NATIVE_INT64, &info->param_count);
+    if (!rc) rc = ars_h5_attr_read(file, path, "nonfinite_steps", H5T_NATIVE_INT64, &info->nonfinite_steps);
+    if (!rc) rc = ars_h5_attr_read(file, path, "last_loss", H5T_NATIVE_DOUBLE, &info->last_loss);
+    if (!rc) rc = ars_h5_attr_read(file, path, "test_loss", H5T_NATIVE_DOUBLE, &info->test_loss);
+    if (!rc) rc = ars_h5_attr_read(file, path, "test_accuracy", H5T_NATIVE_DOUBLE, &info->test_accuracy);
+    if (!rc) rc = ars_h5_read_string(file, path, "config", &info->config_text);
+    info->epoch = epoch;
+    info->steps_per_epoch = spe;
+    info->world_size = world;
+    info->global_batch = batch;
+    if (!rc && (info->step < 0 || spe <= 0 || world <= 0 || batch <= 0))
+        rc = ars_error(ARS_EFORMAT, "%s: implausible root attributes (step %lld, steps_per_epoch %d, world_size %d, "
+                       "global_batch %d)", path, (long long)info->step, spe, world, batch);
+    hid_t optimizer = -1;
+    if (!rc) {
+        optimizer = H5Lexists(file, "optimizer", H5P_DEFAULT) > 0 ? H5Gopen2(file, "optimizer", H5P_DEFAULT) : -1;
+        if (optimizer < 0) rc = ars_error(ARS_EFORMAT, "%s: group /optimizer is missing", path);
+    }
+    if (optimizer >= 0) {
+        rc = ars_h5_attr_read_string(optimizer, "/optimizer", "kind", info->optimizer, sizeof info->optimizer);
+        if (!rc) rc = ars_h5_attr_read(optimizer, "/optimizer", "lr", H5T_NATIVE_DOUBLE, &info->lr);
+        if (!rc) rc = ars_h5_attr_read(optimizer, "/optimizer", "step", H5T_NATIVE_INT64, &info->optimizer_step);
+        H5Gclose(optimizer);
+    }
+    if (!rc) rc = read_layers(file, path, info);
+    H5Fclose(file);
+    if (rc) ars_ckpt_info_free(info);
+    return rc;
+}
+
+/* Reads every tensor of every layer under /<root> into the flat buffers
+ * params (and state), checking each layer's kind and each tensor's shape. */
+static int read_tensors(hid_t file, const char *path, const char *root, const ars_model *model, float *params,
+                        float *state, int check_kinds)
+{
+    hid_t top = H5Lexists(file, root, H5P_DEFAULT) > 0 ? H5Gopen2(file, root, H5P_DEFAULT) : -1;
+    if (top < 0) return ars_error(ARS_EFORMAT, "%s: group /%s is missing", path, root);
+    int rc = 0;
+    for (int l = 0; l < model->layer_count && !rc; l++) {
+        const ars_layer *layer = &model->layers[l];
+        if (!check_kinds && layer->param_count == 0) continue;
+        char where[256];
+        snprintf(where, sizeof where, "%s:/%s/%s", path, root, layer->name);
+        hid_t group = H5Lexists(top, layer->name, H5P_DEFAULT) > 0 ? H5Gopen2(top, layer->name, H5P_DEFAULT) : -1;
+        if (group < 0) {
+            rc = ars_error(ARS_EFORMAT, "%s is missing: the checkpoint holds a different model than the run file "
+                           "(layer %d should be '%s')", where, l, layer->spec.kind);
+            break;
+        }
+        if (check_kinds) {
+            char kind[32] = "";
+            rc = ars_h5_attr_read_string(group, where, "kind", kind, sizeof kind);
+            if (!rc && strcmp(kind, layer->spec.kind) != 0)
+                rc = ars_error(ARS_EFORMAT, "%s: layer kind '%s' in the checkpoint, '%s' in the run file", where,
+                               kind, layer->spec.kind);
+        }
+        for (int p = 0; p < layer->param_count && !rc; p++) {
+            int rank;
+            hsize_t dims[2];
+            view_dims(&layer->params[p], &rank, dims);
+            rc = ars_h5_read_floats(group, where, layer->params[p].name, rank, dims,
+                                    params + layer->param_offset + layer->params[p].offset);
+        }
+        for (int b = 0; state && b < layer->buffer_count && !rc; b++) {
+            int rank;
+            hsize_t dims[2];
+            view_dims(&layer->buffers[b], &rank, dims);
+            rc = ars_h5_read_floats(group, where, layer->buffers[b].name, rank, dims,
+                                    state + layer->state_offset + layer->buffers[b].offset);
+        }
+        H5Gclose(group);
+    }
+    if (!rc && check_kinds) {
+        H5G_info_t group_info;
+        if (H5Gget_info(top, &group_info) >= 0 && group_info.nlinks != (hsize_t)model->layer_count)
+            rc = ars_error(ARS_EFORMAT, "%s: the checkpoint's model has %llu layers, the run file's %d", path,
+                           (unsigned long long)group_info.nlinks, model->layer_count);
+    }
+    H5Gclose(top);
+    return rc;
+}
+
+int ars_ckpt_load(const char *path, ars_model *model, ars_optimizer *opt)
+{
+    int rc;
+    hid_t file = open_checkpoint(path, &rc);
+    if (file < 0) return rc;
+    /* Read into scratch copies: on any error the model is left as it was. */
+    size_t n = model->param_count, s = model->state_count;
+    float *params = malloc(sizeof(float) * (n + 1)), *state = malloc(sizeof(float) * (s + 1));
+    float *m = opt->m ? malloc(sizeof(float) * (n + 1)) : NULL, *v = opt->v ? malloc(sizeof(float) * (n + 1)) : NULL;
+    int64_t step = 0;
+    if (!params || !state || (opt->m && !m) || (opt->v && !v)) rc = ars_error(ARS_ENOMEM, "out of memory");
+    if (!rc) rc = read_tensors(file, path, "model", model, params, state, 1);
+    hid_t group = -1;
+    if (!rc) {
+        group = H5Lexists(file, "optimizer", H5P_DEFAULT) > 0 ? H5Gopen2(file, "optimizer", H5P_DEFAULT) : -1;
+        if (group < 0) rc = ars_error(ARS_EFORMAT, "%s: group /optimizer is missing", path);
+    }
+    if (!rc) {
+        char kind[16] = "";
+        rc = ars_h5_attr_read_string(group, "/optimizer", "kind", kind, sizeof kind);
+        if (!rc && strcmp(kind, ars_optimizer_name(opt->config.kind)) != 0)
+            rc = ars_error(ARS_EFORMAT, "%s: the checkpoint's optimizer is %s, the run file says %s", path, kind,
+                           ars_optimizer_name(opt->config.kind));
+        if (!rc) rc = ars_h5_attr_read(group, "/optimizer", "step", H5T_NATIVE_INT64, &step);
+        if (!rc && step < 0) rc = ars_error(ARS_EFORMAT, "%s: /optimizer step %lld", path, (long long)step);
+        if (!rc && m) rc = read_tensors(group, path, "m", model, m, NULL, 0);
+        if (!rc && v) rc = read_tensors(group, path, "v", model, v, NULL, 0);
+    }
+    if (group >= 0) H5Gclose(group);
+    H5Fclose(file);
+    if (!rc) {
+        memcpy(model->params, params, sizeof(float) * n);
+        memcpy(model->state, state, sizeof(float) * s);
+        if (m) memcpy(opt->m, m, sizeof(float) * n);
+        if (v) memcpy(opt->v, v, sizeof(float) * n);
+        opt->step = step;
+    }
+    free(params);
+    free(state);
+    free(m);
+    free(v);
+    return rc;
+}
+
+int ars_ckpt_read_history(const char *path, ars_history *h)
+{
+    memset(h, 0, sizeof *h);
+    int rc;
+    hid_t file = open_checkpoint(path, &rc);
+    if (file < 0) return rc;
+    hid_t group = H5Lexists(file, "history", H5P_DEFAULT) > 0 ? H5Gopen2(file, "history", H5P_DEFAULT) : -1;
+    if (group < 0) {
+        H5Fclose(file);
+        return ars_error(ARS_EFORMAT, "%s: group /history is missing", path);
+    }
+    const char *where = "/history";
+    char **names = NULL;
+    size_t L = 0;
+    hsize_t dims[3];
+    void *raw[16] = {0};
+    rc = ars_h5_read_strings(group, where, "layer_names", &names, &L);
+    char (*fixed)[40] = NULL;
+    if (!rc && L > 100000) rc = ars_error(ARS_EFORMAT, "%s: %zu layer names", path, L);
+    if (!rc && !(fixed = calloc(L ? L : 1, sizeof *fixed))) rc = ars_error(ARS_ENOMEM, "out of memory");
+    for (size_t l = 0; !rc && l < L; l++) snprintf(fixed[l], sizeof fixed[l], "%s", names[l]);
+    hsize_t hist_dims[3] = {0, 0, 0}, edge_dims[1] = {0};
+    int bins = 0;
+    if (!rc && H5Lexists(group, "hist_counts", H5P_DEFAULT) > 0) {
+        rc = ars_h5_read_series(group, where, "hist_edges", H5T_NATIVE_DOUBLE, 1, edge_dims, &raw[14]);
+        if (!rc && edge_dims[0] >= 3) bins = (int)edge_dims[0] - 1;
+    }
+    if (!rc) rc = ars_history_init(h, (int)L, (const char (*)[40])fixed, bins);
+    size_t T = 0;
+    if (!rc) rc = ars_h5_read_series(group, where, "step", H5T_NATIVE_INT64, 1, dims, &raw[0]);
+    T = (size_t)dims[0];
+    static const char *const one_d[] = {"epoch", "nonfinite", "skipped", "loss", "lr", "grad_norm", "clip_scale"};
+    for (int k = 0; k < 7 && !rc; k++) {
+        hid_t type = k < 3 ? H5T_NATIVE_INT32 : H5T_NATIVE_DOUBLE;
+        rc = ars_h5_read_series(group, where, one_d[k], type, 1, dims, &raw[1 + k]);
+        if (!rc && dims[0] != T)
+            rc = ars_error(ARS_EFORMAT, "%s:/history/%s has %llu records, /history/step %zu", path, one_d[k],
+                           (unsigned long long)dims[0], T);
+    }
+    double *columns[ARS_HIST_LAYER_COLUMNS] = {0};
+    for (int c = 0; c < ARS_HIST_LAYER_COLUMNS && !rc; c++) {
+        void *data = NULL;
+        rc = ars_h5_read_series(group, where, ars_history_column_names[c], H5T_NATIVE_DOUBLE, 2, dims, &data);
+        columns[c] = data;
+        if (!rc && (dims[0] != T || dims[1] != L))
+            rc = ars_error(ARS_EFORMAT, "%s:/history/%s has shape [%llu, %llu], expected [%zu, %zu]", path,
+                           ars_history_column_names[c], (unsigned long long)dims[0], (unsigned long long)dims[1], T, L);
+    }
+    for (size_t t = 0; t < T && !rc; t++) {
+        ars_history_step s = {
+            .step = ((int64_t *)raw[0])[t], .epoch = ((int32_t *)raw[1])[t], .nonfinite = ((int32_t *)raw[2])[t],
+            .skipped = ((int32_t *)raw[3])[t], .loss = ((double *)raw[4])[t], .lr = ((double *)raw[5])[t],
+            .grad_norm = ((double *)raw[6])[t], .clip_scale = ((double *)raw[7])[t]};
+        double *row;
+        rc = ars_history_append(h, &s, &row);
+        for (int c = 0; !rc && c < ARS_HIST_LAYER_COLUMNS; c++)
+            memcpy(row + (size_t)c * L, columns[c] + t * L, sizeof(double) * L);
+    }
+    for (int c = 0; c < ARS_HIST_LAYER_COLUMNS; c++) free(columns[c]);
+    if (!rc && bins) {
+        double *edges = raw[14];
+        h->hist_low = edges[0];
+        h->hist_high = edges[bins];
+        rc = ars_h5_read_series(group, where, "hist_step", H5T_NATIVE_INT64, 1, dims, &raw[9]);
+        if (!rc) rc = ars_h5_read_series(group, where, "hist_counts", H5T_NATIVE_UINT32, 3, hist_dims, &raw[10]);
+        if (!rc && (hist_dims[0] != dims[0] || hist_dims[1] != L || hist_dims[2] != (hsize_t)bins))
+            rc = ars_error(ARS_EFORMAT, "%s:/history/hist_counts has an inconsistent shape", path);
+        if (!rc) {
+            h->hist_count = h->hist_capacity = (size_t)dims[0];
+            h->hist_steps = raw[9];
+            h->hist_counts = raw[10];
+            raw[9] = raw[10] = NULL;
+        }
+    }
+    if (!rc) {
+        hsize_t e_dims[1];
+        void *e_raw[5] = {0};
+        static const char *const eval_names[] = {"eval_step", "eval_epoch", "eval_train_loss", "eval_test_loss",
+                                                 "eval_test_accuracy"};
+        size_t E = 0;
+        for (int k = 0; k < 5 && !rc; k++) {
+            hid_t type = k == 0 ? H5T_NATIVE_INT64 : k == 1 ? H5T_NATIVE_INT32 : H5T_NATIVE_DOUBLE;
+            rc = ars_h5_read_series(group, where, eval_names[k], type, 1, e_dims, &e_raw[k]);
+            if (!rc && k == 0) E = (size_t)e_dims[0];
+            if (!rc && e_dims[0] != E) rc = ars_error(ARS_EFORMAT, "%s:/history/%s length mismatch", path, eval_names[k]);
+        }
+        for (size_t e = 0; e < E && !rc; e++) {
+            ars_history_eval ev = {((int64_t *)e_raw[0])[e], ((int32_t *)e_raw[1])[e], ((double *)e_raw[2])[e],
+                                   ((double *)e_raw[3])[e], ((double *)e_raw[4])[e]};
+            rc = ars_history_add_eval(h, &ev);
+        }
+        for (int k = 0; k < 5; k++) free(e_raw[k]);
+    }
+    if (!rc) {
+        char **events = NULL;
+        size_t count = 0;
+        rc = ars_h5_read_strings(group, where, "events", &events, &count);
+        for (size_t e = 0; e < count; e++) {
+            if (!rc) rc = ars_history_add_event(h, events[e]);
+            free(events[e]);
+        }
+        free(events);
+    }
+    for (int k = 0; k < 16; k++) free(raw[k]);
+    for (size_t l = 0; l < L; l++) free(names[l]);
+    free(names);
+    free(fixed);
+    H5Gclose(group);
+    H5Fclose(file);
+    if (rc) {
+        ars_history_free(h);
+        return ars_error_context(rc, "reading the history of %s", path);
+    }
+    return 0;
+}
