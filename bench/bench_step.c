@@ -72,6 +72,7 @@ typedef struct bench {
     uint64_t step;
     product *products;
     int product_count;
+    int (*layer_products)[3];        /* per layer: forward, grad_weight, grad_input index or -1 */
     double *layer_fwd, *layer_bwd;   /* per-layer accumulated seconds (profile) */
     double phase[5];                 /* forward, loss, backward+sync, norm+clip, optimizer */
 } bench;
@@ -374,13 +375,16 @@ static double time_gemm(const gemm_buffers *g, int m, int n, int k, int ta, int 
 
 static double gflops(int m, int n, int k, double seconds) { return 2.0 * m * n * k / seconds * 1e-9; }
 
-static int add_product(bench *b, const char *role, int m, int n, int k, int ta, int tb, float beta, int layer)
+static int add_product(bench *b, int slot, int m, int n, int k, int ta, int tb, float beta, int layer)
 {
+    static const char *const roles[3] = {"forward", "grad_weight", "grad_input"};
+    const char *role = roles[slot];
     for (int i = 0; i < b->product_count; i++) {
         product *p = &b->products[i];
         if (p->m == m && p->n == n && p->k == k && p->ta == ta && p->tb == tb && p->beta == beta &&
             strcmp(p->role, role) == 0) {
             p->uses++;
+            b->layer_products[layer][slot] = i;
             return 0;
         }
     }
@@ -389,6 +393,7 @@ static int add_product(bench *b, const char *role, int m, int n, int k, int ta, 
     b->products = grown;
     b->products[b->product_count++] =
         (product){.role = role, .m = m, .n = n, .k = k, .ta = ta, .tb = tb, .beta = beta, .layer = layer, .uses = 1};
+    b->layer_products[layer][slot] = b->product_count - 1;
     return 0;
 }
 
@@ -397,8 +402,11 @@ static int add_product(bench *b, const char *role, int m, int n, int k, int ta, 
 static int list_products(bench *b)
 {
     const int rows = b->w.batch;
+    b->layer_products = malloc(sizeof *b->layer_products * (size_t)b->model.layer_count);
+    if (!b->layer_products) return ars_error(ARS_ENOMEM, "out of memory");
     for (int i = 0; i < b->model.layer_count; i++) {
         const ars_layer *l = &b->model.layers[i];
+        b->layer_products[i][0] = b->layer_products[i][1] = b->layer_products[i][2] = -1;
         int in = l->in_dim, out = l->out_dim;
         if (strcmp(l->ops->kind, "residual_add") == 0) {
             if (l->param_count == 0) continue;
@@ -407,10 +415,10 @@ static int list_products(bench *b)
             continue;
         }
         int bias = strcmp(l->ops->kind, "dense") == 0 ? l->spec.bias : 1;
-        TRY_RC(add_product(b, "forward", rows, out, in, 0, 1, bias ? 1.0f : 0.0f, i));
-        TRY_RC(add_product(b, "grad_weight", out, in, rows, 1, 0, 0.0f, i));
+        TRY_RC(add_product(b, 0, rows, out, in, 0, 1, bias ? 1.0f : 0.0f, i));
+        TRY_RC(add_product(b, 1, out, in, rows, 1, 0, 0.0f, i));
         if (i > 0 || strcmp(l->ops->kind, "residual_add") == 0)
-            TRY_RC(add_product(b, "grad_input", rows, in, out, 0, 0, 0.0f, i));
+            TRY_RC(add_product(b, 2, rows, in, out, 0, 0, 0.0f, i));
     }
     return 0;
 }
@@ -446,83 +454,152 @@ static const char *trans_name(int ta, int tb)
 }
 
 /* Per product shape: the 4 transpositions of C = op(A) op(B) and the 4 of
- * the transposed form C^T = op(B^T) op(A^T), interleaved in rounds. */
-static int report_product_variants(bench *b, gemm_buffers *g, int threads, double budget, double peak)
+ * the transposed form C^T = op(B^T) op(A^T), interleaved in rounds; each
+ * variant's speed relative to the library's is the median of per-round
+ * ratios, so a busy moment on a shared machine hits all variants alike. */
+static int report_product_variants(bench *b, gemm_buffers *g, int threads, double budget, int rounds,
+                                   double peak)
 {
+    double *t = malloc(sizeof(double) * 8 * (size_t)rounds), *ratio = malloc(sizeof(double) * (size_t)rounds);
+    if (!t || !ratio) {
+        free(t);
+        free(ratio);
+        return ars_error(ARS_ENOMEM, "out of memory");
+    }
     for (int i = 0; i < b->product_count; i++) {
         const product *p = &b->products[i];
         size_t need = (size_t)p->m * (size_t)p->k;
         if ((size_t)p->k * (size_t)p->n > need) need = (size_t)p->k * (size_t)p->n;
         if ((size_t)p->m * (size_t)p->n > need) need = (size_t)p->m * (size_t)p->n;
-        TRY_RC(buffers_fit(g, need));
-        double t[8][5];
-        const int rounds = 5;
+        if (buffers_fit(g, need)) break;
         for (int r = 0; r < rounds; r++)
             for (int v = 0; v < 8; v++) {
                 int swap = v >= 4, ta = (v >> 1) & 1, tb = v & 1;
-                t[v][r] = swap ? time_gemm(g, p->n, p->m, p->k, ta, tb, p->beta, budget, 1)
-                               : time_gemm(g, p->m, p->n, p->k, ta, tb, p->beta, budget, 1);
+                t[v * rounds + r] = swap ? time_gemm(g, p->n, p->m, p->k, ta, tb, p->beta, budget, 1)
+                                         : time_gemm(g, p->m, p->n, p->k, ta, tb, p->beta, budget, 1);
             }
-        int library = p->ta * 2 + p->tb;
-        double lib_s = median(t[library], rounds);
+        const int library = p->ta * 2 + p->tb;
         for (int v = 0; v < 8; v++) {
-            double s = median(t[v], rounds);
+            for (int r = 0; r < rounds; r++) ratio[r] = t[v * rounds + r] / t[library * rounds + r];
+            double vs = median(ratio, rounds);
+            double s = median(t + v * rounds, rounds);
             json_head("gemm_variant", b, threads);
             printf(",\"role\":\"%s\",\"layer\":\"%s\",\"uses\":%d,\"m\":%d,\"n\":%d,\"k\":%d,"
                    "\"variant\":\"%s%s\",\"library\":%s,\"ms\":%.6f,\"gflops\":%.3f,\"of_peak\":%.4f,"
-                   "\"vs_library\":%.4f}\n",
+                   "\"time_vs_library\":%.4f}\n",
                    p->role, b->model.layers[p->layer].name, p->uses, p->m, p->n, p->k, v >= 4 ? "T:" : "",
                    trans_name((v >> 1) & 1, v & 1), v == library ? "true" : "false", s * 1e3,
-                   gflops(p->m, p->n, p->k, s), gflops(p->m, p->n, p->k, s) / peak, s / lib_s);
+                   gflops(p->m, p->n, p->k, s), gflops(p->m, p->n, p->k, s) / peak, vs);
         }
+        fflush(stdout);
     }
+    free(t);
+    free(ratio);
     return 0;
 }
 
-static double square_peak(gemm_buffers *g, int size, double budget)
+static double square_gflops(gemm_buffers *g, int size, double budget)
 {
     if (buffers_fit(g, (size_t)size * (size_t)size)) return NAN;
-    double t[5];
-    for (int r = 0; r < 5; r++) t[r] = time_gemm(g, size, size, size, 0, 0, 0.0f, budget, 1);
-    return gflops(size, size, size, median(t, 5));
+    return gflops(size, size, size, time_gemm(g, size, size, size, 0, 0, 0.0f, budget, 1));
 }
 
-/* In-step time of each dense layer's forward and backward against the raw
- * sgemm time of the products it makes. */
-static void report_layers(bench *b, int threads, int steps, double peak)
+/* Where the time goes, in `rounds` interleaved rounds of: the square-GEMM
+ * rate, `steps` profiled steps (per layer, per phase), the raw products.
+ * Reports medians; ratios are medians of per-round ratios. */
+static int report_profile(bench *b, gemm_buffers *g, int threads, int steps, int rounds, double budget,
+                          double *peak_out)
 {
-    for (int i = 0; i < b->model.layer_count; i++) {
-        const ars_layer *l = &b->model.layers[i];
-        double fwd = b->layer_fwd[i] / steps, bwd = b->layer_bwd[i] / steps;
-        double raw_fwd = 0, raw_bwd = 0, flops_fwd = 0, flops_bwd = 0;
-        int in = l->in_dim, out = l->out_dim, is_dense = strcmp(l->ops->kind, "dense") == 0;
-        if (is_dense) {
-            for (int j = 0; j < b->product_count; j++) {
-                const product *p = &b->products[j];
-                int same = p->m * p->n * p->k == b->w.batch * in * out &&
-                           ((strcmp(p->role, "forward") == 0 && p->n == out && p->k == in) ||
-                            (strcmp(p->role, "grad_weight") == 0 && p->m == out && p->n == in) ||
-                            (strcmp(p->role, "grad_input") == 0 && i > 0 && p->n == in && p->k == out));
-                if (!same) continue;
-                if (strcmp(p->role, "forward") == 0) {
-                    raw_fwd += p->raw_seconds;
-                    flops_fwd += 2.0 * p->m * p->n * p->k;
-                } else {
-                    raw_bwd += p->raw_seconds;
-                    flops_bwd += 2.0 * p->m * p->n * p->k;
-                }
-            }
+    const int L = b->model.layer_count, P = b->product_count;
+    double *peak = calloc((size_t)rounds, sizeof(double));
+    double *fwd = calloc((size_t)rounds * L, sizeof(double)), *bwd = calloc((size_t)rounds * L, sizeof(double));
+    double *raw = calloc((size_t)rounds * (P ? P : 1), sizeof(double));
+    double *phase = calloc((size_t)rounds * 5, sizeof(double)), *tmp = calloc((size_t)rounds, sizeof(double));
+    int rc = !peak || !fwd || !bwd || !raw || !phase || !tmp ? ars_error(ARS_ENOMEM, "out of memory") : 0;
+    for (int r = 0; r < rounds && !rc; r++) {
+        peak[r] = square_gflops(g, 1024, budget);
+        memset(b->phase, 0, sizeof b->phase);
+        memset(b->layer_fwd, 0, sizeof(double) * (size_t)L);
+        memset(b->layer_bwd, 0, sizeof(double) * (size_t)L);
+        for (int i = 0; i < steps && !rc; i++) rc = train_step(b, 1);
+        double total;
+        if (!rc) rc = time_products(b, g, budget, &total);
+        for (int l = 0; l < L; l++) {
+            fwd[r * L + l] = b->layer_fwd[l] / steps;
+            bwd[r * L + l] = b->layer_bwd[l] / steps;
         }
-        json_head("layer", b, threads);
-        printf(",\"layer\":\"%s\",\"kind\":\"%s\",\"in\":%d,\"out\":%d,\"forward_ms\":%.6f,\"backward_ms\":%.6f",
-               l->name, l->ops->kind, in, out, fwd * 1e3, bwd * 1e3);
-        if (is_dense)
-            printf(",\"raw_forward_ms\":%.6f,\"raw_backward_ms\":%.6f,\"forward_gflops\":%.3f,"
-                   "\"backward_gflops\":%.3f,\"forward_of_peak\":%.4f,\"backward_of_peak\":%.4f",
-                   raw_fwd * 1e3, raw_bwd * 1e3, flops_fwd / fwd * 1e-9, flops_bwd / bwd * 1e-9,
-                   flops_fwd / fwd * 1e-9 / peak, flops_bwd / bwd * 1e-9 / peak);
-        printf("}\n");
+        for (int p = 0; p < P; p++) raw[r * P + p] = b->products[p].raw_seconds;
+        for (int i = 0; i < 5; i++) phase[r * 5 + i] = b->phase[i] / steps;
     }
+    if (!rc) {
+        double peak_gflops;
+        for (int r = 0; r < rounds; r++) tmp[r] = peak[r];
+        peak_gflops = median(tmp, rounds);
+        *peak_out = peak_gflops;
+        json_head("square_gemm", b, threads);
+        printf(",\"size\":1024,\"gflops\":%.3f}\n", peak_gflops);
+        static const char *const names[5] = {"forward", "loss", "backward", "norm_clip", "optimizer"};
+        for (int i = 0; i < 5; i++) {
+            for (int r = 0; r < rounds; r++) tmp[r] = phase[r * 5 + i];
+            json_head("phase", b, threads);
+            printf(",\"phase\":\"%s\",\"ms\":%.4f}\n", names[i], median(tmp, rounds) * 1e3);
+        }
+        for (int p = 0; p < P; p++) {
+            const product *pr = &b->products[p];
+            for (int r = 0; r < rounds; r++) tmp[r] = raw[r * P + p];
+            double s = median(tmp, rounds);
+            for (int r = 0; r < rounds; r++) tmp[r] = gflops(pr->m, pr->n, pr->k, raw[r * P + p]) / peak[r];
+            json_head("product", b, threads);
+            printf(",\"role\":\"%s\",\"layer\":\"%s\",\"uses\":%d,\"m\":%d,\"n\":%d,\"k\":%d,\"trans\":\"%s\","
+                   "\"raw_ms\":%.6f,\"gflops\":%.3f,\"of_peak\":%.4f}\n",
+                   pr->role, b->model.layers[pr->layer].name, pr->uses, pr->m, pr->n, pr->k,
+                   trans_name(pr->ta, pr->tb), s * 1e3, gflops(pr->m, pr->n, pr->k, s), median(tmp, rounds));
+        }
+        for (int l = 0; l < L; l++) {
+            const ars_layer *layer = &b->model.layers[l];
+            const int *lp = b->layer_products[l];
+            for (int r = 0; r < rounds; r++) tmp[r] = fwd[r * L + l];
+            double f = median(tmp, rounds);
+            for (int r = 0; r < rounds; r++) tmp[r] = bwd[r * L + l];
+            double bw = median(tmp, rounds);
+            json_head("layer", b, threads);
+            printf(",\"layer\":\"%s\",\"kind\":\"%s\",\"in\":%d,\"out\":%d,\"forward_ms\":%.6f,\"backward_ms\":%.6f",
+                   layer->name, layer->ops->kind, layer->in_dim, layer->out_dim, f * 1e3, bw * 1e3);
+            if (lp[0] >= 0) {
+                /* raw products of this layer: forward; grad_weight + grad_input */
+                double flops_f = 2.0 * b->products[lp[0]].m * b->products[lp[0]].n * b->products[lp[0]].k;
+                double flops_b = 0;
+                for (int j = 1; j < 3; j++)
+                    if (lp[j] >= 0) flops_b += 2.0 * b->products[lp[j]].m * b->products[lp[j]].n * b->products[lp[j]].k;
+                for (int r = 0; r < rounds; r++) tmp[r] = raw[r * P + lp[0]];
+                double rf = median(tmp, rounds);
+                for (int r = 0; r < rounds; r++)
+                    tmp[r] = raw[r * P + lp[1]] + (lp[2] >= 0 ? raw[r * P + lp[2]] : 0);
+                double rb = median(tmp, rounds);
+                for (int r = 0; r < rounds; r++) tmp[r] = fwd[r * L + l] / raw[r * P + lp[0]];
+                double over_f = median(tmp, rounds);
+                for (int r = 0; r < rounds; r++)
+                    tmp[r] = bwd[r * L + l] / (raw[r * P + lp[1]] + (lp[2] >= 0 ? raw[r * P + lp[2]] : 0));
+                double over_b = median(tmp, rounds);
+                for (int r = 0; r < rounds; r++) tmp[r] = flops_f / fwd[r * L + l] * 1e-9 / peak[r];
+                double peak_f = median(tmp, rounds);
+                for (int r = 0; r < rounds; r++) tmp[r] = flops_b / bwd[r * L + l] * 1e-9 / peak[r];
+                double peak_b = median(tmp, rounds);
+                printf(",\"raw_forward_ms\":%.6f,\"raw_backward_ms\":%.6f,\"forward_over_raw\":%.4f,"
+                       "\"backward_over_raw\":%.4f,\"forward_of_peak\":%.4f,\"backward_of_peak\":%.4f",
+                       rf * 1e3, rb * 1e3, over_f, over_b, peak_f, peak_b);
+            }
+            printf("}\n");
+        }
+        fflush(stdout);
+    }
+    free(peak);
+    free(fwd);
+    free(bwd);
+    free(raw);
+    free(phase);
+    free(tmp);
+    return rc;
 }
 
 static void usage(FILE *to)
@@ -644,33 +721,9 @@ static int run(const options *o)
     free(step_ms);
 
     if (o->products) {
-        /* Where the time goes: per layer and per phase, then every product
-         * against the square-GEMM rate. */
-        double peak_gflops = square_peak(&g, 1024, o->gemm_budget);
-        json_head("square_gemm", &b, threads);
-        printf(",\"size\":1024,\"gflops\":%.3f}\n", peak_gflops);
-        memset(b.phase, 0, sizeof b.phase);
-        memset(b.layer_fwd, 0, sizeof(double) * (size_t)b.model.layer_count);
-        memset(b.layer_bwd, 0, sizeof(double) * (size_t)b.model.layer_count);
-        for (int i = 0; i < steps; i++) TRY_RC(train_step(&b, 1));
-        double gemm_total;
-        TRY_RC(time_products(&b, &g, o->gemm_budget, &gemm_total));
-        static const char *const phases[5] = {"forward", "loss", "backward", "norm_clip", "optimizer"};
-        for (int i = 0; i < 5; i++) {
-            json_head("phase", &b, threads);
-            printf(",\"phase\":\"%s\",\"ms\":%.4f}\n", phases[i], b.phase[i] / steps * 1e3);
-        }
-        for (int i = 0; i < b.product_count; i++) {
-            const product *p = &b.products[i];
-            json_head("product", &b, threads);
-            printf(",\"role\":\"%s\",\"layer\":\"%s\",\"uses\":%d,\"m\":%d,\"n\":%d,\"k\":%d,\"trans\":\"%s\","
-                   "\"raw_ms\":%.6f,\"gflops\":%.3f,\"of_peak\":%.4f}\n",
-                   p->role, b.model.layers[p->layer].name, p->uses, p->m, p->n, p->k, trans_name(p->ta, p->tb),
-                   p->raw_seconds * 1e3, gflops(p->m, p->n, p->k, p->raw_seconds),
-                   gflops(p->m, p->n, p->k, p->raw_seconds) / peak_gflops);
-        }
-        report_layers(&b, threads, steps, peak_gflops);
-        TRY_RC(report_product_variants(&b, &g, threads, o->gemm_budget, peak_gflops));
+        double peak_gflops = NAN;
+        TRY_RC(report_profile(&b, &g, threads, steps, o->reps, o->gemm_budget, &peak_gflops));
+        TRY_RC(report_product_variants(&b, &g, threads, o->gemm_budget, o->reps, peak_gflops));
     }
 
     free(g.a);
@@ -686,6 +739,7 @@ static int run(const options *o)
     free(b.layer_fwd);
     free(b.layer_bwd);
     free(b.products);
+    free(b.layer_products);
     ars_optimizer_destroy(&b.opt);
     ars_model_destroy(&b.model);
     free(b.w.specs);

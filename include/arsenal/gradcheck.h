@@ -10,8 +10,9 @@
  *
  * The float forward makes L noisy: its rounding changes with every
  * perturbation. The noise of the quotients is measured per tensor (central
- * quotients of a few coordinates at 8 nearby steps; sigma from the median
- * of their successive differences), and the error of one coordinate is the
+ * quotients of 5 coordinates at 8 nearby steps each; sigma = the median
+ * over the coordinates of the RMS of successive differences / sqrt(2)),
+ * and the error of one coordinate is the
  * part beyond noise_z sigma:
  *     max(0, |a - n| - noise_z * sigma) / max(|a| + |n|, floor)
  * with floor = floor_fraction * the tensor's RMS gradient, so coordinates

@@ -70,41 +70,53 @@ const char *ars_health_problem_key(ars_health_problem problem);
 typedef struct ars_health_summary {
     int episodes;            /* times it started */
     int active;              /* still going at the last record */
+    int64_t records;         /* records observed while it was going */
     int64_t first_step;      /* step of its first start (-1: never) */
     int64_t last_end_step;   /* step of its last end (-1: none) */
-    double worst;            /* the rule's figure at its worst: smallest ratio (vanishing), largest
-                                ratio or spike factor (exploding), records (non-finite), largest
-                                fraction (saturation, dead), smallest improvement (plateau),
-                                most swings (oscillation) */
+    double worst;            /* the layers' figure at its worst: smallest gradient ratio to the
+                                output layer (vanishing), largest (exploding), largest fraction
+                                (saturation, dead); the network's for the others: smallest
+                                improvement (plateau), most swings (oscillation), non-finite
+                                records (non-finite) */
     int64_t worst_step;
     int worst_layer;         /* -1 for a whole-network figure */
-    char first_detail[512];  /* the text of its first start, without "step N: " */
+    double worst_global;     /* exploding: largest global norm / running median seen */
+    int64_t worst_global_step;
+    char first_detail[640];  /* the text of its first start, without "step N: " */
 } ars_health_summary;
 
-/* Per-layer, per-problem hysteresis state. */
+/* Per-subject, per-problem hysteresis state. */
 typedef struct ars_health_track {
-    int bad, bad_alt, good;  /* consecutive bad (two conditions) and clean records */
+    int bad, bad_alt, good;  /* consecutive bad records (two conditions) and clean ones */
     int flagged;
 } ars_health_track;
 
+/* Subjects of a problem: the layers 0..L-1, and L for the whole network. */
 typedef struct ars_health_monitor {
     ars_health_config config;
     int layer_count;
     char (*names)[40];
     char (*kinds)[24];
-    int output_layer;            /* last layer with parameters (-1: none) */
     char optimizer[16];          /* "" when unknown */
     int has_saturating, has_relu, has_norm, has_residual;
+    int output_layer;            /* last layer with parameters (-1: none), once a record is seen */
+    unsigned char *candidates;   /* [P][L]: layers each rule looks at, once a record is seen */
+    int ready;                   /* candidates set up */
     /* state */
     size_t next_record;          /* first history record not yet observed */
     int calls;
     double first_loss;           /* first finite loss (NaN until seen) */
-    int growth_streak;           /* records of consecutive global-norm growth */
+    int growth_streak;           /* consecutive records of global-norm growth */
     int clipped;                 /* clipping has scaled a gradient */
-    ars_health_track *tracks;    /* [ARS_HEALTH_PROBLEMS][layer_count + 1]; the last: whole network */
-    unsigned char *ever;         /* [ARS_HEALTH_PROBLEMS][layer_count + 1]: ever flagged */
+    ars_health_track *tracks;    /* [P][L + 1] */
+    unsigned char *ever;         /* [P][L + 1]: ever flagged */
     ars_health_summary summary[ARS_HEALTH_PROBLEMS];
-    double *scratch;             /* explode_window doubles for the running median */
+    /* per-record work arrays */
+    double *figures;             /* [L + 1] */
+    signed char *verdicts;       /* [L + 1] */
+    unsigned char *alternates;   /* [L + 1] */
+    unsigned char *flags;        /* [L + 1] */
+    double *window;              /* max(explode_window, plateau_window, oscillation_window) */
 } ars_health_monitor;
 
 /* names: the history's layer names ("003_dense"); kinds: each layer's kind
@@ -138,6 +150,11 @@ int ars_health_catch_up(ars_health_monitor *monitor, const ars_history *h);
  * layernorm; residual_add when it has a projection, seen as a non-zero
  * weight norm in the history). */
 int ars_health_layer_has_params(const ars_health_monitor *monitor, const ars_history *h, int layer);
+
+/* Layers a per-layer rule looks at ([L]; all zero for whole-network
+ * problems) and layers it ever flagged ([L + 1], the last: the network). */
+const unsigned char *ars_health_candidates(const ars_health_monitor *monitor, ars_health_problem problem);
+const unsigned char *ars_health_ever(const ars_health_monitor *monitor, ars_health_problem problem);
 
 /* The lecture's remedies for a problem, for this model (e.g. "replace
  * sigmoid/tanh with ReLU and He initialization, add BatchNorm/LayerNorm or

@@ -271,6 +271,21 @@ def index(params, state):
     return np.array(names, dtype="S32"), np.array(meta, dtype=np.int64)
 
 
+def create_file(path):
+    """An HDF5 file without timestamps (objects would record their creation
+    time), so that regenerating gives the same bytes: no spurious diffs."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    fcpl.set_obj_track_times(False)
+    f = h5py.File(h5py.h5f.create(path.encode(), h5py.h5f.ACC_TRUNC, fcpl=fcpl, fapl=fapl))
+    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+    gcpl.set_obj_track_times(False)
+    for group in ("index", "philox", "init", "step0", "train", "final", "mse"):
+        h5py.h5g.create(f.id, group.encode(), gcpl=gcpl)
+    return f
+
+
 def snapshot(d):
     return {layer: {k: v.detach().clone() for k, v in t.items()} for layer, t in d.items()}
 
@@ -336,7 +351,7 @@ def main():
     param_count = sum(t.numel() for t in all_params(params))
     state_count = sum(t.numel() for d in state.values() for t in d.values())
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with h5py.File(out, "w", libver="latest") as f:
+    with create_file(out) as f:
         a = f.attrs
         a["format"] = np.int32(1)
         a["torch_version"] = np.bytes_(torch.__version__)
@@ -382,6 +397,8 @@ def main():
     for s in range(STEPS):
         print(f"step {s}: loss {losses[s]:.9g}  grad_norm {norms[s]:.9g}  clip_norm {clip_norm:g}  "
               f"clip_scale {scales[s]:.9g}")
+    smallest = min(float(g.abs().min()) for d in step0["grads"].values() for g in d.values()) * scales[0]
+    print(f"smallest |clipped gradient| element at step 0: {smallest:.3g} (Adam eps {ADAM_EPS:g})")
     bn = next(n for n in names if n.endswith("batchnorm"))
     print(f"{bn} running_mean after 3 steps:", state[bn]["running_mean"].numpy())
     print(f"{bn} running_var  after 3 steps:", state[bn]["running_var"].numpy())

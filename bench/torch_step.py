@@ -1,0 +1,210 @@
+#!/usr/bin/python3
+"""torch_step: the bench_step workloads (W1-W4) in PyTorch, for side-by-side
+ratios: full training steps (zero_grad, forward, cross-entropy, backward,
+clip_grad_norm_, optimizer step) on random data of Fashion-MNIST shape, the
+same model, batch and thread count as arsenal; and a DDP mode (gloo, 2
+processes x 1 thread) for W1 samples/s on 1 vs 2 processes.
+
+Run with /usr/bin/python3 (Debian's python3-torch). The thread count is set
+three ways before torch loads: torch.set_num_threads(n), OPENBLAS_NUM_THREADS=n
+(torch's Linear runs on the same OpenBLAS) and OMP_WAIT_POLICY=PASSIVE (without
+it, spinning OpenMP threads on 2 shared cores made steps 10-60x slower at
+random). Output: one JSON line per measurement, as bench_step.
+"""
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+
+
+def parse():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--workload", default="W1", choices=["W1", "W2", "W3", "W4"])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--steps", type=int, default=0, help="steps per timed block (0: about a second)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--ddp", action="store_true", help="W1 data-parallel: 1 vs 2 processes x 1 thread (gloo)")
+    p.add_argument("--ranks", type=int, default=2, help="processes in --ddp mode")
+    return p.parse_args()
+
+
+ARGS = parse()
+THREADS = 1 if ARGS.ddp else ARGS.threads
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
+os.environ["OPENBLAS_NUM_THREADS"] = str(THREADS)
+os.environ["MKL_NUM_THREADS"] = str(THREADS)
+os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+import resource  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+torch.set_num_threads(THREADS)
+
+BATCH = {"W1": 128, "W2": 64, "W3": 32, "W4": 128}
+DEFAULT_STEPS = {"W1": 30, "W2": 20, "W3": 5, "W4": 30}
+
+
+class Block(nn.Module):
+    """x + Linear(ReLU(BatchNorm(x)))"""
+
+    def __init__(self, width):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(width)
+        self.linear = nn.Linear(width, width)
+
+    def forward(self, x):
+        return x + self.linear(F.relu(self.bn(x)))
+
+
+def build(name):
+    """(model, optimizer factory, clip norm or None, saved activations per row)"""
+    if name == "W1":
+        model = nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
+                              nn.Linear(1024, 10))
+        acts = 784 + 1024 * 4 + 10
+        return model, lambda p: torch.optim.Adam(p, lr=1e-3), 1.0, acts
+    if name in ("W2", "W3"):
+        width, blocks = (256, 48) if name == "W2" else (64, 1000)
+        model = nn.Sequential(nn.Linear(784, width), *[Block(width) for _ in range(blocks)], nn.Linear(width, 10))
+        acts = 784 + width + blocks * 4 * width + 10   # per block: bn, relu, linear, sum
+        return model, lambda p: torch.optim.Adam(p, lr=1e-3), 1.0, acts
+    layers = [nn.Linear(784, 256), nn.Sigmoid()]
+    for _ in range(19):
+        layers += [nn.Linear(256, 256), nn.Sigmoid()]
+    layers.append(nn.Linear(256, 10))
+    return nn.Sequential(*layers), lambda p: torch.optim.SGD(p, lr=0.1), None, 784 + 20 * 2 * 256 + 10
+
+
+def data(batch, seed):
+    g = torch.Generator().manual_seed(seed)
+    xs = [torch.randn(batch, 784, generator=g) for _ in range(8)]
+    ys = [torch.randint(0, 10, (batch,), generator=g) for _ in range(8)]
+    return xs, ys
+
+
+def make_step(model, opt, clip):
+    params = [p for p in model.parameters()]
+
+    def step(x, y):
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+    return step
+
+
+def time_steps(step, xs, ys, steps, start=0):
+    t = time.perf_counter()
+    for i in range(steps):
+        step(xs[(start + i) % 8], ys[(start + i) % 8])
+    return (time.perf_counter() - t) / steps
+
+
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1048576.0
+
+
+def emit(record):
+    print(json.dumps(record), flush=True)
+
+
+def step_mode():
+    name = ARGS.workload
+    batch, steps = BATCH[name], ARGS.steps or DEFAULT_STEPS[name]
+    torch.manual_seed(1)
+    xs, ys = data(batch, 7)
+    baseline = rss_mb()
+    model, make_opt, clip, acts = build(name)
+    model.train()
+    opt = make_opt(model.parameters())
+    step = make_step(model, opt, clip)
+    nparams = sum(p.numel() for p in model.parameters())
+    head = {"impl": "torch", "workload": name, "threads": torch.get_num_threads(), "batch": batch}
+    emit({"bench": "meta", **head, "params": nparams, "torch": torch.__version__,
+          "blas": torch.__config__.show().count("BLAS_INFO=generic") and "system (OpenBLAS via libblas.so.3)"
+          or "bundled"})
+    time_steps(step, xs, ys, ARGS.warmup + 2)
+    slots = 4 if name != "W4" else 2
+    state = sum(b.numel() for b in model.buffers() if b.dtype.is_floating_point)
+    minimum = 4.0 * (nparams * slots + state + batch * acts) / 1048576.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    emit({"bench": "memory", **head, "params": nparams, "param_slots": slots, "peak_rss_mb": round(peak, 2),
+          "baseline_rss_mb": round(baseline, 2), "model_rss_mb": round(peak - baseline, 2),
+          "minimum_mb": round(minimum, 2), "rss_over_minimum": round((peak - baseline) / minimum, 3)})
+    done = 0
+    for rep in range(ARGS.reps):
+        s = time_steps(step, xs, ys, steps, done)
+        done += steps
+        emit({"bench": "step", **head, "rep": rep, "steps": steps, "ms_per_step": round(s * 1e3, 4),
+              "samples_per_s": round(batch / s, 1)})
+
+
+def ddp_worker(rank, world, port, queue):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    batch, steps = BATCH["W1"], ARGS.steps or DEFAULT_STEPS["W1"]
+    torch.manual_seed(1)
+    xs, ys = data(batch, 7 + rank)
+    alone, make_opt, clip, _ = build("W1")
+    step_alone = make_step(alone, make_opt(alone.parameters()), clip)
+    torch.manual_seed(1)
+    model, _, _, _ = build("W1")
+    ddp = DDP(model)
+    step_ddp = make_step(ddp, make_opt(ddp.parameters()), clip)
+    time_steps(step_alone, xs, ys, ARGS.warmup)
+    time_steps(step_ddp, xs, ys, ARGS.warmup)
+    for rep in range(ARGS.reps):
+        # rank 0 alone (the others wait in a blocking barrier), then all ranks
+        dist.barrier()
+        one = time_steps(step_alone, xs, ys, steps) if rank == 0 else 0.0
+        dist.barrier()
+        t = time_steps(step_ddp, xs, ys, steps)
+        slowest = torch.tensor([t])
+        dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+        if rank == 0:
+            n = slowest.item()
+            sps1, spsn = batch / one, batch * world / n
+            queue.put({"bench": "scaling", "impl": "torch", "workload": "W1", "ranks": world, "threads": 1,
+                       "batch": batch, "rep": rep, "steps": steps, "one_rank_ms": round(one * 1e3, 4),
+                       "ranks_ms": round(n * 1e3, 4), "samples_per_s_1": round(sps1, 1),
+                       "samples_per_s_n": round(spsn, 1), "speedup": round(spsn / sps1, 4),
+                       "efficiency": round(spsn / sps1 / world, 4), "backend": "gloo"})
+    dist.destroy_process_group()
+
+
+def ddp_mode():
+    import torch.multiprocessing as mp
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    procs = [ctx.Process(target=ddp_worker, args=(r, ARGS.ranks, port, queue)) for r in range(ARGS.ranks)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    failed = [p.exitcode for p in procs if p.exitcode != 0]
+    while not queue.empty():
+        emit(queue.get())
+    if failed:
+        sys.exit(f"torch_step --ddp: a worker failed (exit codes {failed})")
+
+
+if __name__ == "__main__":
+    if ARGS.ddp:
+        ddp_mode()
+    else:
+        step_mode()

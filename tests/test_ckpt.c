@@ -1,0 +1,356 @@
+/* test_ckpt: the HDF5 checkpoint writer and reader: a round trip of every
+ * tensor and the history, and every way a file can be wrong (truncated,
+ * corrupted, wrong version, missing dataset, other model), atomic writes
+ * under SIGKILL, and unwritable destinations. */
+#define _POSIX_C_SOURCE 200809L
+#include "testutil.h"
+
+#include <hdf5.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arsenal/ckpt.h"
+#include "arsenal/error.h"
+#include "arsenal/init.h"
+
+typedef struct fixture {
+    char dir[256], path[512];
+    ars_model model;
+    ars_optimizer opt;
+    ars_history history;
+} fixture;
+
+static void build_model(ars_model *model, int hidden)
+{
+    ars_layer_spec specs[5];
+    ars_layer_spec_defaults(&specs[0], "dense");
+    specs[0].units = hidden;
+    ars_layer_spec_defaults(&specs[1], "batchnorm");
+    ars_layer_spec_defaults(&specs[2], "relu");
+    ars_layer_spec_defaults(&specs[3], "dense");
+    specs[3].units = 3;
+    ARS_ASSERT_OK(ars_model_create(model, specs, 4, 5, 4));
+    ARS_ASSERT_OK(ars_init_model(model, 11));
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    ars_test_tempdir(f->dir, sizeof f->dir, "ckpt");
+    snprintf(f->path, sizeof f->path, "%s/ckpt.h5", f->dir);
+    build_model(&f->model, 8);
+    for (size_t i = 0; i < f->model.state_count; i++) f->model.state[i] = 0.5f + (float)i;
+    for (size_t i = 0; i < f->model.param_count; i++) f->model.grads[i] = (float)i * 1e-3f;
+    ars_optim_config config;
+    ars_optim_config_defaults(&config, ARS_OPT_ADAM);
+    ARS_ASSERT_OK(ars_optimizer_create(&f->opt, &config, f->model.param_count));
+    ars_optimizer_step(&f->opt, f->model.params, f->model.grads, 1e-3f);
+    ars_optimizer_step(&f->opt, f->model.params, f->model.grads, 1e-3f);
+    char names[4][40];
+    for (int l = 0; l < 4; l++) memcpy(names[l], f->model.layers[l].name, 40);
+    ARS_ASSERT_OK(ars_history_init(&f->history, 4, (const char (*)[40])names, 8));
+    for (int t = 0; t < 5; t++) {
+        ars_history_step s = {.step = t * 10, .epoch = 0, .loss = 2.0 - t * 0.1, .lr = 1e-3, .grad_norm = 1.5,
+                              .clip_scale = t == 2 ? 0.5 : 1};
+        double *row;
+        ARS_ASSERT_OK(ars_history_append(&f->history, &s, &row));
+        for (int k = 0; k < ARS_HIST_LAYER_COLUMNS * 4; k++) row[k] = t + k * 0.01;
+    }
+    size_t offsets[4], counts[4];
+    for (int l = 0; l < 4; l++) {
+        offsets[l] = f->model.layers[l].param_offset;
+        counts[l] = f->model.layers[l].param_size;
+    }
+    ARS_ASSERT_OK(ars_history_add_histograms(&f->history, 40, f->model.grads, offsets, counts));
+    ars_history_eval eval = {.step = 40, .epoch = 1, .train_loss = 1.7, .test_loss = 1.8, .test_accuracy = 0.6};
+    ARS_ASSERT_OK(ars_history_add_eval(&f->history, &eval));
+    ARS_ASSERT_OK(ars_history_add_event(&f->history, "step 20: exploding gradient starts"));
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    ars_model_destroy(&f->model);
+    ars_optimizer_destroy(&f->opt);
+    ars_history_free(&f->history);
+    char command[600];
+    snprintf(command, sizeof command, "rm -rf '%s'", f->dir);
+    if (system(command) != 0) fprintf(stderr, "could not remove %s\n", f->dir);
+    free(f);
+    return 0;
+}
+
+static ars_ckpt_state make_state(void)
+{
+    ars_ckpt_state s = {.step = 40, .epoch = 1, .steps_per_epoch = 40, .world_size = 2, .global_batch = 8,
+                        .seed = 11, .nonfinite_steps = 1, .last_loss = 1.6, .test_loss = 1.8,
+                        .test_accuracy = 0.6, .config_text = "[run]\nseed = 11\n"};
+    return s;
+}
+
+static void write_fixture(fixture *f)
+{
+    ars_ckpt_state s = make_state();
+    ARS_ASSERT_OK(ars_ckpt_write(f->path, &f->model, &f->opt, &f->history, &s));
+}
+
+static void test_round_trip(void **state)
+{
+    fixture *f = *state;
+    write_fixture(f);
+    ars_ckpt_info info;
+    ARS_ASSERT_OK(ars_ckpt_read_info(f->path, &info));
+    assert_int_equal(info.step, 40);
+    assert_int_equal(info.world_size, 2);
+    assert_int_equal(info.global_batch, 8);
+    assert_int_equal(info.layer_count, 4);
+    assert_string_equal(info.layer_names[1], "001_batchnorm");
+    assert_string_equal(info.layer_kinds[3], "dense");
+    assert_string_equal(info.optimizer, "adam");
+    assert_int_equal(info.optimizer_step, 2);
+    assert_string_equal(info.config_text, "[run]\nseed = 11\n");
+    ars_ckpt_info_free(&info);
+
+    ars_model copy;
+    ars_optimizer opt;
+    build_model(&copy, 8);
+    ARS_ASSERT_OK(ars_optimizer_create(&opt, &f->opt.config, copy.param_count));
+    ARS_ASSERT_OK(ars_ckpt_load(f->path, &copy, &opt));
+    assert_memory_equal(copy.params, f->model.params, sizeof(float) * copy.param_count);
+    assert_memory_equal(copy.state, f->model.state, sizeof(float) * copy.state_count);
+    assert_memory_equal(opt.m, f->opt.m, sizeof(float) * copy.param_count);
+    assert_memory_equal(opt.v, f->opt.v, sizeof(float) * copy.param_count);
+    assert_int_equal(opt.step, 2);
+    ars_optimizer_destroy(&opt);
+    ars_model_destroy(&copy);
+
+    ars_history h;
+    ARS_ASSERT_OK(ars_ckpt_read_history(f->path, &h));
+    assert_int_equal(h.count, 5);
+    assert_int_equal(h.layer_count, 4);
+    assert_int_equal(h.steps[4].step, 40);
+    assert_true(h.steps[2].clip_scale == 0.5);
+    assert_memory_equal(h.layer_values, f->history.layer_values, sizeof(double) * 5 * ARS_HIST_LAYER_COLUMNS * 4);
+    assert_int_equal(h.hist_count, 1);
+    assert_memory_equal(h.hist_counts, f->history.hist_counts, sizeof(uint32_t) * 4 * 8);
+    assert_int_equal(h.eval_count, 1);
+    assert_true(h.evals[0].test_accuracy == 0.6);
+    assert_int_equal(h.event_count, 1);
+    assert_string_equal(h.events[0], "step 20: exploding gradient starts");
+    ars_history_free(&h);
+}
+
+static void expect_load_error(fixture *f, int hidden, const char *fragment)
+{
+    ars_model copy;
+    ars_optimizer opt;
+    build_model(&copy, hidden);
+    ARS_ASSERT_OK(ars_optimizer_create(&opt, &f->opt.config, copy.param_count));
+    float first = copy.params[0];
+    int rc = ars_ckpt_load(f->path, &copy, &opt);
+    if (rc == 0) fail_msg("loading %s succeeded, expected an error containing '%s'", f->path, fragment);
+    if (!strstr(ars_error_message(), fragment))
+        fail_msg("error '%s' does not contain '%s'", ars_error_message(), fragment);
+    assert_true(copy.params[0] == first);   /* nothing partially loaded */
+    ars_optimizer_destroy(&opt);
+    ars_model_destroy(&copy);
+}
+
+static void test_other_model_is_refused(void **state)
+{
+    fixture *f = *state;
+    write_fixture(f);
+    expect_load_error(f, 16, "shape [8, 5], the model needs [16, 5]");
+}
+
+static void test_missing_file_and_not_a_checkpoint(void **state)
+{
+    fixture *f = *state;
+    ars_ckpt_info info;
+    assert_int_equal(ars_ckpt_read_info(f->path, &info), ARS_EIO);
+    assert_non_null(strstr(ars_error_message(), "No such file"));
+    ars_test_write_file(f->path, "hello, not hdf5", 15);
+    assert_int_equal(ars_ckpt_read_info(f->path, &info), ARS_EFORMAT);
+    assert_non_null(strstr(ars_error_message(), "not an HDF5 file"));
+    /* an HDF5 file that is not ours */
+    hid_t file = H5Fcreate(f->path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    H5Fclose(file);
+    assert_int_equal(ars_ckpt_read_info(f->path, &info), ARS_EFORMAT);
+    assert_non_null(strstr(ars_error_message(), "not an arsenal checkpoint"));
+}
+
+static void test_wrong_version_and_missing_dataset(void **state)
+{
+    fixture *f = *state;
+    write_fixture(f);
+    hid_t file = H5Fopen(f->path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t attr = H5Aopen(file, "format_version", H5P_DEFAULT);
+    int32_t version = 2;
+    H5Awrite(attr, H5T_NATIVE_INT32, &version);
+    H5Aclose(attr);
+    H5Fclose(file);
+    ars_ckpt_info info;
+    assert_int_equal(ars_ckpt_read_info(f->path, &info), ARS_EFORMAT);
+    assert_non_null(strstr(ars_error_message(), "format version 2"));
+
+    write_fixture(f);
+    file = H5Fopen(f->path, H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Ldelete(file, "/model/003_dense/bias", H5P_DEFAULT);
+    H5Fclose(file);
+    expect_load_error(f, 8, "/model/003_dense/bias is missing");
+
+    write_fixture(f);
+    file = H5Fopen(f->path, H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Ldelete(file, "/optimizer/v/000_dense/weight", H5P_DEFAULT);
+    H5Fclose(file);
+    expect_load_error(f, 8, "v/000_dense/weight is missing");
+}
+
+static long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+static void test_truncated_files_are_errors(void **state)
+{
+    fixture *f = *state;
+    write_fixture(f);
+    long size = file_size(f->path);
+    assert_true(size > 0);
+    if (size <= 0) size = 1;   /* (unreachable; keeps the allocation size provably positive) */
+    FILE *in = fopen(f->path, "rb");
+    char *bytes = malloc((size_t)size);
+    assert_int_equal(fread(bytes, 1, (size_t)size, in), (size_t)size);
+    fclose(in);
+    const double fractions[] = {0.0, 0.01, 0.1, 0.3, 0.5, 0.8, 0.95, 0.999};
+    for (size_t i = 0; i < sizeof fractions / sizeof fractions[0]; i++) {
+        ars_test_write_file(f->path, bytes, (size_t)(size * fractions[i]));
+        ars_model copy;
+        ars_optimizer opt;
+        build_model(&copy, 8);
+        ARS_ASSERT_OK(ars_optimizer_create(&opt, &f->opt.config, copy.param_count));
+        ars_ckpt_info info;
+        int rc = ars_ckpt_read_info(f->path, &info);
+        if (!rc) {
+            ars_ckpt_info_free(&info);
+            rc = ars_ckpt_load(f->path, &copy, &opt);
+        }
+        if (rc == 0) fail_msg("a checkpoint cut to %.1f%% loaded without error", 100 * fractions[i]);
+        ars_optimizer_destroy(&opt);
+        ars_model_destroy(&copy);
+    }
+    free(bytes);
+}
+
+/* Flipping bytes anywhere: the load either fails with a message or (when
+ * the byte was unused) yields exactly the saved tensors. Never a crash. */
+static void test_corrupted_bytes_are_detected(void **state)
+{
+    fixture *f = *state;
+    write_fixture(f);
+    long size = file_size(f->path);
+    assert_true(size > 0);
+    if (size <= 0) size = 1;   /* (unreachable; keeps the allocation size provably positive) */
+    FILE *in = fopen(f->path, "rb");
+    char *bytes = malloc((size_t)size), *bad = malloc((size_t)size);
+    assert_int_equal(fread(bytes, 1, (size_t)size, in), (size_t)size);
+    fclose(in);
+    int detected = 0, harmless = 0;
+    for (long offset = 7; offset < size; offset += size / 97 + 1) {
+        memcpy(bad, bytes, (size_t)size);
+        for (int k = 0; k < 4 && offset + k < size; k++) bad[offset + k] ^= 0x5a;
+        ars_test_write_file(f->path, bad, (size_t)size);
+        ars_model copy;
+        ars_optimizer opt;
+        build_model(&copy, 8);
+        ARS_ASSERT_OK(ars_optimizer_create(&opt, &f->opt.config, copy.param_count));
+        if (ars_ckpt_load(f->path, &copy, &opt) != 0) {
+            detected++;
+        } else {
+            assert_memory_equal(copy.params, f->model.params, sizeof(float) * copy.param_count);
+            assert_memory_equal(opt.m, f->opt.m, sizeof(float) * copy.param_count);
+            harmless++;
+        }
+        ars_optimizer_destroy(&opt);
+        ars_model_destroy(&copy);
+    }
+    printf("corruption: %d detected, %d in unused bytes\n", detected, harmless);
+    assert_true(detected > 0);
+    free(bytes);
+    free(bad);
+}
+
+/* A writer killed at a random moment leaves the previous checkpoint
+ * loadable every time. */
+static void test_sigkill_during_writes_leaves_a_loadable_checkpoint(void **state)
+{
+    fixture *f = *state;
+    write_fixture(f);
+    struct timespec seed;
+    clock_gettime(CLOCK_MONOTONIC, &seed);
+    srand((unsigned)seed.tv_nsec);
+    for (int round = 0; round < 25; round++) {
+        pid_t child = fork();
+        if (child == 0) {
+            ars_ckpt_state s = make_state();
+            for (;;) ars_ckpt_write(f->path, &f->model, &f->opt, &f->history, &s);
+        }
+        struct timespec pause = {0, (long)(rand() % 20000) * 1000};
+        nanosleep(&pause, NULL);
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+        ars_model copy;
+        ars_optimizer opt;
+        build_model(&copy, 8);
+        ARS_ASSERT_OK(ars_optimizer_create(&opt, &f->opt.config, copy.param_count));
+        ARS_ASSERT_OK(ars_ckpt_load(f->path, &copy, &opt));
+        assert_memory_equal(copy.params, f->model.params, sizeof(float) * copy.param_count);
+        ars_optimizer_destroy(&opt);
+        ars_model_destroy(&copy);
+    }
+}
+
+static void test_unwritable_destination_keeps_previous(void **state)
+{
+    fixture *f = *state;
+    write_fixture(f);
+    /* a path under a regular file cannot be created, even by root */
+    char bad[600];
+    snprintf(bad, sizeof bad, "%s/sub/ckpt.h5", f->path);
+    ars_ckpt_state s = make_state();
+    assert_int_equal(ars_ckpt_write(bad, &f->model, &f->opt, &f->history, &s), ARS_EIO);
+    assert_non_null(strstr(ars_error_message(), "cannot create checkpoint"));
+    if (geteuid() != 0) {   /* root ignores directory permissions */
+        chmod(f->dir, 0555);
+        assert_int_equal(ars_ckpt_write(f->path, &f->model, &f->opt, &f->history, &s), ARS_EIO);
+        chmod(f->dir, 0755);
+    }
+    ars_ckpt_info info;
+    ARS_ASSERT_OK(ars_ckpt_read_info(f->path, &info));
+    ars_ckpt_info_free(&info);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_other_model_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_missing_file_and_not_a_checkpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_version_and_missing_dataset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncated_files_are_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupted_bytes_are_detected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigkill_during_writes_leaves_a_loadable_checkpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unwritable_destination_keeps_previous, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
