@@ -47,7 +47,7 @@ typedef struct workload {
 
 typedef struct options {
     const char *workload, *config;
-    int steps, warmup, reps, threads, products, batch, in_dim;
+    int steps, warmup, reps, threads, products, rounds, batch, in_dim;
     double gemm_budget;   /* seconds per raw-GEMM sample */
 } options;
 
@@ -555,35 +555,61 @@ static int report_profile(bench *b, gemm_buffers *g, int threads, int steps, int
                    pr->role, b->model.layers[pr->layer].name, pr->uses, pr->m, pr->n, pr->k,
                    trans_name(pr->ta, pr->tb), s * 1e3, gflops(pr->m, pr->n, pr->k, s), median(tmp, rounds));
         }
-        for (int l = 0; l < L; l++) {
+        /* Layers alike (kind, widths, products) form one line, times per layer. */
+        char *done = calloc((size_t)L, 1);
+        double *gf = calloc((size_t)rounds, sizeof(double)), *gb = calloc((size_t)rounds, sizeof(double));
+        if (!done || !gf || !gb) rc = ars_error(ARS_ENOMEM, "out of memory");
+        for (int l = 0; l < L && !rc; l++) {
+            if (done[l]) continue;
             const ars_layer *layer = &b->model.layers[l];
             const int *lp = b->layer_products[l];
-            for (int r = 0; r < rounds; r++) tmp[r] = fwd[r * L + l];
+            int count = 0;
+            memset(gf, 0, sizeof(double) * (size_t)rounds);
+            memset(gb, 0, sizeof(double) * (size_t)rounds);
+            for (int j = l; j < L; j++) {
+                const ars_layer *o = &b->model.layers[j];
+                const int *op = b->layer_products[j];
+                if (done[j] || strcmp(o->ops->kind, layer->ops->kind) != 0 || o->in_dim != layer->in_dim ||
+                    o->out_dim != layer->out_dim || op[0] != lp[0] || op[1] != lp[1] || op[2] != lp[2])
+                    continue;
+                done[j] = 1;
+                count++;
+                for (int r = 0; r < rounds; r++) {
+                    gf[r] += fwd[r * L + j];
+                    gb[r] += bwd[r * L + j];
+                }
+            }
+            for (int r = 0; r < rounds; r++) {
+                gf[r] /= count;
+                gb[r] /= count;
+            }
+            for (int r = 0; r < rounds; r++) tmp[r] = gf[r];
             double f = median(tmp, rounds);
-            for (int r = 0; r < rounds; r++) tmp[r] = bwd[r * L + l];
+            for (int r = 0; r < rounds; r++) tmp[r] = gb[r];
             double bw = median(tmp, rounds);
             json_head("layer", b, threads);
-            printf(",\"layer\":\"%s\",\"kind\":\"%s\",\"in\":%d,\"out\":%d,\"forward_ms\":%.6f,\"backward_ms\":%.6f",
-                   layer->name, layer->ops->kind, layer->in_dim, layer->out_dim, f * 1e3, bw * 1e3);
+            printf(",\"layer\":\"%s\",\"layers\":%d,\"kind\":\"%s\",\"in\":%d,\"out\":%d,\"forward_ms\":%.6f,"
+                   "\"backward_ms\":%.6f",
+                   layer->name, count, layer->ops->kind, layer->in_dim, layer->out_dim, f * 1e3, bw * 1e3);
             if (lp[0] >= 0) {
                 /* raw products of this layer: forward; grad_weight + grad_input */
-                double flops_f = 2.0 * b->products[lp[0]].m * b->products[lp[0]].n * b->products[lp[0]].k;
-                double flops_b = 0;
+                const product *pf = &b->products[lp[0]];
+                double flops_f = 2.0 * pf->m * pf->n * pf->k, flops_b = 0;
                 for (int j = 1; j < 3; j++)
                     if (lp[j] >= 0) flops_b += 2.0 * b->products[lp[j]].m * b->products[lp[j]].n * b->products[lp[j]].k;
+#define RAW_B(r) (raw[(r) * P + lp[1]] + (lp[2] >= 0 ? raw[(r) * P + lp[2]] : 0))
                 for (int r = 0; r < rounds; r++) tmp[r] = raw[r * P + lp[0]];
                 double rf = median(tmp, rounds);
-                for (int r = 0; r < rounds; r++)
-                    tmp[r] = raw[r * P + lp[1]] + (lp[2] >= 0 ? raw[r * P + lp[2]] : 0);
+                for (int r = 0; r < rounds; r++) tmp[r] = RAW_B(r);
                 double rb = median(tmp, rounds);
-                for (int r = 0; r < rounds; r++) tmp[r] = fwd[r * L + l] / raw[r * P + lp[0]];
+                for (int r = 0; r < rounds; r++) tmp[r] = gf[r] / raw[r * P + lp[0]];
                 double over_f = median(tmp, rounds);
-                for (int r = 0; r < rounds; r++)
-                    tmp[r] = bwd[r * L + l] / (raw[r * P + lp[1]] + (lp[2] >= 0 ? raw[r * P + lp[2]] : 0));
+                for (int r = 0; r < rounds; r++) tmp[r] = gb[r] / RAW_B(r);
                 double over_b = median(tmp, rounds);
-                for (int r = 0; r < rounds; r++) tmp[r] = flops_f / fwd[r * L + l] * 1e-9 / peak[r];
+#undef RAW_B
+                for (int r = 0; r < rounds; r++) tmp[r] = flops_f / gf[r] * 1e-9 / peak[r];
                 double peak_f = median(tmp, rounds);
-                for (int r = 0; r < rounds; r++) tmp[r] = flops_b / bwd[r * L + l] * 1e-9 / peak[r];
+                for (int r = 0; r < rounds; r++) tmp[r] = flops_b / gb[r] * 1e-9 / peak[r];
                 double peak_b = median(tmp, rounds);
                 printf(",\"raw_forward_ms\":%.6f,\"raw_backward_ms\":%.6f,\"forward_over_raw\":%.4f,"
                        "\"backward_over_raw\":%.4f,\"forward_of_peak\":%.4f,\"backward_of_peak\":%.4f",
@@ -591,6 +617,9 @@ static int report_profile(bench *b, gemm_buffers *g, int threads, int steps, int
             }
             printf("}\n");
         }
+        free(done);
+        free(gf);
+        free(gb);
         fflush(stdout);
     }
     free(peak);
@@ -606,15 +635,17 @@ static void usage(FILE *to)
 {
     fprintf(to,
             "usage: bench_step [--workload W1|W2|W3|W4 | --config FILE] [--steps N] [--warmup N]\n"
-            "                  [--reps N] [--threads N] [--batch N] [--in-dim N] [--products]\n"
-            "                  [--gemm-budget SECONDS]\n"
+            "                  [--reps N] [--threads N] [--batch N] [--in-dim N]\n"
+            "                  [--products [--rounds N]] [--gemm-budget SECONDS]\n"
             "Times full training steps and the same products as raw cblas_sgemm; one JSON line\n"
-            "per measurement on stdout.\n");
+            "per measurement on stdout. --products: per-layer and per-phase times and every\n"
+            "product against raw sgemm in 8 layouts, in N interleaved rounds.\n");
 }
 
 static int parse(int argc, char **argv, options *o)
 {
-    *o = (options){.workload = "W1", .steps = 0, .warmup = 3, .reps = 3, .threads = 0, .gemm_budget = 0.02};
+    *o = (options){.workload = "W1", .steps = 0, .warmup = 3, .reps = 3, .threads = 0, .rounds = 3,
+                    .gemm_budget = 0.02};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -628,13 +659,14 @@ static int parse(int argc, char **argv, options *o)
         else if (strcmp(a, "--warmup") == 0) o->warmup = atoi(v);
         else if (strcmp(a, "--reps") == 0) o->reps = atoi(v);
         else if (strcmp(a, "--threads") == 0) o->threads = atoi(v);
+        else if (strcmp(a, "--rounds") == 0) o->rounds = atoi(v);
         else if (strcmp(a, "--batch") == 0) o->batch = atoi(v);
         else if (strcmp(a, "--in-dim") == 0) o->in_dim = atoi(v);
         else if (strcmp(a, "--gemm-budget") == 0) o->gemm_budget = atof(v);
         else { usage(stderr); return ars_error(ARS_EINVAL, "unknown option %s", a); }
     }
-    if (o->reps < 1 || o->warmup < 0 || o->steps < 0 || o->gemm_budget <= 0)
-        return ars_error(ARS_EINVAL, "--reps must be >= 1, --steps/--warmup >= 0, --gemm-budget > 0");
+    if (o->reps < 1 || o->rounds < 1 || o->warmup < 0 || o->steps < 0 || o->gemm_budget <= 0)
+        return ars_error(ARS_EINVAL, "--reps and --rounds must be >= 1, --steps/--warmup >= 0, --gemm-budget > 0");
     return 0;
 }
 
@@ -722,8 +754,8 @@ static int run(const options *o)
 
     if (o->products) {
         double peak_gflops = NAN;
-        TRY_RC(report_profile(&b, &g, threads, steps, o->reps, o->gemm_budget, &peak_gflops));
-        TRY_RC(report_product_variants(&b, &g, threads, o->gemm_budget, o->reps, peak_gflops));
+        TRY_RC(report_profile(&b, &g, threads, steps, o->rounds, o->gemm_budget, &peak_gflops));
+        TRY_RC(report_product_variants(&b, &g, threads, o->gemm_budget, o->rounds, peak_gflops));
     }
 
     free(g.a);

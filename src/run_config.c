@@ -2,6 +2,7 @@
  * validating every key (range, choices); unknown keys are caught at the end
  * by ars_config_check_unused. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -135,7 +136,10 @@ static int load_init_keys(ars_config *c, ars_config_section *s, ars_layer_spec *
     strcpy(spec->init, name);
     for (size_t i = 0; i < sizeof args / sizeof args[0]; i++) {
         if (!ars_config_has(s, args[i].key)) continue;
-        if (!strstr(args[i].kinds, name))
+        char word[32], kinds[96];
+        snprintf(word, sizeof word, " %s ", name);   /* whole words: "normal" is not "he_normal" */
+        snprintf(kinds, sizeof kinds, " %s ", args[i].kinds);
+        if (!strstr(kinds, word))
             return ars_error(ARS_EINVAL, "%s:%d: [%s] %s applies to init = %s, not to init = %s", c->path,
                              s->line, s->name, args[i].key, args[i].kinds, name);
         double v;

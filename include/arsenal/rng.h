@@ -26,10 +26,11 @@ static inline uint64_t ars_stream(uint32_t kind, uint32_t instance)
 /* Four 32-bit random words for (seed, stream, counter). */
 void ars_philox(uint64_t seed, uint64_t stream, uint64_t counter, uint32_t out[4]);
 
-/* Uniform in (0, 1): never 0, never 1 (safe for log). */
+/* Uniform in (0, 1): never 0, never 1 (safe for log). 23 bits, so that
+ * the largest value, 1 - 2^-24, is exactly representable in float. */
 static inline float ars_u32_to_unit(uint32_t x)
 {
-    return ((float)(x >> 8) + 0.5f) * (1.0f / 16777216.0f);
+    return ((float)(x >> 9) + 0.5f) * (1.0f / 8388608.0f);
 }
 
 /* Fill n values; element i uses counter (offset + i/4 or /2): so a slice of

@@ -13,7 +13,8 @@ arsenal has, rebuilt from torch.nn.functional ops (float32, CPU, one thread,
 deterministic). Dropout is not torch's: its mask is reproduced bit for bit
 from arsenal's Philox 4x32-10 (src/rng.c) keyed exactly as
 src/layers/dropout.c keys it, which also cross-checks the generator
-(known-answer vectors of Random123 are checked here first).
+(known-answer vectors of Random123 are checked here first). The file has
+no timestamps: regenerating it reproduces the same bytes.
 
 What is computed: one training step as src/train.c does it (train mode,
 pass.step = global step s starting at 0, sample ids of the batch), the
@@ -144,7 +145,7 @@ def check_philox_known_answers():
 
 def u32_to_unit(x):
     """ars_u32_to_unit in float32 arithmetic, as C evaluates it."""
-    return (np.float32(x >> 8) + np.float32(0.5)) * np.float32(1.0 / 16777216.0)
+    return (np.float32(x >> 9) + np.float32(0.5)) * np.float32(1.0 / 8388608.0)
 
 
 def dropout_mask(layer_index, step, ids, dim, rate):

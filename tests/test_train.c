@@ -1,0 +1,89 @@
+/* test_train: short real training runs through ars_train on one process:
+ * a small MLP learns two spirals well above chance; a regression teacher
+ * is fitted; a run file's errors are reported with file and line. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arsenal/config.h"
+#include "arsenal/error.h"
+#include "arsenal/train.h"
+
+static int train_text(const char *text, ars_train_result *result)
+{
+    ars_config config;
+    int rc = ars_config_load_string(&config, text, "test.cfg");
+    if (!rc) rc = ars_config_expand(&config);
+    ars_run_config run;
+    ars_layer_spec *specs = NULL;
+    int count = 0;
+    if (!rc) rc = ars_run_config_load(&config, &run, &specs, &count);
+    ars_train_options options = {.quiet = 1};
+    if (!rc) rc = ars_train(&run, specs, count, NULL, &options, result);
+    free(specs);
+    ars_config_free(&config);
+    return rc;
+}
+
+static void test_spirals_are_learned(void **state)
+{
+    ars_train_result result;
+    ARS_ASSERT_OK(train_text("[run]\ndata = spirals\ntrain_samples = 3000\ntest_samples = 600\nepochs = 25\n"
+                             "batch = 64\nseed = 3\nlr = 0.01\n"
+                             "[dense]\nunits = 64\ninit = xavier_normal\nactivation = tanh\n"
+                             "[dense]\nunits = 64\ninit = xavier_normal\nactivation = tanh\n"
+                             "[dense]\nunits = 3\n",
+                             &result));
+    printf("spirals: test accuracy %.3f after %lld steps (chance 0.333)\n", result.test_accuracy,
+           (long long)result.steps);
+    assert_true(result.test_accuracy > 0.9);
+}
+
+static void test_teacher_regression_is_fitted(void **state)
+{
+    ars_train_result result;
+    ARS_ASSERT_OK(train_text("[run]\ndata = teacher\ntrain_samples = 2000\ntest_samples = 500\nepochs = 10\n"
+                             "batch = 32\nseed = 4\nlr = 0.003\n"
+                             "[dense]\nunits = 64\ninit = he_normal\nactivation = relu\n"
+                             "[dense]\nunits = 4\n",
+                             &result));
+    printf("teacher: test mse %.4f\n", result.test_loss);
+    assert_true(isnan(result.test_accuracy));
+    assert_true(result.test_loss < 0.05);
+}
+
+static void expect_error(const char *text, const char *fragment)
+{
+    ars_train_result result;
+    int rc = train_text(text, &result);
+    if (rc == 0) fail_msg("training succeeded, expected an error containing '%s'", fragment);
+    if (!strstr(ars_error_message(), fragment))
+        fail_msg("error '%s' does not contain '%s'", ars_error_message(), fragment);
+}
+
+static void test_run_file_errors_name_file_and_line(void **state)
+{
+    expect_error("[run]\ndata = spirals\nepochs = 1\nlearning_rate = 0.1\n[dense]\nunits = 3\n",
+                 "test.cfg:4: [run] unknown key 'learning_rate'");
+    expect_error("[run]\ndata = spirals\nepochs = -1\n[dense]\nunits = 3\n", "test.cfg:3");
+    expect_error("[run]\ndata = spirals\nepochs = 1\n[dense]\nunits = 3\n[conv]\n", "unknown section [conv]");
+    expect_error("[run]\ndata = spirals\nepochs = 1\n[dense]\n", "needs units");
+    expect_error("[dense]\nunits = 3\n", "no [run] section");
+    expect_error("[run]\ndata = spirals\nepochs = 1\n[dense]\nunits = 5\n", "the last layer has 5 outputs");
+    expect_error("[run]\ndata = spirals\nepochs = 1\n[dense]\nunits = 3\ninit = kaiming\n", "init");
+    expect_error("[run]\ndata = spirals\nepochs = 1\n[dense]\nunits = 3\ninit = normal\ninit_slope = 0.1\n",
+                 "init_slope applies to");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_spirals_are_learned),
+        cmocka_unit_test(test_teacher_regression_is_fitted),
+        cmocka_unit_test(test_run_file_errors_name_file_and_line),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
