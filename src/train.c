@@ -49,8 +49,7 @@ int ars_load_run_data(const ars_run_config *run, int rank, int train_limit, ars_
         if (rc) {
             char host[256] = "?";
             gethostname(host, sizeof host);
-            ars_error_context(rc, "rank %d on host %s: loading %s (set [run] data_dir, or install Debian's "
-                              "dataset-fashion-mnist)", rank, host, run->data);
+            ars_error_context(rc, "rank %d on host %s: loading %s", rank, host, run->data);
         }
     } else {
         /* Synthetic sets: one draw split into train and test, so both come

@@ -1,0 +1,322 @@
+#!/usr/bin/env bash
+# run.sh: the whole benchmark harness in one command. Builds bench_step and
+# bench_allreduce, then runs arsenal and PyTorch A/B interleaved (arsenal,
+# torch, arsenal, torch, ...) at 1 and 2 BLAS threads for each workload,
+# then the data-parallel figures (mpirun -np 2 vs torch DDP), and writes
+# docs/performance.md from the medians. --quick: tiny step counts, a few
+# seconds per program, writes into the work directory instead of docs/ (for
+# CI: it checks that the harness runs, never how fast).
+#   bench/run.sh [--quick] [--reps N] [--threads "1 2"] [--workloads "W1 W2 W3 W4"]
+#                [--out FILE] [--work DIR] [--build DIR] [--no-torch] [--no-dist]
+#                [--report-only]
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+
+quick=0 reps=5 threads="1 2" workloads="W1 W2 W3 W4" out="" work="" torch=1 dist=1 report_only=0
+build="${BUILD_DIR:-/tmp/arsenal-bench-build}"
+while (($#)); do
+    case "$1" in
+        --quick) quick=1 ;;
+        --reps) reps="$2"; shift ;;
+        --threads) threads="$2"; shift ;;
+        --workloads) workloads="$2"; shift ;;
+        --out) out="$2"; shift ;;
+        --work) work="$2"; shift ;;
+        --build) build="$2"; shift ;;
+        --no-torch) torch=0 ;;
+        --no-dist) dist=0 ;;
+        --report-only) report_only=1 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+((quick)) && reps=1
+work="${work:-$(mktemp -d /tmp/arsenal-bench.XXXXXX)}"
+mkdir -p "$work"
+results="$work/results.jsonl"
+if [[ -z "$out" ]]; then
+    if ((quick)); then out="$work/performance.md"; else out="$repo/docs/performance.md"; fi
+fi
+
+# mpirun as root on an oversubscribed 2-core machine; idle ranks yield.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+mpirun_flags=(--oversubscribe --mca mpi_yield_when_idle 1)
+python=/usr/bin/python3   # Debian's, with python3-torch (a pyenv python3 may come first on PATH)
+
+if ((torch)) && ! "$python" -c "import torch" 2>/dev/null; then
+    echo "run.sh: $python has no torch (apt-get install python3-torch): PyTorch columns skipped" >&2
+    torch=0
+fi
+
+# Steps per timed block and warm-up steps, per workload.
+steps_for() {
+    if ((quick)); then echo 2; return; fi
+    case "$1" in W3) echo 6 ;; W2) echo 20 ;; *) echo 30 ;; esac
+}
+warmup=3; ((quick)) && warmup=1
+budget=0.02; ((quick)) && budget=0.002
+rounds=3; ((quick)) && rounds=1
+
+# Appends a program's JSON lines with the round, and the torch malloc mode.
+tag() { sed -e "s/^{/{\"round\":$1,\"malloc\":\"$2\",/"; }
+
+# PyTorch allocates fresh temporaries every step (Adam's sqrt/div, ...):
+# glibc serves big ones with mmap, so every step page-faults them in again.
+# On this VM that cost dominated torch's W1 step (~50 ms vs ~19 ms), so torch
+# runs twice: as installed, and with glibc told to keep freed memory.
+torch_modes=(default tuned)
+torch_env() {
+    if [[ "$1" == tuned ]]; then echo "MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296"; fi
+}
+
+if ((!report_only)); then
+    echo "run.sh: building in $build" >&2
+    cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release -DARSENAL_TESTS=OFF >"$work/cmake.log" 2>&1 ||
+        { cat "$work/cmake.log" >&2; exit 1; }
+    cmake --build "$build" -j 2 --target bench_step bench_allreduce >>"$work/cmake.log" 2>&1 ||
+        { tail -30 "$work/cmake.log" >&2; exit 1; }
+    : >"$results"
+    start=$SECONDS
+    for ((r = 1; r <= reps; r++)); do
+        for t in $threads; do
+            for w in $workloads; do
+                s=$(steps_for "$w")
+                extra=()
+                ((r == 1)) && extra=(--products --rounds "$rounds" --gemm-budget "$budget")
+                echo "run.sh: round $r/$reps, $t thread(s), $w: arsenal" >&2
+                OPENBLAS_NUM_THREADS=$t "$build/bench_step" --workload "$w" --threads "$t" --steps "$s" \
+                    --warmup "$warmup" --reps 1 "${extra[@]}" | tag "$r" none >>"$results"
+                if ((torch)); then
+                    for mode in "${torch_modes[@]}"; do
+                        echo "run.sh: round $r/$reps, $t thread(s), $w: torch ($mode malloc)" >&2
+                        env $(torch_env "$mode") "$python" "$repo/bench/torch_step.py" --workload "$w" \
+                            --threads "$t" --steps "$s" --warmup "$warmup" --reps 1 | tag "$r" "$mode" >>"$results"
+                    done
+                fi
+            done
+        done
+        if ((dist)); then
+            s=$(steps_for W1)
+            echo "run.sh: round $r/$reps, data-parallel: arsenal (mpirun -np 2)" >&2
+            OPENBLAS_NUM_THREADS=1 mpirun -np 2 "${mpirun_flags[@]}" -x OPENBLAS_NUM_THREADS \
+                "$build/bench_allreduce" --threads 1 --steps "$s" --warmup "$warmup" --reps 1 \
+                --sync-iters "$( ((quick)) && echo 2 || echo 20)" | tag "$r" none >>"$results"
+            if ((torch)); then
+                for mode in "${torch_modes[@]}"; do
+                    echo "run.sh: round $r/$reps, data-parallel: torch DDP ($mode malloc)" >&2
+                    env $(torch_env "$mode") "$python" "$repo/bench/torch_step.py" --ddp --steps "$s" \
+                        --warmup "$warmup" --reps 1 | tag "$r" "$mode" >>"$results"
+                done
+            fi
+        fi
+    done
+    echo "run.sh: measured in $((SECONDS - start)) s; results in $results" >&2
+fi
+
+# Machine and versions for the report.
+{
+    echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)$(
+        git -C "$repo" diff --quiet HEAD -- 2>/dev/null || echo ' (with uncommitted changes)')"
+    echo "cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1), family $(lscpu | sed -n 's/^CPU family: *//p' | head -1) model $(lscpu | sed -n 's/^Model: *//p' | head -1), $(nproc) vCPU"
+    echo "memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+    echo "kernel=$(uname -r)"
+    echo "openblas_pkg=$(dpkg-query -W -f='${Version}' libopenblas0-pthread 2>/dev/null || echo '?')"
+    echo "openmpi=$(dpkg-query -W -f='${Version}' openmpi-bin 2>/dev/null || echo '?')"
+    echo "torch=$( ((torch)) && "$python" -c 'import torch; print(torch.__version__)' || echo 'not installed')"
+    echo "env=OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset} OPENBLAS_L2_SIZE=${OPENBLAS_L2_SIZE:-unset}"
+    echo "reps=$reps"
+    echo "quick=$quick"
+} >"$work/machine.txt"
+
+"$python" - "$results" "$work/machine.txt" "$out" <<'PY'
+"""Medians of the JSON lines -> Markdown. Ratios are medians of per-round
+ratios (each round ran both sides back to back)."""
+import json, sys, statistics
+from collections import defaultdict
+
+results, machine_path, out = sys.argv[1:4]
+rows = [json.loads(l) for l in open(results) if l.startswith("{")]
+machine = dict(l.rstrip("\n").split("=", 1) for l in open(machine_path) if "=" in l)
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+def f(v, fmt="{:.2f}"):
+    return "–" if v is None else fmt.format(v)
+
+def pick(**kw):
+    return [r for r in rows if all(r.get(k) == v for k, v in kw.items())]
+
+lines = []
+w = lines.append
+w("# Performance")
+w("")
+w("Generated by `bench/run.sh` (see `bench/README.md`); do not edit by hand.")
+w("")
+w(f"- date: {machine.get('date')}; commit: {machine.get('commit')}")
+w(f"- machine: {machine.get('cpu')}, {machine.get('memory')}, Linux {machine.get('kernel')}")
+meta = pick(bench="meta", impl="arsenal")
+w(f"- OpenBLAS: {meta[0]['openblas'] if meta else '?'} (Debian {machine.get('openblas_pkg')}); "
+  f"{machine.get('env')}")
+w(f"- PyTorch: {machine.get('torch')} (Debian python3-torch, Linear on the same system OpenBLAS); "
+  f"Open MPI {machine.get('openmpi')}")
+w(f"- {machine.get('reps')} rounds; every figure is the median over rounds; each round runs arsenal and "
+  "PyTorch back to back (A/B interleaved), and a ratio is the median of the per-round ratios.")
+if machine.get("quick") == "1":
+    w("- **--quick run: tiny step counts, the figures mean nothing.**")
+w("")
+w("Workloads (same model, batch and thread count on both sides; random data of Fashion-MNIST shape):")
+w("")
+w("| | model | batch | optimizer |")
+w("|---|---|---|---|")
+w("| W1 | MLP 784-1024-1024-10, ReLU | 128 | Adam, clip 1.0 |")
+w("| W2 | 784-256, 48 blocks x + Linear(ReLU(BatchNorm(x))) of width 256, 256-10 | 64 | Adam, clip 1.0 |")
+w("| W3 | as W2 with 1000 blocks of width 64 | 32 | Adam, clip 1.0 |")
+w("| W4 | 784-256x20-10, sigmoid | 128 | SGD |")
+w("")
+w("Columns: *torch* is PyTorch as installed; *torch, tuned malloc* runs it with "
+  "`MALLOC_MMAP_THRESHOLD_`/`MALLOC_TRIM_THRESHOLD_` raised, so the temporaries it allocates every "
+  "step are not page-faulted in again (on this VM that is most of torch's W1 step). "
+  "*GEMM roofline* = arsenal step time / the summed time of the same sgemm calls made raw "
+  "(1.0 would mean nothing but matrix products). *RSS* = peak RSS minus the RSS before the "
+  "model was built, against the analytic minimum: parameters x {weights, grads, and the "
+  "optimizer's m, v} + BatchNorm state + saved activations (the input and every layer output "
+  "except the residual-begin copies).")
+w("")
+
+workloads = sorted({r["workload"] for r in pick(bench="step", impl="arsenal")})
+threads_all = sorted({r["threads"] for r in pick(bench="step", impl="arsenal")})
+w("## Training step")
+w("")
+for wl in workloads:
+    w(f"### {wl}")
+    w("")
+    w("| threads | arsenal ms/step | torch ms/step | arsenal / torch | torch, tuned malloc ms/step "
+      "| arsenal / tuned torch | GEMM roofline | arsenal RSS vs minimum (MB) | torch RSS (MB) |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for t in threads_all:
+        a = {r["round"]: r for r in pick(bench="step", impl="arsenal", workload=wl, threads=t)}
+        td = {r["round"]: r for r in pick(bench="step", impl="torch", workload=wl, threads=t, malloc="default")}
+        tt = {r["round"]: r for r in pick(bench="step", impl="torch", workload=wl, threads=t, malloc="tuned")}
+        if not a:
+            continue
+        am = med([r["ms_per_step"] for r in a.values()])
+        dm = med([r["ms_per_step"] for r in td.values()])
+        tm = med([r["ms_per_step"] for r in tt.values()])
+        rd = med([a[k]["ms_per_step"] / td[k]["ms_per_step"] for k in a if k in td])
+        rt = med([a[k]["ms_per_step"] / tt[k]["ms_per_step"] for k in a if k in tt])
+        roof = med([r["roofline"] for r in a.values()])
+        mem = pick(bench="memory", impl="arsenal", workload=wl, threads=t)
+        tmem = pick(bench="memory", impl="torch", workload=wl, threads=t, malloc="default")
+        memtxt = "–"
+        if mem:
+            mm = med([m["model_rss_mb"] for m in mem])
+            memtxt = f"{mm:.1f} vs {mem[0]['minimum_mb']:.1f} (x{mm / mem[0]['minimum_mb']:.2f})"
+        tmemtxt = f"{med([m['model_rss_mb'] for m in tmem]):.1f}" if tmem else "–"
+        w(f"| {t} | {f(am)} | {f(dm)} | {f(rd, '{:.3f}')} | {f(tm)} | {f(rt, '{:.3f}')} | "
+          f"{f(roof, '{:.2f}')} | {memtxt} | {tmemtxt} |")
+    w("")
+    phases = pick(bench="phase", workload=wl)
+    if phases:
+        parts = []
+        for t in threads_all:
+            ph = [p for p in phases if p["threads"] == t]
+            if ph:
+                parts.append(f"{t} thread(s): " + ", ".join(f"{p['phase']} {p['ms']:.2f}" for p in ph))
+        w("Where arsenal's step goes (ms, profiled round): " + "; ".join(parts) + ".")
+        w("")
+
+w("## Matrix products against raw sgemm")
+w("")
+w("For the dense layers (src/layers/dense.c): every distinct sgemm of a step, raw (same shape and "
+  "transposition as dense.c passes: forward `NT`, grad_weight `TN`, grad_input `NN`, row-major), its "
+  "GFLOP/s and share of the square 1024³ sgemm rate measured in the same rounds; the best of the 8 "
+  "layouts that compute the same product (`XY` = C = op(A)·op(B), `T:XY` = the transposed product "
+  "Cᵀ = op(Bᵀ)·op(Aᵀ)) and its time relative to dense.c's layout; and the dense layer's forward / "
+  "backward call inside the step relative to its raw products (>1: the layer is slower than its "
+  "sgemm calls alone: bias, cache misses on cold operands).")
+w("")
+for t in threads_all:
+    sq = pick(bench="square_gemm", threads=t)
+    if not sq:
+        continue
+    w(f"### {t} thread(s): square sgemm {med([s['gflops'] for s in sq]):.1f} GFLOP/s")
+    w("")
+    w("| workload | product | m x n x k | uses/step | dense.c layout | raw GFLOP/s | of square peak "
+      "| best layout (time vs dense.c's) |")
+    w("|---|---|---|---|---|---|---|---|")
+    for wl in workloads:
+        for p in pick(bench="product", workload=wl, threads=t):
+            variants = [v for v in pick(bench="gemm_variant", workload=wl, threads=t)
+                        if v["role"] == p["role"] and (v["m"], v["n"], v["k"]) == (p["m"], p["n"], p["k"])]
+            best = min(variants, key=lambda v: v["time_vs_library"]) if variants else None
+            besttxt = f"{best['variant']} ({best['time_vs_library']:.2f})" if best else "–"
+            w(f"| {wl} | {p['role']} ({p['layer']}) | {p['m']} x {p['n']} x {p['k']} | {p['uses']} | "
+              f"{p['trans']} | {p['gflops']:.1f} | {100 * p['of_peak']:.0f}% | {besttxt} |")
+    w("")
+    w("| workload | dense layer (in -> out) x count | forward ms in step / raw | backward ms in step / raw "
+      "| forward of peak | backward of peak |")
+    w("|---|---|---|---|---|---|")
+    for wl in workloads:
+        for l in pick(bench="layer", workload=wl, threads=t, kind="dense"):
+            w(f"| {wl} | {l['layer']} ({l['in']} -> {l['out']}) x {l['layers']} | "
+              f"{l['forward_ms']:.3f} / {l['raw_forward_ms']:.3f} (x{l['forward_over_raw']:.2f}) | "
+              f"{l['backward_ms']:.3f} / {l['raw_backward_ms']:.3f} (x{l['backward_over_raw']:.2f}) | "
+              f"{100 * l['forward_of_peak']:.0f}% | {100 * l['backward_of_peak']:.0f}% |")
+    w("")
+    others = [l for wl in workloads for l in pick(bench="layer", workload=wl, threads=t) if l["kind"] != "dense"]
+    if others:
+        w("Other layers (ms per layer, forward / backward): " + "; ".join(
+            f"{l['workload']} {l['kind']} {l['in']} x{l['layers']}: {l['forward_ms']:.3f} / {l['backward_ms']:.3f}"
+            for l in others) + ".")
+        w("")
+
+sync = pick(bench="sync")
+if sync or pick(bench="scaling"):
+    w("## Data-parallel (W1, 2 ranks x 1 BLAS thread, batch 128 per rank)")
+    w("")
+    if sync:
+        d = med([s["dist_ms"] for s in sync]); r = med([s["raw_ms"] for s in sync])
+        w("Gradient sync alone (7.1 MB of float gradients, no compute): arsenal's dist "
+          f"(ars_dist_plan_buckets, default 4 MB buckets / 1 MB first, hook + finish; {sync[0]['buckets']} "
+          f"buckets) {f(d)} ms vs one raw MPI_Allreduce of the same bytes {f(r)} ms: ratio "
+          f"{f(med([s['dist_over_raw'] for s in sync]), '{:.2f}')} "
+          f"(raw {f(med([s['raw_gbps'] for s in sync]), '{:.2f}')} GB/s).")
+        w("")
+    w("| | samples/s, 1 rank | samples/s, 2 ranks | speedup | efficiency |")
+    w("|---|---|---|---|---|")
+    for label, impl, malloc in (("arsenal", "arsenal", "none"), ("torch DDP (gloo)", "torch", "default"),
+                                ("torch DDP (gloo), tuned malloc", "torch", "tuned")):
+        sc = pick(bench="scaling", impl=impl, malloc=malloc)
+        if sc:
+            w(f"| {label} | {f(med([s['samples_per_s_1'] for s in sc]), '{:.0f}')} | "
+              f"{f(med([s['samples_per_s_n'] for s in sc]), '{:.0f}')} | "
+              f"{f(med([s['speedup'] for s in sc]), '{:.2f}')} | {f(med([s['efficiency'] for s in sc]), '{:.2f}')} |")
+    w("")
+    ov = pick(bench="overlap")
+    if ov:
+        w("Overlap (arsenal, step ms on 2 ranks): "
+          f"no communication {f(med([o['nocomm_ms'] for o in ov]))}, overlap on {f(med([o['overlap_on_ms'] for o in ov]))}, "
+          f"overlap off {f(med([o['overlap_off_ms'] for o in ov]))}; exposed communication "
+          f"{f(med([o['exposed_on_ms'] for o in ov]))} ms (on) vs {f(med([o['exposed_off_ms'] for o in ov]))} ms (off): "
+          f"share hidden by overlap {f(med([o['hidden_share'] for o in ov]), '{:.2f}')} "
+          f"(by the wait inside ars_dist_finish_gradients: {f(med([o['wait_hidden_share'] for o in ov]), '{:.2f}')}).")
+        w("")
+    bk = pick(bench="bucket")
+    if bk:
+        w("Bucket-size sweep (arsenal, overlap on; W1 has 3 parameter layers, so buckets split only there):")
+        w("")
+        w("| bucket MB (first) | buckets | sync alone ms | step ms | samples/s |")
+        w("|---|---|---|---|---|")
+        for mb in sorted({b["bucket_mb"] for b in bk}):
+            g = [b for b in bk if b["bucket_mb"] == mb]
+            w(f"| {mb:g} ({g[0]['first_bucket_mb']:g}) | {g[0]['buckets']} | {f(med([b['sync_ms'] for b in g]))} | "
+              f"{f(med([b['step_ms'] for b in g]))} | {f(med([b['samples_per_s'] for b in g]), '{:.0f}')} |")
+        w("")
+
+open(out, "w").write("\n".join(lines) + "\n")
+print(f"run.sh: wrote {out}", file=sys.stderr)
+PY

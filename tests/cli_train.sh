@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# cli_train: end-to-end tests of the arsenal command as a user runs it: help
+# texts, a short training run with metrics and checkpoints, and what a user
+# sees for bad input (missing file, bad key, a rank without its data, a
+# diverging run). Run by ctest; ARSENAL_BINARY and ARSENAL_SOURCE_DIR are
+# set by tests/CMakeLists.txt.
+set -uo pipefail
+bin="${ARSENAL_BINARY:?}"
+src="${ARSENAL_SOURCE_DIR:?}"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+export OPENBLAS_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+mpi=(mpiexec --oversubscribe --mca mpi_yield_when_idle 1)
+passed=0 failed=0
+
+check() {   # check NAME CONDITION-COMMAND...
+    local name="$1"; shift
+    if "$@"; then passed=$((passed + 1)); echo "ok   $name"
+    else failed=$((failed + 1)); echo "FAIL $name"; fi
+}
+contains() { grep -q -- "$2" "$1"; }
+
+# Help and usage errors.
+"$bin" --help > "$work/help" 2>&1; check "arsenal --help exits 0" [ $? -eq 0 ]
+check "help lists train" contains "$work/help" "arsenal train FILE.cfg"
+"$bin" train --help > "$work/thelp" 2>&1; check "train --help exits 0" [ $? -eq 0 ]
+check "train --help explains --set" contains "$work/thelp" "dense#2.units"
+"$bin" train --frobnicate x.cfg > "$work/out" 2>&1; check "unknown option exits 2" [ $? -eq 2 ]
+check "unknown option is named" contains "$work/out" "unknown option '--frobnicate'"
+"$bin" dance > "$work/out" 2>&1; check "unknown command exits 2" [ $? -eq 2 ]
+
+# A short real run with metrics and checkpoints.
+cat > "$work/run.cfg" <<CFG
+[run]
+data = spirals
+train_samples = 600
+test_samples = 200
+epochs = 2
+batch = 32
+lr = 0.01
+probe_every = 5
+[dense]
+units = 32
+activation = tanh
+[dense]
+units = 3
+CFG
+"$bin" train "$work/run.cfg" --metrics "$work/m.jsonl" --ckpt-dir "$work/ck" > "$work/out" 2>&1
+check "spirals run exits 0" [ $? -eq 0 ]
+check "prints the global batch" contains "$work/out" "global batch 32"
+check "metrics has step records" contains "$work/m.jsonl" '"kind":"step"'
+check "metrics has epoch records with test_acc" contains "$work/m.jsonl" '"test_acc":'
+check "latest checkpoint exists" [ -e "$work/ck/latest.h5" ]
+"$bin" train "$work/run.cfg" --set run.epochs=3 --ckpt-dir "$work/ck" --resume "$work/ck/latest.h5" > "$work/out" 2>&1
+check "resume exits 0" [ $? -eq 0 ]
+check "resume says where it starts" contains "$work/out" "resumed from"
+
+# Bad input: one clear line naming what and where.
+"$bin" train "$work/missing.cfg" > "$work/out" 2>&1; check "missing run file exits 1" [ $? -eq 1 ]
+check "missing run file is named" contains "$work/out" "missing.cfg"
+sed 's/^lr = 0.01/lr = fast/' "$work/run.cfg" > "$work/bad.cfg"
+"$bin" train "$work/bad.cfg" > "$work/out" 2>&1; check "bad value exits 1" [ $? -eq 1 ]
+check "bad value names file:line and key" contains "$work/out" "bad.cfg:7: \[run\] lr = .fast.: expected a number"
+"$bin" train "$work/run.cfg" --set run.learning_rate=1 > "$work/out" 2>&1
+check "unknown --set key exits 1" [ $? -eq 1 ]
+check "unknown --set key is named" contains "$work/out" "learning_rate"
+
+# One rank cannot find its data: the job ends (no hang), the rank and path are named once.
+start=$(date +%s)
+timeout 120 "${mpi[@]}" -n 1 "$bin" train "$src/examples/mlp-fmnist.cfg" --set run.max_steps=1 \
+    : -n 1 "$bin" train "$src/examples/mlp-fmnist.cfg" --set run.max_steps=1 --set run.data_dir="$work/nowhere" \
+    > "$work/out" 2>&1
+status=$?
+check "a rank without data fails the job" [ $status -ne 0 ] && [ $status -ne 124 ]
+check "it ends within a minute" [ $(( $(date +%s) - start )) -lt 60 ]
+check "the failing rank and path are named" contains "$work/out" "rank 1 on host"
+check "the message appears once" [ "$(grep -c 'rank 1 on host' "$work/out")" -eq 1 ]
+
+# A learning-rate explosion is caught by the non-finite guard, with the step.
+cat > "$work/explode.cfg" <<CFG
+[run]
+data = teacher
+train_samples = 256
+test_samples = 64
+epochs = 5
+batch = 32
+optimizer = sgd
+lr = 1e4
+nonfinite = stop
+[dense]
+units = 32
+activation = relu
+[dense]
+units = 4
+CFG
+"$bin" train "$work/explode.cfg" > "$work/out" 2>&1; check "exploding run stops with status 1" [ $? -eq 1 ]
+check "the step of the explosion is reported" contains "$work/out" "non-finite"
+sed 's/nonfinite = stop/nonfinite = skip/' "$work/explode.cfg" > "$work/skip.cfg"
+"$bin" train "$work/skip.cfg" > "$work/out" 2>&1; check "skip policy finishes the run" [ $? -eq 0 ]
+check "skipped updates are reported" contains "$work/out" "update skipped"
+
+# The whole-model gradient check.
+"$bin" gradcheck "$work/run.cfg" > "$work/out" 2>&1; check "gradcheck passes on a tanh MLP" [ $? -eq 0 ]
+check "gradcheck prints its verdict" contains "$work/out" "gradient check passed"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
