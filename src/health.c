@@ -52,9 +52,9 @@ void ars_health_config_defaults(ars_health_config *out)
     out->explode_growth_records = 4;
     out->saturation_max = 0.5;
     out->dead_max = 0.5;
-    out->plateau_window = 20;
+    out->plateau_window = 40;
     out->plateau_improvement = 0.01;
-    out->plateau_high = 0.5;
+    out->plateau_high = 0.8;
     out->oscillation_window = 10;
     out->oscillation_rise = 0.5;
     out->oscillation_count = 3;
@@ -165,6 +165,14 @@ void ars_health_format_layers(const char (*names)[40], int layer_count, const un
     snprintf(out, size, "%s %s", members == 1 ? "layer" : "layers", text);
 }
 
+/* "%g", or "NaN" / "Inf" / "-Inf". */
+static void number_text(double v, char *out, size_t size)
+{
+    if (isnan(v)) snprintf(out, size, "NaN");
+    else if (isinf(v)) snprintf(out, size, v > 0 ? "Inf" : "-Inf");
+    else snprintf(out, size, "%g", v);
+}
+
 /* "dense" when every flagged layer has that kind, else "". */
 static const char *common_kind(const ars_health_monitor *m, const unsigned char *flags)
 {
@@ -191,10 +199,20 @@ static int kind_is(const char *kind, const char *name) { return strcmp(kind, nam
 
 static int kind_is_saturating(const char *kind) { return kind_is(kind, "sigmoid") || kind_is(kind, "tanh"); }
 
-static int kind_has_params(const char *kind)
+static int kind_in(const char *kind, const char *const *list)
 {
-    return kind_is(kind, "dense") || kind_is(kind, "batchnorm") || kind_is(kind, "layernorm");
+    for (; *list; list++)
+        if (kind_is(kind, *list)) return 1;
+    return 0;
 }
+
+/* Kinds that always have trainable parameters. Others (residual_add with a
+ * projection, future kinds) count when the history shows a weight norm. */
+static const char *const param_kinds[] = {"dense", "batchnorm", "layernorm", "embedding", "seq_dense",
+                                          "attention", "seq_layernorm", "transformer", "rnn", NULL};
+static const char *const norm_kinds[] = {"batchnorm", "layernorm", "seq_layernorm", "transformer", NULL};
+static const char *const residual_kinds[] = {"residual", "residual_add", "transformer", NULL};
+static const char *const relu_kinds[] = {"relu", "leaky_relu", "elu", "selu", "gelu", NULL};
 
 static int max3(int a, int b, int c)
 {
@@ -212,6 +230,7 @@ int ars_health_init(ars_health_monitor *m, const ars_health_config *config, int 
     m->layer_count = layer_count;
     m->output_layer = -1;
     m->first_loss = NAN;
+    m->growth_total = 1;
     if (optimizer) snprintf(m->optimizer, sizeof m->optimizer, "%s", optimizer);
     const size_t L = (size_t)layer_count, subjects = L + 1;
     const ars_health_config *c = &m->config;
@@ -239,10 +258,11 @@ int ars_health_init(ars_health_monitor *m, const ars_health_config *config, int 
                  kinds ? kinds[l] : underscore ? underscore + 1 : m->names[l]);
         const char *k = m->kinds[l];
         m->has_saturating |= kind_is_saturating(k);
-        m->has_relu |= kind_is(k, "relu") || kind_is(k, "leaky_relu") || kind_is(k, "elu") ||
-                       kind_is(k, "selu") || kind_is(k, "gelu");
-        m->has_norm |= kind_is(k, "batchnorm") || kind_is(k, "layernorm");
-        m->has_residual |= kind_is(k, "residual") || kind_is(k, "residual_add");
+        m->has_relu |= kind_in(k, relu_kinds);
+        m->has_norm |= kind_in(k, norm_kinds);
+        m->has_residual |= kind_in(k, residual_kinds);
+        m->has_rnn |= kind_is(k, "rnn");
+        m->has_attention |= kind_is(k, "attention") || kind_is(k, "transformer");
     }
     for (int p = 0; p < ARS_HEALTH_PROBLEMS; p++) {
         ars_health_summary *s = &m->summary[p];
@@ -297,9 +317,8 @@ static double value_at(const ars_history *h, size_t record, ars_history_column c
 
 int ars_health_layer_has_params(const ars_health_monitor *m, const ars_history *h, int layer)
 {
-    const char *kind = m->kinds[layer];
-    if (kind_has_params(kind)) return 1;
-    if (!kind_is(kind, "residual_add") || !h || layer >= h->layer_count) return 0;
+    if (kind_in(m->kinds[layer], param_kinds)) return 1;
+    if (!h || layer >= h->layer_count) return 0;
     for (size_t r = 0; r < h->count && r < 4; r++)
         if (value_at(h, r, ARS_HIST_WEIGHT_NORM, layer) > 0) return 1;
     return 0;
@@ -386,10 +405,12 @@ static double running_median(const ars_health_monitor *m, const record_view *r, 
 }
 
 /* Exploding, per layer: the gradient norm above explode_ratio x the output
- * layer's (`patience` records). The whole network: the global norm above
- * explode_spike x its running median, or grown by explode_growth record over
- * record explode_growth_records times in a row (at once). Figures: the ratio
- * to the output layer; for the network, the norm over its running median. */
+ * layer's (`patience` records). The whole network (at once): the global norm
+ * above explode_spike x its running median, or growing by explode_growth or
+ * more record over record until it has grown explode_growth ^
+ * explode_growth_records in total (16x with the defaults; one huge jump
+ * counts). Figures: the ratio to the output layer; for the network, how
+ * far the norm is above its recent level (running median or growth). */
 static void rule_exploding(ars_health_monitor *m, const record_view *r)
 {
     const ars_health_config *c = &m->config;
@@ -407,15 +428,21 @@ static void rule_exploding(ars_health_monitor *m, const record_view *r)
     double g = r->step->grad_norm;
     if (!(g > 0)) return;
     double previous = r->index > 0 ? r->h->steps[r->index - 1].grad_norm : NAN;
-    if (isfinite(previous) && previous > 0 && g >= c->explode_growth * previous) m->growth_streak++;
-    else m->growth_streak = 0;
+    if (isfinite(previous) && previous > 0 && g >= c->explode_growth * previous) {
+        m->growth_streak++;
+        m->growth_total = (m->growth_streak == 1 ? 1 : m->growth_total) * (g / previous);
+    } else {
+        m->growth_streak = 0;
+        m->growth_total = 1;
+    }
     int count = 0;
     double median = c->explode_window > 0 ? running_median(m, r, &count) : NAN;
     int enough = count >= 3 && count >= c->explode_window / 4 && median > 0;
     double factor = enough ? g / median : NAN;
     int spike = enough && factor > c->explode_spike;
-    int growth = c->explode_growth_records > 0 && m->growth_streak >= c->explode_growth_records;
-    m->figures[L] = isfinite(factor) ? factor : 1;
+    int growth = c->explode_growth_records > 0 && m->growth_streak > 0 &&
+                 m->growth_total >= pow(c->explode_growth, c->explode_growth_records);
+    m->figures[L] = fmax(isfinite(factor) ? factor : 1, growth ? m->growth_total : 1);
     m->verdicts[L] = spike || growth ? BAD : GOOD;
     m->alternates[L] = (unsigned char)growth;
 }
@@ -561,7 +588,8 @@ void ars_health_remedy(const ars_health_monitor *m, ars_health_problem p, char *
     int sgd = kind_is(m->optimizer, "sgd");
     switch (p) {
     case ARS_HEALTH_VANISHING:
-        items[n++] = m->has_saturating ? "ReLU instead of sigmoid/tanh, with He initialization"
+        if (m->has_rnn && !m->has_attention) items[n++] = "attention (a transformer) instead of the RNN";
+        items[n++] = m->has_saturating ? "ReLU with He initialization instead of sigmoid/tanh"
                                        : "He initialization (or LSUV)";
         if (!m->has_norm) items[n++] = "BatchNorm/LayerNorm";
         if (!m->has_residual) items[n++] = "residual connections";
@@ -595,7 +623,7 @@ void ars_health_remedy(const ars_health_monitor *m, ars_health_problem p, char *
         if (sgd) items[n++] = "Adam";
         if (m->has_saturating) items[n++] = "ReLU with He initialization";
         if (!m->has_norm) items[n++] = "BatchNorm/LayerNorm";
-        items[n++] = "a larger learning rate or a warmup schedule";
+        items[n++] = "a larger learning rate";
         break;
     case ARS_HEALTH_OSCILLATION:
         items[n++] = "a lower learning rate";
@@ -625,12 +653,14 @@ static int figure_range(const ars_health_monitor *m, ars_health_problem p, const
     return worst;
 }
 
-/* "3.1e-09 to 8.2e-04" or "2.0e-05". */
+/* "3.1e-09 to 8.2e-04", "2.0e-05" or "0 to 1.2e-04" (an exact 0 as "0"). */
 static void span(double lo, double hi, const char *fmt_one, char *out, size_t size)
 {
     char a[32], b[32];
     snprintf(a, sizeof a, fmt_one, lo);
     snprintf(b, sizeof b, fmt_one, hi);
+    if (lo == 0) snprintf(a, sizeof a, "0");
+    if (hi == 0) snprintf(b, sizeof b, "0");
     if (strcmp(a, b) == 0) snprintf(out, size, "%s", a);
     else snprintf(out, size, "%s to %s", a, b);
 }
@@ -662,14 +692,17 @@ static void start_detail(const ars_health_monitor *m, ars_health_problem p, cons
     case ARS_HEALTH_VANISHING: {
         if (worst < 0) break;
         span(lo, hi, "%.1e", range, sizeof range);
-        appendf(out, size, "%s receive %s of the output layer's gradient norm (%s: %.2e", who, range,
-                m->names[m->output_layer], value_at(r->h, r->index, ARS_HIST_GRAD_NORM, m->output_layer));
-        if (lo < c->vanish_ratio) appendf(out, size, "; weakest %s: %.2e", m->names[worst],
+        if (hi == 0) appendf(out, size, "%s receive no gradient at all (%s: %.2e", who, m->names[m->output_layer],
+                             value_at(r->h, r->index, ARS_HIST_GRAD_NORM, m->output_layer));
+        else appendf(out, size, "%s receive %s of the output layer's gradient norm (%s: %.2e", who, range,
+                     m->names[m->output_layer], value_at(r->h, r->index, ARS_HIST_GRAD_NORM, m->output_layer));
+        if (lo < c->vanish_ratio && hi > 0) appendf(out, size, "; weakest %s: %.2e", m->names[worst],
                                           value_at(r->h, r->index, ARS_HIST_GRAD_NORM, worst));
         appendf(out, size, ")");
         if (hi >= c->vanish_ratio)
             appendf(out, size, "; update/weight ratio below %.0e for %d records", c->vanish_update_floor,
                     c->vanish_update_records);
+        if (m->summary[ARS_HEALTH_DEAD_RELU].active) appendf(out, size, "; dead ReLU units block the gradient");
         break;
     }
     case ARS_HEALTH_EXPLODING: {
@@ -681,17 +714,24 @@ static void start_detail(const ars_health_monitor *m, ars_health_problem p, cons
         }
         if (track_of(m, p, L)->flagged) {
             appendf(out, size, "%sglobal gradient norm %.3g", sep, s->grad_norm);
-            if (m->figures[L] > c->explode_spike) appendf(out, size, ", %.0fx its running median", m->figures[L]);
+            int count = 0;
+            double median = c->explode_window > 0 ? running_median(m, r, &count) : NAN;
+            if (count >= 3 && median > 0 && s->grad_norm > c->explode_spike * median)
+                appendf(out, size, ", %.3gx its running median", s->grad_norm / median);
             if (m->alternates[L])
-                appendf(out, size, ", grew %gx or more record over record %d times in a row", c->explode_growth,
-                        m->growth_streak);
+                appendf(out, size, ", grew %.3gx in %d record%s", m->growth_total, m->growth_streak,
+                        m->growth_streak == 1 ? "" : "s");
         }
         break;
     }
-    case ARS_HEALTH_NONFINITE:
-        appendf(out, size, "loss %g, global gradient norm %g%s", s->loss, s->grad_norm,
+    case ARS_HEALTH_NONFINITE: {
+        char loss[32], norm[32];
+        number_text(s->loss, loss, sizeof loss);
+        number_text(s->grad_norm, norm, sizeof norm);
+        appendf(out, size, "loss %s, global gradient norm %s%s", loss, norm,
                 s->skipped ? "; the update was skipped" : "");
         break;
+    }
     case ARS_HEALTH_SATURATION:
     case ARS_HEALTH_DEAD_RELU:
         if (worst < 0) break;
@@ -702,8 +742,9 @@ static void start_detail(const ars_health_monitor *m, ars_health_problem p, cons
                 m->names[worst]);
         break;
     case ARS_HEALTH_PLATEAU:
-        appendf(out, size, "the loss (%.4g) improved %.2g%% over the last %d records, still %.0f%% of its first "
-                "value %.4g", s->loss, 100 * m->figures[L], c->plateau_window,
+        appendf(out, size, "the loss (%.4g) %s %.2g%% over the last %d records (threshold %.2g%%), still %.0f%% "
+                "of its first value %.4g", s->loss, m->figures[L] >= 0 ? "improved only" : "rose",
+                100 * fabs(m->figures[L]), c->plateau_window, 100 * c->plateau_improvement,
                 100 * s->loss / m->first_loss, m->first_loss);
         break;
     case ARS_HEALTH_OSCILLATION:
@@ -769,7 +810,7 @@ static void observe_problem(ars_health_monitor *m, ars_health_problem p, const r
         if (sum->first_step < 0) sum->first_step = step;
         unsigned char *flags = m->flags;
         for (int s = 0; s <= L; s++) flags[s] = (unsigned char)track_of(m, p, s)->flagged;
-        char detail[700], remedy[400];
+        char detail[sizeof sum->first_detail], remedy[400];
         start_detail(m, p, r, flags, detail, sizeof detail);
         ars_health_remedy(m, p, remedy, sizeof remedy);
         snprintf(text, sizeof text, "%s starts: %s; try %s", problem_names[p], detail, remedy);
@@ -851,7 +892,10 @@ void ars_health_describe(const ars_health_monitor *m, ars_health_problem p, char
     const char *worst_name = s->worst_layer >= 0 ? m->names[s->worst_layer] : "";
     switch (p) {
     case ARS_HEALTH_VANISHING:
-        if (s->worst_layer >= 0)
+        if (s->worst_layer >= 0 && s->worst == 0)
+            appendf(out, size, "%s received no gradient at all (%s first at step %lld)", who, worst_name,
+                    (long long)s->worst_step);
+        else if (s->worst_layer >= 0)
             appendf(out, size, "%s received gradients down to %.1e of the output layer's (%s, step %lld)", who,
                     s->worst, worst_name, (long long)s->worst_step);
         else appendf(out, size, "%s updated their weights by less than %.0e of their norm per step", who,
@@ -862,7 +906,7 @@ void ars_health_describe(const ars_health_monitor *m, ars_health_problem p, char
             appendf(out, size, "%s received up to %.1e times the output layer's gradient (%s, step %lld)", who,
                     s->worst, worst_name, (long long)s->worst_step);
         if (isfinite(s->worst_global))
-            appendf(out, size, "%sthe global gradient norm rose to %.0fx its running median (step %lld)",
+            appendf(out, size, "%sthe global gradient norm jumped to %.3gx its recent level (step %lld)",
                     out[0] ? "; " : "", s->worst_global, (long long)s->worst_global_step);
         break;
     case ARS_HEALTH_NONFINITE:
@@ -876,8 +920,8 @@ void ars_health_describe(const ars_health_monitor *m, ars_health_problem p, char
                 100 * (p == ARS_HEALTH_SATURATION ? c->saturation_max : c->dead_max));
         break;
     case ARS_HEALTH_PLATEAU:
-        appendf(out, size, "the loss stopped improving (at best %.2g%% over %d records while above %.0f%% of its "
-                "first value)", 100 * s->worst, c->plateau_window, 100 * c->plateau_high);
+        appendf(out, size, "the loss improved by less than %.2g%% per %d records while still above %.0f%% of its "
+                "first value", 100 * c->plateau_improvement, c->plateau_window, 100 * c->plateau_high);
         break;
     case ARS_HEALTH_OSCILLATION:
         appendf(out, size, "the loss jumped up by more than %.0f%% of its first value up to %.0f times in %d "

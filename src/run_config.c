@@ -37,7 +37,8 @@ static int get_float(ars_config *c, ars_config_section *s, const char *key, doub
 
 static int load_run_section(ars_config *c, ars_config_section *s, ars_run_config *run)
 {
-    static const char *const data_sets[] = {"fashion-mnist", "mnist", "spirals", "blobs", "teacher", NULL};
+    static const char *const data_sets[] = {"fashion-mnist", "mnist", "spirals", "blobs", "teacher", "adding",
+                                            "copy", NULL};
     static const char *const optimizers[] = {"sgd", "adam", "adamw", NULL};
     static const char *const schedules[] = {"constant", "step", "cosine", NULL};
     static const char *const losses[] = {"cross_entropy", "mse", NULL};
@@ -57,6 +58,8 @@ static int load_run_section(ars_config *c, ars_config_section *s, ars_run_config
     TRY(get_int(c, s, "train_samples", 4000, 1, 100000000, &run->train_samples));
     TRY(get_int(c, s, "test_samples", 1000, 1, 100000000, &run->test_samples));
     TRY(ars_config_get_bool(c, s, "standardize", 1, &run->standardize));
+    if (strcmp(run->data, "adding") == 0 || strcmp(run->data, "copy") == 0)   /* elsewhere: an unknown key */
+        TRY(get_int(c, s, "seq_len", 50, 2, 1 << 24, &run->seq_len));
 
     TRY(get_int(c, s, "epochs", 1, 0, 1000000, &run->epochs));
     TRY(ars_config_get_int(c, s, "max_steps", 0, 0, 1000000000000L, &big));
@@ -68,7 +71,8 @@ static int load_run_section(ars_config *c, ars_config_section *s, ars_run_config
     run->batch_is_global = strcmp(text, "global") == 0;
     TRY(ars_config_get_int(c, s, "seed", 1, 0, 0x7fffffffffffffffL, &big));
     run->seed = (uint64_t)big;
-    const char *default_loss = strcmp(run->data, "teacher") == 0 ? "mse" : "cross_entropy";
+    const char *default_loss =
+        strcmp(run->data, "teacher") == 0 || strcmp(run->data, "adding") == 0 ? "mse" : "cross_entropy";
     TRY(ars_config_get_string(c, s, "loss", default_loss, losses, text, sizeof text));
     TRY(ars_loss_parse(text, &run->loss));
 
@@ -171,13 +175,88 @@ static int load_layer_section(ars_config *c, ars_config_section *s, ars_layer_sp
     const char *kind = s->name;
     if (!ars_layer_kind_known(kind))
         return ars_error(ARS_EINVAL, "%s:%d: unknown section [%s] (expected [run], a layer: dense, sigmoid, "
-                         "tanh, relu, leaky_relu, elu, selu, gelu, batchnorm, layernorm, dropout, or a "
-                         "block: [residual] ... [end], [repeat] ... [end])", c->path, s->line, kind);
+                         "tanh, relu, leaky_relu, elu, selu, gelu, batchnorm, layernorm, dropout, a sequence "
+                         "layer: embedding, seq_dense, positional, attention, seq_layernorm, rnn, mean_pool, "
+                         "last_step, or a block: [residual] ... [end], [repeat] ... [end], [transformer])",
+                         c->path, s->line, kind);
     ars_layer_spec spec;
     ars_layer_spec_defaults(&spec, kind);
     spec.source_line = s->line;
     char activation[24] = "none";
-    if (strcmp(kind, "dense") == 0) {
+    /* Sequence layers: time defaults to that of the nearest sequence layer
+     * before this one (a readout, mean_pool or last_step, ends the sequence). */
+    int time = 0;
+    for (int i = *count - 1; i >= 0 && time == 0; i--) {
+        if (strcmp((*specs)[i].kind, "mean_pool") == 0 || strcmp((*specs)[i].kind, "last_step") == 0) break;
+        time = (*specs)[i].time;
+    }
+    const int sequence = strcmp(kind, "embedding") == 0 || strcmp(kind, "seq_dense") == 0 ||
+                         strcmp(kind, "positional") == 0 || strcmp(kind, "attention") == 0 ||
+                         strcmp(kind, "seq_layernorm") == 0 || strcmp(kind, "rnn") == 0 ||
+                         strcmp(kind, "mean_pool") == 0 || strcmp(kind, "last_step") == 0 ||
+                         strcmp(kind, "transformer") == 0;
+    if (sequence) {
+        /* embedding takes its steps from its input width unless told */
+        TRY(get_int(c, s, "time", strcmp(kind, "embedding") == 0 ? 0 : time, 1, 1 << 24, &spec.time));
+        const int needs_units = strcmp(kind, "embedding") == 0 || strcmp(kind, "seq_dense") == 0 ||
+                                strcmp(kind, "rnn") == 0 || strcmp(kind, "transformer") == 0;
+        if (needs_units && !ars_config_has(s, "units"))
+            return ars_error(ARS_EINVAL, "%s:%d: [%s] needs units = <width per step>", c->path, s->line, kind);
+        if (needs_units) TRY(get_int(c, s, "units", 0, 1, 1 << 24, &spec.units));
+    }
+    if (strcmp(kind, "embedding") == 0) {
+        if (!ars_config_has(s, "vocab"))
+            return ars_error(ARS_EINVAL, "%s:%d: [embedding] needs vocab = <number of token ids>", c->path, s->line);
+        TRY(get_int(c, s, "vocab", 0, 1, 1 << 24, &spec.vocab));
+        if (ars_config_has(s, "init")) TRY(load_init_keys(c, s, &spec));   /* default N(0, 1) */
+    } else if (strcmp(kind, "seq_dense") == 0) {
+        TRY(get_int(c, s, "patch", 0, 0, 1 << 12, &spec.patch));
+        TRY(ars_config_get_bool(c, s, "bias", 1, &spec.bias));
+        TRY(load_init_keys(c, s, &spec));
+        TRY(ars_config_get_string(c, s, "activation", "none", activations, activation, sizeof activation));
+    } else if (strcmp(kind, "positional") == 0) {
+        static const char *const encodings[] = {"learned", "sinusoidal", NULL};
+        TRY(ars_config_get_string(c, s, "encoding", "learned", encodings, spec.encoding, sizeof spec.encoding));
+        if (ars_config_has(s, "init")) TRY(load_init_keys(c, s, &spec));   /* default N(0, 0.02^2) */
+    } else if (strcmp(kind, "attention") == 0) {
+        TRY(get_int(c, s, "heads", 1, 1, 1 << 16, &spec.heads));
+        TRY(ars_config_get_bool(c, s, "causal", 0, &spec.causal));
+        TRY(load_init_keys(c, s, &spec));
+    } else if (strcmp(kind, "seq_layernorm") == 0) {
+        TRY(get_float(c, s, "eps", 1e-5, 1e-12, 1, &spec.eps));
+    } else if (strcmp(kind, "rnn") == 0) {
+        if (ars_config_has(s, "init")) TRY(load_init_keys(c, s, &spec));   /* default U(+-1/sqrt(units)) */
+    } else if (strcmp(kind, "transformer") == 0) {
+        /* Sugar for the pre-LayerNorm block x + MHA(LN(x)), then x + MLP(LN(x))
+         * (src/layers/transformer.c): ten layers of the same time. units =
+         * the block's width, checked against its input by the attention. */
+        int hidden;
+        char mlp_activation[24];
+        TRY(get_int(c, s, "heads", 1, 1, 1 << 16, &spec.heads));
+        TRY(ars_config_get_bool(c, s, "causal", 0, &spec.causal));
+        TRY(get_int(c, s, "hidden", 4L * spec.units, 1, 1 << 24, &hidden));
+        TRY(get_float(c, s, "eps", 1e-5, 1e-12, 1, &spec.eps));
+        TRY(ars_config_get_string(c, s, "activation", "gelu", activations + 1, mlp_activation,
+                                  sizeof mlp_activation));
+        const char *block[] = {"residual", "seq_layernorm", "attention", "residual_add", "residual",
+                               "seq_layernorm", "seq_dense", mlp_activation, "seq_dense", "residual_add"};
+        for (int i = 0; i < 10; i++) {
+            ars_layer_spec part;
+            ars_layer_spec_defaults(&part, block[i]);
+            part.source_line = s->line;
+            part.time = spec.time;
+            part.eps = spec.eps;
+            if (i == 2) {
+                part.heads = spec.heads;
+                part.causal = spec.causal;
+                part.units = spec.units;
+            }
+            if (i == 6) part.units = hidden;
+            if (i == 8) part.units = spec.units;
+            TRY(push_spec(specs, count, capacity, &part));
+        }
+        return 0;
+    } else if (strcmp(kind, "dense") == 0) {
         long units;
         if (!ars_config_has(s, "units"))
             return ars_error(ARS_EINVAL, "%s:%d: [dense] needs units = <output width>", c->path, s->line);
@@ -219,6 +298,7 @@ int ars_run_config_load(ars_config *config, ars_run_config *run, ars_layer_spec 
     *count_out = 0;
     for (int i = 0; i < config->section_count && !rc; i++) {
         ars_config_section *s = &config->sections[i];
+        if (strcmp(s->name, "health") == 0) continue;   /* read below */
         if (strcmp(s->name, "run") == 0) {
             if (runs++)
                 rc = ars_error(ARS_EINVAL, "%s:%d: a second [run] section (the first is at line %d)",
@@ -231,6 +311,7 @@ int ars_run_config_load(ars_config *config, ars_run_config *run, ars_layer_spec 
     if (!rc && runs == 0) rc = ars_error(ARS_EINVAL, "%s: no [run] section (it says what to train on and how)",
                                          config->path);
     if (!rc && count == 0) rc = ars_error(ARS_EINVAL, "%s: no layer sections: the model is empty", config->path);
+    if (!rc && runs) rc = ars_health_config_load(config, ars_config_find(config, "health"), &run->health);
     if (!rc) rc = ars_config_check_unused(config);
     if (rc) {
         free(specs);

@@ -57,6 +57,9 @@ int ars_load_run_data(const ars_run_config *run, int rank, int train_limit, ars_
         int total = run->train_samples + run->test_samples;
         if (strcmp(run->data, "spirals") == 0) rc = ars_dataset_spirals(train, total, 3, 0.2f, run->seed);
         else if (strcmp(run->data, "blobs") == 0) rc = ars_dataset_blobs(train, total, 4, 16, 1.0f, run->seed);
+        else if (strcmp(run->data, "adding") == 0) rc = ars_dataset_adding(train, total, run->seq_len, run->seed);
+        else if (strcmp(run->data, "copy") == 0)
+            rc = ars_dataset_copy(train, total, run->seq_len, ARS_COPY_SYMBOLS, run->seed);
         else rc = ars_dataset_teacher(train, total, 16, 32, 4, run->seed);
         if (!rc) rc = ars_dataset_split(train, run->train_samples, test);
     }
@@ -65,7 +68,10 @@ int ars_load_run_data(const ars_run_config *run, int rank, int train_limit, ars_
         rc = ars_error(ARS_ENUMERIC, "training data: sample %d holds NaN or Inf", bad);
     if (!rc && ars_dataset_find_nonfinite(test, &bad))
         rc = ars_error(ARS_ENUMERIC, "test data: sample %d holds NaN or Inf", bad);
-    if (!rc && run->standardize) {
+    /* The sequence tasks are never standardized: copy's inputs are token
+     * ids, and the adding problem is defined on raw values and 0/1 markers. */
+    const int sequence_task = strcmp(run->data, "adding") == 0 || strcmp(run->data, "copy") == 0;
+    if (!rc && run->standardize && !sequence_task) {
         double mean, std;
         ars_dataset_mean_std(train, &mean, &std);
         if (std <= 0) std = 1;
@@ -279,7 +285,10 @@ static int train_loop(ars_trainer *t)
         ars_history_step record;
         rc = train_step(t, &t->batch, epoch, t->step, probe, &record);
         if (rc) break;
-        if (probe) rc = record_probes(t, &record, record.skipped ? NULL : t->params_before);
+        /* probe steps, and every non-finite step, go into the history */
+        if (probe || record.nonfinite) rc = record_probes(t, &record, record.skipped ? NULL : t->params_before);
+        if (!rc && (probe || record.nonfinite) && t->rank == 0)
+            rc = ars_health_update(&t->health, &t->history, t->options->quiet ? NULL : stdout);
         if (!rc && run->histogram_every && t->step % run->histogram_every == 0)
             rc = ars_history_add_histograms(&t->history, t->step, t->model.grads, t->layer_offsets,
                                             t->layer_sizes);
@@ -351,6 +360,7 @@ static void trainer_free(ars_trainer *t)
     ars_optimizer_destroy(&t->opt);
     ars_model_destroy(&t->model);
     ars_history_free(&t->history);
+    if (t->rank == 0) ars_health_free(&t->health);
     ars_dataset_free(&t->train);
     ars_dataset_free(&t->test);
     free(t->dlogits);
@@ -396,6 +406,9 @@ static int trainer_setup(ars_trainer *t, const ars_layer_spec *specs, int count)
         memcpy(names[l], m->layers[l].name, sizeof names[l]);
     }
     int rc = ars_history_init(&t->history, m->layer_count, (const char (*)[40])names, run->histogram_bins);
+    if (!rc && t->rank == 0)
+        rc = ars_health_init(&t->health, &run->health, m->layer_count, (const char (*)[40])names, NULL,
+                             ars_optimizer_name(run->optim.kind));
     free(names);
     if (rc) return rc;
     TRY_RC(ars_dist_plan_buckets(t->dist, &t->model, (size_t)(run->bucket_mb * 1048576.0),

@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "arsenal/data.h"
+#include "arsenal/health.h"
 #include "arsenal/history.h"
 #include "arsenal/model.h"
 #include "arsenal/train.h"
@@ -30,6 +31,7 @@ typedef struct ars_trainer {
     ars_model model;
     ars_optimizer opt;
     ars_history history;
+    ars_health_monitor health;   /* rank 0: live diagnosis over the history */
     float *dlogits;           /* dL/d(output) of the current batch */
     float *params_before;     /* parameters before the update, on probe steps */
     size_t *layer_offsets, *layer_sizes;

@@ -43,13 +43,15 @@ typedef struct ars_health_config {
     double explode_ratio;        /* explode_ratio [1e3]: layer gradient norm / output layer's above */
     double explode_spike;        /* explode_spike [10]: global norm / its running median above */
     int explode_window;          /* explode_window [20]: records in that running median */
-    double explode_growth;       /* explode_growth [2]: global norm grows by this factor ... */
-    int explode_growth_records;  /* explode_growth_records [4]: ... record over record this often */
+    double explode_growth;       /* explode_growth [2]: global norm grows by this factor or more
+                                    record over record ... */
+    int explode_growth_records;  /* explode_growth_records [4]: ... until it has grown
+                                    explode_growth ^ this in total (16x) */
     double saturation_max;       /* saturation_max [0.5]: saturated fraction of a sigmoid/tanh layer */
     double dead_max;             /* dead_max [0.5]: dead fraction of a relu layer */
-    int plateau_window;          /* plateau_window [20]: records compared (older half vs newer) */
+    int plateau_window;          /* plateau_window [40]: records compared (older half vs newer) */
     double plateau_improvement;  /* plateau_improvement [0.01]: relative improvement below */
-    double plateau_high;         /* plateau_high [0.5]: only while loss > this x first loss */
+    double plateau_high;         /* plateau_high [0.8]: only while loss > this x first loss */
     int oscillation_window;      /* oscillation_window [10]: records looked at */
     double oscillation_rise;     /* oscillation_rise [0.5]: a swing = a rise by this x first loss */
     int oscillation_count;       /* oscillation_count [3]: swings in the window */
@@ -80,7 +82,7 @@ typedef struct ars_health_summary {
                                 records (non-finite) */
     int64_t worst_step;
     int worst_layer;         /* -1 for a whole-network figure */
-    double worst_global;     /* exploding: largest global norm / running median seen */
+    double worst_global;     /* exploding: the global norm at most this many times its recent level */
     int64_t worst_global_step;
     char first_detail[640];  /* the text of its first start, without "step N: " */
 } ars_health_summary;
@@ -98,7 +100,7 @@ typedef struct ars_health_monitor {
     char (*names)[40];
     char (*kinds)[24];
     char optimizer[16];          /* "" when unknown */
-    int has_saturating, has_relu, has_norm, has_residual;
+    int has_saturating, has_relu, has_norm, has_residual, has_rnn, has_attention;
     int output_layer;            /* last layer with parameters (-1: none), once a record is seen */
     unsigned char *candidates;   /* [P][L]: layers each rule looks at, once a record is seen */
     int ready;                   /* candidates set up */
@@ -106,7 +108,8 @@ typedef struct ars_health_monitor {
     size_t next_record;          /* first history record not yet observed */
     int calls;
     double first_loss;           /* first finite loss (NaN until seen) */
-    int growth_streak;           /* consecutive records of global-norm growth */
+    int growth_streak;           /* consecutive records of global-norm growth ... */
+    double growth_total;         /* ... and the factor grown over them */
     int clipped;                 /* clipping has scaled a gradient */
     ars_health_track *tracks;    /* [P][L + 1] */
     unsigned char *ever;         /* [P][L + 1]: ever flagged */
@@ -146,9 +149,10 @@ int ars_health_update(ars_health_monitor *monitor, ars_history *h, FILE *log);
 /* Observes every record of h not yet seen silently (after a resume). */
 int ars_health_catch_up(ars_health_monitor *monitor, const ars_history *h);
 
-/* 1 if the layer's kind has trainable parameters (dense, batchnorm,
- * layernorm; residual_add when it has a projection, seen as a non-zero
- * weight norm in the history). */
+/* 1 if the layer has trainable parameters: its kind always has (dense,
+ * batchnorm, layernorm, embedding, attention, rnn, ...), or the history's
+ * first records show a non-zero weight norm (residual_add with a
+ * projection). */
 int ars_health_layer_has_params(const ars_health_monitor *monitor, const ars_history *h, int layer);
 
 /* Layers a per-layer rule looks at ([L]; all zero for whole-network

@@ -12,6 +12,7 @@
 
 #include "arsenal/config.h"
 #include "arsenal/dist.h"
+#include "arsenal/health.h"
 #include "arsenal/layer.h"
 #include "arsenal/loss.h"
 #include "arsenal/optim.h"
@@ -20,7 +21,7 @@ typedef enum { ARS_NONFINITE_SKIP, ARS_NONFINITE_STOP } ars_nonfinite_policy;
 
 typedef struct ars_run_config {
     /* data */
-    char data[32];            /* fashion-mnist | mnist | spirals | blobs | teacher */
+    char data[32];            /* fashion-mnist | mnist | spirals | blobs | teacher | adding | copy */
     char data_dir[512];
     int train_limit, test_limit;      /* 0 = the whole split */
     int train_samples, test_samples;  /* synthetic sets */
@@ -49,9 +50,12 @@ typedef struct ars_run_config {
     /* checkpoints */
     int ckpt_every;           /* steps, 0 = only at epoch ends / the end */
     int ckpt_keep;
+    ars_health_config health; /* [health] thresholds of the live diagnosis */
     /* LSUV */
     double lsuv_tol;
     int lsuv_iterations;
+    /* sequence tasks (data = adding | copy) */
+    int seq_len;              /* time steps per sample */
 } ars_run_config;
 
 /* Reads [run] and the layer sections (after ars_config_expand), validating

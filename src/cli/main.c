@@ -12,6 +12,7 @@ static const char usage[] =
     "  arsenal train FILE.cfg [--set section.key=value]... [--ckpt-dir DIR] [--resume CKPT.h5]\n"
     "                         [--metrics FILE.jsonl] [--quiet]\n"
     "  arsenal gradcheck FILE.cfg [--set section.key=value]... [--rows N]\n"
+    "  arsenal inspect CKPT.h5 [CKPT2.h5] [--json] [--plot DIR]\n"
     "  mpirun -np 4 arsenal train FILE.cfg      the same commands, data-parallel over 4 ranks\n"
     "\n"
     "  arsenal COMMAND --help     help for one command\n"
@@ -31,6 +32,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "train") == 0) return ars_cmd_train(argc - 1, argv + 1);
     if (strcmp(argv[1], "gradcheck") == 0) return ars_cmd_gradcheck(argc - 1, argv + 1);
-    fprintf(stderr, "arsenal: unknown command '%s' (expected train or gradcheck; arsenal --help)\n", argv[1]);
+    if (strcmp(argv[1], "inspect") == 0) return ars_cmd_inspect(argc - 1, argv + 1);
+    fprintf(stderr, "arsenal: unknown command '%s' (expected train, gradcheck or inspect; arsenal --help)\n", argv[1]);
     return 2;
 }

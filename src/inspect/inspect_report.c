@@ -90,10 +90,19 @@ static void print_wrapped(FILE *out, const char *first, int indent, const char *
     fputc('\n', out);
 }
 
+/* Table cells: "-" when there is no value (a median of nothing). */
 static void format_value(double v, const char *fmt, char *out, size_t size)
 {
     if (isnan(v)) snprintf(out, size, "-");
     else snprintf(out, size, fmt, v);
+}
+
+/* Recorded figures: "NaN" / "Inf" when the run produced them. */
+static void format_number(double v, char *out, size_t size)
+{
+    if (isnan(v)) snprintf(out, size, "NaN");
+    else if (isinf(v)) snprintf(out, size, v > 0 ? "Inf" : "-Inf");
+    else snprintf(out, size, "%.4g", v);
 }
 
 /* ---- analysis -------------------------------------------------------------- */
@@ -305,11 +314,17 @@ static void print_run_facts(FILE *out, const ars_inspect_run *run)
             i->global_batch, (unsigned long long)i->seed);
     fprintf(out, "model       %s; %lld parameters\n", run->model, (long long)i->param_count);
     fprintf(out, "optimizer   %s, lr %g\n", i->optimizer[0] ? i->optimizer : "?", i->lr);
-    fprintf(out, "result      last loss %.4g", i->last_loss);
+    char number[32];
+    format_number(i->last_loss, number, sizeof number);
+    fprintf(out, "result      last loss %s", number);
     if (isfinite(run->first_loss)) fprintf(out, " (first recorded %.4g)", run->first_loss);
-    if (isfinite(i->test_loss)) fprintf(out, "; test loss %.4g", i->test_loss);
-    if (isfinite(i->test_accuracy)) fprintf(out, ", test accuracy %.2f%%", 100 * i->test_accuracy);
-    if (!isfinite(i->test_loss)) fprintf(out, "; not evaluated yet");
+    if (h->eval_count == 0 && isnan(i->test_loss) && isnan(i->test_accuracy)) {
+        fprintf(out, "; not evaluated yet");
+    } else {
+        format_number(i->test_loss, number, sizeof number);
+        fprintf(out, "; test loss %s", number);
+        if (isfinite(i->test_accuracy)) fprintf(out, ", test accuracy %.2f%%", 100 * i->test_accuracy);
+    }
     fprintf(out, "; %lld non-finite step%s\n", (long long)i->nonfinite_steps, i->nonfinite_steps == 1 ? "" : "s");
     fprintf(out, "history     %zu record%s", h->count, h->count == 1 ? "" : "s");
     if (h->count) fprintf(out, " (steps %lld-%lld)", (long long)h->steps[0].step, (long long)h->steps[h->count - 1].step);
@@ -367,12 +382,15 @@ static void print_healthy(FILE *out, const ars_inspect_run *run)
     }
     char text[512];
     int n = snprintf(text, sizeof text, "no problem found");
+    char range[64];
+    snprintf(range, sizeof range, "%.2g to %.2g", lo, hi);
+    if (isfinite(lo) && fabs(hi - lo) <= 0.005 * fabs(hi)) snprintf(range, sizeof range, "%.2g", lo);
     if (isfinite(lo))
-        n += snprintf(text + n, sizeof text - (size_t)n, ": every layer receives %.2g to %.2g times the output "
-                      "layer's gradient norm (median; thresholds %.0e and %.0e)", lo, hi,
-                      run->health_config.vanish_ratio, run->health_config.explode_ratio);
+        n += snprintf(text + n, sizeof text - (size_t)n, ": every layer receives %s times the output layer's "
+                      "gradient norm (median; thresholds %.0e and %.0e)", range, run->health_config.vanish_ratio,
+                      run->health_config.explode_ratio);
     if (isfinite(run->first_loss) && (size_t)n < sizeof text)
-        snprintf(text + n, sizeof text - (size_t)n, "%s the loss went from %.4g to %.4g", isfinite(lo) ? ";" : ":",
+        snprintf(text + n, sizeof text - (size_t)n, "%s the recorded loss went from %.4g to %.4g", isfinite(lo) ? ";" : ":",
                  run->first_loss, run->last_loss);
     print_wrapped(out, "  ", 2, text);
 }
