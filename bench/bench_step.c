@@ -77,12 +77,20 @@ typedef struct bench {
     double phase[5];                 /* forward, loss, backward+sync, norm+clip, optimizer */
 } bench;
 
-static double now(void)
+/* The clock of the GEMM-roofline and profile timings: process CPU time at
+ * 1 BLAS thread (all work is on the calling thread, and time spent
+ * descheduled on a busy shared machine does not count), wall time at more
+ * threads (CPU time would count the workers' spinning). */
+static clockid_t timing_clock = CLOCK_MONOTONIC;
+
+static double clock_seconds(clockid_t id)
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(id, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
+
+static double now(void) { return clock_seconds(timing_clock); }
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -423,12 +431,17 @@ static int list_products(bench *b)
     return 0;
 }
 
-/* Raw time of every product of one step, in the library's transposition. */
-static int time_products(bench *b, gemm_buffers *g, double budget, double *total)
+static double square_gflops(gemm_buffers *g, int size, double budget);
+
+/* Raw time of every product of one step, in the library's transposition.
+ * peaks (may be NULL): the square-GEMM rate measured just before each
+ * product, so a busy moment on a shared machine hits both alike. */
+static int time_products(bench *b, gemm_buffers *g, double budget, double *total, double *peaks)
 {
     *total = 0;
     for (int i = 0; i < b->product_count; i++) {
         product *p = &b->products[i];
+        if (peaks) peaks[i] = square_gflops(g, 1024, budget);
         size_t need = (size_t)p->m * (size_t)p->k;
         if ((size_t)p->k * (size_t)p->n > need) need = (size_t)p->k * (size_t)p->n;
         if ((size_t)p->m * (size_t)p->n > need) need = (size_t)p->m * (size_t)p->n;
@@ -512,18 +525,19 @@ static int report_profile(bench *b, gemm_buffers *g, int threads, int steps, int
 {
     const int L = b->model.layer_count, P = b->product_count;
     double *peak = calloc((size_t)rounds, sizeof(double));
+    double *ppeak = calloc((size_t)rounds * (P ? P : 1), sizeof(double));   /* square rate next to each product */
     double *fwd = calloc((size_t)rounds * L, sizeof(double)), *bwd = calloc((size_t)rounds * L, sizeof(double));
     double *raw = calloc((size_t)rounds * (P ? P : 1), sizeof(double));
     double *phase = calloc((size_t)rounds * 5, sizeof(double)), *tmp = calloc((size_t)rounds, sizeof(double));
-    int rc = !peak || !fwd || !bwd || !raw || !phase || !tmp ? ars_error(ARS_ENOMEM, "out of memory") : 0;
+    int rc = !peak || !ppeak || !fwd || !bwd || !raw || !phase || !tmp ? ars_error(ARS_ENOMEM, "out of memory") : 0;
     for (int r = 0; r < rounds && !rc; r++) {
-        peak[r] = square_gflops(g, 1024, budget);
         memset(b->phase, 0, sizeof b->phase);
         memset(b->layer_fwd, 0, sizeof(double) * (size_t)L);
         memset(b->layer_bwd, 0, sizeof(double) * (size_t)L);
         for (int i = 0; i < steps && !rc; i++) rc = train_step(b, 1);
         double total;
-        if (!rc) rc = time_products(b, g, budget, &total);
+        if (!rc) rc = time_products(b, g, budget, &total, ppeak + (size_t)r * P);
+        for (int p = 0; p < P; p++) peak[r] += ppeak[r * P + p] / P;   /* the round's square rate */
         for (int l = 0; l < L; l++) {
             fwd[r * L + l] = b->layer_fwd[l] / steps;
             bwd[r * L + l] = b->layer_bwd[l] / steps;
@@ -548,7 +562,7 @@ static int report_profile(bench *b, gemm_buffers *g, int threads, int steps, int
             const product *pr = &b->products[p];
             for (int r = 0; r < rounds; r++) tmp[r] = raw[r * P + p];
             double s = median(tmp, rounds);
-            for (int r = 0; r < rounds; r++) tmp[r] = gflops(pr->m, pr->n, pr->k, raw[r * P + p]) / peak[r];
+            for (int r = 0; r < rounds; r++) tmp[r] = gflops(pr->m, pr->n, pr->k, raw[r * P + p]) / ppeak[r * P + p];
             json_head("product", b, threads);
             printf(",\"role\":\"%s\",\"layer\":\"%s\",\"uses\":%d,\"m\":%d,\"n\":%d,\"k\":%d,\"trans\":\"%s\","
                    "\"raw_ms\":%.6f,\"gflops\":%.3f,\"of_peak\":%.4f}\n",
@@ -623,6 +637,7 @@ static int report_profile(bench *b, gemm_buffers *g, int threads, int steps, int
         fflush(stdout);
     }
     free(peak);
+    free(ppeak);
     free(fwd);
     free(bwd);
     free(raw);
@@ -684,6 +699,7 @@ static int run(const options *o)
     memset(&b, 0, sizeof b);
     if (o->threads > 0) openblas_set_num_threads(o->threads);
     const int threads = openblas_get_num_threads();
+    if (threads == 1) timing_clock = CLOCK_PROCESS_CPUTIME_ID;
     TRY_RC(o->config ? load_workload(&b.w, o->config) : build_workload(&b.w, o->workload));
     if (o->batch > 0) b.w.batch = o->batch;
     if (o->in_dim > 0) b.w.in_dim = o->in_dim;
@@ -731,17 +747,20 @@ static int run(const options *o)
     double *step_ms = malloc(sizeof(double) * (size_t)o->reps);
     if (!ratios || !step_ms) return ars_error(ARS_ENOMEM, "out of memory");
     for (int r = 0; r < o->reps; r++) {
-        double s = now();
+        double s = now(), wall = clock_seconds(CLOCK_MONOTONIC), cpu = clock_seconds(CLOCK_PROCESS_CPUTIME_ID);
         for (int i = 0; i < steps; i++) TRY_RC(train_step(&b, 0));
         double per_step = (now() - s) / steps;
+        wall = (clock_seconds(CLOCK_MONOTONIC) - wall) / steps;
+        cpu = (clock_seconds(CLOCK_PROCESS_CPUTIME_ID) - cpu) / steps;
         double gemm_total;
-        TRY_RC(time_products(&b, &g, o->gemm_budget, &gemm_total));
+        TRY_RC(time_products(&b, &g, o->gemm_budget, &gemm_total, NULL));
         ratios[r] = per_step / gemm_total;
-        step_ms[r] = per_step * 1e3;
+        step_ms[r] = wall * 1e3;
         json_head("step", &b, threads);
-        printf(",\"rep\":%d,\"steps\":%d,\"ms_per_step\":%.4f,\"gemm_ms\":%.4f,\"roofline\":%.4f,"
-               "\"samples_per_s\":%.1f}\n",
-               r, steps, per_step * 1e3, gemm_total * 1e3, per_step / gemm_total, b.w.batch / per_step);
+        printf(",\"rep\":%d,\"steps\":%d,\"ms_per_step\":%.4f,\"cpu_ms_per_step\":%.4f,\"gemm_ms\":%.4f,"
+               "\"roofline\":%.4f,\"roofline_clock\":\"%s\",\"samples_per_s\":%.1f}\n",
+               r, steps, wall * 1e3, cpu * 1e3, gemm_total * 1e3, per_step / gemm_total,
+               timing_clock == CLOCK_MONOTONIC ? "wall" : "cpu", b.w.batch / wall);
         fflush(stdout);
     }
     if (o->reps > 1) {

@@ -3,22 +3,23 @@
 # bench_allreduce, then runs arsenal and PyTorch A/B interleaved (arsenal,
 # torch, arsenal, torch, ...) at 1 and 2 BLAS threads for each workload,
 # then the data-parallel figures (mpirun -np 2 vs torch DDP), and writes
-# docs/performance.md from the medians. --quick: tiny step counts, a few
-# seconds per program, writes into the work directory instead of docs/ (for
-# CI: it checks that the harness runs, never how fast).
+# docs/performance.md from the medians. --quick: 1 round at 1 thread, tiny
+# step counts, torch as installed only; writes into the work directory, not
+# docs/ (for CI: it checks that the harness runs, never how fast; it fails
+# only when a program fails).
 #   bench/run.sh [--quick] [--reps N] [--threads "1 2"] [--workloads "W1 W2 W3 W4"]
 #                [--out FILE] [--work DIR] [--build DIR] [--no-torch] [--no-dist]
 #                [--report-only]
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 
-quick=0 reps=5 threads="1 2" workloads="W1 W2 W3 W4" out="" work="" torch=1 dist=1 report_only=0
+quick=0 reps=5 threads="1 2" threads_set=0 workloads="W1 W2 W3 W4" out="" work="" torch=1 dist=1 report_only=0
 build="${BUILD_DIR:-/tmp/arsenal-bench-build}"
 while (($#)); do
     case "$1" in
         --quick) quick=1 ;;
         --reps) reps="$2"; shift ;;
-        --threads) threads="$2"; shift ;;
+        --threads) threads="$2"; threads_set=1; shift ;;
         --workloads) workloads="$2"; shift ;;
         --out) out="$2"; shift ;;
         --work) work="$2"; shift ;;
@@ -31,7 +32,7 @@ while (($#)); do
     esac
     shift
 done
-((quick)) && reps=1
+if ((quick)); then reps=1; ((threads_set)) || threads=1; fi
 work="${work:-$(mktemp -d /tmp/arsenal-bench.XXXXXX)}"
 mkdir -p "$work"
 results="$work/results.jsonl"
@@ -66,8 +67,50 @@ tag() { sed -e "s/^{/{\"round\":$1,\"malloc\":\"$2\",/"; }
 # On this VM that cost dominated torch's W1 step (~50 ms vs ~19 ms), so torch
 # runs twice: as installed, and with glibc told to keep freed memory.
 torch_modes=(default tuned)
+((quick)) && torch_modes=(default)
 torch_env() {
     if [[ "$1" == tuned ]]; then echo "MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296"; fi
+}
+
+# Importing torch takes seconds here, so one torch_step.py --serve per
+# (threads, malloc mode) lives for the whole run and takes requests through
+# FIFOs: "WORKLOAD STEPS WARMUP REPS" in, JSON lines and "done" out.
+declare -A torch_in torch_out
+server_pids=()
+start_torch_servers() {
+    local fd=10 t mode key
+    for t in $threads; do
+        for mode in "${torch_modes[@]}"; do
+            key="$t-$mode"
+            mkfifo "$work/torch-$key.in" "$work/torch-$key.out"
+            env $(torch_env "$mode") "$python" "$repo/bench/torch_step.py" --serve --threads "$t" \
+                <"$work/torch-$key.in" >"$work/torch-$key.out" &
+            server_pids+=($!)
+            eval "exec $fd>\"\$work/torch-\$key.in\""
+            torch_in[$key]=$fd
+            eval "exec $((fd + 1))<\"\$work/torch-\$key.out\""
+            torch_out[$key]=$((fd + 1))
+            fd=$((fd + 2))
+        done
+    done
+}
+stop_torch_servers() {
+    local key
+    for key in "${!torch_in[@]}"; do eval "exec ${torch_in[$key]}>&-"; done
+    for pid in "${server_pids[@]}"; do wait "$pid" || true; done
+    server_pids=()
+}
+trap 'for pid in "${server_pids[@]}"; do kill "$pid" 2>/dev/null || true; done' EXIT
+# torch_request KEY WORKLOAD STEPS: prints the server's JSON lines.
+torch_request() {
+    local line
+    echo "$2 $3 $warmup 1" >&"${torch_in[$1]}"
+    while IFS= read -r line <&"${torch_out[$1]}"; do
+        [[ "$line" == done ]] && return 0
+        echo "$line"
+    done
+    echo "run.sh: the torch server $1 stopped" >&2
+    return 1
 }
 
 if ((!report_only)); then
@@ -78,6 +121,7 @@ if ((!report_only)); then
         { tail -30 "$work/cmake.log" >&2; exit 1; }
     : >"$results"
     start=$SECONDS
+    ((torch)) && start_torch_servers
     for ((r = 1; r <= reps; r++)); do
         for t in $threads; do
             for w in $workloads; do
@@ -90,8 +134,7 @@ if ((!report_only)); then
                 if ((torch)); then
                     for mode in "${torch_modes[@]}"; do
                         echo "run.sh: round $r/$reps, $t thread(s), $w: torch ($mode malloc)" >&2
-                        env $(torch_env "$mode") "$python" "$repo/bench/torch_step.py" --workload "$w" \
-                            --threads "$t" --steps "$s" --warmup "$warmup" --reps 1 | tag "$r" "$mode" >>"$results"
+                        torch_request "$t-$mode" "$w" "$s" | tag "$r" "$mode" >>"$results"
                     done
                 fi
             done
@@ -103,14 +146,14 @@ if ((!report_only)); then
                 "$build/bench_allreduce" --threads 1 --steps "$s" --warmup "$warmup" --reps 1 \
                 --sync-iters "$( ((quick)) && echo 2 || echo 20)" | tag "$r" none >>"$results"
             if ((torch)); then
-                for mode in "${torch_modes[@]}"; do
-                    echo "run.sh: round $r/$reps, data-parallel: torch DDP ($mode malloc)" >&2
-                    env $(torch_env "$mode") "$python" "$repo/bench/torch_step.py" --ddp --steps "$s" \
-                        --warmup "$warmup" --reps 1 | tag "$r" "$mode" >>"$results"
-                done
+                # torch as installed only: each launch imports torch in 2 fresh processes
+                echo "run.sh: round $r/$reps, data-parallel: torch DDP" >&2
+                "$python" "$repo/bench/torch_step.py" --ddp --steps "$s" --warmup "$warmup" --reps 1 |
+                    tag "$r" default >>"$results"
             fi
         fi
     done
+    ((torch)) && stop_torch_servers
     echo "run.sh: measured in $((SECONDS - start)) s; results in $results" >&2
 fi
 
@@ -180,8 +223,11 @@ w("")
 w("Columns: *torch* is PyTorch as installed; *torch, tuned malloc* runs it with "
   "`MALLOC_MMAP_THRESHOLD_`/`MALLOC_TRIM_THRESHOLD_` raised, so the temporaries it allocates every "
   "step are not page-faulted in again (on this VM that is most of torch's W1 step). "
-  "*GEMM roofline* = arsenal step time / the summed time of the same sgemm calls made raw "
-  "(1.0 would mean nothing but matrix products). *RSS* = peak RSS minus the RSS before the "
+  "*same two by CPU time*: the ratios of process CPU time per step, at 1 thread only: time "
+  "spent descheduled on a busy shared machine does not count, so they are steadier than the "
+  "wall-clock ratios. *GEMM roofline* = arsenal step time / the summed time of the same sgemm "
+  "calls made raw (1.0 would mean nothing but matrix products; CPU time at 1 thread, wall time "
+  "at 2). *torch RSS* = its peak RSS over its own baseline (as installed). *RSS* = peak RSS minus the RSS before the "
   "model was built, against the analytic minimum: parameters x {weights, grads, and the "
   "optimizer's m, v} + BatchNorm state + saved activations (the input and every layer output "
   "except the residual-begin copies).")
@@ -194,20 +240,25 @@ w("")
 for wl in workloads:
     w(f"### {wl}")
     w("")
-    w("| threads | arsenal ms/step | torch ms/step | arsenal / torch | torch, tuned malloc ms/step "
-      "| arsenal / tuned torch | GEMM roofline | arsenal RSS vs minimum (MB) | torch RSS (MB) |")
-    w("|---|---|---|---|---|---|---|---|---|")
+    w("| threads | arsenal ms/step | torch ms/step | torch, tuned malloc ms/step | arsenal / torch "
+      "| arsenal / tuned torch | same two by CPU time | GEMM roofline | arsenal RSS vs minimum (MB) "
+      "| torch RSS (MB) |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
     for t in threads_all:
         a = {r["round"]: r for r in pick(bench="step", impl="arsenal", workload=wl, threads=t)}
         td = {r["round"]: r for r in pick(bench="step", impl="torch", workload=wl, threads=t, malloc="default")}
         tt = {r["round"]: r for r in pick(bench="step", impl="torch", workload=wl, threads=t, malloc="tuned")}
         if not a:
             continue
+        def ratio(other, key):
+            return med([a[k][key] / other[k][key] for k in a if k in other and other[k].get(key)])
         am = med([r["ms_per_step"] for r in a.values()])
         dm = med([r["ms_per_step"] for r in td.values()])
         tm = med([r["ms_per_step"] for r in tt.values()])
-        rd = med([a[k]["ms_per_step"] / td[k]["ms_per_step"] for k in a if k in td])
-        rt = med([a[k]["ms_per_step"] / tt[k]["ms_per_step"] for k in a if k in tt])
+        rd, rt = ratio(td, "ms_per_step"), ratio(tt, "ms_per_step")
+        cpu = "–"
+        if t == 1:
+            cpu = f"{f(ratio(td, 'cpu_ms_per_step'), '{:.3f}')}, {f(ratio(tt, 'cpu_ms_per_step'), '{:.3f}')}"
         roof = med([r["roofline"] for r in a.values()])
         mem = pick(bench="memory", impl="arsenal", workload=wl, threads=t)
         tmem = pick(bench="memory", impl="torch", workload=wl, threads=t, malloc="default")
@@ -216,7 +267,7 @@ for wl in workloads:
             mm = med([m["model_rss_mb"] for m in mem])
             memtxt = f"{mm:.1f} vs {mem[0]['minimum_mb']:.1f} (x{mm / mem[0]['minimum_mb']:.2f})"
         tmemtxt = f"{med([m['model_rss_mb'] for m in tmem]):.1f}" if tmem else "–"
-        w(f"| {t} | {f(am)} | {f(dm)} | {f(rd, '{:.3f}')} | {f(tm)} | {f(rt, '{:.3f}')} | "
+        w(f"| {t} | {f(am)} | {f(dm)} | {f(tm)} | {f(rd, '{:.3f}')} | {f(rt, '{:.3f}')} | {cpu} | "
           f"{f(roof, '{:.2f}')} | {memtxt} | {tmemtxt} |")
     w("")
     phases = pick(bench="phase", workload=wl)
@@ -237,7 +288,8 @@ w("For the dense layers (src/layers/dense.c): every distinct sgemm of a step, ra
   "layouts that compute the same product (`XY` = C = op(A)·op(B), `T:XY` = the transposed product "
   "Cᵀ = op(Bᵀ)·op(Aᵀ)) and its time relative to dense.c's layout; and the dense layer's forward / "
   "backward call inside the step relative to its raw products (>1: the layer is slower than its "
-  "sgemm calls alone: bias, cache misses on cold operands).")
+  "sgemm calls alone: bias, cache misses on cold operands). At 1 thread all of these are "
+  "process CPU time, at 2 threads wall time; the square rate is measured next to each product.")
 w("")
 for t in threads_all:
     sq = pick(bench="square_gemm", threads=t)

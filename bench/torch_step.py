@@ -12,6 +12,7 @@ it, spinning OpenMP threads on 2 shared cores made steps 10-60x slower at
 random). Output: one JSON line per measurement, as bench_step.
 """
 import argparse
+import gc
 import json
 import os
 import socket
@@ -28,6 +29,10 @@ def parse():
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--ddp", action="store_true", help="W1 data-parallel: 1 vs 2 processes x 1 thread (gloo)")
     p.add_argument("--ranks", type=int, default=2, help="processes in --ddp mode")
+    p.add_argument("--serve", action="store_true",
+                   help="read 'WORKLOAD STEPS WARMUP REPS' lines on stdin, answer each with its JSON lines "
+                        "and a line 'done' (run.sh keeps one process per thread count: importing torch "
+                        "takes seconds here)")
     return p.parse_args()
 
 
@@ -37,8 +42,6 @@ os.environ["OMP_NUM_THREADS"] = str(THREADS)
 os.environ["OPENBLAS_NUM_THREADS"] = str(THREADS)
 os.environ["MKL_NUM_THREADS"] = str(THREADS)
 os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-
-import resource  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
@@ -101,28 +104,46 @@ def make_step(model, opt, clip):
     return step
 
 
-def time_steps(step, xs, ys, steps, start=0):
-    t = time.perf_counter()
+def time_steps(step, xs, ys, steps, start=0, cpu=None):
+    """Wall seconds per step; cpu (a list) gets process CPU seconds per step."""
+    t, c = time.perf_counter(), time.process_time()
     for i in range(steps):
         step(xs[(start + i) % 8], ys[(start + i) % 8])
+    if cpu is not None:
+        cpu.append((time.process_time() - c) / steps)
     return (time.perf_counter() - t) / steps
 
 
-def rss_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1048576.0
+def status_mb(field):
+    """VmRSS (now) or VmHWM (peak since the last reset) from /proc/self/status."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def reset_peak_rss():
+    """Peak RSS is per process; a --serve process runs many workloads, so the
+    peak is reset (Linux: clear_refs 5) before each, and read as VmHWM."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def emit(record):
     print(json.dumps(record), flush=True)
 
 
-def step_mode():
-    name = ARGS.workload
-    batch, steps = BATCH[name], ARGS.steps or DEFAULT_STEPS[name]
+def step_mode(name, steps, warmup, reps):
+    batch, steps = BATCH[name], steps or DEFAULT_STEPS[name]
     torch.manual_seed(1)
     xs, ys = data(batch, 7)
-    baseline = rss_mb()
+    gc.collect()
+    reset_peak_rss()
+    baseline = status_mb("VmRSS")
     model, make_opt, clip, acts = build(name)
     model.train()
     opt = make_opt(model.parameters())
@@ -132,19 +153,21 @@ def step_mode():
     emit({"bench": "meta", **head, "params": nparams, "torch": torch.__version__,
           "blas": torch.__config__.show().count("BLAS_INFO=generic") and "system (OpenBLAS via libblas.so.3)"
           or "bundled"})
-    time_steps(step, xs, ys, ARGS.warmup + 2)
+    time_steps(step, xs, ys, warmup + 2)
     slots = 4 if name != "W4" else 2
     state = sum(b.numel() for b in model.buffers() if b.dtype.is_floating_point)
     minimum = 4.0 * (nparams * slots + state + batch * acts) / 1048576.0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak = status_mb("VmHWM")
     emit({"bench": "memory", **head, "params": nparams, "param_slots": slots, "peak_rss_mb": round(peak, 2),
           "baseline_rss_mb": round(baseline, 2), "model_rss_mb": round(peak - baseline, 2),
           "minimum_mb": round(minimum, 2), "rss_over_minimum": round((peak - baseline) / minimum, 3)})
     done = 0
-    for rep in range(ARGS.reps):
-        s = time_steps(step, xs, ys, steps, done)
+    for rep in range(reps):
+        cpu = []
+        s = time_steps(step, xs, ys, steps, done, cpu)
         done += steps
         emit({"bench": "step", **head, "rep": rep, "steps": steps, "ms_per_step": round(s * 1e3, 4),
+              "cpu_ms_per_step": round(cpu[0] * 1e3, 4),
               "samples_per_s": round(batch / s, 1)})
 
 
@@ -203,8 +226,22 @@ def ddp_mode():
         sys.exit(f"torch_step --ddp: a worker failed (exit codes {failed})")
 
 
+def serve():
+    for line in sys.stdin:
+        words = line.split()
+        if not words:
+            continue
+        try:
+            step_mode(words[0], int(words[1]), int(words[2]), int(words[3]))
+        except Exception as e:  # report, and keep serving
+            print(f"torch_step: {line.strip()}: {e!r}", file=sys.stderr)
+        print("done", flush=True)
+
+
 if __name__ == "__main__":
     if ARGS.ddp:
         ddp_mode()
+    elif ARGS.serve:
+        serve()
     else:
-        step_mode()
+        step_mode(ARGS.workload, ARGS.steps, ARGS.warmup, ARGS.reps)

@@ -25,8 +25,9 @@
 
 static void print_result(const ars_gradcheck_result *r)
 {
-    print_message("  %-22s checked %4zu kinks %2zu  max rel %.2e  max abs %.2e  noise %.1e  (worst %s)\n",
-                  r->name, r->checked, r->kinks, r->max_rel_error, r->max_abs_error, r->noise, r->worst);
+    print_message("  %-16s checked %3zu resolved %3zu kinks %2zu  rel %.1e (raw %.1e)  abs %.1e  noise %.1e  %s\n",
+                  r->name, r->checked, r->resolved, r->kinks, r->max_rel_error, r->raw_rel_error,
+                  r->max_abs_error, r->noise, r->worst);
 }
 
 /* Checks one layer kind alone and asserts it passes. */
@@ -38,6 +39,9 @@ static void check_kind(ars_layer_spec *spec, int in_dim, int rows, uint64_t seed
     ARS_ASSERT_OK(ars_gradcheck_layer(spec, in_dim, rows, seed, &options, &result));
     print_result(&result);
     assert_true(result.checked > 0);
+    /* gradients stand above the noise (except exact zeros: relu's dead
+     * inputs, dropped units): the check is not vacuous */
+    assert_true(result.resolved * 4 >= result.checked);
     if (!(result.max_rel_error < TOL))
         fail_msg("%s: max relative error %.3e at %s >= %.0e", spec->kind, result.max_rel_error, result.worst, TOL);
 }
@@ -117,6 +121,7 @@ static void check_model(const ars_layer_spec *specs, int count, int in_dim, int 
         print_result(&results[i]);
         checked += results[i].checked;
         assert_true(results[i].checked > 0);
+        assert_true(results[i].resolved * 2 >= results[i].checked);
         if (!(results[i].max_rel_error < TOL))
             fail_msg("%s: max relative error %.3e at %s", results[i].name, results[i].max_rel_error,
                      results[i].worst);

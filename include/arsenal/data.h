@@ -62,6 +62,21 @@ int ars_dataset_blobs(ars_dataset *data, int count, int classes, int dim, float 
  * network in_dim -> hidden -> out_dim, x ~ N(0, 1). */
 int ars_dataset_teacher(ars_dataset *data, int count, int in_dim, int hidden, int out_dim, uint64_t seed);
 
+/* Long-range sequence tasks of length time (docs/attention.md); a sample is
+ * a row of time steps, for the sequence layers.
+ * adding (Hochreiter & Schmidhuber 1997): 2 features per step, a value in
+ * U(0, 1) and a marker; exactly two markers, one in steps [0, time/2), one
+ * in [time/2, time); target (target_dim 1) = the sum of the two marked
+ * values. Always answering 1.0 scores MSE 1/6 ~ 0.167 (the variance of
+ * the sum). x [count, 2 * time] = (value, marker) per step.
+ * copy (recall): 1 token id per step; step 0 holds a symbol in [0,
+ * symbols), steps 1 .. time-2 random symbols (distractors), the last step
+ * the recall cue = symbols; label = the symbol of step 0 (classes =
+ * symbols, vocabulary symbols + 1; chance 1/symbols). */
+int ars_dataset_adding(ars_dataset *data, int count, int time, uint64_t seed);
+int ars_dataset_copy(ars_dataset *data, int count, int time, int symbols, uint64_t seed);
+#define ARS_COPY_SYMBOLS 8   /* symbols of the run file's data = copy (vocabulary 9) */
+
 /* Moves samples [keep, count) of data into a new set *rest (same dim,
  * classes, target_dim); data keeps the first keep, 1 <= keep < count. The
  * task itself (blob centers, teacher weights) comes from the seed, so a test

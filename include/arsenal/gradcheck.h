@@ -9,23 +9,32 @@
  * step taken from the float values actually stored.
  *
  * The float forward makes L noisy: its rounding changes with every
- * perturbation. The noise of the quotients is measured per tensor (central
- * quotients of 5 coordinates at 8 nearby steps each; sigma = the median
- * over the coordinates of the RMS of successive differences / sqrt(2)),
- * and the error of one coordinate is the
- * part beyond noise_z sigma:
- *     max(0, |a - n| - noise_z * sigma) / max(|a| + |n|, floor)
+ * perturbation. The noise is measured per tensor (central quotients of 5
+ * coordinates at 8 nearby steps each; the median over the coordinates of
+ * the RMS of successive differences), bounded below by the resolution of L
+ * (FLT_EPSILON * sqrt(sum (y_i r_i)^2): a perturbation whose effect falls
+ * below it may not change L at all). The error of one coordinate is the
+ * part of |a - n| beyond noise_z standard deviations of the quotient:
+ *     max(0, |a - n| - noise_z * sd) / max(|a| + |n|, floor)
  * with floor = floor_fraction * the tensor's RMS gradient, so coordinates
  * far below the tensor's scale do not dominate. A gradient below what the
  * float forward resolves (a bias feeding a training-mode BatchNorm, whose
- * true gradient is 0; the first layers of a deep sigmoid net) thus scores
- * 0: such a layer is not verified, and result.noise says at what level.
+ * true gradient is 0; the first layers of a deep sigmoid net, ~1e-13)
+ * scores 0: it is not verified, which result.resolved and result.noise
+ * report.
  *
  * Kinks: when relu's corner lies within h of the point the central quotient
  * mixes two slopes, but one of the one-sided quotients (L(v+h) - L(v)) / h,
  * (L(v) - L(v-h)) / h lies wholly on the point's side. A coordinate's error
  * is the smallest of its errors against the three quotients; on smooth
- * functions that loosens the check only by the curvature term h f''/2.
+ * functions that loosens the check only by the curvature term h f''/2. A
+ * coordinate that still fails (several kinks within h: a first-layer weight
+ * of a wide relu net moves thousands of pre-activations) is retried at h/4
+ * and h/16, where kinks are rarer (the noise allowance grows as 1/h). A
+ * wrong gradient fails at every step: on the example configurations a
+ * relu or sigmoid derivative off by 10%, a BatchNorm backward missing a
+ * term, a dropped skip gradient or a bias gradient missing one row all
+ * fail, and the correct code passes.
  *
  * Training-mode BatchNorm is checked with its batch statistics recomputed
  * by every forward, i.e. the same semantics as the analytic gradient.
@@ -51,11 +60,13 @@
 typedef struct ars_gradcheck_result {
     char name[40];          /* layer name ("000_dense") or loss name */
     double max_rel_error;   /* over every checked coordinate of dx and the parameters, beyond noise */
+    double raw_rel_error;   /* the same without the noise allowance */
     double max_abs_error;   /* largest |a - n| (raw) */
     size_t checked;         /* coordinates compared */
-    size_t kinks;           /* coordinates that passed only by a one-sided quotient (kink within h) */
+    size_t resolved;        /* of those, with |a| or |n| above the noise allowance: verified */
+    size_t kinks;           /* passed only by a one-sided quotient or a smaller step (kinks within h) */
     char worst[40];         /* where max_rel_error was found: "dx[12]", "weight[3]" */
-    double noise;           /* largest measured sd of a central quotient (absolute) */
+    double noise;           /* largest sd of a central quotient at the default step (absolute) */
 } ars_gradcheck_result;
 
 /* All-zero options (or a NULL pointer) mean the defaults. */

@@ -67,6 +67,14 @@ typedef struct ars_layer_spec {
     char init_mode[8];   /* "fan_in" | "fan_out" */
     int bias;            /* dense: 1 = has bias */
     int source_line;     /* run-file line, for error messages */
+    /* Sequence layers (docs/attention.md): a sample is time steps of
+     * features, stored as a row of time * features floats. */
+    int time;            /* time steps (0: embedding takes in_dim) */
+    int heads;           /* attention: heads, dividing the features */
+    int causal;          /* attention: 1 = step t attends to steps <= t only */
+    int vocab;           /* embedding: number of token ids */
+    int patch;           /* seq_dense: side of square patches of a square image (0: rows) */
+    char encoding[16];   /* positional: "learned" | "sinusoidal" */
 } ars_layer_spec;
 
 void ars_layer_spec_defaults(ars_layer_spec *spec, const char *kind);
@@ -109,6 +117,12 @@ struct ars_layer {
     ars_activation_stats stats;
     double output_grad_norm;  /* ||dL/dy|| arriving at this layer, on probe steps */
     void *impl;               /* kind-specific options and workspace */
+    /* Sequence layers, on probe steps: the gradient norm per time step over
+     * the local batch (rnn: ||dL/dh_t|| through time; others: ||dL/dy_t||).
+     * time_grad_count = time steps (0: not a sequence layer); the array
+     * lives in impl. */
+    double *time_grad_norm;
+    int time_grad_count;
 };
 
 /* Sets up a layer of spec->kind for inputs of width in_dim: out_dim,

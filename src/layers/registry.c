@@ -25,6 +25,15 @@ static const kind_entry kinds[] = {
     {"dropout", ars_dropout_setup},
     {"residual", ars_residual_begin_setup},
     {"residual_add", ars_residual_add_setup},
+    {"embedding", ars_embedding_setup},
+    {"seq_dense", ars_seq_dense_setup},
+    {"positional", ars_positional_setup},
+    {"attention", ars_attention_setup},
+    {"seq_layernorm", ars_seq_layernorm_setup},
+    {"transformer", ars_transformer_setup},
+    {"rnn", ars_rnn_setup},
+    {"mean_pool", ars_pooling_setup},
+    {"last_step", ars_pooling_setup},
 };
 
 static const kind_entry *find_kind(const char *kind)
@@ -47,6 +56,8 @@ void ars_layer_spec_defaults(ars_layer_spec *spec, const char *kind)
     spec->rate = 0.5f;
     spec->bias = 1;
     strcpy(spec->init_mode, "fan_in");
+    spec->heads = 1;
+    strcpy(spec->encoding, "learned");
 }
 
 int ars_layer_setup(ars_layer *layer, const ars_layer_spec *spec, int in_dim, int max_rows)

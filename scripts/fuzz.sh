@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (tests/fuzz/, -DARSENAL_FUZZ=ON with clang,
+# ASan + UBSan) and runs each for N seconds.
+#
+#   scripts/fuzz.sh [-t SECONDS] [TARGET...]    targets: config idx ckpt (default: all)
+#   scripts/fuzz.sh --regen-ckpt-seeds          rewrite tests/fuzz/corpus/ckpt/*.h5
+#
+#   FUZZ_SECONDS   seconds per target (default 60; -t wins)
+#   BUILD_DIR      build directory (default build-fuzz)
+#   FUZZ_WORK      where the growing corpora and crash artifacts live
+#                  (default $BUILD_DIR/fuzz-work; the seeds in tests/fuzz/corpus
+#                  are read, never written)
+#   FUZZ_ARGS      extra libFuzzer flags (e.g. "-jobs=2 -workers=2")
+#
+# Exit status: 0 no crash, 1 a target crashed (the input is saved under
+# $FUZZ_WORK/artifacts/<target>/: copy it to tests/fuzz/regressions/<target>/
+# so that ctest fuzz_replay_<target> replays it), 2 usage or setup error.
+# Needs the Debian packages clang and libclang-rt-14-dev (libFuzzer).
+set -u
+cd "$(dirname "$0")/.." || exit 2
+root="$(pwd)"
+
+seconds="${FUZZ_SECONDS:-60}"
+targets=()
+regen=0
+while (($#)); do
+    case "$1" in
+        -t) seconds="${2:?-t needs seconds}"; shift 2 ;;
+        --regen-ckpt-seeds) regen=1; shift ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        config|idx|ckpt) targets+=("$1"); shift ;;
+        *) echo "fuzz.sh: unknown argument '$1' (targets: config idx ckpt; -t SECONDS)" >&2; exit 2 ;;
+    esac
+done
+((${#targets[@]})) || targets=(config idx ckpt)
+[[ "$seconds" =~ ^[0-9]+$ ]] || { echo "fuzz.sh: -t '$seconds': expected whole seconds" >&2; exit 2; }
+
+build="${BUILD_DIR:-build-fuzz}"
+work="${FUZZ_WORK:-$build/fuzz-work}"
+
+cc="${FUZZ_CC:-$(command -v clang || command -v clang-14 || true)}"
+if [[ -z "$cc" ]]; then
+    echo "fuzz.sh: clang not found: install the Debian packages 'clang' and 'libclang-rt-14-dev'" >&2
+    exit 2
+fi
+probe="$(mktemp -d)"
+printf '#include <stdint.h>\n#include <stddef.h>\nint LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }\n' \
+    > "$probe/p.c"
+if ! "$cc" -fsanitize=fuzzer,address "$probe/p.c" -o "$probe/p" 2> "$probe/err"; then
+    echo "fuzz.sh: $cc cannot link -fsanitize=fuzzer (libFuzzer missing): install 'libclang-rt-14-dev'" >&2
+    sed 's/^/  /' "$probe/err" >&2
+    rm -rf "$probe"
+    exit 2
+fi
+rm -rf "$probe"
+
+echo "fuzz.sh: building the fuzz targets in $build with $cc"
+cmake -S . -B "$build" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DARSENAL_FUZZ=ON -DARSENAL_TESTS=OFF > "$build.configure.log" 2>&1 \
+    || { cat "$build.configure.log" >&2; echo "fuzz.sh: cmake configure failed" >&2; exit 2; }
+rm -f "$build.configure.log"
+build_targets=()
+for t in "${targets[@]}"; do build_targets+=("fuzz_$t"); done
+((regen)) && build_targets+=(gen_ckpt_corpus)
+cmake --build "$build" -j "$(nproc)" --target "${build_targets[@]}" > "$build/fuzz-build.log" 2>&1 \
+    || { tail -40 "$build/fuzz-build.log" >&2; echo "fuzz.sh: build failed (log: $build/fuzz-build.log)" >&2; exit 2; }
+
+if ((regen)); then
+    rm -f tests/fuzz/corpus/ckpt/*.h5
+    ASAN_OPTIONS=detect_leaks=1 "$build/gen_ckpt_corpus" tests/fuzz/corpus/ckpt || exit 2
+    exit 0
+fi
+
+export OPENBLAS_NUM_THREADS=1
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:allocator_may_return_null=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$root/tests/fuzz/lsan.supp:print_suppressions=0}"
+
+status=0
+summary=()
+for t in "${targets[@]}"; do
+    mkdir -p "$work/corpus/$t" "$work/artifacts/$t"
+    dict=()
+    [[ -f "tests/fuzz/$t.dict" ]] && dict=(-dict="tests/fuzz/$t.dict")
+    log="$work/$t.log"
+    asan="$ASAN_OPTIONS"
+    # libhdf5 has no frame pointers: unwind fully so that lsan.supp can name HDF5 functions
+    [[ "$t" == ckpt ]] && asan+=":fast_unwind_on_malloc=0"
+    echo "fuzz.sh: fuzz_$t for ${seconds}s (log $log)"
+    # shellcheck disable=SC2086
+    ASAN_OPTIONS="$asan" "$build/fuzz_$t" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2560 -print_final_stats=1 \
+        -artifact_prefix="$work/artifacts/$t/" "${dict[@]}" ${FUZZ_ARGS:-} \
+        "$work/corpus/$t" "tests/fuzz/corpus/$t" > "$log" 2>&1
+    rc=$?
+    last="$(grep -E '^#[0-9]+' "$log" | tail -1)"
+    runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)"
+    cov="$(sed -n 's/.*cov: \([0-9]*\).*/\1/p' <<< "$last")"
+    ft="$(sed -n 's/.*ft: \([0-9]*\).*/\1/p' <<< "$last")"
+    corp="$(sed -n 's/.*corp: \([0-9]*\/[0-9a-zA-Z]*\).*/\1/p' <<< "$last")"
+    line="fuzz_$t: ${runs:-?} runs in ${seconds}s, coverage ${cov:-?} edges, ${ft:-?} features, corpus ${corp:-?}"
+    if ((rc != 0)); then
+        status=1
+        crash="$(ls -t "$work/artifacts/$t/" 2>/dev/null | head -1)"
+        line+=" -- CRASH (exit $rc): $work/artifacts/$t/$crash"
+        grep -m1 -E 'ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error|fuzz property failed' "$log" | sed 's/^/  /'
+        grep -E '^ +#[0-9]+ 0x' "$log" | grep -v -E 'libFuzzer|fuzzer::|compiler-rt|libc\.so|_start' | head -8 | sed 's/^/  /'
+        echo "  keep it: cp '$work/artifacts/$t/$crash' tests/fuzz/regressions/$t/<name>"
+    fi
+    summary+=("$line")
+done
+printf '%s\n' "${summary[@]}"
+exit "$status"

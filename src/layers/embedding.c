@@ -1,0 +1,230 @@
+/* embedding: the two ways a sequence enters the network.
+ *   embedding  token ids -> vectors: x [rows, time] holds ids (as floats,
+ *              rounded), y [rows, time * units] = weight[id] per step;
+ *              weight [vocab, units] as torch.nn.Embedding (init N(0, 1)).
+ *   seq_dense  a linear map applied to every time step alone, y_t = W x_t + b,
+ *              W [units, features]: the row embedding (an image read as
+ *              time = 28 rows of 28 features), the patch embedding (patch = p:
+ *              a square image cut into p x p patches, one per step, raster
+ *              order) and the position-wise layers of a Transformer's MLP.
+ *              [rows, time * features] is [rows * time, features], so each
+ *              product is one cblas_sgemm over rows * time. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arsenal/error.h"
+#include "layers_internal.h"
+
+/* ---- embedding ---- */
+
+/* The id of x rounded; -1 when not finite or outside [0, vocab). Rounding
+ * (not truncation) keeps an id when a gradient check nudges it. */
+static long token_id(float v, int vocab)
+{
+    if (!isfinite(v)) return -1;
+    long id = lrintf(v);
+    return id >= 0 && id < vocab ? id : -1;
+}
+
+static int embedding_forward(ars_layer *layer, const ars_pass *pass, const float *x, float *y)
+{
+    const int rows = pass->rows, time = layer->in_dim, dim = layer->spec.units, vocab = layer->spec.vocab;
+    const float *w = layer->param + layer->params[0].offset;
+    for (int r = 0; r < rows; r++) {
+        for (int t = 0; t < time; t++) {
+            const size_t i = (size_t)r * time + t;
+            long id = token_id(x[i], vocab);
+            if (id < 0)
+                return ars_error(ARS_EINVAL, "%s: sample row %d step %d holds %g, not a token id in [0, %d)",
+                                 layer->name, r, t, (double)x[i], vocab);
+            memcpy(y + i * dim, w + (size_t)id * dim, sizeof(float) * (size_t)dim);
+        }
+    }
+    return 0;
+}
+
+/* dW[id] += dy_t for every step; the ids themselves get no gradient (dx = 0). */
+static int embedding_backward(ars_layer *layer, const ars_pass *pass, const float *x, const float *y,
+                              const float *dy, float *dx)
+{
+    const int rows = pass->rows, time = layer->in_dim, dim = layer->spec.units, vocab = layer->spec.vocab;
+    float *dw = layer->grad + layer->params[0].offset;
+    ars_seq_record_norms(layer, pass, dy, dim);
+    memset(dw, 0, sizeof(float) * layer->param_size);
+    for (size_t i = 0; i < (size_t)rows * time; i++) {
+        float *dst = dw + (size_t)token_id(x[i], vocab) * dim;   /* valid: forward checked it */
+        const float *src = dy + i * dim;
+        for (int j = 0; j < dim; j++) dst[j] += src[j];
+    }
+    if (dx) memset(dx, 0, sizeof(float) * (size_t)rows * time);
+    return 0;
+}
+
+static const ars_layer_ops embedding_ops = {"embedding", embedding_forward, embedding_backward, NULL};
+
+int ars_embedding_setup(ars_layer *layer, int in_dim)
+{
+    ars_layer_spec *spec = &layer->spec;
+    if (spec->vocab <= 0 || spec->units <= 0)
+        return ars_error(ARS_EINVAL, "line %d: [embedding] needs vocab = <token ids> and units = <width> "
+                         "(found %d and %d)", spec->source_line, spec->vocab, spec->units);
+    if (spec->time > 0 && spec->time != in_dim)
+        return ars_error(ARS_EINVAL, "line %d: [embedding] time = %d but its input holds %d token ids per "
+                         "sample", spec->source_line, spec->time, in_dim);
+    spec->time = in_dim;
+    if (spec->init[0] == '\0') {   /* torch.nn.Embedding: N(0, 1) */
+        strcpy(spec->init, "normal");
+        spec->init_arg = 1.0f;
+    }
+    double *norms = calloc((size_t)in_dim, sizeof(double));   /* the impl: per-step gradient norms */
+    if (!norms) return ars_error(ARS_ENOMEM, "embedding: out of memory");
+    layer->impl = norms;
+    layer->time_grad_norm = norms;
+    layer->time_grad_count = in_dim;
+    layer->ops = &embedding_ops;
+    layer->out_dim = in_dim * spec->units;
+    ars_layer_add_param(layer, "weight", spec->vocab, spec->units, ARS_ROLE_WEIGHT);
+    return 0;
+}
+
+/* ---- seq_dense ---- */
+
+typedef struct {
+    int time, features;
+    int *gather;       /* [in_dim] patch-order position -> pixel; NULL when steps are rows */
+    float *xp, *dxp;   /* [max_rows, in_dim] input in patch order and its gradient (patches only) */
+    double *norms;     /* [time] */
+    double data[];
+} seq_dense_impl;
+
+/* Patch order: x [rows, in] -> xp with xp[r][k] = x[r][gather[k]]. */
+static void gather_rows(const int *gather, const float *x, float *xp, int rows, int in)
+{
+    for (int r = 0; r < rows; r++) {
+        const float *src = x + (size_t)r * in;
+        float *dst = xp + (size_t)r * in;
+        for (int k = 0; k < in; k++) dst[k] = src[gather[k]];
+    }
+}
+
+static int seq_dense_forward(ars_layer *layer, const ars_pass *pass, const float *x, float *y)
+{
+    seq_dense_impl *sd = layer->impl;
+    const int rows = pass->rows, steps = rows * sd->time, in = sd->features, out = layer->spec.units;
+    if (rows == 0) return 0;
+    const float *w = layer->param + layer->params[0].offset;
+    if (sd->gather) {
+        gather_rows(sd->gather, x, sd->xp, rows, layer->in_dim);
+        x = sd->xp;
+    }
+    float beta = 0.0f;
+    if (layer->spec.bias) {   /* preload the bias; the GEMM accumulates onto it */
+        const float *b = layer->param + layer->params[1].offset;
+        for (int s = 0; s < steps; s++) memcpy(y + (size_t)s * out, b, sizeof(float) * (size_t)out);
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, steps, out, in, 1.0f, x, in, w, in, beta, y, out);
+    return 0;
+}
+
+static int seq_dense_backward(ars_layer *layer, const ars_pass *pass, const float *x, const float *y,
+                              const float *dy, float *dx)
+{
+    seq_dense_impl *sd = layer->impl;
+    const int rows = pass->rows, steps = rows * sd->time, in = sd->features, out = layer->spec.units;
+    const float *w = layer->param + layer->params[0].offset;
+    float *dw = layer->grad + layer->params[0].offset;
+    ars_seq_record_norms(layer, pass, dy, out);
+    if (rows == 0) {
+        memset(layer->grad, 0, sizeof(float) * layer->param_size);
+        return 0;
+    }
+    if (sd->gather) {   /* regathered rather than trusted from forward: cheap next to the GEMMs */
+        gather_rows(sd->gather, x, sd->xp, rows, layer->in_dim);
+        x = sd->xp;
+    }
+    /* dW[out, in] = dy^T x over every step of every sample */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, steps, 1.0f, dy, out, x, in, 0.0f, dw, in);
+    if (layer->spec.bias) {
+        float *db = layer->grad + layer->params[1].offset;
+        memcpy(db, dy, sizeof(float) * (size_t)out);
+        for (int s = 1; s < steps; s++) {
+            const float *row = dy + (size_t)s * out;
+            for (int j = 0; j < out; j++) db[j] += row[j];
+        }
+    }
+    if (!dx) return 0;
+    float *dst = sd->gather ? sd->dxp : dx;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, steps, in, out, 1.0f, dy, out, w, in, 0.0f, dst, in);
+    if (sd->gather) {   /* back to pixel order */
+        const int width = layer->in_dim;
+        for (int r = 0; r < rows; r++) {
+            const float *src = sd->dxp + (size_t)r * width;
+            float *d = dx + (size_t)r * width;
+            for (int k = 0; k < width; k++) d[sd->gather[k]] = src[k];
+        }
+    }
+    return 0;
+}
+
+static const ars_layer_ops seq_dense_ops = {"seq_dense", seq_dense_forward, seq_dense_backward, NULL};
+
+/* patch = p: in_dim = S x S pixels, S % p == 0, time = (S/p)^2 steps of p*p. */
+static int patch_shape(ars_layer *layer, int in_dim, int *side)
+{
+    const ars_layer_spec *spec = &layer->spec;
+    int s = (int)lrint(sqrt((double)in_dim));
+    if (s * s != in_dim || s % spec->patch != 0)
+        return ars_error(ARS_EINVAL, "line %d: [seq_dense] patch = %d needs a square image whose side it "
+                         "divides; the input has %d values", spec->source_line, spec->patch, in_dim);
+    int time = (s / spec->patch) * (s / spec->patch);
+    if (spec->time > 0 && spec->time != time)
+        return ars_error(ARS_EINVAL, "line %d: [seq_dense] time = %d but patch = %d cuts the %dx%d image "
+                         "into %d patches", spec->source_line, spec->time, spec->patch, s, s, time);
+    layer->spec.time = time;
+    *side = s;
+    return 0;
+}
+
+int ars_seq_dense_setup(ars_layer *layer, int in_dim)
+{
+    ars_layer_spec *spec = &layer->spec;
+    int side = 0, features, rc;
+    if (spec->units <= 0)
+        return ars_error(ARS_EINVAL, "line %d: [seq_dense] needs units = a positive width (found %d)",
+                         spec->source_line, spec->units);
+    if (spec->patch > 0 && (rc = patch_shape(layer, in_dim, &side)) != 0) return rc;
+    if ((rc = ars_seq_features(layer, in_dim, &features)) != 0) return rc;
+    const int time = spec->time;
+    const size_t rows = layer->max_rows > 0 ? (size_t)layer->max_rows : 0;
+    const size_t patch_floats = spec->patch > 0 ? 2 * rows * (size_t)in_dim : 0;
+    const size_t patch_ints = spec->patch > 0 ? (size_t)in_dim : 0;
+    /* one block: doubles, then floats, then ints (alignment descends) */
+    seq_dense_impl *sd = calloc(1, sizeof *sd + sizeof(double) * (size_t)time + sizeof(float) * patch_floats +
+                                       sizeof(int) * patch_ints);
+    if (!sd) return ars_error(ARS_ENOMEM, "seq_dense: out of memory for %zu rows of width %d", rows, in_dim);
+    sd->time = time;
+    sd->features = features;
+    sd->norms = sd->data;
+    if (spec->patch > 0) {
+        const int p = spec->patch, per_side = side / p;
+        sd->xp = (float *)(sd->norms + time);
+        sd->dxp = sd->xp + rows * (size_t)in_dim;
+        sd->gather = (int *)(sd->dxp + rows * (size_t)in_dim);
+        for (int k = 0; k < in_dim; k++) {
+            int token = k / features, f = k % features;
+            int pi = token / per_side, pj = token % per_side, a = f / p, b = f % p;
+            sd->gather[k] = (pi * p + a) * side + pj * p + b;
+        }
+    }
+    layer->impl = sd;
+    layer->time_grad_norm = sd->norms;
+    layer->time_grad_count = time;
+    layer->ops = &seq_dense_ops;
+    layer->out_dim = time * spec->units;
+    ars_layer_add_param(layer, "weight", spec->units, features, ARS_ROLE_WEIGHT);
+    if (spec->bias) ars_layer_add_param(layer, "bias", 1, spec->units, ARS_ROLE_BIAS);
+    return 0;
+}
