@@ -164,9 +164,7 @@ int main(int argc, char **argv)
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     if (world.rank == 0) {
-        char command[300];
-        snprintf(command, sizeof command, "rm -rf '%s'", base_dir);
-        if (system(command) != 0) fprintf(stderr, "could not remove %s\n", base_dir);
+        ars_test_remove_tree(base_dir);
     }
     ars_dist_destroy(&world);
     if (failed) MPI_Abort(MPI_COMM_WORLD, 1);

@@ -82,9 +82,7 @@ static int teardown(void **state)
     ars_model_destroy(&f->model);
     ars_optimizer_destroy(&f->opt);
     ars_history_free(&f->history);
-    char command[600];
-    snprintf(command, sizeof command, "rm -rf '%s'", f->dir);
-    if (system(command) != 0) fprintf(stderr, "could not remove %s\n", f->dir);
+    ars_test_remove_tree(f->dir);
     free(f);
     return 0;
 }

@@ -694,6 +694,7 @@ static void test_real_runs(void **state)
     ars_inspect_free(&sig);
     ars_inspect_free(&good);
     ars_inspect_free(&boom);
+    ars_test_remove_tree(base);
 }
 
 /* ---- files that are not checkpoints ------------------------------------------------------ */
@@ -744,6 +745,7 @@ static void test_not_a_checkpoint(void **state)
     expect_load_error(path, ARS_EFORMAT, "not an arsenal checkpoint");
     snprintf(path, sizeof path, "%s/v1.h5", dir);
     expect_load_error(path, ARS_EFORMAT, "version 2");
+    ars_test_remove_tree(dir);
 }
 
 int main(void)

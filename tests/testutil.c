@@ -1,11 +1,12 @@
 /* testutil: helpers shared by the cmocka tests. */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700
 #include "testutil.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
 #include <unistd.h>
 
 #include "arsenal/error.h"
@@ -33,4 +34,18 @@ double ars_test_max_abs_diff(const float *a, const float *b, size_t n)
         if (d > worst || isnan(d)) worst = isnan(d) ? INFINITY : d;
     }
     return worst;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+void ars_test_remove_tree(const char *path)
+{
+    nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }

@@ -20,6 +20,9 @@
 /* A fresh empty directory under $TMPDIR (or /tmp); caller owns the path. */
 void ars_test_tempdir(char *out, size_t size, const char *tag);
 
+/* Removes a directory tree made by ars_test_tempdir (best effort). */
+void ars_test_remove_tree(const char *path);
+
 /* Writes bytes to a file; fails the test on error. */
 void ars_test_write_file(const char *path, const void *bytes, size_t size);
 
