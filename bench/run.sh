@@ -120,6 +120,7 @@ if ((!report_only)); then
     cmake --build "$build" -j 2 --target bench_step bench_allreduce >>"$work/cmake.log" 2>&1 ||
         { tail -30 "$work/cmake.log" >&2; exit 1; }
     : >"$results"
+    echo "start=$(cut -d' ' -f1-3 /proc/loadavg)" >"$work/load.txt"
     start=$SECONDS
     ((torch)) && start_torch_servers
     for ((r = 1; r <= reps; r++)); do
@@ -154,6 +155,7 @@ if ((!report_only)); then
         fi
     done
     ((torch)) && stop_torch_servers
+    echo "end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/load.txt"
     echo "run.sh: measured in $((SECONDS - start)) s; results in $results" >&2
 fi
 
@@ -172,6 +174,8 @@ fi
     echo "reps=$reps"
     echo "quick=$quick"
 } >"$work/machine.txt"
+
+[[ -f "$work/load.txt" ]] && sed 's/^/load_/' "$work/load.txt" >>"$work/machine.txt"
 
 "$python" - "$results" "$work/machine.txt" "$out" <<'PY'
 """Medians of the JSON lines -> Markdown. Ratios are medians of per-round
@@ -208,6 +212,10 @@ w(f"- PyTorch: {machine.get('torch')} (Debian python3-torch, Linear on the same 
   f"Open MPI {machine.get('openmpi')}")
 w(f"- {machine.get('reps')} rounds; every figure is the median over rounds; each round runs arsenal and "
   "PyTorch back to back (A/B interleaved), and a ratio is the median of the per-round ratios.")
+if machine.get("load_start"):
+    w(f"- load average (1, 5, 15 min) when the measurements started: {machine['load_start']}; at the end: "
+      f"{machine.get('load_end', '?')} (2 vCPU: above 2, other work competed for the cores and wall-clock "
+      "figures, 2-thread ones most, are disturbed; the 1-thread CPU-time figures much less)")
 if machine.get("quick") == "1":
     w("- **--quick run: tiny step counts, the figures mean nothing.**")
 w("")
@@ -227,7 +235,7 @@ w("Columns: *torch* is PyTorch as installed; *torch, tuned malloc* runs it with 
   "spent descheduled on a busy shared machine does not count, so they are steadier than the "
   "wall-clock ratios. *GEMM roofline* = arsenal step time / the summed time of the same sgemm "
   "calls made raw (1.0 would mean nothing but matrix products; CPU time at 1 thread, wall time "
-  "at 2). *torch RSS* = its peak RSS over its own baseline (as installed). *RSS* = peak RSS minus the RSS before the "
+  "at 2). *RSS* = peak RSS minus the RSS before the "
   "model was built, against the analytic minimum: parameters x {weights, grads, and the "
   "optimizer's m, v} + BatchNorm state + saved activations (the input and every layer output "
   "except the residual-begin copies).")
@@ -241,9 +249,8 @@ for wl in workloads:
     w(f"### {wl}")
     w("")
     w("| threads | arsenal ms/step | torch ms/step | torch, tuned malloc ms/step | arsenal / torch "
-      "| arsenal / tuned torch | same two by CPU time | GEMM roofline | arsenal RSS vs minimum (MB) "
-      "| torch RSS (MB) |")
-    w("|---|---|---|---|---|---|---|---|---|---|")
+      "| arsenal / tuned torch | same two by CPU time | GEMM roofline | arsenal RSS vs minimum (MB) |")
+    w("|---|---|---|---|---|---|---|---|---|")
     for t in threads_all:
         a = {r["round"]: r for r in pick(bench="step", impl="arsenal", workload=wl, threads=t)}
         td = {r["round"]: r for r in pick(bench="step", impl="torch", workload=wl, threads=t, malloc="default")}
@@ -261,14 +268,12 @@ for wl in workloads:
             cpu = f"{f(ratio(td, 'cpu_ms_per_step'), '{:.3f}')}, {f(ratio(tt, 'cpu_ms_per_step'), '{:.3f}')}"
         roof = med([r["roofline"] for r in a.values()])
         mem = pick(bench="memory", impl="arsenal", workload=wl, threads=t)
-        tmem = pick(bench="memory", impl="torch", workload=wl, threads=t, malloc="default")
         memtxt = "–"
         if mem:
             mm = med([m["model_rss_mb"] for m in mem])
             memtxt = f"{mm:.1f} vs {mem[0]['minimum_mb']:.1f} (x{mm / mem[0]['minimum_mb']:.2f})"
-        tmemtxt = f"{med([m['model_rss_mb'] for m in tmem]):.1f}" if tmem else "–"
         w(f"| {t} | {f(am)} | {f(dm)} | {f(tm)} | {f(rd, '{:.3f}')} | {f(rt, '{:.3f}')} | {cpu} | "
-          f"{f(roof, '{:.2f}')} | {memtxt} | {tmemtxt} |")
+          f"{f(roof, '{:.2f}')} | {memtxt} |")
     w("")
     phases = pick(bench="phase", workload=wl)
     if phases:
