@@ -16,12 +16,10 @@ typedef struct {
     float alpha;
 } activation_impl;
 
-static int activation_forward(ars_layer *layer, const ars_pass *pass, const float *x, float *y)
+/* restrict lets the compiler vectorize these loops (x, y never alias). */
+static void forward_kernel(ars_activation act, float a, size_t n, const float *restrict x, float *restrict y)
 {
-    const activation_impl *impl = layer->impl;
-    const size_t n = (size_t)pass->rows * (size_t)layer->in_dim;
-    const float a = impl->alpha;
-    switch (impl->act) {
+    switch (act) {
     case ARS_ACT_SIGMOID:
         for (size_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
         break;
@@ -48,6 +46,13 @@ static int activation_forward(ars_layer *layer, const ars_pass *pass, const floa
         memcpy(y, x, sizeof(float) * n);
         break;
     }
+}
+
+static int activation_forward(ars_layer *layer, const ars_pass *pass, const float *x, float *y)
+{
+    const activation_impl *impl = layer->impl;
+    const size_t n = (size_t)pass->rows * (size_t)layer->in_dim;
+    forward_kernel(impl->act, impl->alpha, n, x, y);
     if (pass->probe && pass->mode == ARS_MODE_TRAIN) {
         /* mean/std of outputs; saturated = local derivative below 10% of its
          * maximum (sigmoid: y(1-y) < 0.025, tanh: 1-y^2 < 0.1); dead = units
@@ -80,14 +85,10 @@ static int activation_forward(ars_layer *layer, const ars_pass *pass, const floa
     return 0;
 }
 
-static int activation_backward(ars_layer *layer, const ars_pass *pass, const float *x, const float *y,
-                               const float *dy, float *dx)
+static void backward_kernel(ars_activation act, float a, size_t n, const float *restrict x,
+                            const float *restrict y, const float *restrict dy, float *restrict dx)
 {
-    const activation_impl *impl = layer->impl;
-    const size_t n = (size_t)pass->rows * (size_t)layer->in_dim;
-    const float a = impl->alpha;
-    if (!dx) return 0;
-    switch (impl->act) {
+    switch (act) {
     case ARS_ACT_SIGMOID:
         for (size_t i = 0; i < n; i++) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
         break;
@@ -95,7 +96,7 @@ static int activation_backward(ars_layer *layer, const ars_pass *pass, const flo
         for (size_t i = 0; i < n; i++) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
         break;
     case ARS_ACT_RELU:
-        for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+        for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;   /* a select, no branch */
         break;
     case ARS_ACT_LEAKY_RELU:
         for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : a * dy[i];
@@ -118,6 +119,14 @@ static int activation_backward(ars_layer *layer, const ars_pass *pass, const flo
         memcpy(dx, dy, sizeof(float) * n);
         break;
     }
+}
+
+static int activation_backward(ars_layer *layer, const ars_pass *pass, const float *x, const float *y,
+                               const float *dy, float *dx)
+{
+    const activation_impl *impl = layer->impl;
+    if (!dx) return 0;
+    backward_kernel(impl->act, impl->alpha, (size_t)pass->rows * (size_t)layer->in_dim, x, y, dy, dx);
     return 0;
 }
 
