@@ -8,7 +8,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 ranks=2
-if [[ "${1:-}" == "-n" ]]; then ranks="$2"; shift 2; fi
+if [[ "${1:-}" == "-n" ]]; then ranks="${2:-}"; shift; [[ $# -gt 0 ]] && shift; fi
 if ! [[ "$ranks" =~ ^[1-9][0-9]*$ ]]; then
     echo "launch/local.sh: -n needs a positive number of ranks, got '$ranks'" >&2; exit 2
 fi

@@ -88,7 +88,7 @@ for t in "${targets[@]}"; do
     [[ "$t" == ckpt ]] && asan+=":fast_unwind_on_malloc=0"
     echo "fuzz.sh: fuzz_$t for ${seconds}s (log $log)"
     # shellcheck disable=SC2086
-    ASAN_OPTIONS="$asan" "$build/fuzz_$t" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2560 -print_final_stats=1 \
+    ASAN_OPTIONS="$asan" "$build/fuzz_$t" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2560 -malloc_limit_mb=512 -print_final_stats=1 \
         -artifact_prefix="$work/artifacts/$t/" "${dict[@]}" ${FUZZ_ARGS:-} \
         "$work/corpus/$t" "tests/fuzz/corpus/$t" > "$log" 2>&1
     rc=$?

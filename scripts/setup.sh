@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake pkg-config
           libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev hdf5-tools
           libcmocka-dev libinih-dev zlib1g-dev libplplot-dev plplot-driver-cairo fonts-dejavu-core
+          iproute2 iptables
           dataset-fashion-mnist)
 if [[ "${1:-}" == "--dev" ]]; then
     packages+=(python3-torch python3-h5py python3-numpy)

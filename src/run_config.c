@@ -110,6 +110,7 @@ static int load_run_section(ars_config *c, ars_config_section *s, ars_run_config
     TRY(ars_config_get_double(c, s, "bucket_mb", 4, 0.001, 4096, &run->bucket_mb));
     TRY(ars_config_get_double(c, s, "first_bucket_mb", 1, 0.001, 4096, &run->first_bucket_mb));
     TRY(get_int(c, s, "check_every", 100, 0, 1 << 30, &run->check_every));
+    TRY(ars_config_get_double(c, s, "watchdog_seconds", 300, 0, 1e7, &run->watchdog_seconds));
     TRY(get_int(c, s, "log_every", 100, 1, 1 << 30, &run->log_every));
     TRY(get_int(c, s, "probe_every", 10, 1, 1 << 30, &run->probe_every));
     TRY(get_int(c, s, "histogram_every", 0, 0, 1 << 30, &run->histogram_every));

@@ -33,7 +33,10 @@ static double now_seconds(void)
 int ars_trainer_agree(ars_trainer *t, int rc)
 {
     int failed = rc != 0;
-    if (ars_dist_allreduce_max_int(t->dist, &failed)) return ARS_EMPI;
+    ars_watchdog_enter(t->watchdog, t->step, "agreement all-reduce");
+    int mpi_rc = ars_dist_allreduce_max_int(t->dist, &failed);
+    ars_watchdog_leave(t->watchdog);
+    if (mpi_rc) return ARS_EMPI;
     if (!failed) return 0;
     t->agreed = 1;
     if (rc) return rc;
@@ -126,8 +129,10 @@ static int setup_model(ars_trainer *t, const ars_layer_spec *specs, int count)
         if (rc) return rc;
     }
     /* Replicas start equal: rank 0's parameters and state go to everyone. */
+    ars_watchdog_enter(t->watchdog, 0, "parameter broadcast");
     TRY_RC(ars_dist_broadcast_float(t->dist, t->model.params, t->model.param_count, 0));
     TRY_RC(ars_dist_broadcast_float(t->dist, t->model.state, t->model.state_count, 0));
+    ars_watchdog_leave(t->watchdog);
     return ars_optimizer_create(&t->opt, &run->optim, t->model.param_count);
 }
 
@@ -157,7 +162,9 @@ static int evaluate(ars_trainer *t, double *accuracy, double *loss)
     ars_batch_free(&batch);
     ars_sampler_destroy(&sampler);
     rc = ars_trainer_agree(t, rc);
+    ars_watchdog_enter(t->watchdog, t->step, "evaluation all-reduce");
     if (!rc) rc = ars_dist_allreduce_double(t->dist, totals, 3);
+    ars_watchdog_leave(t->watchdog);
     *loss = totals[2] > 0 ? totals[0] / totals[2] : 0;
     *accuracy = totals[2] > 0 && t->test.labels ? totals[1] / totals[2] : NAN;
     return rc;
@@ -213,13 +220,17 @@ static int train_step(ars_trainer *t, ars_batch *batch, int epoch, int64_t step,
     ars_pass pass = {.mode = ARS_MODE_TRAIN, .rows = batch->rows, .global_rows = batch->global_rows,
                      .sample_ids = batch->ids, .seed = run->seed, .step = (uint64_t)step,
                      .dist = t->dist, .probe = probe};
+    ars_watchdog_enter(t->watchdog, step, "forward/backward (SyncBatchNorm, gradient buckets)");
     TRY_RC(ars_model_forward(&t->model, &pass, batch->x));
     double loss_sum = 0;
     TRY_RC(ars_loss_compute(run->loss, ars_model_output(&t->model), batch->rows, t->model.out_dim,
                             batch->labels, batch->targets, batch->global_rows, &loss_sum, t->dlogits));
     TRY_RC(ars_model_backward(&t->model, &pass, t->dlogits, ars_dist_backward_hook, t->dist));
+    ars_watchdog_enter(t->watchdog, step, "gradient all-reduce");
     TRY_RC(ars_dist_finish_gradients(t->dist));
+    ars_watchdog_enter(t->watchdog, step, "loss all-reduce");
     TRY_RC(ars_dist_allreduce_double(t->dist, &loss_sum, 1));
+    ars_watchdog_leave(t->watchdog);
 
     const size_t n = t->model.param_count;
     float *grads = t->model.grads;
@@ -299,9 +310,12 @@ static int train_loop(ars_trainer *t)
         epoch_steps++;
         window_samples += t->batch.global_rows;
         t->step++;
-        if (run->check_every && t->step % run->check_every == 0)
+        if (run->check_every && t->step % run->check_every == 0) {
+            ars_watchdog_enter(t->watchdog, t->step, "parameter checksum all-gather");
             rc = ars_dist_check_consistent(t->dist, t->model.params, t->model.param_count, t->step,
                                            "parameters");
+            ars_watchdog_leave(t->watchdog);
+        }
         if (rc) {
             t->agreed = 1;   /* every rank ran the check */
             break;
@@ -368,11 +382,15 @@ static void trainer_free(ars_trainer *t)
     free(t->layer_offsets);
     free(t->layer_sizes);
     if (t->metrics) fclose(t->metrics);
+    ars_watchdog_stop(t->watchdog);
+    t->watchdog = NULL;
 }
 
 static int trainer_setup(ars_trainer *t, const ars_layer_spec *specs, int count)
 {
     const ars_run_config *run = t->run;
+    if (ars_dist_active(t->dist))   /* one process has no collective to wait for */
+        TRY_RC(ars_trainer_agree(t, ars_watchdog_start(&t->watchdog, run->watchdog_seconds, t->rank)));
     if (run->batch_is_global) {
         t->global_batch = run->batch;
         if (t->global_batch < t->world)

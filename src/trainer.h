@@ -10,6 +10,7 @@
 #include "arsenal/history.h"
 #include "arsenal/model.h"
 #include "arsenal/train.h"
+#include "arsenal/watchdog.h"
 
 #define TRY_RC(expr)                 \
     do {                             \
@@ -21,6 +22,7 @@ typedef struct ars_trainer {
     const ars_run_config *run;
     const ars_train_options *options;
     ars_dist *dist;
+    ars_watchdog *watchdog;   /* collective timeout; NULL = off (one process, or watchdog_seconds = 0) */
     int rank, world;
     int global_batch, local_capacity, steps_per_epoch;
     int64_t total_steps;

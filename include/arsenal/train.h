@@ -42,6 +42,7 @@ typedef struct ars_run_config {
     int overlap;              /* 1: bucketed all-reduce overlapping backward */
     double bucket_mb, first_bucket_mb;
     int check_every;          /* parameter consistency check interval (steps), 0 = off */
+    double watchdog_seconds;  /* collective timeout (watchdog.h), 0 = off */
     /* observation */
     int log_every;            /* steps between progress lines */
     int probe_every;          /* steps between health probes / history records */

@@ -7,8 +7,8 @@
  * completed within the timeout, the watchdog writes one line to stderr,
  *
  *   arsenal: watchdog: rank 1 on host node7: step 37: gradient all-reduce did
- *   not complete within 300 s (a peer rank is dead, hung or unreachable);
- *   ending the job
+ *   not complete within 300 s (waited 300.0 s; a peer rank is dead, hung or
+ *   unreachable); ending the job
  *
  * and ends the process with a non-zero status: MPI_Abort(MPI_COMM_WORLD)
  * when MPI is initialized (mpirun then ends every rank), and _exit() if

@@ -18,6 +18,7 @@
 
 #include "arsenal/error.h"
 #include "layers_internal.h"
+#include "seq_math.h"
 
 typedef struct {
     int time, features, heads, head_dim;
@@ -34,51 +35,22 @@ typedef struct {
 
 enum { W_IN, B_IN, W_OUT, B_OUT };
 
-/* exp(-d) for d >= 0 (a row's maximum score minus a score), within 2 ulp
- * of expf: -d = n ln2 + r, |r| <= ln2/2, exp(r) by Cephes' degree-6
- * polynomial, 2^n from the exponent bits. Plain arithmetic, so the softmax
- * loop vectorizes: a call to expf per score cost more than all the
- * attention GEMMs at time = 200. d is first clamped to 87 (exp(-87) ~
- * 2e-38, a weight no sum >= 1 can see) by an integer min on its bits,
- * which order like the values for d >= 0: a float compare would keep the
- * loop scalar under the default -ftrapping-math. */
-static inline float exp_neg(float d)
-{
-    union { float f; int32_t i; } u = {.f = d};
-    const int32_t limit = 0x42ae0000;   /* the bits of 87.0f */
-    u.i = u.i < limit ? u.i : limit;
-    const float x = -u.f, round = 12582912.0f;   /* adding 1.5 * 2^23 rounds to an integer */
-    const float n = (x * 1.44269504088896341f + round) - round;
-    const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;   /* ln2 in two parts */
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    union { int32_t i; float f; } scale = {.i = ((int32_t)n + 127) << 23};
-    return p * scale.f;
-}
-
 /* A float's bits as an int32 of the same order (for non-NaN values: the
  * magnitude bits of negatives flipped), and back. The row maximum is then
  * an integer max, which vectorizes where a float compare does not. */
 static inline int32_t order_key(float v)
 {
-    union { float f; int32_t i; } u = {.f = v};
-    return u.i ^ ((u.i >> 31) & 0x7fffffff);
+    const int32_t i = ars_float_bits(v);
+    return i ^ ((i >> 31) & 0x7fffffff);
 }
 
-static inline float from_order_key(int32_t k)
-{
-    union { int32_t i; float f; } u = {.i = k ^ ((k >> 31) & 0x7fffffff)};
-    return u.f;
-}
+static inline float from_order_key(int32_t k) { return ars_bits_float(k ^ ((k >> 31) & 0x7fffffff)); }
 
 /* Row i of the scores in place -> probabilities over its first n entries
- * (n < len under the causal mask); the rest become 0. A non-finite score
- * makes the row NaN, for the trainer's non-finite guard to see. */
+ * (n < len under the causal mask); the rest become 0. An infinite or NaN
+ * maximum makes the row NaN, for the trainer's non-finite guard to see (a
+ * NaN score below the maximum comes from a NaN input step, which reaches
+ * the output through v as well). */
 static void softmax_row(float *s, int n, int len)
 {
     int32_t key = order_key(s[0]);
@@ -91,14 +63,14 @@ static void softmax_row(float *s, int n, int len)
         for (int j = 0; j < len; j++) s[j] = NAN;
         return;
     }
-    for (int j = 0; j < n; j++) s[j] = exp_neg(max - s[j]);
+    for (int j = 0; j < n; j++) s[j] = ars_exp_neg(max - s[j]);
     /* four partial sums in double: independent chains the compiler may pair */
     double part[4] = {0, 0, 0, 0};
     int j = 0;
     for (; j + 4 <= n; j += 4)
         for (int k = 0; k < 4; k++) part[k] += s[j + k];
     for (; j < n; j++) part[0] += s[j];
-    const double sum = (part[0] + part[1]) + (part[2] + part[3]);   /* NaN if a score was -NaN */
+    const double sum = (part[0] + part[1]) + (part[2] + part[3]);
     const float inv = (float)(1.0 / sum);
     for (j = 0; j < n; j++) s[j] *= inv;
     for (j = n; j < len; j++) s[j] = 0.0f;

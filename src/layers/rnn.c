@@ -20,6 +20,7 @@
 
 #include "arsenal/error.h"
 #include "layers_internal.h"
+#include "seq_math.h"
 
 typedef struct {
     int time, features, units;
@@ -55,7 +56,7 @@ static int rnn_forward(ars_layer *layer, const ars_pass *pass, const float *x, f
                         yt, TH);
         for (int r = 0; r < rows; r++) {
             float *h = yt + (size_t)r * TH;
-            for (int j = 0; j < H; j++) h[j] = tanhf(h[j]);
+            for (int j = 0; j < H; j++) h[j] = ars_tanh(h[j]);   /* vectorizes; tanhf is a call */
         }
     }
     return 0;

@@ -1,0 +1,334 @@
+/* exp_plot: the experiment's figures, line charts drawn with PLplot into
+ * PNG files (pngcairo): one or two panels side by side, each with its
+ * series (broken where a value is not finite), optional log axes labelled
+ * in powers of ten, a reference line, a vertical marker per series (e.g.
+ * the step the loss became NaN) and a legend. Each figure is its own
+ * PLplot stream, ended before the next. Without PLplot every figure is
+ * reported as not drawn. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "experiment.h"
+
+void ars_exp_figure(ars_exp *e, int section, const char *name, const char *caption, const char *title,
+                    const ars_exp_panel *panels, int panel_count)
+{
+    ars_exp_text *md = &e->body[section];
+    char path[1200];
+    snprintf(path, sizeof path, "%s/results/%s.png", e->options->out_dir, name);
+    int rc = e->plots_available ? ars_exp_plot(path, title, panels, panel_count)
+                                : ars_error(ARS_EINVAL, "arsenal was built without PLplot or its PNG device");
+    if (rc) {
+        ars_exp_text_printf(md, "*(Plot %s not drawn: %s.)*\n\n", name, ars_error_message());
+        ars_error_clear();
+        return;
+    }
+    e->plot_count++;
+    if (e->log) fprintf(e->log, "wrote %s\n", path);
+    ars_exp_text_printf(md, "![%s](results/%s.png)\n\n*%s*\n\n", title, name, caption);
+}
+
+#ifndef ARSENAL_HAVE_PLPLOT
+
+int ars_exp_plot_available(void) { return 0; }
+
+int ars_exp_plot(const char *path, const char *title, const ars_exp_panel *panels, int panel_count)
+{
+    (void)path, (void)title, (void)panels, (void)panel_count;
+    return ars_error(ARS_EINVAL, "arsenal was built without PLplot");
+}
+
+#else
+
+#include <plplot.h>
+
+enum { PAGE_HEIGHT = 700, PANEL_WIDTH = 760, LEGEND_WIDTH = 300 };
+
+static const PLFLT TEXT_SIZE = 0.75, TITLE_SIZE = 0.95, SMALL_SIZE = 0.62, MARKER_SIZE = 0.45;
+
+/* cmap0: background, foreground, grid, reference, then 12 series colors. */
+enum { C_BG, C_FG, C_GRID, C_REF, C_SERIES, C_COUNT = C_SERIES + 12 };
+static const PLINT palette_rgb[C_COUNT][3] = {
+    {255, 255, 255}, {0, 0, 0}, {220, 220, 220}, {110, 110, 110}, {214, 39, 40}, {255, 127, 14}, {31, 119, 180},
+    {44, 160, 44}, {148, 103, 189}, {140, 86, 75}, {227, 119, 194}, {23, 190, 207}, {188, 189, 34},
+    {127, 127, 127}, {0, 0, 128}, {128, 0, 0}};
+
+static const char *const DOT = "\u25cf";
+
+int ars_exp_plot_available(void)
+{
+    enum { MAX_DEVICES = 128 };
+    const char *menu[MAX_DEVICES], *names[MAX_DEVICES];
+    const char **menu_p = menu, **names_p = names;
+    int n = MAX_DEVICES;
+    plgDevs(&menu_p, &names_p, &n);
+    for (int i = 0; i < n; i++)
+        if (names[i] && strcmp(names[i], "pngcairo") == 0) return 1;
+    return 0;
+}
+
+static void set_palette(void)
+{
+    PLINT r[C_COUNT], g[C_COUNT], b[C_COUNT];
+    for (int i = 0; i < C_COUNT; i++) {
+        r[i] = palette_rgb[i][0];
+        g[i] = palette_rgb[i][1];
+        b[i] = palette_rgb[i][2];
+    }
+    plscmap0n(C_COUNT);
+    plscmap0(r, g, b, C_COUNT);
+}
+
+/* PLplot reads '#' as an escape. */
+static void plain(const char *in, char *out, size_t size)
+{
+    snprintf(out, size, "%s", in);
+    for (char *p = out; *p; p++)
+        if (*p == '#') *p = '_';
+}
+
+static double axis_value(double v, int log_axis)
+{
+    if (!isfinite(v)) return NAN;
+    if (!log_axis) return v;
+    return v > 0 ? log10(v) : NAN;
+}
+
+/* Tick labels of a log axis (values are log10): plain numbers near 1,
+ * powers of ten elsewhere. */
+static void log_label(PLINT axis, PLFLT value, char *label, PLINT length, PLPointer data)
+{
+    (void)axis, (void)data;
+    double k = floor(value + 0.5);
+    if (fabs(value - k) > 1e-6) snprintf(label, (size_t)length, "%s", "");
+    else if (k >= -3 && k <= 3) snprintf(label, (size_t)length, "%g", pow(10, k));
+    else snprintf(label, (size_t)length, "10#u%.0f#d", k);
+}
+
+/* Major ticks of a log axis spanning lo..hi (log10): whole decades, at most about 8. */
+static PLFLT decade_step(double lo, double hi)
+{
+    static const PLFLT nice[] = {1, 2, 5, 10, 20, 50, 100};
+    for (size_t i = 0; i < sizeof nice / sizeof nice[0]; i++)
+        if ((hi - lo) / nice[i] <= 8) return nice[i];
+    return 100;
+}
+
+static void pad_range(double *lo, double *hi, double pad)
+{
+    if (!isfinite(*lo) || !isfinite(*hi)) {
+        *lo = 0;
+        *hi = 1;
+    }
+    if (*hi - *lo < 1e-9 * fmax(1.0, fabs(*hi))) {
+        double delta = fmax(0.5, 0.1 * fabs(*hi));
+        *lo -= delta;
+        *hi += delta;
+    }
+    double span = *hi - *lo;
+    *lo -= pad * span;
+    *hi += pad * span;
+}
+
+static void draw_axis_box(const ars_exp_panel *p, double xlo, double xhi, double ylo, double yhi)
+{
+    PLFLT xtick = p->logx ? decade_step(xlo, xhi) : 0, ytick = p->logy ? decade_step(ylo, yhi) : 0;
+    plcol0(C_GRID);
+    plwidth(0.5);
+    plbox("g", xtick, 0, "g", ytick, 0);
+    plwidth(1);
+    plcol0(C_FG);
+    plschr(0, TEXT_SIZE);
+    if (p->logx || p->logy) plslabelfunc(log_label, NULL);
+    plbox(p->logx ? "bcnsto" : "bcnst", xtick, p->logx ? 1 : 0, p->logy ? "bcnstvo" : "bcnstv", ytick,
+          p->logy ? 1 : 0);
+    plslabelfunc(NULL, NULL);
+}
+
+/* Lines between finite points, broken elsewhere; an isolated point gets a dot. */
+static void draw_series(const ars_exp_curve *c, const ars_exp_panel *p, int marker)
+{
+    if (!c || c->count <= 0) return;
+    PLFLT *x = malloc(sizeof *x * (size_t)c->count), *y = malloc(sizeof *y * (size_t)c->count);
+    if (!x || !y) {
+        free(x);
+        free(y);
+        return;
+    }
+    for (int i = 0; i < c->count; i++) {
+        x[i] = axis_value(c->x[i], p->logx);
+        y[i] = axis_value(c->y[i], p->logy);
+    }
+    int start = -1;
+    for (int i = 0; i <= c->count; i++) {
+        int ok = i < c->count && isfinite(x[i]) && isfinite(y[i]);
+        if (ok && start < 0) start = i;
+        if (!ok && start >= 0) {
+            int n = i - start;
+            if (n > 1) plline(n, x + start, y + start);
+            if (marker || n == 1) {
+                plschr(0, MARKER_SIZE);
+                plstring(n, x + start, y + start, DOT);
+                plschr(0, TEXT_SIZE);
+            }
+            start = -1;
+        }
+    }
+    free(x);
+    free(y);
+}
+
+static void draw_legend(const ars_exp_panel *p)
+{
+    enum { MAX = 14 };
+    const char *text[MAX], *symbols[MAX];
+    char storage[MAX][96];
+    PLINT opt[MAX], text_color[MAX], line_color[MAX], line_style[MAX], symbol_color[MAX], symbol_number[MAX];
+    PLFLT line_width[MAX], symbol_scale[MAX];
+    int n = 0;
+    for (int i = 0; i < p->count && n < MAX; i++, n++) {
+        plain(p->series[i].label, storage[n], sizeof storage[n]);
+        text[n] = storage[n];
+        opt[n] = PL_LEGEND_LINE | (p->series[i].marker ? PL_LEGEND_SYMBOL : 0);
+        text_color[n] = C_FG;
+        line_color[n] = symbol_color[n] = C_SERIES + i % 12;
+        line_style[n] = p->series[i].style > 0 ? p->series[i].style : 1;
+        line_width[n] = 2.0;
+        symbol_scale[n] = MARKER_SIZE;
+        symbol_number[n] = p->series[i].marker ? 1 : 0;
+        symbols[n] = p->series[i].marker ? DOT : "";
+    }
+    if (isfinite(p->hline) && p->hline_label[0] && n < MAX) {
+        plain(p->hline_label, storage[n], sizeof storage[n]);
+        text[n] = storage[n];
+        opt[n] = PL_LEGEND_LINE;
+        text_color[n] = C_FG;
+        line_color[n] = symbol_color[n] = C_REF;
+        line_style[n] = 3;
+        line_width[n] = 1.0;
+        symbol_scale[n] = MARKER_SIZE;
+        symbol_number[n] = 0;
+        symbols[n] = "";
+        n++;
+    }
+    if (n == 0) return;
+    PLFLT width, height;
+    plschr(0, SMALL_SIZE);
+    pllegend(&width, &height, PL_LEGEND_BACKGROUND | PL_LEGEND_BOUNDING_BOX, PL_POSITION_RIGHT | PL_POSITION_OUTSIDE,
+             0.015, 0.0, 0.05, C_BG, C_FG, 1, 0, 0, n, opt, 0.8, SMALL_SIZE, 2.0, 0.0, text_color, text, NULL, NULL,
+             NULL, NULL, line_color, line_style, line_width, symbol_color, symbol_scale, symbol_number, symbols);
+    plschr(0, TEXT_SIZE);
+}
+
+static void draw_panel(const ars_exp_panel *p, double x0, double x1, double y0, double y1, int legend)
+{
+    double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;
+    for (int s = 0; s < p->count; s++) {
+        const ars_exp_curve *c = p->series[s].curve;
+        for (int i = 0; c && i < c->count; i++) {
+            double x = axis_value(c->x[i], p->logx), y = axis_value(c->y[i], p->logy);
+            if (!isfinite(x) || !isfinite(y)) continue;
+            xlo = fmin(xlo, x), xhi = fmax(xhi, x), ylo = fmin(ylo, y), yhi = fmax(yhi, y);
+        }
+        double v = axis_value(p->series[s].vline, p->logx);
+        if (isfinite(v)) xlo = fmin(xlo, v), xhi = fmax(xhi, v);
+    }
+    double h = axis_value(p->hline, p->logy);
+    if (isfinite(h)) ylo = fmin(ylo, h), yhi = fmax(yhi, h);
+    pad_range(&xlo, &xhi, 0.03);
+    pad_range(&ylo, &yhi, 0.05);
+    plvpor(x0, x1, y0, y1);
+    plwind(xlo, xhi, ylo, yhi);
+    draw_axis_box(p, xlo, xhi, ylo, yhi);
+    if (isfinite(h)) {
+        PLFLT hx[2] = {xlo, xhi}, hy[2] = {h, h};
+        plcol0(C_REF);
+        pllsty(3);
+        plline(2, hx, hy);
+        pllsty(1);
+    }
+    for (int s = 0; s < p->count; s++) {
+        const ars_exp_series *series = &p->series[s];
+        plcol0(C_SERIES + s % 12);
+        double v = axis_value(series->vline, p->logx);
+        if (isfinite(v)) {   /* thin dotted marker line, e.g. the NaN step */
+            PLFLT vx[2] = {v, v}, vy[2] = {ylo, yhi};
+            pllsty(3);
+            plwidth(1.0);
+            plline(2, vx, vy);
+        }
+        pllsty(series->style > 0 ? series->style : 1);
+        plwidth(2.0);
+        draw_series(series->curve, p, series->marker);
+        plwidth(1);
+        pllsty(1);
+    }
+    char text[200];
+    plcol0(C_FG);
+    plschr(0, TEXT_SIZE);
+    plain(p->xlabel, text, sizeof text);
+    plmtex("b", 3.0, 0.5, 0.5, text);
+    plain(p->ylabel, text, sizeof text);
+    plmtex("l", 4.2, 0.5, 0.5, text);
+    plain(p->title, text, sizeof text);
+    plmtex("t", 1.0, 0.5, 0.5, text);
+    if (legend) draw_legend(p);
+}
+
+/* The same legend entries in every panel: one legend, right of the last. */
+static int shared_legend(const ars_exp_panel *panels, int count)
+{
+    for (int k = 1; k < count; k++) {
+        if (panels[k].count != panels[0].count) return 0;
+        for (int s = 0; s < panels[0].count; s++)
+            if (strcmp(panels[k].series[s].label, panels[0].series[s].label) != 0) return 0;
+    }
+    return 1;
+}
+
+int ars_exp_plot(const char *path, const char *title, const ars_exp_panel *panels, int panel_count)
+{
+    if (panel_count < 1 || panel_count > 2) return ars_error(ARS_EINVAL, "plot: one or two panels");
+    FILE *probe = fopen(path, "wb");   /* PLplot exits the process when it cannot open a file */
+    if (!probe) return ars_error(ARS_EIO, "cannot write %s: %s", path, strerror(errno));
+    fclose(probe);
+    const int shared = shared_legend(panels, panel_count);
+    const int legends = shared ? 1 : panel_count;
+    const int width = panel_count * PANEL_WIDTH + legends * LEGEND_WIDTH;
+    const double legend_w = (double)LEGEND_WIDTH / width, left = 75.0 / width, right = 15.0 / width;
+    PLINT stream;
+    plmkstrm(&stream);
+    plsdev("pngcairo");
+    plsfnam(path);
+    plspage(0, 0, width, PAGE_HEIGHT, 0, 0);
+    set_palette();
+    plinit();
+    plfontld(1);
+    pladv(0);
+    plschr(0, TEXT_SIZE);
+    double start = 0;
+    for (int k = 0; k < panel_count; k++) {
+        double slot = (double)PANEL_WIDTH / width + (!shared || k == panel_count - 1 ? legend_w : 0);
+        double end = start + slot - (!shared || k == panel_count - 1 ? legend_w : 0);
+        draw_panel(&panels[k], start + left, end - right, 0.11, 0.84, !shared || k == panel_count - 1);
+        start += slot;
+    }
+    char text[200];
+    plain(title, text, sizeof text);
+    plvpor(0.02, 0.98, 0.02, 0.86);
+    plcol0(C_FG);
+    plschr(0, TITLE_SIZE);
+    plmtex("t", 3.2, 0.5, 0.5, text);
+    plschr(0, TEXT_SIZE);
+    plend1();
+    struct stat st;
+    if (stat(path, &st) != 0 || st.st_size == 0) return ars_error(ARS_EIO, "PLplot wrote nothing to %s", path);
+    return 0;
+}
+
+#endif

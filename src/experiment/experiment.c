@@ -1,0 +1,161 @@
+/* experiment: the driver of `arsenal experiment`. Sets the mode's budgets,
+ * prepares the output and checkpoint directories on rank 0, runs the
+ * selected sections in order on every rank (agreeing after each one that
+ * none failed), then writes the document and counts the failed checks. */
+#define _POSIX_C_SOURCE 200809L
+#include "experiment.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *const ars_exp_section_keys[ARS_EXP_SECTIONS] = {"activations", "init", "normalization",
+                                                            "residual", "exploding", "optimizers"};
+
+typedef int (*section_fn)(ars_exp *e);
+
+static double now_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void set_budget(ars_exp_budget *b, int quick)
+{
+    b->batch = 128;
+    if (quick) {
+        b->train_limit = 5000;
+        b->test_limit = 1000;
+        b->probe_every = 5;
+        b->steps_activations = 60;
+        b->steps_deep = 60;
+        b->steps_residual = 60;
+        b->steps_exploding = 60;
+    } else {
+        b->train_limit = 20000;
+        b->test_limit = 5000;
+        b->probe_every = 10;
+        b->steps_activations = 600;
+        b->steps_deep = 400;
+        b->steps_residual = 300;
+        b->steps_exploding = 300;
+    }
+}
+
+static int make_directories(const char *dir)
+{
+    char path[1024];
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) return ars_error(ARS_EINVAL, "path too long: %s", dir);
+    for (char *p = path + 1; *p; p++) {   /* mkdir -p */
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST)
+            return ars_error(ARS_EIO, "cannot create directory %s: %s", path, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        return ars_error(ARS_EIO, "cannot create directory %s: %s", path, strerror(errno));
+    return access(path, W_OK | X_OK) == 0 ? 0 : ars_error(ARS_EIO, "%s is not writable", path);
+}
+
+/* Rank 0: out_dir/results and the checkpoint directory. */
+static int prepare_directories(ars_exp *e)
+{
+    char results[1100];
+    snprintf(results, sizeof results, "%s/results", e->options->out_dir);
+    int rc = make_directories(results);
+    if (rc) return rc;
+    if (e->options->runs_dir) {
+        e->keep_runs = 1;
+        snprintf(e->runs_dir, sizeof e->runs_dir, "%s", e->options->runs_dir);
+        return make_directories(e->runs_dir);
+    }
+    const char *tmp = getenv("TMPDIR");
+    snprintf(e->runs_dir, sizeof e->runs_dir, "%s/arsenal-experiment-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(e->runs_dir)) return ars_error(ARS_EIO, "cannot create a directory %s: %s", e->runs_dir, strerror(errno));
+    return 0;
+}
+
+/* Every rank learns whether any failed: rc on the failing rank, ARS_EPEER on the others. */
+static int agree(ars_exp *e, int rc)
+{
+    int failed = rc != 0;
+    if (ars_dist_allreduce_max_int(e->dist, &failed)) return ARS_EMPI;
+    if (!failed || rc) return rc;
+    return ars_error(ARS_EPEER, "another rank failed");
+}
+
+static void free_experiment(ars_exp *e)
+{
+    for (int i = 0; i < e->run_count; i++) ars_exp_run_free(e->runs[i]);
+    free(e->runs);
+    free(e->claims);
+    for (int s = 0; s < ARS_EXP_SECTIONS; s++) ars_exp_text_free(&e->body[s]);
+}
+
+static int count_failed_checks(const ars_exp *e)
+{
+    int failed = 0;
+    for (int i = 0; i < e->claim_count; i++) failed += e->claims[i].check && !e->claims[i].check_passed;
+    return failed;
+}
+
+int ars_experiment_run(const ars_experiment_options *options, ars_dist *dist, int *failed_checks)
+{
+    static const section_fn sections[ARS_EXP_SECTIONS] = {
+        ars_exp_section_activations, ars_exp_section_init,      ars_exp_section_normalization,
+        ars_exp_section_residual,    ars_exp_section_exploding, ars_exp_section_optimizers};
+    ars_exp e;
+    memset(&e, 0, sizeof e);
+    e.options = options;
+    e.dist = dist;
+    e.rank = dist ? dist->rank : 0;
+    e.world = dist ? dist->size : 1;
+    e.log = e.rank == 0 ? stdout : NULL;
+    *failed_checks = 0;
+    set_budget(&e.budget, options->quick);
+    const double start = now_seconds();
+    int rc = e.rank == 0 ? prepare_directories(&e) : 0;
+    rc = agree(&e, rc);
+    if (!rc) rc = ars_dist_broadcast_bytes(dist, e.runs_dir, sizeof e.runs_dir, 0);
+    if (!rc && e.rank == 0) {
+        e.plots_available = ars_exp_plot_available();
+        fprintf(e.log, "arsenal experiment (%s mode): %d rank%s, seed %llu, output %s/arsenal-results.md, "
+                "checkpoints in %s\n", options->quick ? "quick" : "full", e.world, e.world == 1 ? "" : "s",
+                (unsigned long long)options->seed, options->out_dir, e.runs_dir);
+        fflush(e.log);
+    }
+    for (int s = 0; s < ARS_EXP_SECTIONS && !rc; s++) {
+        if (options->sections && !(options->sections & (1u << s))) continue;
+        if (e.log) {
+            fprintf(e.log, "section %d: %s\n", s + 1, ars_exp_section_keys[s]);
+            fflush(e.log);
+        }
+        double t0 = now_seconds();
+        rc = agree(&e, sections[s](&e));
+        e.section_seconds[s] = now_seconds() - t0;
+    }
+    int failed = 0;
+    if (!rc && e.rank == 0) {
+        failed = count_failed_checks(&e);
+        rc = ars_exp_write_document(&e, now_seconds() - start, failed);
+        for (int i = 0; i < e.claim_count; i++) {
+            const ars_exp_claim *c = &e.claims[i];
+            if (c->check)
+                fprintf(e.log, "check %s: %s\n", c->check_passed ? "passed" : "FAILED", c->check_text);
+        }
+        fprintf(e.log, "%d claims judged, %d plots, %d failed check%s, %.1f minutes\n", e.claim_count,
+                e.plot_count, failed, failed == 1 ? "" : "s", (now_seconds() - start) / 60.0);
+    }
+    rc = agree(&e, rc);
+    if (!rc) rc = ars_dist_broadcast_bytes(dist, &failed, sizeof failed, 0);
+    *failed_checks = failed;
+    if (e.rank == 0 && !e.keep_runs && e.runs_dir[0]) rmdir(e.runs_dir);
+    free_experiment(&e);
+    return rc;
+}
