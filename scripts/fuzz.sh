@@ -80,6 +80,7 @@ status=0
 summary=()
 for t in "${targets[@]}"; do
     mkdir -p "$work/corpus/$t" "$work/artifacts/$t"
+    before="$(ls "$work/artifacts/$t" | wc -l)"
     dict=()
     [[ -f "tests/fuzz/$t.dict" ]] && dict=(-dict="tests/fuzz/$t.dict")
     log="$work/$t.log"
@@ -87,18 +88,22 @@ for t in "${targets[@]}"; do
     # libhdf5 has no frame pointers: unwind fully so that lsan.supp can name HDF5 functions
     [[ "$t" == ckpt ]] && asan+=":fast_unwind_on_malloc=0"
     echo "fuzz.sh: fuzz_$t for ${seconds}s (log $log)"
+    started=$SECONDS
     # shellcheck disable=SC2086
     ASAN_OPTIONS="$asan" "$build/fuzz_$t" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2560 -malloc_limit_mb=512 -print_final_stats=1 \
         -artifact_prefix="$work/artifacts/$t/" "${dict[@]}" ${FUZZ_ARGS:-} \
         "$work/corpus/$t" "tests/fuzz/corpus/$t" > "$log" 2>&1
     rc=$?
+    took=$((SECONDS - started))
     last="$(grep -E '^#[0-9]+' "$log" | tail -1)"
     runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)"
+    [[ -z "$runs" ]] && runs="$(sed -n 's/^#\([0-9]*\).*/\1/p' <<< "$last")"   # -fork mode prints no stats
     cov="$(sed -n 's/.*cov: \([0-9]*\).*/\1/p' <<< "$last")"
     ft="$(sed -n 's/.*ft: \([0-9]*\).*/\1/p' <<< "$last")"
-    corp="$(sed -n 's/.*corp: \([0-9]*\/[0-9a-zA-Z]*\).*/\1/p' <<< "$last")"
-    line="fuzz_$t: ${runs:-?} runs in ${seconds}s, coverage ${cov:-?} edges, ${ft:-?} features, corpus ${corp:-?}"
-    if ((rc != 0)); then
+    corp="$(sed -n 's/.*corp: \([0-9]*\(\/[0-9a-zA-Z]*\)\{0,1\}\).*/\1/p' <<< "$last")"
+    line="fuzz_$t: ${runs:-?} runs in ${took}s, coverage ${cov:-?} edges, ${ft:-?} features, corpus ${corp:-?}"
+    # -fork=1 -ignore_crashes=1 (in FUZZ_ARGS) goes on after a crash: count the artifacts
+    if ((rc != 0)) || (($(ls "$work/artifacts/$t" | wc -l) > before)); then
         status=1
         crash="$(ls -t "$work/artifacts/$t/" 2>/dev/null | head -1)"
         line+=" -- CRASH (exit $rc): $work/artifacts/$t/$crash"

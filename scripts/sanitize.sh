@@ -51,8 +51,10 @@ if ((asan)); then
     shim="$(cd "$build" && pwd)/libnodlclose.so"
     cc -shared -fPIC -O2 -o "$shim" tests/fuzz/nodlclose.c || { echo "sanitize.sh: cannot build $shim" >&2; exit 2; }
     export LD_PRELOAD="$shim${LD_PRELOAD:+:$LD_PRELOAD}"
-    export ASAN_OPTIONS="detect_leaks=1:detect_odr_violation=0:verify_asan_link_order=0:strict_string_checks=1"
-    export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+    # Distinct exit codes: the CLI tests expect status 1 for a clean error,
+    # which is also the sanitizers' default, so a report must not look like it.
+    export ASAN_OPTIONS="detect_leaks=1:detect_odr_violation=0:verify_asan_link_order=0:strict_string_checks=1:exitcode=86"
+    export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=87"
     export LSAN_OPTIONS="suppressions=$root/tests/fuzz/lsan.supp:print_suppressions=0"
     echo "sanitize.sh: ctest under ASan+UBSan+LSan (ASAN_OPTIONS=$ASAN_OPTIONS)"
     start=$SECONDS

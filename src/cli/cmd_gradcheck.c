@@ -14,17 +14,19 @@
 #include "cli.h"
 
 static const char gradcheck_usage[] =
-    "usage: arsenal gradcheck FILE.cfg [--set section.key=value]... [--rows N]\n"
+    "usage: arsenal gradcheck FILE.cfg [--set section.key=value]... [--rows N] [--coords N]\n"
     "\n"
     "Builds the model of FILE.cfg with its initialization, takes N (default 8) training samples and\n"
     "compares every layer's backward with central finite differences (training mode). Prints the\n"
-    "largest relative error per layer; exits 1 if any layer exceeds the tolerance.\n";
+    "largest relative error per layer; exits 1 if any layer exceeds the tolerance.\n"
+    "  --rows N     samples in the batch (default 8)\n"
+    "  --coords N   coordinates sampled per tensor (default 64)\n";
 
 int ars_cmd_gradcheck(int argc, char **argv)
 {
     const char *path = NULL, *value;
     char **overrides = calloc((size_t)argc, sizeof *overrides);
-    int override_count = 0, error = 0, rows = 8;
+    int override_count = 0, error = 0, rows = 8, coords = 64;
     for (int i = 1; i < argc && !error; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(gradcheck_usage, stdout);
@@ -40,6 +42,14 @@ int ars_cmd_gradcheck(int argc, char **argv)
                 error = 1;
             }
             rows = (int)n;
+        } else if (ars_cli_option(argc, argv, &i, "--coords", &value, &error)) {
+            char *end;
+            long n = strtol(value, &end, 10);
+            if (*end || n < 1 || n > 100000) {
+                fprintf(stderr, "arsenal gradcheck: --coords '%s': expected an integer in [1, 100000]\n", value);
+                error = 1;
+            }
+            coords = (int)n;
         } else if (argv[i][0] == '-' || path) {
             fprintf(stderr, "arsenal gradcheck: unexpected argument '%s' (arsenal gradcheck --help)\n", argv[i]);
             error = 1;
@@ -72,17 +82,28 @@ int ars_cmd_gradcheck(int argc, char **argv)
     if (!rc) {
         ars_pass pass = {.mode = ARS_MODE_TRAIN, .rows = rows < train.count ? rows : train.count,
                          .global_rows = rows < train.count ? rows : train.count, .seed = run.seed, .step = 1};
-        rc = ars_gradcheck_model(&model, &pass, train.x, run.seed, NULL, results);
+        ars_gradcheck_options options = {.max_coords = coords};
+        rc = ars_gradcheck_model(&model, &pass, train.x, run.seed, &options, results);
     }
     if (!rc) {
-        printf("%-22s %10s %12s %8s\n", "layer", "checked", "max rel err", "result");
+        /* raw = relative error before the noise allowance; a coordinate is
+         * resolved when its gradient stands above float finite-difference noise */
+        printf("%-22s %8s %9s %12s %12s %10s  %s\n", "layer", "checked", "resolved", "raw rel err",
+               "beyond noise", "noise", "result");
+        int unresolved = 0;
         for (int l = 0; l < model.layer_count; l++) {
-            if (results[l].checked == 0) continue;
-            int ok = ars_gradcheck_passed(&results[l]);
+            const ars_gradcheck_result *r = &results[l];
+            if (r->checked == 0) continue;
+            int ok = ars_gradcheck_passed(r);
             failed += !ok;
-            printf("%-22s %10zu %12.2e %8s%s%s\n", model.layers[l].name, results[l].checked,
-                   results[l].max_rel_error, ok ? "ok" : "FAILED", ok ? "" : "  at ", ok ? "" : results[l].worst);
+            unresolved += ok && r->resolved == 0;
+            const char *verdict = !ok ? "FAILED" : r->resolved == 0 ? "below resolution" : "ok";
+            printf("%-22s %8zu %9zu %12.2e %12.2e %10.1e  %s%s%s\n", model.layers[l].name, r->checked, r->resolved,
+                   r->raw_rel_error, r->max_rel_error, r->noise, verdict, ok ? "" : " at ", ok ? "" : r->worst);
         }
+        if (unresolved)
+            printf("%d layer(s) have gradients below what float finite differences can resolve (vanishing?): "
+                   "not verified\n", unresolved);
         printf("%s: tolerance %.0e on the relative error\n", failed ? "gradient check FAILED" : "gradient check passed",
                ARS_GRADCHECK_TOLERANCE);
     } else {

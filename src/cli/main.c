@@ -11,7 +11,7 @@ static const char usage[] =
     "usage:\n"
     "  arsenal train FILE.cfg [--set section.key=value]... [--ckpt-dir DIR] [--resume CKPT.h5]\n"
     "                         [--metrics FILE.jsonl] [--quiet]\n"
-    "  arsenal gradcheck FILE.cfg [--set section.key=value]... [--rows N]\n"
+    "  arsenal gradcheck FILE.cfg [--set section.key=value]... [--rows N] [--coords N]\n"
     "  arsenal inspect CKPT.h5 [CKPT2.h5] [--json] [--plot DIR]\n"
     "  mpirun -np 4 arsenal train FILE.cfg      the same commands, data-parallel over 4 ranks\n"
     "\n"

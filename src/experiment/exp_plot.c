@@ -183,9 +183,10 @@ static void draw_series(const ars_exp_curve *c, const ars_exp_panel *p, int mark
     free(y);
 }
 
-static void draw_legend(const ars_exp_panel *p)
+/* The legend of p's series and of the reference lines of panels[0..count). */
+static void draw_legend(const ars_exp_panel *p, const ars_exp_panel *panels, int count)
 {
-    enum { MAX = 14 };
+    enum { MAX = 16 };
     const char *text[MAX], *symbols[MAX];
     char storage[MAX][96];
     PLINT opt[MAX], text_color[MAX], line_color[MAX], line_style[MAX], symbol_color[MAX], symbol_number[MAX];
@@ -203,8 +204,12 @@ static void draw_legend(const ars_exp_panel *p)
         symbol_number[n] = p->series[i].marker ? 1 : 0;
         symbols[n] = p->series[i].marker ? DOT : "";
     }
-    if (isfinite(p->hline) && p->hline_label[0] && n < MAX) {
-        plain(p->hline_label, storage[n], sizeof storage[n]);
+    for (int k = 0; k < count && n < MAX; k++) {
+        if (!isfinite(panels[k].hline) || !panels[k].hline_label[0]) continue;
+        plain(panels[k].hline_label, storage[n], sizeof storage[n]);
+        int seen = 0;
+        for (int i = p->count; i < n; i++) seen |= strcmp(storage[i], storage[n]) == 0;
+        if (seen) continue;
         text[n] = storage[n];
         opt[n] = PL_LEGEND_LINE;
         text_color[n] = C_FG;
@@ -225,7 +230,9 @@ static void draw_legend(const ars_exp_panel *p)
     plschr(0, TEXT_SIZE);
 }
 
-static void draw_panel(const ars_exp_panel *p, double x0, double x1, double y0, double y1, int legend)
+/* legend: NULL, or the panels whose reference lines the legend explains. */
+static void draw_panel(const ars_exp_panel *p, double x0, double x1, double y0, double y1,
+                       const ars_exp_panel *legend, int legend_count)
 {
     double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;
     for (int s = 0; s < p->count; s++) {
@@ -274,10 +281,10 @@ static void draw_panel(const ars_exp_panel *p, double x0, double x1, double y0, 
     plain(p->xlabel, text, sizeof text);
     plmtex("b", 3.0, 0.5, 0.5, text);
     plain(p->ylabel, text, sizeof text);
-    plmtex("l", 4.2, 0.5, 0.5, text);
+    plmtex("l", 5.2, 0.5, 0.5, text);
     plain(p->title, text, sizeof text);
     plmtex("t", 1.0, 0.5, 0.5, text);
-    if (legend) draw_legend(p);
+    if (legend) draw_legend(p, legend, legend_count);
 }
 
 /* The same legend entries in every panel: one legend, right of the last. */
@@ -300,7 +307,7 @@ int ars_exp_plot(const char *path, const char *title, const ars_exp_panel *panel
     const int shared = shared_legend(panels, panel_count);
     const int legends = shared ? 1 : panel_count;
     const int width = panel_count * PANEL_WIDTH + legends * LEGEND_WIDTH;
-    const double legend_w = (double)LEGEND_WIDTH / width, left = 75.0 / width, right = 15.0 / width;
+    const double legend_w = (double)LEGEND_WIDTH / width, left = 100.0 / width, right = 15.0 / width;
     PLINT stream;
     plmkstrm(&stream);
     plsdev("pngcairo");
@@ -315,7 +322,9 @@ int ars_exp_plot(const char *path, const char *title, const ars_exp_panel *panel
     for (int k = 0; k < panel_count; k++) {
         double slot = (double)PANEL_WIDTH / width + (!shared || k == panel_count - 1 ? legend_w : 0);
         double end = start + slot - (!shared || k == panel_count - 1 ? legend_w : 0);
-        draw_panel(&panels[k], start + left, end - right, 0.11, 0.84, !shared || k == panel_count - 1);
+        if (!shared) draw_panel(&panels[k], start + left, end - right, 0.11, 0.84, &panels[k], 1);
+        else if (k == panel_count - 1) draw_panel(&panels[k], start + left, end - right, 0.11, 0.84, panels, panel_count);
+        else draw_panel(&panels[k], start + left, end - right, 0.11, 0.84, NULL, 0);
         start += slot;
     }
     char text[200];

@@ -131,6 +131,7 @@ static int batchnorm_forward(ars_layer *layer, const ars_pass *pass, const float
 static int batchnorm_backward(ars_layer *layer, const ars_pass *pass, const float *x, const float *y,
                               const float *dy, float *dx)
 {
+    (void)y;
     batchnorm_impl *bn = layer->impl;
     const int rows = pass->rows, dim = layer->in_dim;
     const float *gamma = layer->param + layer->params[0].offset;

@@ -58,6 +58,7 @@ static int dropout_forward(ars_layer *layer, const ars_pass *pass, const float *
 static int dropout_backward(ars_layer *layer, const ars_pass *pass, const float *x, const float *y,
                             const float *dy, float *dx)
 {
+    (void)x, (void)y;
     const dropout_impl *dp = layer->impl;
     const size_t n = (size_t)pass->rows * (size_t)layer->in_dim;
     if (!dx) return 0;

@@ -47,6 +47,7 @@ static int layernorm_forward(ars_layer *layer, const ars_pass *pass, const float
 static int layernorm_backward(ars_layer *layer, const ars_pass *pass, const float *x, const float *y,
                               const float *dy, float *dx)
 {
+    (void)y;
     layernorm_impl *ln = layer->impl;
     const int rows = pass->rows, dim = layer->in_dim;
     const float *gamma = layer->param + layer->params[0].offset;
