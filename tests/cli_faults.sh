@@ -21,7 +21,7 @@ if [[ -z "${ARSENAL_FAULTS_NS:-}" && "$(id -u)" -eq 0 ]] && command -v unshare >
     ARSENAL_FAULTS_NS=1 exec unshare --mount --propagation private bash "$0" "$@"
 fi
 bin="${ARSENAL_BINARY:?ARSENAL_BINARY is not set (run through ctest)}"
-src="${ARSENAL_SOURCE_DIR:?ARSENAL_SOURCE_DIR is not set (run through ctest)}"
+: "${ARSENAL_SOURCE_DIR:?ARSENAL_SOURCE_DIR is not set (run through ctest)}"
 work="$(mktemp -d)"
 chmod 755 "$work"   # the unreadable-file case runs arsenal as nobody
 mounts=()
@@ -52,6 +52,7 @@ lacks() { ! grep -q -F -- "$2" "$1"; }
 once() { [ "$(grep -c -F -- "$2" "$1")" -eq 1 ]; }
 is() { [ "$1" -eq "$2" ]; }
 quietly() { "$@" > /dev/null 2>&1; }
+no_match() { ! compgen -G "$1" > /dev/null; }
 show() { sed 's/^/     | /' "$1" | head -n "${2:-3}"; }   # the message, for the log
 
 # run OUT COMMAND...: runs with a timeout (a hang is a failure, not a stuck
@@ -123,7 +124,7 @@ if mount_tmpfs "$work/full" 200k; then
     check "disk full: the message says the disk is full" contains "$work/out" "disk full"
     check "disk full: it names the checkpoint" contains "$work/out" "writing checkpoint $work/full/ckpt-"
     check "disk full: the first checkpoint was written" contains "$work/out" "checkpoint $work/full/ckpt-00000002.h5"
-    check "disk full: no temporary file is left" [ -z "$(ls "$work/full" | grep tmp)" ]
+    check "disk full: no temporary file is left" no_match "$work/full/*.tmp-*"
     check "disk full: latest.h5 points at an existing checkpoint" [ -f "$work/full/latest.h5" ]
     if command -v h5ls > /dev/null; then
         check "disk full: h5ls reads the previous checkpoint" quietly h5ls -r "$work/full/latest.h5"

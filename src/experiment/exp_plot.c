@@ -47,7 +47,7 @@ int ars_exp_plot(const char *path, const char *title, const ars_exp_panel *panel
 
 #include <plplot.h>
 
-enum { PAGE_HEIGHT = 700, PANEL_WIDTH = 760, LEGEND_WIDTH = 300 };
+enum { PAGE_HEIGHT = 700, PANEL_WIDTH = 760, LEGEND_WIDTH = 370, LEFT_MARGIN = 130 };
 
 static const PLFLT TEXT_SIZE = 0.75, TITLE_SIZE = 0.95, SMALL_SIZE = 0.62, MARKER_SIZE = 0.45;
 
@@ -247,6 +247,14 @@ static void draw_panel(const ars_exp_panel *p, double x0, double x1, double y0, 
     }
     double h = axis_value(p->hline, p->logy);
     if (isfinite(h)) ylo = fmin(ylo, h), yhi = fmax(yhi, h);
+    if (p->logy && isfinite(ylo) && yhi - ylo < 1.0) {   /* less than a decade: a linear axis reads better */
+        ars_exp_panel linear = *p;
+        linear.logy = 0;
+        char *log_note = strstr(linear.ylabel, " (log scale)");
+        if (log_note) *log_note = '\0';
+        draw_panel(&linear, x0, x1, y0, y1, legend, legend_count);
+        return;
+    }
     pad_range(&xlo, &xhi, 0.03);
     pad_range(&ylo, &yhi, 0.05);
     plvpor(x0, x1, y0, y1);
@@ -307,7 +315,8 @@ int ars_exp_plot(const char *path, const char *title, const ars_exp_panel *panel
     const int shared = shared_legend(panels, panel_count);
     const int legends = shared ? 1 : panel_count;
     const int width = panel_count * PANEL_WIDTH + legends * LEGEND_WIDTH;
-    const double legend_w = (double)LEGEND_WIDTH / width, left = 100.0 / width, right = 15.0 / width;
+    const double legend_w = (double)LEGEND_WIDTH / width, left = (double)LEFT_MARGIN / width,
+                 right = 15.0 / width;
     PLINT stream;
     plmkstrm(&stream);
     plsdev("pngcairo");
