@@ -174,6 +174,16 @@ static int write_history(hid_t file, const ars_history *h)
         rc = ars_h5_write_series(group, eval_names[k], H5T_NATIVE_DOUBLE, 1, edims, evalues);
     }
     if (!rc) rc = ars_h5_write_strings(group, "events", (const char *const *)h->events, h->event_count);
+    if (!rc && h->time_layer_count > 0) {
+        hid_t time_group = H5Gcreate2(group, "time_grad_norm", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (time_group < 0) rc = ars_error(ARS_EIO, "cannot create group /history/time_grad_norm");
+        for (int k = 0; !rc && k < h->time_layer_count; k++) {
+            hsize_t tdims[2] = {T, (hsize_t)h->time_steps[k]};
+            rc = ars_h5_write_series(time_group, h->layer_names[h->time_layer[k]], H5T_NATIVE_DOUBLE, 2, tdims,
+                                     h->time_values[k]);
+        }
+        if (time_group >= 0) H5Gclose(time_group);
+    }
     free(esteps);
     free(eepochs);
     free(evalues);
@@ -517,6 +527,28 @@ int ars_ckpt_read_history(const char *path, ars_history *h)
         if (!rc && edge_dims[0] >= 3) bins = (int)edge_dims[0] - 1;
     }
     if (!rc) rc = ars_history_init(h, (int)L, (const char (*)[40])fixed, bins);
+    /* sequence layers' per-time-step norms: one [T, time] dataset per layer name */
+    void *time_raw[64] = {0};
+    hsize_t time_rows[64] = {0};
+    if (!rc && H5Lexists(group, "time_grad_norm", H5P_DEFAULT) > 0) {
+        hid_t time_group = H5Gopen2(group, "time_grad_norm", H5P_DEFAULT);
+        int which[64], steps[64], count = 0;
+        for (size_t l = 0; !rc && l < L && count < 64; l++) {
+            if (H5Lexists(time_group, fixed[l], H5P_DEFAULT) <= 0) continue;
+            hsize_t tdims[2];
+            rc = ars_h5_read_series(time_group, "/history/time_grad_norm", fixed[l], H5T_NATIVE_DOUBLE, 2, tdims,
+                                    &time_raw[count]);
+            if (!rc && (tdims[1] == 0 || tdims[1] > 1000000))
+                rc = ars_error(ARS_EFORMAT, "%s:/history/time_grad_norm/%s has %llu time steps", path, fixed[l],
+                               (unsigned long long)tdims[1]);
+            which[count] = (int)l;
+            steps[count] = (int)tdims[1];
+            time_rows[count] = tdims[0];
+            count++;
+        }
+        if (time_group >= 0) H5Gclose(time_group);
+        if (!rc) rc = ars_history_set_time_layers(h, count, which, steps);
+    }
     size_t T = 0;
     if (!rc) rc = ars_h5_read_series(group, where, "step", H5T_NATIVE_INT64, 1, dims, &raw[0]);
     T = (size_t)dims[0];
@@ -528,6 +560,10 @@ int ars_ckpt_read_history(const char *path, ars_history *h)
             rc = ars_error(ARS_EFORMAT, "%s:/history/%s has %llu records, /history/step %zu", path, one_d[k],
                            (unsigned long long)dims[0], T);
     }
+    for (int k = 0; !rc && k < h->time_layer_count; k++)
+        if (time_rows[k] != T)
+            rc = ars_error(ARS_EFORMAT, "%s:/history/time_grad_norm/%s has %llu records, /history/step %zu", path,
+                           h->layer_names[h->time_layer[k]], (unsigned long long)time_rows[k], T);
     double *columns[ARS_HIST_LAYER_COLUMNS] = {0};
     for (int c = 0; c < ARS_HIST_LAYER_COLUMNS && !rc; c++) {
         void *data = NULL;
@@ -546,6 +582,9 @@ int ars_ckpt_read_history(const char *path, ars_history *h)
         rc = ars_history_append(h, &s, &row);
         for (int c = 0; !rc && c < ARS_HIST_LAYER_COLUMNS; c++)
             memcpy(row + (size_t)c * L, columns[c] + t * L, sizeof(double) * L);
+        for (int k = 0; !rc && k < h->time_layer_count; k++)
+            memcpy(ars_history_time_row(h, k, t), (double *)time_raw[k] + t * (size_t)h->time_steps[k],
+                   sizeof(double) * (size_t)h->time_steps[k]);
     }
     for (int c = 0; c < ARS_HIST_LAYER_COLUMNS; c++) free(columns[c]);
     if (!rc && bins) {
@@ -593,6 +632,7 @@ int ars_ckpt_read_history(const char *path, ars_history *h)
         free(events);
     }
     for (int k = 0; k < 16; k++) free(raw[k]);
+    for (int k = 0; k < 64; k++) free(time_raw[k]);
     for (size_t l = 0; l < L; l++) free(names[l]);
     free(names);
     free(fixed);

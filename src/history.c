@@ -33,6 +33,10 @@ void ars_history_free(ars_history *h)
     free(h->hist_steps);
     free(h->hist_counts);
     free(h->evals);
+    for (int k = 0; k < h->time_layer_count; k++) free(h->time_values[k]);
+    free(h->time_values);
+    free(h->time_layer);
+    free(h->time_steps);
     for (size_t i = 0; i < h->event_count; i++) free(h->events[i]);
     free(h->events);
     memset(h, 0, sizeof *h);
@@ -49,11 +53,20 @@ int ars_history_append(ars_history *h, const ars_history_step *step, double **la
         double *values = realloc(h->layer_values, capacity * row * sizeof *values);
         if (!values) return ars_error(ARS_ENOMEM, "history: out of memory");
         h->layer_values = values;
+        for (int k = 0; k < h->time_layer_count; k++) {
+            double *grown = realloc(h->time_values[k], capacity * (size_t)h->time_steps[k] * sizeof *grown);
+            if (!grown) return ars_error(ARS_ENOMEM, "history: out of memory");
+            h->time_values[k] = grown;
+        }
         h->capacity = capacity;
     }
     h->steps[h->count] = *step;
     double *values = ars_history_layer_values(h, h->count);
     memset(values, 0, row * sizeof *values);
+    for (int k = 0; k < h->time_layer_count; k++) {
+        double *time_row = ars_history_time_row(h, k, h->count);
+        for (int t = 0; t < h->time_steps[k]; t++) time_row[t] = NAN;   /* until filled */
+    }
     if (layer_row) *layer_row = values;
     h->count++;
     return 0;
@@ -119,5 +132,26 @@ int ars_history_add_eval(ars_history *h, const ars_history_eval *eval)
         h->eval_capacity = capacity;
     }
     h->evals[h->eval_count++] = *eval;
+    return 0;
+}
+
+int ars_history_set_time_layers(ars_history *h, int count, const int *layers, const int *steps)
+{
+    if (h->count > 0 || h->time_layer_count > 0)
+        return ars_error(ARS_EINVAL, "history: time layers must be declared once, before the first record");
+    if (count <= 0) return 0;
+    h->time_layer = malloc(sizeof(int) * (size_t)count);
+    h->time_steps = malloc(sizeof(int) * (size_t)count);
+    h->time_values = calloc((size_t)count, sizeof *h->time_values);
+    if (!h->time_layer || !h->time_steps || !h->time_values) return ars_error(ARS_ENOMEM, "history: out of memory");
+    for (int k = 0; k < count; k++) {
+        h->time_layer[k] = layers[k];
+        h->time_steps[k] = steps[k];
+        if (h->capacity) {
+            h->time_values[k] = malloc(h->capacity * (size_t)steps[k] * sizeof(double));
+            if (!h->time_values[k]) return ars_error(ARS_ENOMEM, "history: out of memory");
+        }
+    }
+    h->time_layer_count = count;
     return 0;
 }

@@ -171,10 +171,16 @@ static int evaluate(ars_trainer *t, double *accuracy, double *loss)
 }
 
 /* Per-layer gradient and weight norms, activation statistics -> history. */
-static int record_probes(ars_trainer *t, const ars_history_step *record, const float *params_before)
+static int record_probes(ars_trainer *t, const ars_history_step *record, const float *params_before, int probed)
 {
     double *row;
     TRY_RC(ars_history_append(&t->history, record, &row));
+    /* sequence layers: the gradient norm per time step (NaN when not probed) */
+    for (int k = 0; probed && k < t->history.time_layer_count; k++) {
+        const ars_layer *layer = &t->model.layers[t->history.time_layer[k]];
+        memcpy(ars_history_time_row(&t->history, k, t->history.count - 1), layer->time_grad_norm,
+               sizeof(double) * (size_t)t->history.time_steps[k]);
+    }
     const int layers = t->model.layer_count;
     for (int l = 0; l < layers; l++) {
         const ars_layer *layer = &t->model.layers[l];
@@ -297,7 +303,8 @@ static int train_loop(ars_trainer *t)
         rc = train_step(t, &t->batch, epoch, t->step, probe, &record);
         if (rc) break;
         /* probe steps, and every non-finite step, go into the history */
-        if (probe || record.nonfinite) rc = record_probes(t, &record, record.skipped ? NULL : t->params_before);
+        if (probe || record.nonfinite)
+            rc = record_probes(t, &record, record.skipped ? NULL : t->params_before, probe);
         if (!rc && (probe || record.nonfinite) && t->rank == 0)
             rc = ars_health_update(&t->health, &t->history, t->options->quiet ? NULL : stdout);
         if (!rc && run->histogram_every && t->step % run->histogram_every == 0)
@@ -424,6 +431,21 @@ static int trainer_setup(ars_trainer *t, const ars_layer_spec *specs, int count)
         memcpy(names[l], m->layers[l].name, sizeof names[l]);
     }
     int rc = ars_history_init(&t->history, m->layer_count, (const char (*)[40])names, run->histogram_bins);
+    int time_layers = 0;
+    for (int l = 0; l < m->layer_count; l++) time_layers += m->layers[l].time_grad_count > 0;
+    if (!rc && time_layers) {
+        int *which = malloc(sizeof(int) * (size_t)time_layers), *steps = malloc(sizeof(int) * (size_t)time_layers);
+        int k = 0;
+        for (int l = 0; which && steps && l < m->layer_count; l++) {
+            if (m->layers[l].time_grad_count <= 0) continue;
+            which[k] = l;
+            steps[k++] = m->layers[l].time_grad_count;
+        }
+        rc = which && steps ? ars_history_set_time_layers(&t->history, time_layers, which, steps)
+                            : ars_error(ARS_ENOMEM, "trainer: out of memory");
+        free(which);
+        free(steps);
+    }
     if (!rc && t->rank == 0)
         rc = ars_health_init(&t->health, &run->health, m->layer_count, (const char (*)[40])names, NULL,
                              ars_optimizer_name(run->optim.kind));

@@ -53,6 +53,13 @@ typedef struct ars_history {
     int64_t *hist_steps;
     uint32_t *hist_counts;
     size_t hist_count, hist_capacity;
+    /* per-time-step gradient norms of sequence layers (RNN, embeddings):
+     * for time layer k (model layer time_layer[k], time_steps[k] steps),
+     * time_values[k] holds [count, time_steps[k]] values, one row per record */
+    int time_layer_count;
+    int *time_layer;
+    int *time_steps;
+    double **time_values;
     ars_history_eval *evals;
     size_t eval_count, eval_capacity;
     /* diagnosis events, appended as text lines ("step 40: ...") */
@@ -72,6 +79,15 @@ int ars_history_add_histograms(ars_history *h, int64_t step, const float *grads,
                                const size_t *offsets, const size_t *counts);
 
 int ars_history_add_event(ars_history *h, const char *text);
+
+/* Declares the layers that record a gradient norm per time step; call
+ * before the first append. Their rows are filled through
+ * ars_history_time_row() of the newest record. */
+int ars_history_set_time_layers(ars_history *h, int count, const int *layers, const int *steps);
+static inline double *ars_history_time_row(const ars_history *h, int k, size_t record)
+{
+    return h->time_values[k] + record * (size_t)h->time_steps[k];
+}
 int ars_history_add_eval(ars_history *h, const ars_history_eval *eval);
 
 static inline double *ars_history_layer_values(const ars_history *h, size_t record)
