@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages arsenal needs and builds it (idempotent).
-#   scripts/setup.sh            packages + release build in build/
-#   scripts/setup.sh --dev      also the reference/benchmark tools (python3-torch, h5py)
+#   scripts/setup.sh               packages + release build in build/
+#   scripts/setup.sh --dev         also the reference/benchmark tools (python3-torch, h5py)
+#   scripts/setup.sh --hardening   also clang + libFuzzer and valgrind (scripts/fuzz.sh, sanitize.sh)
 #   BUILD_DIR=dir CMAKE_ARGS="-DARSENAL_SANITIZE=ON" scripts/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,9 +12,13 @@ packages=(build-essential cmake pkg-config
           libcmocka-dev libinih-dev zlib1g-dev libplplot-dev plplot-driver-cairo fonts-dejavu-core
           iproute2 iptables
           dataset-fashion-mnist)
-if [[ "${1:-}" == "--dev" ]]; then
-    packages+=(python3-torch python3-h5py python3-numpy)
-fi
+for option in "$@"; do
+    case "$option" in
+        --dev) packages+=(python3-torch python3-h5py python3-numpy) ;;
+        --hardening) packages+=(clang libclang-rt-14-dev valgrind) ;;
+        *) echo "setup.sh: unknown option '$option' (--dev, --hardening)" >&2; exit 2 ;;
+    esac
+done
 
 missing=()
 for p in "${packages[@]}"; do

@@ -296,6 +296,11 @@ printf '[run]\ndata = spirals\n[repeat]\ncount = 1000000\n[repeat]\ncount = 1000
 run "$work/out" "$bin" train "$work/repeat.cfg"
 check "absurd: [repeat] 10^12 sections: exit status 1" is $status 1
 check "absurd: [repeat] 10^12 sections: message" contains "$work/out" "blocks expand to more than 1000000 sections"
+printf '[run]\ndata = spirals\n[repeat]\ncount = 50000\n[relu]\n[end]\n[dense]\nunits = 3\nbogus = 1\n' > "$work/many.cfg"
+start=$SECONDS
+timeout 10 "$bin" train "$work/many.cfg" > "$work/out" 2>&1; status=$?
+pend "absurd: 50000 layers are parsed at once (then the typo reported)" F14 \
+    contains "$work/out" "many.cfg:9: [dense] unknown key 'bogus'"
 { printf '[run]\ndata = spirals\nlr = '; head -c 300 /dev/zero | tr '\0' 1; printf '\n[dense]\nunits = 3\n'; } > "$work/long.cfg"
 run "$work/out" "$bin" train "$work/long.cfg"
 check "absurd: a 305-character line: message" contains "$work/out" "long.cfg:3: line is 305 characters long"
@@ -316,6 +321,17 @@ fi
 run "$work/out" "${mpi[@]}" -n 2 "$bin" train "$work/small.cfg" --set run.batch=-3
 check "absurd, 2 ranks: the job fails" [ $status -ne 0 ] && [ $status -ne 124 ]
 check "absurd, 2 ranks: the message appears once" once "$work/out" "run.batch = '-3'"
+
+# ---- corrupted checkpoints that crash or hang libhdf5 (fuzz_ckpt findings) ------------
+
+regressions="$ARSENAL_SOURCE_DIR/tests/fuzz/regressions/ckpt"
+if [ -f "$regressions/hdf5-h5hg-read-overflow-attr-1.h5" ]; then
+    timeout 30 "$bin" train "$work/small.cfg" --resume "$regressions/hdf5-h5hg-read-overflow-attr-1.h5" \
+        > "$work/out" 2>&1; status=$?
+    pend "corrupted checkpoint (HDF5 global heap): an error, not SIGSEGV" F12 is $status 1
+    timeout 20 "$bin" train "$work/small.cfg" --resume "$regressions/hdf5-h5hg-hang-1.h5" > "$work/out" 2>&1; status=$?
+    pend "corrupted checkpoint (HDF5 global heap loop): an error, not a hang" F13 is $status 1
+fi
 
 # ---- command line -------------------------------------------------------------------
 

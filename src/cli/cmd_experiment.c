@@ -13,8 +13,6 @@
 #include "arsenal/error.h"
 #include "cli.h"
 
-int ars_cmd_experiment(int argc, char **argv);
-
 static const char experiment_usage[] =
     "usage: arsenal experiment [--quick] [--out DIR] [options]\n"
     "\n"

@@ -46,7 +46,7 @@ void ars_exp_text_free(ars_exp_text *t)
     memset(t, 0, sizeof *t);
 }
 
-void ars_exp_config_run(const ars_exp *e, ars_exp_text *t, int steps, const char *optimizer_lines)
+void ars_exp_config_run(const ars_exp *e, ars_exp_text *t, int steps, int probe_every, const char *optimizer_lines)
 {
     const ars_exp_budget *b = &e->budget;
     ars_exp_text_printf(t, "[run]\ndata = fashion-mnist\n");
@@ -55,7 +55,7 @@ void ars_exp_config_run(const ars_exp *e, ars_exp_text *t, int steps, const char
                         "train_limit = %d\ntest_limit = %d\nmax_steps = %d\nbatch = %d\nbatch_scope = global\n"
                         "seed = %llu\nprobe_every = %d\nlog_every = 1000000\nckpt_keep = 1\n%s",
                         b->train_limit, b->test_limit, steps, b->batch, (unsigned long long)e->options->seed,
-                        b->probe_every, optimizer_lines);
+                        probe_every > 0 ? probe_every : b->probe_every, optimizer_lines);
     /* The rules are replayed on the history afterwards (exp_run.c). */
     ars_exp_text_printf(t, "[health]\nenabled = false\n");
 }
@@ -94,6 +94,6 @@ void ars_exp_config_deep(const ars_exp *e, ars_exp_text *t, ars_exp_optimizer op
 {
     char lines[96];
     ars_exp_optimizer_lines(lines, sizeof lines, optimizer, lr);
-    ars_exp_config_run(e, t, e->budget.steps_deep, lines);
+    ars_exp_config_run(e, t, e->budget.steps_deep, 0, lines);
     ars_exp_config_mlp(t, ARS_EXP_DEEP_DEPTH, ARS_EXP_DEEP_WIDTH, "relu", norm, init_lines);
 }

@@ -21,7 +21,7 @@ static void config_text(const ars_exp *e, int scenario, int clip, ars_exp_text *
     if (clip) snprintf(clip_line, sizeof clip_line, "clip_norm = %g\n", CLIP);
     snprintf(lines, sizeof lines, "optimizer = sgd\nlr = %g\n%s", scenario == HIGH_LR ? HIGH_RATE : LOW_RATE,
              clip_line);
-    ars_exp_config_run(e, t, e->budget.steps_exploding, lines);
+    ars_exp_config_run(e, t, e->budget.steps_exploding, 1, lines);   /* every step: the way up to the NaN */
     if (scenario == HIGH_LR) {
         ars_exp_config_mlp(t, DEPTH, WIDTH, "relu", NULL, "init = he_normal\n");
         return;
@@ -44,7 +44,8 @@ static void describe_divergence(const ars_exp_run *r, char *out, size_t size)
 {
     if (r->error) snprintf(out, size, "failed: %.120s", r->error_text);
     else if (r->first_nonfinite >= 0)
-        snprintf(out, size, "loss non-finite at step %lld (%lld of %lld steps skipped)", (long long)r->first_nonfinite,
+        snprintf(out, size, "loss or gradient NaN/Inf at step %lld (%lld of %lld steps skipped)",
+                 (long long)r->first_nonfinite,
                  (long long)r->nonfinite_steps, (long long)r->steps);
     else snprintf(out, size, "no non-finite step in %lld", (long long)r->steps);
 }
@@ -96,7 +97,7 @@ static void write_body(ars_exp *e, ars_exp_run *runs[SCENARIOS][2])
                         "Each without clipping and with the global gradient norm clipped to %g "
                         "(`torch.nn.utils.clip_grad_norm_`). A step whose loss or gradient is not finite is "
                         "skipped (`nonfinite = skip`), so a diverged run stays diverged and its first non-finite "
-                        "step is where it broke.\n\n",
+                        "step is where it broke. These runs record every step.\n\n",
                         DEPTH, WIDTH, e->budget.steps_exploding, HIGH_RATE, INIT_SCALE, LOW_RATE, CLIP);
     ars_exp_text_printf(md, "| scenario | clipping | first non-finite step | non-finite steps | largest gradient norm "
                             "(before clipping) | records clipped | test accuracy | training loss at the end | "
@@ -129,19 +130,18 @@ static void write_body(ars_exp *e, ars_exp_run *runs[SCENARIOS][2])
         for (int k = 0; k < 2; k++) {
             const ars_exp_run *r = runs[sc][k];
             ars_exp_series *s = &p->series[p->count++];
-            if (r->first_nonfinite >= 0)
-                snprintf(s->label, sizeof s->label, "%s (NaN at step %lld)", k ? "clip_norm = 1" : "no clipping",
-                         (long long)r->first_nonfinite);
-            else snprintf(s->label, sizeof s->label, "%s", k ? "clip_norm = 1" : "no clipping");
+            snprintf(s->label, sizeof s->label, "%s", k ? "clip_norm = 1" : "no clipping");
             s->curve = &r->loss;
             s->style = 1;
-            s->marker = 1;
             s->vline = r->first_nonfinite >= 0 ? (double)r->first_nonfinite : NAN;
+            if (r->first_nonfinite >= 0)
+                snprintf(s->vline_label, sizeof s->vline_label, "NaN/Inf at step %lld", (long long)r->first_nonfinite);
         }
     }
     ars_exp_figure(e, S, "exploding_loss",
-                   "Training loss (log scale) without and with global-norm clipping; a dotted vertical line marks "
-                   "the step the loss first became non-finite, after which the curve stops.",
+                   "Training loss (log scale) without and with global-norm clipping. A dotted vertical line marks "
+                   "the first step whose loss or gradient was NaN/Inf; from there every update is skipped, so the "
+                   "unclipped network stays where it broke (its loss stays huge, or is NaN where the curve stops).",
                    "20-layer ReLU MLP: divergence and clipping", panels, SCENARIOS);
     ars_exp_body_claims(e, S);
 }

@@ -55,7 +55,7 @@ static void judge(ars_exp *e, const init_kind *inits, ars_exp_run *const *runs)
     ars_exp_format_percent(b, sizeof b, large->test_accuracy);
     if (large->first_nonfinite >= 0)
         snprintf(claim->measured, sizeof claim->measured,
-                 "the loss is non-finite from step %lld on (%lld of %lld steps skipped); test accuracy %s.",
+                 "the loss or gradient is NaN/Inf from step %lld on (%lld of %lld steps skipped); test accuracy %s.",
                  (long long)large->first_nonfinite, (long long)large->nonfinite_steps, (long long)large->steps, b);
     else
         snprintf(claim->measured, sizeof claim->measured, "first loss %s; test accuracy %s.", a, b);
@@ -111,8 +111,8 @@ static void write_body(ars_exp *e, const init_kind *inits, ars_exp_run *const *r
                         "**Setup.** %d dense layers (%d hidden layers of %d units with ReLU, then the 10-way "
                         "output), every layer initialized the same way; SGD with momentum 0.9, learning rate %g, "
                         "%d steps (the same optimizer for all, as in He et al. 2015). Xavier (Glorot) keeps the "
-                        "variance of a *linear* layer, so through ReLU (which zeroes half of it) the signal halves "
-                        "at every layer; He doubles the variance to compensate; LSUV sets each layer on data.\n\n",
+                        "variance of a *linear* layer, so through ReLU (which zeroes half of it) the signal's "
+                        "variance halves at every layer; He doubles the variance to compensate; LSUV sets each layer on data.\n\n",
                         DEPTH, DEPTH - 1, WIDTH, LR, e->budget.steps_deep);
     ars_exp_text_printf(md, "| initialization | hidden weight std | gradient ratio, step 0 | steps to loss < %.1f | "
                             "test accuracy | trains | first non-finite step | diagnosis |\n"
@@ -139,6 +139,7 @@ static void write_body(ars_exp *e, const init_kind *inits, ars_exp_run *const *r
     snprintf(panels[0].xlabel, sizeof panels[0].xlabel, "step");
     snprintf(panels[0].ylabel, sizeof panels[0].ylabel, "training loss (recorded steps)");
     panels[0].hline = log(10.0);
+    panels[0].ymax = 5;
     snprintf(panels[0].hline_label, sizeof panels[0].hline_label, "chance (ln 10)");
     snprintf(panels[1].title, sizeof panels[1].title, "gradient norm per layer at step 0");
     snprintf(panels[1].xlabel, sizeof panels[1].xlabel, "dense layer (1 = input side)");
@@ -148,15 +149,18 @@ static void write_body(ars_exp *e, const init_kind *inits, ars_exp_run *const *r
     for (int p = 0; p < 2; p++)
         for (int i = 0; i < INITS; i++) {
             ars_exp_series *s = &panels[p].series[panels[p].count++];
-            snprintf(s->label, sizeof s->label, "%s", inits[i].label);
+            if (runs[i]->first_nonfinite >= 0)
+                snprintf(s->label, sizeof s->label, "%s (NaN from step %lld)", inits[i].label,
+                         (long long)runs[i]->first_nonfinite);
+            else snprintf(s->label, sizeof s->label, "%s", inits[i].label);
             s->curve = p == 0 ? &runs[i]->loss : &runs[i]->flow_start;
             s->style = 1;
             s->marker = p == 1;
             s->vline = NAN;
         }
     ars_exp_figure(e, S, "init_loss",
-                   "Left: training loss per initialization (a missing curve is a non-finite loss). Right: gradient "
-                   "norm of each dense layer at step 0, log scale.",
+                   "Left: training loss per initialization (a curve stops where the loss became non-finite; losses "
+                   "above 5 are drawn at 5). Right: gradient norm of each dense layer at step 0, log scale.",
                    "30-layer ReLU MLP: five initializations", panels, 2);
     ars_exp_body_claims(e, S);
 }

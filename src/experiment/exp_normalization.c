@@ -33,7 +33,7 @@ typedef struct sweep {
 
 static void set_rates(const ars_exp *e, sweep *w)
 {
-    static const double full[] = {0.003, 0.01, 0.03, 0.1, 0.3, 1.0}, quick[] = {0.03, 0.3};
+    static const double full[] = {0.003, 0.01, 0.03, 0.1, 0.3, 1.0}, quick[] = {0.01, 0.1};
     const double *rates = e->options->quick ? quick : full;
     w->lr_count = e->options->quick ? (int)(sizeof quick / sizeof quick[0]) : (int)(sizeof full / sizeof full[0]);
     memcpy(w->lrs, rates, sizeof(double) * (size_t)w->lr_count);
@@ -96,8 +96,11 @@ static void judge(ars_exp *e, const sweep *w)
         else if (w->highest[v] == w->lr_count - 1)
             snprintf(c->note, sizeof c->note, "it still trains at the top of the sweep: its limit is higher");
     }
+    /* Accuracy at each network's best rate; within a point is a tie. */
+    const double margin = 0.01;
     double base = best_accuracy(w, 0), bn = best_accuracy(w, 1), ln = best_accuracy(w, 2);
-    int bn_better = bn > (isnan(base) ? 0 : base), ln_better = ln > (isnan(base) ? 0 : base);
+    double floor_acc = isnan(base) ? 0 : base;
+    int bn_better = bn > floor_acc + margin, ln_better = ln > floor_acc + margin;
     ars_exp_verdict verdict = bn_better && ln_better ? ARS_EXP_CONFIRMED
                               : bn_better || ln_better ? ARS_EXP_QUALIFIED : ARS_EXP_NOT_CONFIRMED;
     ars_exp_claim *c = ars_exp_claim_add(e, S, verdict, "Normalization makes a deep network train better: higher "
@@ -107,12 +110,29 @@ static void judge(ars_exp *e, const sweep *w)
     ars_exp_format_percent(b, sizeof b, bn);
     ars_exp_format_percent(d, sizeof d, ln);
     snprintf(c->measured, sizeof c->measured,
-             "best test accuracy over the sweep: none %s, BatchNorm %s, LayerNorm %s.", a, b, d);
+             "best test accuracy over the sweep (%d steps): none %s, BatchNorm %s, LayerNorm %s.", e->budget.steps_deep,
+             a, b, d);
+    const char *bn_word = bn_better ? "better" : bn < floor_acc - margin ? "worse" : "within a point";
+    const char *ln_word = ln_better ? "better" : ln < floor_acc - margin ? "worse" : "within a point";
+    if (verdict != ARS_EXP_CONFIRMED)
+        snprintf(c->note, sizeof c->note, "against the unnormalized network at its own best rate, BatchNorm is %s "
+                 "and LayerNorm %s", bn_word, ln_word);
+
+    /* The gradient's scale through depth at initialization (the same at every rate). */
+    const ars_exp_run *r_none = w->runs[0][0], *r_bn = w->runs[1][0], *r_ln = w->runs[2][0];
+    double g = r_bn->ratio_start;
+    verdict = isnan(g) ? ARS_EXP_INCONCLUSIVE : g >= 0.1 && g <= 10 ? ARS_EXP_CONFIRMED : ARS_EXP_QUALIFIED;
+    c = ars_exp_claim_add(e, S, verdict, "BatchNorm keeps the gradient's scale steady from layer to layer.");
+    ars_exp_format_sci(a, sizeof a, r_none->ratio_start);
+    ars_exp_format_sci(b, sizeof b, g);
+    ars_exp_format_sci(d, sizeof d, r_ln->ratio_start);
+    snprintf(c->measured, sizeof c->measured, "gradient ratio (first dense layer / output layer) at step 0: none %s, "
+             "BatchNorm %s, LayerNorm %s.", a, b, d);
     if (verdict == ARS_EXP_QUALIFIED)
-        snprintf(c->note, sizeof c->note, "%s does not beat the unnormalized network", bn_better ? "LayerNorm" : "BatchNorm");
-    else if (verdict == ARS_EXP_NOT_CONFIRMED)
-        snprintf(c->note, sizeof c->note, "at its best learning rate, the unnormalized He-initialized network "
-                 "does as well");
+        snprintf(c->note, sizeof c->note, "with BatchNorm the first layer starts with %s times the output layer's "
+                 "gradient: in a deep network, batch normalization makes the gradient %s toward the input at "
+                 "initialization (as Yang et al. 2019 predict); its tolerance of high learning rates comes with it",
+                 b, g > 10 ? "grow" : "shrink");
 }
 
 static void write_body(ars_exp *e, const sweep *w)
@@ -125,8 +145,8 @@ static void write_body(ars_exp *e, const sweep *w)
                         "ReLU), and the same with BatchNorm (statistics synchronized over the %d rank%s) or "
                         "LayerNorm between every hidden dense layer and its ReLU; SGD with momentum 0.9, %d steps "
                         "per run. Learning rates are swept upward; a network's sweep stops at its first failure "
-                        "after a success. Each cell: test accuracy (and the step the loss first became "
-                        "non-finite).\n\n",
+                        "after a success. Each cell: test accuracy, \"(fails)\" when the run does not train, and "
+                        "the step the loss or gradient first became NaN/Inf if it did.\n\n",
                         ARS_EXP_DEEP_DEPTH, ARS_EXP_DEEP_WIDTH, e->world, e->world == 1 ? "" : "s",
                         e->budget.steps_deep);
     ars_exp_text_printf(md, "| network |");
@@ -147,7 +167,7 @@ static void write_body(ars_exp *e, const sweep *w)
             if (r->error) ars_exp_text_printf(md, " failed: %s |", r->error_text);
             else if (r->first_nonfinite >= 0)
                 ars_exp_text_printf(md, " %s (NaN at step %lld) |", acc, (long long)r->first_nonfinite);
-            else ars_exp_text_printf(md, " %s%s |", acc, ars_exp_trains(r) ? "" : " (no)");
+            else ars_exp_text_printf(md, " %s%s |", acc, ars_exp_trains(r) ? "" : " (fails)");
         }
         char best[32];
         ars_exp_format_percent(best, sizeof best, best_accuracy(w, v));
@@ -174,6 +194,7 @@ static void write_body(ars_exp *e, const sweep *w)
     snprintf(panels[1].xlabel, sizeof panels[1].xlabel, "step");
     snprintf(panels[1].ylabel, sizeof panels[1].ylabel, "training loss");
     panels[1].hline = NAN;
+    panels[1].ymax = 5;
     for (int v = 0; v < VARIANTS; v++) {
         curves[v] = (ars_exp_curve){.x = xs[v], .y = ys[v]};
         for (int k = 0; k < w->lr_count; k++)

@@ -23,10 +23,11 @@ typedef struct grid {
 
 static void set_rates(const ars_exp *e, grid *g)
 {
-    static const double full[OPTIMIZERS][3] = {{0.01, 0.03, 0.1}, {0.001, 0.003, 0.01}, {1e-4, 3e-4, 1e-3}};
+    static const double full[OPTIMIZERS][MAX_RATES] = {
+        {0.003, 0.01, 0.03, 0.1}, {3e-4, 0.001, 0.003, 0.01}, {1e-4, 3e-4, 1e-3, 3e-3}};
     static const double quick[OPTIMIZERS] = {0.03, 0.003, 3e-4};
     for (int o = 0; o < OPTIMIZERS; o++) {
-        g->count[o] = e->options->quick ? 1 : 3;
+        g->count[o] = e->options->quick ? 1 : MAX_RATES;
         for (int k = 0; k < g->count[o]; k++) g->lrs[o][k] = e->options->quick ? quick[o] : full[o][k];
     }
 }
@@ -76,8 +77,7 @@ static void judge(ars_exp *e, const grid *g)
     c = ars_exp_claim_add(e, S, r > 0 ? ARS_EXP_CONFIRMED : r == 0 ? ARS_EXP_QUALIFIED : ARS_EXP_NOT_CONFIRMED,
                           "Adam (per-parameter step sizes from gradient moments) converges faster than SGD, with "
                           "or without momentum.");
-    snprintf(c->measured, sizeof c->measured, "best of each grid: %s; against %s.", d,
-             rival == momentum ? "SGD + momentum" : "SGD");
+    snprintf(c->measured, sizeof c->measured, "best of each grid: %s; %s.", d, rival == momentum ? b : a);
     if (r == 0) snprintf(c->note, sizeof c->note, "Adam ends more accurate but is not faster to the loss target");
     else if (r < 0)
         snprintf(c->note, sizeof c->note, "%s at its best rate is as fast or faster on this network",
@@ -120,6 +120,7 @@ static void write_body(ars_exp *e, const grid *g)
     snprintf(panels[0].xlabel, sizeof panels[0].xlabel, "step");
     snprintf(panels[0].ylabel, sizeof panels[0].ylabel, "training loss");
     panels[0].hline = ARS_EXP_LOSS_TARGET;
+    panels[0].ymax = 5;
     snprintf(panels[0].hline_label, sizeof panels[0].hline_label, "loss target %.1f", ARS_EXP_LOSS_TARGET);
     snprintf(panels[1].title, sizeof panels[1].title, "test accuracy after %d steps", e->budget.steps_deep);
     snprintf(panels[1].xlabel, sizeof panels[1].xlabel, "learning rate");

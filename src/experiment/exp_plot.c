@@ -47,7 +47,8 @@ int ars_exp_plot(const char *path, const char *title, const ars_exp_panel *panel
 
 #include <plplot.h>
 
-enum { PAGE_HEIGHT = 700, PANEL_WIDTH = 760, LEGEND_WIDTH = 370, LEFT_MARGIN = 130 };
+/* Every figure has the same page, so text has the same size in all of them. */
+enum { PAGE_WIDTH = 1800, PAGE_HEIGHT = 700, LEGEND_WIDTH = 390, LEFT_MARGIN = 120 };
 
 static const PLFLT TEXT_SIZE = 0.75, TITLE_SIZE = 0.95, SMALL_SIZE = 0.62, MARKER_SIZE = 0.45;
 
@@ -92,11 +93,20 @@ static void plain(const char *in, char *out, size_t size)
         if (*p == '#') *p = '_';
 }
 
+/* y is clamped to the panel's ymax before any log. */
+static double y_value(const ars_exp_panel *p, double v);
+
 static double axis_value(double v, int log_axis)
 {
     if (!isfinite(v)) return NAN;
     if (!log_axis) return v;
     return v > 0 ? log10(v) : NAN;
+}
+
+static double y_value(const ars_exp_panel *p, double v)
+{
+    if (p->ymax > 0 && isfinite(v) && v > p->ymax) v = p->ymax;
+    return axis_value(v, p->logy);
 }
 
 /* Tick labels of a log axis (values are log10): plain numbers near 1,
@@ -162,7 +172,7 @@ static void draw_series(const ars_exp_curve *c, const ars_exp_panel *p, int mark
     }
     for (int i = 0; i < c->count; i++) {
         x[i] = axis_value(c->x[i], p->logx);
-        y[i] = axis_value(c->y[i], p->logy);
+        y[i] = y_value(p, c->y[i]);
     }
     int start = -1;
     for (int i = 0; i <= c->count; i++) {
@@ -183,8 +193,9 @@ static void draw_series(const ars_exp_curve *c, const ars_exp_panel *p, int mark
     free(y);
 }
 
-/* The legend of p's series and of the reference lines of panels[0..count). */
-static void draw_legend(const ars_exp_panel *p, const ars_exp_panel *panels, int count)
+/* The legend of p's series and of the reference lines of panels[0..count),
+ * right of the panel (outside) or inside its top right corner. */
+static void draw_legend(const ars_exp_panel *p, const ars_exp_panel *panels, int count, int inside)
 {
     enum { MAX = 16 };
     const char *text[MAX], *symbols[MAX];
@@ -224,21 +235,23 @@ static void draw_legend(const ars_exp_panel *p, const ars_exp_panel *panels, int
     if (n == 0) return;
     PLFLT width, height;
     plschr(0, SMALL_SIZE);
-    pllegend(&width, &height, PL_LEGEND_BACKGROUND | PL_LEGEND_BOUNDING_BOX, PL_POSITION_RIGHT | PL_POSITION_OUTSIDE,
-             0.015, 0.0, 0.05, C_BG, C_FG, 1, 0, 0, n, opt, 0.8, SMALL_SIZE, 2.0, 0.0, text_color, text, NULL, NULL,
-             NULL, NULL, line_color, line_style, line_width, symbol_color, symbol_scale, symbol_number, symbols);
+    PLINT position = inside ? PL_POSITION_RIGHT | PL_POSITION_TOP | PL_POSITION_INSIDE
+                            : PL_POSITION_RIGHT | PL_POSITION_OUTSIDE;
+    pllegend(&width, &height, PL_LEGEND_BACKGROUND | PL_LEGEND_BOUNDING_BOX, position, 0.015, inside ? 0.015 : 0.0,
+             0.05, C_BG, C_FG, 1, 0, 0, n, opt, 0.8, SMALL_SIZE, 2.0, 0.0, text_color, text, NULL, NULL, NULL, NULL, line_color, line_style, line_width, symbol_color, symbol_scale, symbol_number, symbols);
     plschr(0, TEXT_SIZE);
 }
 
-/* legend: NULL, or the panels whose reference lines the legend explains. */
+/* legend: NULL, or the panels whose reference lines the legend explains
+ * (outside right, or inside when inside is 1). */
 static void draw_panel(const ars_exp_panel *p, double x0, double x1, double y0, double y1,
-                       const ars_exp_panel *legend, int legend_count)
+                       const ars_exp_panel *legend, int legend_count, int inside)
 {
     double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;
     for (int s = 0; s < p->count; s++) {
         const ars_exp_curve *c = p->series[s].curve;
         for (int i = 0; c && i < c->count; i++) {
-            double x = axis_value(c->x[i], p->logx), y = axis_value(c->y[i], p->logy);
+            double x = axis_value(c->x[i], p->logx), y = y_value(p, c->y[i]);
             if (!isfinite(x) || !isfinite(y)) continue;
             xlo = fmin(xlo, x), xhi = fmax(xhi, x), ylo = fmin(ylo, y), yhi = fmax(yhi, y);
         }
@@ -252,7 +265,7 @@ static void draw_panel(const ars_exp_panel *p, double x0, double x1, double y0, 
         linear.logy = 0;
         char *log_note = strstr(linear.ylabel, " (log scale)");
         if (log_note) *log_note = '\0';
-        draw_panel(&linear, x0, x1, y0, y1, legend, legend_count);
+        draw_panel(&linear, x0, x1, y0, y1, legend, legend_count, inside);
         return;
     }
     pad_range(&xlo, &xhi, 0.03);
@@ -276,6 +289,13 @@ static void draw_panel(const ars_exp_panel *p, double x0, double x1, double y0, 
             pllsty(3);
             plwidth(1.0);
             plline(2, vx, vy);
+            if (series->vline_label[0]) {
+                char label[96];
+                plain(series->vline_label, label, sizeof label);
+                plschr(0, SMALL_SIZE);
+                plptex(v + 0.01 * (xhi - xlo), yhi - (0.04 + 0.05 * s) * (yhi - ylo), 1, 0, 0, label);
+                plschr(0, TEXT_SIZE);
+            }
         }
         pllsty(series->style > 0 ? series->style : 1);
         plwidth(2.0);
@@ -292,7 +312,7 @@ static void draw_panel(const ars_exp_panel *p, double x0, double x1, double y0, 
     plmtex("l", 5.2, 0.5, 0.5, text);
     plain(p->title, text, sizeof text);
     plmtex("t", 1.0, 0.5, 0.5, text);
-    if (legend) draw_legend(p, legend, legend_count);
+    if (legend) draw_legend(p, legend, legend_count, inside);
 }
 
 /* The same legend entries in every panel: one legend, right of the last. */
@@ -313,28 +333,23 @@ int ars_exp_plot(const char *path, const char *title, const ars_exp_panel *panel
     if (!probe) return ars_error(ARS_EIO, "cannot write %s: %s", path, strerror(errno));
     fclose(probe);
     const int shared = shared_legend(panels, panel_count);
-    const int legends = shared ? 1 : panel_count;
-    const int width = panel_count * PANEL_WIDTH + legends * LEGEND_WIDTH;
-    const double legend_w = (double)LEGEND_WIDTH / width, left = (double)LEFT_MARGIN / width,
-                 right = 15.0 / width;
+    const double legend_w = shared ? (double)LEGEND_WIDTH / PAGE_WIDTH : 0, left = (double)LEFT_MARGIN / PAGE_WIDTH,
+                 right = 20.0 / PAGE_WIDTH, slot = (1.0 - legend_w) / panel_count;
     PLINT stream;
     plmkstrm(&stream);
     plsdev("pngcairo");
     plsfnam(path);
-    plspage(0, 0, width, PAGE_HEIGHT, 0, 0);
+    plspage(0, 0, PAGE_WIDTH, PAGE_HEIGHT, 0, 0);
     set_palette();
     plinit();
     plfontld(1);
     pladv(0);
     plschr(0, TEXT_SIZE);
-    double start = 0;
     for (int k = 0; k < panel_count; k++) {
-        double slot = (double)PANEL_WIDTH / width + (!shared || k == panel_count - 1 ? legend_w : 0);
-        double end = start + slot - (!shared || k == panel_count - 1 ? legend_w : 0);
-        if (!shared) draw_panel(&panels[k], start + left, end - right, 0.11, 0.84, &panels[k], 1);
-        else if (k == panel_count - 1) draw_panel(&panels[k], start + left, end - right, 0.11, 0.84, panels, panel_count);
-        else draw_panel(&panels[k], start + left, end - right, 0.11, 0.84, NULL, 0);
-        start += slot;
+        const double x0 = k * slot + left, x1 = (k + 1) * slot - right;
+        if (!shared) draw_panel(&panels[k], x0, x1, 0.11, 0.84, &panels[k], 1, 1);
+        else if (k == panel_count - 1) draw_panel(&panels[k], x0, x1, 0.11, 0.84, panels, panel_count, 0);
+        else draw_panel(&panels[k], x0, x1, 0.11, 0.84, NULL, 0, 0);
     }
     char text[200];
     plain(title, text, sizeof text);

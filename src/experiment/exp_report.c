@@ -51,6 +51,14 @@ static void check_suffix(const ars_exp_claim *c, char *out, size_t size)
     else out[0] = '\0';
 }
 
+/* "**qualified**: why (check ✔: ...)" */
+static void verdict_text(const ars_exp_claim *c, char *out, size_t size)
+{
+    char check[200];
+    check_suffix(c, check, sizeof check);
+    snprintf(out, size, "**%s**%s%s%s", ars_exp_verdict_name(c->verdict), c->note[0] ? ": " : "", c->note, check);
+}
+
 const char *ars_exp_verdict_name(ars_exp_verdict verdict)
 {
     switch (verdict) {
@@ -82,7 +90,7 @@ void ars_exp_format_step(char *out, size_t size, int64_t step)
 
 int ars_exp_trains(const ars_exp_run *run)
 {
-    return !run->error && isfinite(run->test_loss) && run->test_accuracy >= ARS_EXP_TRAINS_ACCURACY;
+    return !run->error && run->test_loss < log(10.0) && run->test_accuracy >= ARS_EXP_TRAINS_ACCURACY;
 }
 
 /* ---- the document ------------------------------------------------------------- */
@@ -104,18 +112,23 @@ static void write_stamp(FILE *f, const ars_exp *e, double total_seconds)
             e->world == 1 ? "" : "s", (unsigned long long)e->options->seed, trained, total_seconds / 60.0,
             e->world, e->options->quick ? " --quick" : "");
     const ars_exp_budget *b = &e->budget;
+    char train[64], test[64];
+    if (b->train_limit >= 60000) snprintf(train, sizeof train, "all 60000 training images");
+    else snprintf(train, sizeof train, "the first %d of the 60000 training images", b->train_limit);
+    if (b->test_limit >= 10000) snprintf(test, sizeof test, "all 10000 test images");
+    else snprintf(test, sizeof test, "the first %d of the 10000 test images", b->test_limit);
     fprintf(f,
-            "**Setup.** Fashion-MNIST, standardized: the first %d training and the first %d test images. "
+            "**Setup.** Fashion-MNIST, standardized: %s and %s. "
             "Global batch %d (`batch_scope = global`: the same run on any number of ranks, each rank "
             "computing on its shard, gradients all-reduced, BatchNorm statistics synchronized). Per-layer "
             "gradient norms are recorded every %d steps into each run's gradient history (read back from its "
             "checkpoint), step 0 included.\n\n",
-            b->train_limit, b->test_limit, b->batch, b->probe_every);
+            train, test, b->batch, b->probe_every);
     fprintf(f,
-            "**Terms.** *Gradient ratio*: the parameter-gradient norm of the first dense layer divided by the "
-            "output layer's, at step 0 and after training (median of the last 5 records); below 1e-3 is what "
+            "**Terms.** *Gradient ratio*: the parameter-gradient norm (before clipping) of the first dense layer "
+            "divided by the output layer's, at step 0 and after training (median of the last 5 records); below 1e-3 is what "
             "the health monitor calls a vanishing gradient. *Trains*: test accuracy at least %.0f%% at the end "
-            "of the budget (chance is 10%%) with a finite test loss. *Steps to loss < %.1f*: the first recorded "
+            "of the budget (chance is 10%%) and a test loss below ln 10 = 2.30 (a uniform guess's). *Steps to loss < %.1f*: the first recorded "
             "step at which the training loss, averaged over 3 consecutive records, is below %.1f (it starts "
             "at ln 10 = 2.30). *Diagnosis*: the problems the health rules of `arsenal inspect` "
             "([health.md](health.md)) find in the run's history.\n\n",
@@ -139,10 +152,10 @@ static void write_verdicts(FILE *f, const ars_exp *e, int failed_checks)
     fprintf(f, "| section | the lecture says | measured | verdict |\n| --- | --- | --- | --- |\n");
     for (int i = 0; i < e->claim_count; i++) {
         const ars_exp_claim *c = &e->claims[i];
-        char check[200];
-        check_suffix(c, check, sizeof check);
-        fprintf(f, "| %d. %s | %s | %s | **%s**%s%s%s |\n", c->section + 1, section_titles[c->section], c->claim,
-                c->measured, ars_exp_verdict_name(c->verdict), c->note[0] ? ": " : "", c->note, check);
+        char verdict[1024];
+        verdict_text(c, verdict, sizeof verdict);
+        fprintf(f, "| %d. %s | %s | %s | %s |\n", c->section + 1, section_titles[c->section], c->claim, c->measured,
+                verdict);
     }
     fprintf(f, "\n");
 }
@@ -186,10 +199,9 @@ void ars_exp_body_claims(ars_exp *e, int section)
     for (int i = 0; i < e->claim_count; i++) {
         const ars_exp_claim *c = &e->claims[i];
         if (c->section != section) continue;
-        char check[200];
-        check_suffix(c, check, sizeof check);
-        ars_exp_text_printf(md, "- %s *Measured:* %s **%s**%s%s%s\n", c->claim, c->measured,
-                            ars_exp_verdict_name(c->verdict), c->note[0] ? ": " : ".", c->note, check);
+        char verdict[1024];
+        verdict_text(c, verdict, sizeof verdict);
+        ars_exp_text_printf(md, "- %s *Measured:* %s Verdict: %s.\n", c->claim, c->measured, verdict);
     }
     ars_exp_text_printf(md, "\n");
 }

@@ -27,7 +27,7 @@ static void config_text(const ars_exp *e, int depth, int residual, ars_exp_text 
 {
     char lines[160], init[96];
     snprintf(lines, sizeof lines, "optimizer = adam\nlr = 0.001\nwarmup_steps = %d\nclip_norm = 1\n", warmup_steps(e));
-    ars_exp_config_run(e, t, e->budget.steps_residual, lines);
+    ars_exp_config_run(e, t, e->budget.steps_residual, 0, lines);
     ars_exp_config_dense(t, WIDTH, "init = he_normal\n");
     const int blocks = depth - 2;
     ars_exp_text_printf(t, "[repeat]\ncount = %d\n", blocks);

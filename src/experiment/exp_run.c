@@ -55,15 +55,27 @@ static int record_finite(const ars_history *h, size_t r)
     return !h->steps[r].nonfinite && isfinite(h->steps[r].loss) && isfinite(h->steps[r].grad_norm);
 }
 
-static double grad_norm(const ars_history *h, size_t r, int layer)
+static double recorded_norm(const ars_history *h, size_t r, int layer)
 {
     return ars_history_layer_values(h, r)[(size_t)ARS_HIST_GRAD_NORM * (size_t)h->layer_count + (size_t)layer];
 }
 
+/* A layer's gradient norm before clipping. The layers partition the
+ * parameters, so their recorded norms, whatever clipping did to them (one
+ * factor for all), add up in squares to the global norm once rescaled to
+ * the record's global norm before clipping. */
+static double grad_norm(const ars_history *h, size_t r, int layer)
+{
+    double squares = 0;
+    for (int l = 0; l < h->layer_count; l++) squares += recorded_norm(h, r, l) * recorded_norm(h, r, l);
+    double factor = squares > 0 && isfinite(h->steps[r].grad_norm) ? h->steps[r].grad_norm / sqrt(squares) : 1;
+    return recorded_norm(h, r, layer) * factor;
+}
+
 static double ratio_at(const ars_history *h, size_t r, int first, int last)
 {
-    double out = grad_norm(h, r, last);
-    return out > 0 ? grad_norm(h, r, first) / out : NAN;
+    double out = recorded_norm(h, r, last);
+    return out > 0 ? recorded_norm(h, r, first) / out : NAN;
 }
 
 static int compare_doubles(const void *a, const void *b)
@@ -84,6 +96,29 @@ static int flow_at(const ars_history *h, size_t r, ars_exp_curve *c)
     return rc;
 }
 
+/* "layers 000-036", or when that list is long "37 layers from 003 to 285". */
+static void flagged_layers(const ars_history *h, const ars_health_monitor *m, ars_health_problem p, char *out,
+                           size_t size)
+{
+    const unsigned char *ever = ars_health_ever(m, p);
+    char list[512];
+    ars_health_format_layers((const char (*)[40])h->layer_names, h->layer_count, ever, ars_health_candidates(m, p),
+                             list, sizeof list);
+    if (strlen(list) <= 40) {
+        snprintf(out, size, "%s", list);
+        return;
+    }
+    int count = 0, first = -1, last = -1;
+    for (int l = 0; l < h->layer_count; l++)
+        if (ever[l]) {
+            count++;
+            if (first < 0) first = l;
+            last = l;
+        }
+    snprintf(out, size, "%d layers from %.*s to %.*s", count, (int)strcspn(h->layer_names[first], "_"),
+             h->layer_names[first], (int)strcspn(h->layer_names[last], "_"), h->layer_names[last]);
+}
+
 /* Names of the problems the health rules find in h, with the layers of the
  * per-layer ones: "vanishing gradient (layers 000-036), loss plateau". */
 static void diagnose(const ars_history *h, const char *optimizer, char *out, size_t size)
@@ -101,10 +136,7 @@ static void diagnose(const ars_history *h, const char *optimizer, char *out, siz
             const unsigned char *ever = ars_health_ever(&monitor, (ars_health_problem)p);
             int per_layer = 0;
             for (int l = 0; l < h->layer_count; l++) per_layer |= ever[l];
-            if (per_layer)
-                ars_health_format_layers((const char (*)[40])h->layer_names, h->layer_count, ever,
-                                         ars_health_candidates(&monitor, (ars_health_problem)p), layers,
-                                         sizeof layers);
+            if (per_layer) flagged_layers(h, &monitor, (ars_health_problem)p, layers, sizeof layers);
             size_t used = strlen(out);
             snprintf(out + used, size - used, "%s%s%s%s%s", used ? ", " : "",
                      ars_health_problem_name((ars_health_problem)p), per_layer ? " (" : "", layers,

@@ -37,13 +37,13 @@ static void set_budget(ars_exp_budget *b, int quick)
         b->steps_residual = 60;
         b->steps_exploding = 60;
     } else {
-        b->train_limit = 20000;
-        b->test_limit = 5000;
+        b->train_limit = 60000;   /* the whole training split */
+        b->test_limit = 10000;
         b->probe_every = 10;
-        b->steps_activations = 600;
-        b->steps_deep = 400;
-        b->steps_residual = 300;
-        b->steps_exploding = 300;
+        b->steps_activations = 1500;
+        b->steps_deep = 1000;
+        b->steps_residual = 600;
+        b->steps_exploding = 500;
     }
 }
 

@@ -77,20 +77,21 @@ typedef struct ars_exp_run {
     int measured;             /* 1: the history was read */
     int64_t first_nonfinite;  /* step of the first non-finite loss or gradient, -1: none */
     double ratio_start, ratio_end;           /* first dense layer's gradient norm / the output layer's */
-    double first_grad_start, first_grad_end; /* the first dense layer's gradient norm */
+    double first_grad_start, first_grad_end; /* the first dense layer's gradient norm (before clipping) */
     double loss_start, loss_end;             /* first finite loss; mean of the last finite records */
     double max_grad_norm;     /* largest finite global norm before clipping */
     double clipped_fraction;  /* finite records with clip_scale < 1 */
     int64_t steps_to_target;  /* first step the smoothed loss < ARS_EXP_LOSS_TARGET, -1: never */
     ars_exp_curve loss;       /* recorded training loss (NaN where non-finite) */
     ars_exp_curve accuracy;   /* test accuracy at each evaluation */
-    ars_exp_curve flow_start, flow_end;   /* dense layer (1 = input side) -> gradient norm */
+    ars_exp_curve flow_start, flow_end;   /* dense layer (1 = input side) -> gradient norm before clipping */
     char diagnosis[256];      /* problems the health rules found, "" if none */
 } ars_exp_run;
 
 /* Training loss below which a run "has learned" (chance: ln 10 = 2.30). */
 #define ARS_EXP_LOSS_TARGET 1.0
-/* Test accuracy from which a run "trains" (chance: 10%). */
+/* Test accuracy from which a run "trains" (chance: 10%), with a test loss
+ * below ln 10 (a uniform guess's). */
 #define ARS_EXP_TRAINS_ACCURACY 0.5
 
 typedef enum {
@@ -145,9 +146,10 @@ int ars_exp_train(ars_exp *e, const char *key, const char *config_text, ars_exp_
 void ars_exp_run_free(ars_exp_run *run);
 
 /* exp_config.c: run-file text. */
-/* [run] with the budget's data, batch, seed and probes, max_steps = steps
- * and the optimizer lines (e.g. "optimizer = sgd\nlr = 0.01\n"). */
-void ars_exp_config_run(const ars_exp *e, ars_exp_text *t, int steps, const char *optimizer_lines);
+/* [run] with the budget's data, batch, seed and probes (every probe_every
+ * steps; 0: the budget's), max_steps = steps and the optimizer lines (e.g.
+ * "optimizer = sgd\nlr = 0.01\n"). */
+void ars_exp_config_run(const ars_exp *e, ars_exp_text *t, int steps, int probe_every, const char *optimizer_lines);
 /* A [dense] of units with init lines ("init = he_normal\n"). */
 void ars_exp_config_dense(ars_exp_text *t, int units, const char *init_lines);
 /* init lines of W ~ N(0, std^2) */
@@ -202,11 +204,13 @@ typedef struct ars_exp_series {
     int style;                /* 1 solid, 2 dashed, ... */
     int marker;               /* 1: a dot at each point */
     double vline;             /* a vertical line at this x (e.g. the NaN step), NaN: none */
+    char vline_label[64];     /* written beside it, at the top */
 } ars_exp_series;
 
 typedef struct ars_exp_panel {
     char title[160], xlabel[96], ylabel[96];
     int logx, logy;           /* log10 axes (non-positive values are skipped) */
+    double ymax;              /* > 0: larger values are drawn at this height (off-scale) */
     double hline;             /* a dotted horizontal reference line, NaN: none */
     char hline_label[96];
     ars_exp_series series[12];
@@ -215,7 +219,9 @@ typedef struct ars_exp_panel {
 
 /* 1 when PLplot with a PNG device is built in. */
 int ars_exp_plot_available(void);
-/* Draws panels side by side (1 or 2) into path (PNG) under a title. */
+/* Draws panels side by side (1 or 2) into path (PNG) under a title; one
+ * legend right of the last panel when every panel has the same series
+ * labels, else a legend inside each panel. */
 int ars_exp_plot(const char *path, const char *title, const ars_exp_panel *panels, int panel_count);
 /* Draws a figure into out_dir/results/name.png and links it in the
  * section's markdown (rank 0). A plot that cannot be drawn is a note. */
