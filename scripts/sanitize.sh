@@ -55,7 +55,7 @@ if ((asan)); then
     # which is also the sanitizers' default, so a report must not look like it.
     # allocator_may_return_null=1: a refused huge allocation returns NULL as
     # with glibc (arsenal reports it) instead of ASan aborting the process.
-    export ASAN_OPTIONS="detect_leaks=1:detect_odr_violation=0:verify_asan_link_order=0:strict_string_checks=1:allocator_may_return_null=1:exitcode=86"
+    export ASAN_OPTIONS="detect_leaks=1:fast_unwind_on_malloc=0:detect_odr_violation=0:verify_asan_link_order=0:strict_string_checks=1:allocator_may_return_null=1:exitcode=86"
     export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=87"
     export LSAN_OPTIONS="suppressions=$root/tests/fuzz/lsan.supp:print_suppressions=0"
     # Left out by default (SANITIZE_EXCLUDE= runs everything): cli_experiment

@@ -14,7 +14,10 @@ int ars_cli_load_config(struct ars_config *config, const char *path, char **over
         if (rc) ars_error_context(rc, "--set %s", overrides[i]);
     }
     if (!rc) rc = ars_config_expand(config);
-    if (rc) fprintf(stderr, "arsenal: %s\n", ars_error_message());
+    if (rc) {
+        fprintf(stderr, "arsenal: %s\n", ars_error_message());
+        ars_config_free(config);   /* loaded but unusable: nothing for the caller to free */
+    }
     return rc;
 }
 
