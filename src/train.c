@@ -186,7 +186,7 @@ static int record_probes(ars_trainer *t, const ars_history_step *record, const f
         const ars_layer *layer = &t->model.layers[l];
         size_t n = layer->param_size;
         double weight = ars_l2_norm(layer->param, n);
-        row[ARS_HIST_GRAD_NORM * layers + l] = ars_l2_norm(layer->grad, n) * record->clip_scale;
+        row[ARS_HIST_GRAD_NORM * layers + l] = ars_l2_norm(layer->grad, n);   /* already clipped in place */
         row[ARS_HIST_WEIGHT_NORM * layers + l] = weight;
         if (params_before && n) {
             double update = 0;
