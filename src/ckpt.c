@@ -480,8 +480,8 @@ int ars_ckpt_load(const char *path, ars_model *model, ars_optimizer *opt)
                            ars_optimizer_name(opt->config.kind));
         if (!rc) rc = ars_h5_attr_read(group, "/optimizer", "step", H5T_NATIVE_INT64, &step);
         if (!rc && step < 0) rc = ars_error(ARS_EFORMAT, "%s: /optimizer step %lld", path, (long long)step);
-        if (!rc && m) rc = read_tensors(group, path, "m", model, m, NULL, 0);
-        if (!rc && v) rc = read_tensors(group, path, "v", model, v, NULL, 0);
+        if (!rc && m) rc = read_tensors(file, path, "optimizer/m", model, m, NULL, 0);
+        if (!rc && v) rc = read_tensors(file, path, "optimizer/v", model, v, NULL, 0);
     }
     if (group >= 0) H5Gclose(group);
     H5Fclose(file);

@@ -30,6 +30,9 @@ static int make_directory(const char *dir)
     }
     if (mkdir(path, 0755) != 0 && errno != EEXIST)
         return ars_error(ARS_EIO, "--ckpt-dir %s: cannot create it: %s", dir, strerror(errno));
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode))
+        return ars_error(ARS_EIO, "--ckpt-dir %s: exists and is not a directory", dir);
     if (access(path, W_OK | X_OK) != 0)
         return ars_error(ARS_EIO, "--ckpt-dir %s: not writable: %s", dir, strerror(errno));
     return 0;

@@ -210,7 +210,7 @@ static void test_wrong_version_and_missing_dataset(void **state)
     file = H5Fopen(f->path, H5F_ACC_RDWR, H5P_DEFAULT);
     H5Ldelete(file, "/optimizer/v/000_dense/weight", H5P_DEFAULT);
     H5Fclose(file);
-    expect_load_error(f, 8, "v/000_dense/weight is missing");
+    expect_load_error(f, 8, "/optimizer/v/000_dense/weight is missing");
 }
 
 static long file_size(const char *path)
