@@ -32,7 +32,7 @@ cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release \
 cmake --build "$build_dir" -j "$(nproc)"
 
 # The binary must really use MPICH (a stale cache could keep Open MPI).
-if ! ldd "$build_dir/arsenal" | grep -q 'libmpich'; then
+if [[ "$(ldd "$build_dir/arsenal")" != *libmpich* ]]; then
     echo "build-mpich: $build_dir/arsenal is not linked against libmpich:" >&2
     ldd "$build_dir/arsenal" | grep -i mpi >&2 || true
     exit 1
