@@ -21,7 +21,6 @@
 #include "arsenal/rng.h"
 #include "arsenal/train.h"
 
-#include "../src/layers/seq_math.h"
 
 #define TOL ARS_GRADCHECK_TOLERANCE
 
@@ -407,32 +406,6 @@ static void test_rnn_time_gradient_norms(void **state)
     ars_model_destroy(&model);
 }
 
-/* The vectorizable exp and tanh of the softmax and the recurrence against
- * double libm, over their whole useful range, and their edge cases. */
-static void test_fast_exp_and_tanh(void **state)
-{
-    (void)state;
-    double worst_exp = 0, worst_tanh = 0;
-    for (int i = 0; i <= 2000000; i++) {
-        const float d = 87.0f * (float)i / 2000000.0f;
-        const double e = exp(-(double)d);
-        worst_exp = fmax(worst_exp, fabs(ars_exp_neg(d) - e) / e);
-        const float x = 20.0f * (float)(i - 1000000) / 1000000.0f;
-        if (x != 0.0f) worst_tanh = fmax(worst_tanh, fabs(ars_tanh(x) - tanh((double)x)) / fabs(tanh((double)x)));
-    }
-    for (float x = 1e-30f; x < 1e-2f; x *= 1.01f)   /* tiny arguments: tanh(x) = x to float precision */
-        worst_tanh = fmax(worst_tanh, fabs(ars_tanh(x) - tanh((double)x)) / tanh((double)x));
-    print_message("  max relative error: exp %.2e, tanh %.2e (float epsilon 1.19e-07)\n", worst_exp, worst_tanh);
-    assert_true(worst_exp < 2.4e-7);
-    assert_true(worst_tanh < 3.6e-7);
-    assert_float_equal(ars_exp_neg(0.0f), 1.0f, 0);
-    assert_true(ars_exp_neg(1000.0f) > 0.0f && ars_exp_neg(1000.0f) < 1e-37f);   /* clamped, no underflow */
-    assert_float_equal(ars_tanh(INFINITY), 1.0f, 0);
-    assert_float_equal(ars_tanh(-INFINITY), -1.0f, 0);
-    assert_true(isnan(ars_tanh(NAN)));   /* the non-finite guard must see it */
-    assert_true(signbit(ars_tanh(-0.0f)) && ars_tanh(-0.0f) == 0.0f);
-}
-
 static void test_adding_task(void **state)
 {
     (void)state;
@@ -538,7 +511,6 @@ int main(void)
         cmocka_unit_test(test_transformer_model_gradients),
         cmocka_unit_test(test_transformer_sugar),
         cmocka_unit_test(test_rnn_time_gradient_norms),
-        cmocka_unit_test(test_fast_exp_and_tanh),
         cmocka_unit_test(test_adding_task),
         cmocka_unit_test(test_copy_task),
         cmocka_unit_test(test_transformer_learns_adding),

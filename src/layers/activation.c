@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "arsenal/error.h"
+#include "fast_math.h"
 #include "layers_internal.h"
 
 /* SELU constants (Klambauer et al. 2017). */
@@ -16,31 +17,41 @@ typedef struct {
     float alpha;
 } activation_impl;
 
-/* restrict lets the compiler vectorize these loops (x, y never alias). */
+/* The kernels are branch-free (fast_math.h: integer selects, no libm call)
+ * and restrict-qualified so that GCC vectorizes every loop; a branch per
+ * element on the sign of x mispredicts on half the elements. x > 0 is
+ * tested on the bits (a positive float's bits are a positive integer). NaN
+ * propagates through every activation, as in PyTorch. */
+static inline int32_t positive_mask(float v)
+{
+    return -(int32_t)(ars_float_bits(v) > 0);
+}
+
+ARS_VECTOR_CLONES
 static void forward_kernel(ars_activation act, float a, size_t n, const float *restrict x, float *restrict y)
 {
     switch (act) {
     case ARS_ACT_SIGMOID:
-        for (size_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
+        for (size_t i = 0; i < n; i++) y[i] = ars_sigmoid(x[i]);
         break;
     case ARS_ACT_TANH:
-        for (size_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
+        for (size_t i = 0; i < n; i++) y[i] = ars_tanh(x[i]);
         break;
     case ARS_ACT_RELU:
-        for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        for (size_t i = 0; i < n; i++) y[i] = ars_select(positive_mask(x[i]) | ars_nan_mask(x[i]), x[i], 0.0f);
         break;
     case ARS_ACT_LEAKY_RELU:
-        for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : a * x[i];
+        for (size_t i = 0; i < n; i++) y[i] = ars_select(positive_mask(x[i]), x[i], a * x[i]);
         break;
     case ARS_ACT_ELU:
-        for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : a * expm1f(x[i]);
+        for (size_t i = 0; i < n; i++) y[i] = ars_select(positive_mask(x[i]), x[i], a * ars_expm1_neg(x[i]));
         break;
     case ARS_ACT_SELU:
         for (size_t i = 0; i < n; i++)
-            y[i] = SELU_SCALE * (x[i] > 0.0f ? x[i] : SELU_ALPHA * expm1f(x[i]));
+            y[i] = SELU_SCALE * ars_select(positive_mask(x[i]), x[i], SELU_ALPHA * ars_expm1_neg(x[i]));
         break;
     case ARS_ACT_GELU: /* exact form, as PyTorch's default */
-        for (size_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678f));
+        for (size_t i = 0; i < n; i++) y[i] = x[i] * ars_normal_cdf(x[i]);
         break;
     case ARS_ACT_NONE:
         memcpy(y, x, sizeof(float) * n);
@@ -85,6 +96,7 @@ static int activation_forward(ars_layer *layer, const ars_pass *pass, const floa
     return 0;
 }
 
+ARS_VECTOR_CLONES
 static void backward_kernel(ars_activation act, float a, size_t n, const float *restrict x,
                             const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -96,24 +108,20 @@ static void backward_kernel(ars_activation act, float a, size_t n, const float *
         for (size_t i = 0; i < n; i++) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
         break;
     case ARS_ACT_RELU:
-        for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;   /* a select, no branch */
+        for (size_t i = 0; i < n; i++) dx[i] = ars_select(positive_mask(x[i]), dy[i], 0.0f);
         break;
     case ARS_ACT_LEAKY_RELU:
-        for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : a * dy[i];
+        for (size_t i = 0; i < n; i++) dx[i] = dy[i] * ars_select(positive_mask(x[i]), 1.0f, a);
         break;
     case ARS_ACT_ELU: /* for x <= 0: d/dx a(e^x - 1) = y + a */
-        for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : dy[i] * (y[i] + a);
+        for (size_t i = 0; i < n; i++) dx[i] = dy[i] * ars_select(positive_mask(x[i]), 1.0f, y[i] + a);
         break;
     case ARS_ACT_SELU:
         for (size_t i = 0; i < n; i++)
-            dx[i] = x[i] > 0.0f ? SELU_SCALE * dy[i] : dy[i] * (y[i] + SELU_SCALE * SELU_ALPHA);
+            dx[i] = dy[i] * ars_select(positive_mask(x[i]), SELU_SCALE, y[i] + SELU_SCALE * SELU_ALPHA);
         break;
     case ARS_ACT_GELU:
-        for (size_t i = 0; i < n; i++) {
-            float cdf = 0.5f * (1.0f + erff(x[i] * 0.70710678f));
-            float pdf = 0.39894228f * expf(-0.5f * x[i] * x[i]);
-            dx[i] = dy[i] * (cdf + x[i] * pdf);
-        }
+        for (size_t i = 0; i < n; i++) dx[i] = dy[i] * (ars_normal_cdf(x[i]) + x[i] * ars_normal_pdf(x[i]));
         break;
     case ARS_ACT_NONE:
         memcpy(dx, dy, sizeof(float) * n);

@@ -18,7 +18,7 @@
 
 #include "arsenal/error.h"
 #include "layers_internal.h"
-#include "seq_math.h"
+#include "fast_math.h"
 
 typedef struct {
     int time, features, heads, head_dim;

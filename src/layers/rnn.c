@@ -20,7 +20,7 @@
 
 #include "arsenal/error.h"
 #include "layers_internal.h"
-#include "seq_math.h"
+#include "fast_math.h"
 
 typedef struct {
     int time, features, units;
