@@ -11,6 +11,7 @@
 
 #include "arsenal/dist.h"
 #include "arsenal/error.h"
+#include "fast_math.h"
 #include "layers_internal.h"
 
 typedef struct {
@@ -19,6 +20,10 @@ typedef struct {
     double *mean;     /* [dim] mean used by the last forward */
     double *inv_std;  /* [dim] 1 / sqrt(var + eps) used by the last forward */
     double *sums;     /* [2 * dim + 1] reduction scratch */
+    /* float copies for the vectorized passes over the batch: mean and
+     * inv_std of the last forward; forward's y = x * a + b; backward's
+     * dx = a * (dy - b - xhat * c) */
+    float *mean_f, *inv_std_f, *a, *b, *c;
     double data[];
 } batchnorm_impl;
 
@@ -28,18 +33,33 @@ static const ars_dist *stats_dist(const ars_layer *layer, const ars_pass *pass)
     return layer->spec.sync ? pass->dist : NULL;
 }
 
-/* y = gamma * (x - mean) * inv_std + beta */
-static void normalize(const ars_layer *layer, const batchnorm_impl *bn, int rows, const float *x, float *y)
+ARS_VECTOR_CLONES
+static void scale_shift_rows(int rows, int dim, const float *restrict a, const float *restrict b,
+                             const float *restrict x, float *restrict y)
+{
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * dim;
+        float *yr = y + (size_t)r * dim;
+        for (int j = 0; j < dim; j++) yr[j] = xr[j] * a[j] + b[j];
+    }
+}
+
+/* y = gamma * (x - mean) * inv_std + beta, folded per feature (in double)
+ * into y = x * a + b, so that the pass over the batch is one vectorized
+ * multiply-add in float; keeps float mean and inv_std for backward. */
+static void normalize(const ars_layer *layer, batchnorm_impl *bn, int rows, const float *x, float *y)
 {
     const int dim = layer->in_dim;
     const float *gamma = layer->param + layer->params[0].offset;
     const float *beta = layer->param + layer->params[1].offset;
-    for (int r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * dim;
-        float *yr = y + (size_t)r * dim;
-        for (int j = 0; j < dim; j++)
-            yr[j] = (float)(((double)xr[j] - bn->mean[j]) * bn->inv_std[j] * gamma[j]) + beta[j];
+    for (int j = 0; j < dim; j++) {
+        const double g = bn->inv_std[j] * gamma[j];
+        bn->a[j] = (float)g;
+        bn->b[j] = (float)(beta[j] - bn->mean[j] * g);
+        bn->mean_f[j] = (float)bn->mean[j];
+        bn->inv_std_f[j] = (float)bn->inv_std[j];
     }
+    scale_shift_rows(rows, dim, bn->a, bn->b, x, y);
 }
 
 /* Batch mean and biased variance over this rank's rows, or over every
@@ -124,10 +144,45 @@ static int batchnorm_forward(ars_layer *layer, const ars_pass *pass, const float
     return 0;
 }
 
+/* Per-feature sums of dy and dy * xhat over the rows (xhat in float,
+ * accumulated in double). */
+ARS_VECTOR_CLONES
+static void backward_sums(int rows, int dim, const float *restrict mean, const float *restrict inv_std,
+                          const float *restrict x, const float *restrict dy, double *restrict sum_dy,
+                          double *restrict sum_dy_xhat)
+{
+    for (int j = 0; j < dim; j++) sum_dy[j] = sum_dy_xhat[j] = 0;
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * dim, *dyr = dy + (size_t)r * dim;
+        for (int j = 0; j < dim; j++) {
+            const float xhat = (xr[j] - mean[j]) * inv_std[j];
+            sum_dy[j] += dyr[j];
+            sum_dy_xhat[j] += dyr[j] * xhat;
+        }
+    }
+}
+
+/* dx = a * (dy - b - xhat * c), per feature a, b, c. */
+ARS_VECTOR_CLONES
+static void backward_input(int rows, int dim, const float *restrict mean, const float *restrict inv_std,
+                           const float *restrict a, const float *restrict b, const float *restrict c,
+                           const float *restrict x, const float *restrict dy, float *restrict dx)
+{
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * dim, *dyr = dy + (size_t)r * dim;
+        float *dxr = dx + (size_t)r * dim;
+        for (int j = 0; j < dim; j++) {
+            const float xhat = (xr[j] - mean[j]) * inv_std[j];
+            dxr[j] = a[j] * (dyr[j] - b[j] - xhat * c[j]);
+        }
+    }
+}
+
 /* dgamma = sum dy * xhat and dbeta = sum dy over this rank's rows (the
  * trainer sums parameter gradients over ranks). Train mode: dx = gamma *
  * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)), the means taken over
- * the same sample set as the forward statistics (all ranks when synced). */
+ * the same sample set as the forward statistics (all ranks when synced).
+ * Eval mode: the statistics are constants, dx = gamma * inv_std * dy. */
 static int batchnorm_backward(ars_layer *layer, const ars_pass *pass, const float *x, const float *y,
                               const float *dy, float *dx)
 {
@@ -139,42 +194,25 @@ static int batchnorm_backward(ars_layer *layer, const ars_pass *pass, const floa
     float *dbeta = layer->grad + layer->params[1].offset;
     double *sum_dy = bn->sums, *sum_dy_xhat = bn->sums + dim;
 
-    for (int j = 0; j < dim; j++) sum_dy[j] = sum_dy_xhat[j] = 0;
-    for (int r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * dim, *dyr = dy + (size_t)r * dim;
-        for (int j = 0; j < dim; j++) {
-            double xhat = ((double)xr[j] - bn->mean[j]) * bn->inv_std[j];
-            sum_dy[j] += dyr[j];
-            sum_dy_xhat[j] += dyr[j] * xhat;
-        }
-    }
+    backward_sums(rows, dim, bn->mean_f, bn->inv_std_f, x, dy, sum_dy, sum_dy_xhat);
     for (int j = 0; j < dim; j++) {
         dgamma[j] = (float)sum_dy_xhat[j];
         dbeta[j] = (float)sum_dy[j];
     }
     if (!dx) return 0;   /* first layer: the same on every rank, so no rank waits in the all-reduce */
 
-    if (!bn->train) {   /* eval: the statistics are constants */
-        for (int r = 0; r < rows; r++) {
-            const float *dyr = dy + (size_t)r * dim;
-            float *dxr = dx + (size_t)r * dim;
-            for (int j = 0; j < dim; j++) dxr[j] = (float)(dyr[j] * gamma[j] * bn->inv_std[j]);
-        }
-        return 0;
+    if (bn->train) {
+        int rc = ars_dist_allreduce_double(stats_dist(layer, pass), bn->sums, 2 * dim);
+        if (rc) return ars_error_context(rc, "%s: backward sums", layer->name);
+        if (bn->count == 0) return 0;
     }
-    int rc = ars_dist_allreduce_double(stats_dist(layer, pass), bn->sums, 2 * dim);
-    if (rc) return ars_error_context(rc, "%s: backward sums", layer->name);
-    if (bn->count == 0) return 0;
-    const double inv_n = 1.0 / bn->count;
-    for (int r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * dim, *dyr = dy + (size_t)r * dim;
-        float *dxr = dx + (size_t)r * dim;
-        for (int j = 0; j < dim; j++) {
-            double xhat = ((double)xr[j] - bn->mean[j]) * bn->inv_std[j];
-            double g = dyr[j] - sum_dy[j] * inv_n - xhat * sum_dy_xhat[j] * inv_n;
-            dxr[j] = (float)(gamma[j] * bn->inv_std[j] * g);
-        }
+    const double inv_n = bn->train ? 1.0 / bn->count : 0.0;
+    for (int j = 0; j < dim; j++) {
+        bn->a[j] = (float)(gamma[j] * bn->inv_std[j]);
+        bn->b[j] = (float)(sum_dy[j] * inv_n);
+        bn->c[j] = (float)(sum_dy_xhat[j] * inv_n);
     }
+    backward_input(rows, dim, bn->mean_f, bn->inv_std_f, bn->a, bn->b, bn->c, x, dy, dx);
     return 0;
 }
 
@@ -190,11 +228,17 @@ int ars_batchnorm_setup(ars_layer *layer, int in_dim)
         return ars_error(ARS_EINVAL, "line %d: [batchnorm] momentum must be in [0, 1] (found %g)",
                          spec->source_line, (double)spec->momentum);
     /* one block: the model frees impl with free() */
-    batchnorm_impl *bn = calloc(1, sizeof *bn + sizeof(double) * (4 * (size_t)in_dim + 1));
+    batchnorm_impl *bn = calloc(1, sizeof *bn + sizeof(double) * (4 * (size_t)in_dim + 1) +
+                                       sizeof(float) * 5 * (size_t)in_dim);
     if (!bn) return ars_error(ARS_ENOMEM, "batchnorm: out of memory for width %d", in_dim);
     bn->mean = bn->data;
     bn->inv_std = bn->mean + in_dim;
     bn->sums = bn->inv_std + in_dim;
+    bn->mean_f = (float *)(bn->sums + 2 * (size_t)in_dim + 1);
+    bn->inv_std_f = bn->mean_f + in_dim;
+    bn->a = bn->inv_std_f + in_dim;
+    bn->b = bn->a + in_dim;
+    bn->c = bn->b + in_dim;
     layer->impl = bn;
     layer->ops = &batchnorm_ops;
     layer->out_dim = in_dim;
