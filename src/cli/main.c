@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "arsenal/version.h"
 #include "cli.h"
 
 static const char usage[] =
@@ -28,7 +29,7 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "--version") == 0) {
-        printf("arsenal %s\n", ARSENAL_VERSION);
+        printf("arsenal %s (commit %s)\n", ARSENAL_VERSION, ars_git_commit());
         return 0;
     }
     if (strcmp(argv[1], "train") == 0) return ars_cmd_train(argc - 1, argv + 1);

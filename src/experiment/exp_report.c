@@ -9,11 +9,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "arsenal/version.h"
 #include "experiment.h"
 
-#ifndef ARSENAL_GIT_COMMIT
-#define ARSENAL_GIT_COMMIT "unknown"
-#endif
 
 static const char *const section_titles[ARS_EXP_SECTIONS] = {
     "Activations", "Initialization", "Normalization", "Residual connections", "Exploding gradients and clipping",
@@ -108,7 +106,7 @@ static void write_stamp(FILE *f, const ars_exp *e, double total_seconds)
             "seed %llu for every run: %d training runs in %.1f minutes. Every number, verdict and plot below "
             "comes from that run; rerun it with `launch/local.sh -n %d experiment%s --out DIR` (do not edit "
             "this file by hand).\n\n",
-            e->options->quick ? " --quick" : "", date, ARSENAL_GIT_COMMIT, ARSENAL_VERSION, e->world,
+            e->options->quick ? " --quick" : "", date, ars_git_commit(), ARSENAL_VERSION, e->world,
             e->world == 1 ? "" : "s", (unsigned long long)e->options->seed, trained, total_seconds / 60.0,
             e->world, e->options->quick ? " --quick" : "");
     const ars_exp_budget *b = &e->budget;
