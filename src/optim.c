@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "arsenal/error.h"
+#include "simd.h"
 
 static const char *const optimizer_names[] = {
     [ARS_OPT_SGD] = "sgd", [ARS_OPT_ADAM] = "adam", [ARS_OPT_ADAMW] = "adamw"};
@@ -106,6 +107,7 @@ void ars_optimizer_destroy(ars_optimizer *opt)
 }
 
 /* Plain SGD (no momentum buffer, as torch with momentum 0). */
+ARS_VECTOR_CLONES
 static void sgd_plain(float *restrict p, const float *restrict g, size_t n, float lr, float wd)
 {
     for (size_t i = 0; i < n; i++) p[i] -= lr * (g[i] + wd * p[i]);
@@ -113,6 +115,7 @@ static void sgd_plain(float *restrict p, const float *restrict g, size_t n, floa
 
 /* The buffer starts at zero, so buf = momentum*0 + d = d at the first step,
  * which is torch's buf = clone(d) without a per-element branch. */
+ARS_VECTOR_CLONES
 static void sgd_momentum(float *restrict p, const float *restrict g, float *restrict buf,
                          size_t n, float lr, float wd, float mu)
 {
@@ -123,6 +126,7 @@ static void sgd_momentum(float *restrict p, const float *restrict g, float *rest
     }
 }
 
+ARS_VECTOR_CLONES
 static void sgd_nesterov(float *restrict p, const float *restrict g, float *restrict buf,
                          size_t n, float lr, float wd, float mu)
 {
@@ -139,6 +143,7 @@ static void sgd_nesterov(float *restrict p, const float *restrict g, float *rest
  * (l2 = wd, decay = 1); AdamW decays the parameter first (l2 = 0,
  * decay = 1 - lr*wd), fused here rather than a second pass.
  * sqrtf vectorizes only with -fno-math-errno (GCC guards each call for errno). */
+ARS_VECTOR_CLONES
 static void adam_core(float *restrict p, const float *restrict g, float *restrict m,
                       float *restrict v, size_t n, float step_size, float inv_sqrt_bc2,
                       float b1, float b2, float eps, float l2, float decay)

@@ -11,16 +11,7 @@
 
 #include <stdint.h>
 
-/* ARS_VECTOR_CLONES before a hot elementwise kernel: GCC compiles it twice,
- * for the x86-64 baseline (SSE2) and for x86-64-v3 (AVX2 + FMA), and picks
- * one at load time (an ifunc), so one portable binary runs at 8 floats per
- * instruction where the CPU allows it. Elsewhere it is nothing. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__gnu_linux__) && \
-    !defined(ARSENAL_NO_CLONES)
-#define ARS_VECTOR_CLONES __attribute__((target_clones("default", "arch=x86-64-v3")))
-#else
-#define ARS_VECTOR_CLONES
-#endif
+#include "../simd.h"
 
 static inline int32_t ars_float_bits(float v)
 {
