@@ -10,19 +10,11 @@
 # The CLI tests (tests/cli_*.sh) call Open MPI's mpiexec and are not run here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 build_dir="${BUILD_DIR:-/tmp/build-mpich}"
 
-packages=(mpich libmpich-dev)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
-    echo "build-mpich: installing ${missing[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+install_missing build-mpich mpich libmpich-dev
 mpicc=/usr/bin/mpicc.mpich
 mpiexec=/usr/bin/mpiexec.mpich
 

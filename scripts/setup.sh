@@ -6,6 +6,8 @@
 #   BUILD_DIR=dir CMAKE_ARGS="-DARSENAL_SANITIZE=ON" scripts/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 packages=(build-essential cmake pkg-config
           libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev hdf5-tools
@@ -20,16 +22,7 @@ for option in "$@"; do
     esac
 done
 
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
-    echo "setup: installing ${missing[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+install_missing setup "${packages[@]}"
 
 build_dir="${BUILD_DIR:-build}"
 # shellcheck disable=SC2086

@@ -253,20 +253,46 @@ static double output_variance(const float *y, size_t n)
     return sq / (double)n;
 }
 
-static ars_tensor_view *weight_view(ars_layer *layer)
+/* Layer kinds LSUV calibrates: those whose output is linear in one weight
+ * (biases, zero at init, aside), so scaling that weight by 1/sqrt(var)
+ * gives the output unit variance. An attention layer's output is linear in
+ * its output projection; its in_proj_weight keeps the pre-init (scaling
+ * queries and keys would change the softmax temperature, not the output's
+ * scale). An RNN's output passes through tanh (bounded, not linear in its
+ * weights): it is not rescaled. */
+static const struct {
+    const char *kind, *weight;
+} lsuv_kinds[] = {
+    {"dense", "weight"},
+    {"seq_dense", "weight"},
+    {"embedding", "weight"},
+    {"attention", "out_proj_weight"},
+};
+
+/* The weight LSUV rescales in layer, NULL when its kind is not calibrated. */
+static const char *lsuv_weight_name(const ars_layer *layer)
+{
+    for (size_t i = 0; i < sizeof lsuv_kinds / sizeof lsuv_kinds[0]; i++)
+        if (strcmp(layer->spec.kind, lsuv_kinds[i].kind) == 0) return lsuv_kinds[i].weight;
+    return NULL;
+}
+
+static ars_tensor_view *find_param(ars_layer *layer, const char *name)
 {
     for (int t = 0; t < layer->param_count; t++)
-        if (layer->params[t].role == ARS_ROLE_WEIGHT) return &layer->params[t];
+        if (strcmp(layer->params[t].name, name) == 0) return &layer->params[t];
     return NULL;
 }
 
 /* Forward until |var - 1| < tol, rescaling the weight in between; the
  * output left in layer->output always matches the final weight. */
-static int lsuv_layer(ars_layer *layer, const ars_pass *pass, const float *x, double tol,
-                      int max_iterations, double *variance, int *iterations)
+static int lsuv_layer(ars_layer *layer, const char *weight_name, const ars_pass *pass, const float *x,
+                      double tol, int max_iterations, double *variance, int *iterations)
 {
-    ars_tensor_view *w = weight_view(layer);
-    if (!w) return ars_error(ARS_EINVAL, "LSUV: dense layer %s has no weight", layer->name);
+    ars_tensor_view *w = find_param(layer, weight_name);
+    if (!w)
+        return ars_error(ARS_EINVAL, "LSUV: %s layer %s has no tensor %s", layer->spec.kind, layer->name,
+                         weight_name);
     float *weight = layer->param + w->offset;
     size_t n = (size_t)pass->rows * (size_t)layer->out_dim;
     int rc = layer->ops->forward(layer, pass, x, layer->output);
@@ -302,10 +328,11 @@ int ars_init_lsuv_report(ars_model *model, const float *x, int rows, double tol,
     const float *input = x;
     for (int l = 0; l < model->layer_count; l++) {
         ars_layer *layer = &model->layers[l];
-        if (strcmp(layer->spec.kind, "dense") == 0) {
+        const char *weight = lsuv_weight_name(layer);
+        if (weight) {
             double var = 0;
             int iterations = 0;
-            int rc = lsuv_layer(layer, &pass, input, tol, max_iterations, &var, &iterations);
+            int rc = lsuv_layer(layer, weight, &pass, input, tol, max_iterations, &var, &iterations);
             if (rc) return rc;
             if (callback) callback(context, layer, var, iterations);
         } else {

@@ -3,8 +3,9 @@
 # it must exit 0 (its checks pass: the 20-layer sigmoid network's gradient
 # vanishes, the 1000-layer residual network trains above chance, clipping
 # prevents the NaN) and write the results document with every section and
-# its PNG plots. Also the usage errors. Run by ctest; ARSENAL_BINARY and
-# ARSENAL_SOURCE_DIR are set by tests/CMakeLists.txt. About 1-3 minutes.
+# its PNG plots; killed, it removes its temporary checkpoints. Also the
+# usage errors. Run by ctest; ARSENAL_BINARY and ARSENAL_SOURCE_DIR are set
+# by tests/CMakeLists.txt. About 1-3 minutes.
 set -uo pipefail
 bin="${ARSENAL_BINARY:?}"
 work="$(mktemp -d)"
@@ -61,6 +62,29 @@ for plot in activations_gradient_flow activations_loss init_loss normalization_l
 done
 runs_dir="$(sed -n 's/.*checkpoints in \(.*\)$/\1/p' "$work/log" | head -n 1)"
 check "the temporary checkpoints are removed" bash -c "[ -n '$runs_dir' ] && [ ! -e '$runs_dir' ]"
+
+# A killed experiment leaves no temporary checkpoints behind: SIGINT to
+# mpiexec (Ctrl-C; it passes SIGTERM on to the ranks) and SIGTERM to a
+# process run alone. Each is killed once its first run has a directory.
+killed_leaves_nothing() {   # killed_leaves_nothing SIGNAL [LAUNCHER...]
+    local sig="$1"; shift
+    local tmp="$work/tmp-$sig" log="$work/killed-$sig" waited=0
+    mkdir -p "$tmp"
+    set -m   # its own process group: a background job's SIGINT is otherwise ignored
+    TMPDIR="$tmp" "$@" "$bin" experiment --quick --only activations --out "$work/out-$sig" > "$log" 2>&1 &
+    local pid=$!
+    set +m
+    until compgen -G "$tmp/arsenal-experiment-*/*" > /dev/null || [ $waited -ge 300 ]; do
+        sleep 0.1; waited=$((waited + 1))
+    done
+    kill -s "$sig" "$pid"
+    wait "$pid"
+    if compgen -G "$tmp/arsenal-experiment-*" > /dev/null || ! grep -q "removing $tmp/arsenal-experiment-" "$log"; then
+        ls -R "$tmp"; cat "$log"; return 1
+    fi
+}
+check "SIGINT under mpiexec removes the temporary checkpoints" killed_leaves_nothing INT "${mpi[@]}"
+check "SIGTERM removes the temporary checkpoints" killed_leaves_nothing TERM
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -11,24 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <mpi.h>
-
 #include "arsenal/dist.h"
 #include "arsenal/error.h"
 #include "arsenal/train.h"
 
 static ars_dist world;
-
-/* Differences of summation order between 1 and N ranks (GEMM blocking,
- * all-reduce order) are float rounding, ~1e-7 relative per step; over 10
- * Adam steps they measure ~2e-6 and stay below this. Local BatchNorm
- * instead changes the statistics themselves: ~0.1 after 10 steps. */
-#define EQUIVALENCE_TOLERANCE 1e-5
-
-/* 203 = 12 x 16 + 11 = 8 x 24 + 11: within 14 steps the partial last batch
- * comes on 2 ranks (8 + 3 rows) and on 3 ranks (8 + 3 + 0 rows). */
-enum { LOCAL_BATCH = 8, TRAIN_SAMPLES = 203, STEPS = 14 };
-#define CLIP_NORM 0.05f
 
 static void make_specs(ars_layer_spec *specs, int *count, int sync)
 {
@@ -48,40 +35,32 @@ static void make_specs(ars_layer_spec *specs, int *count, int sync)
     *count = n;
 }
 
+/* model: the blobs classifier's options */
+typedef struct model_options {
+    int sync, overlap;
+} model_options;
+
 static void make_run(ars_run_config *run, int global_batch, int overlap)
 {
-    memset(run, 0, sizeof *run);
+    ars_test_equivalence_run(run, global_batch);
     strcpy(run->data, "blobs");
-    run->train_samples = TRAIN_SAMPLES;
-    run->test_samples = 50;
     run->standardize = 1;
-    run->epochs = 0;
-    run->max_steps = STEPS;
-    run->batch = global_batch;
-    run->batch_is_global = 1;
     run->seed = 7;
     run->loss = ARS_LOSS_CROSS_ENTROPY;
-    ars_optim_config_defaults(&run->optim, ARS_OPT_ADAM);
     run->optim.lr = 1e-2f;
-    run->schedule.kind = ARS_SCHED_CONSTANT;
-    run->clip_norm = CLIP_NORM;   /* well below the gradient norm: clipping is active */
     run->overlap = overlap;
     run->bucket_mb = 0.001;   /* several buckets even for this small model */
     run->first_bucket_mb = 0.0005;
-    run->check_every = 5;
-    run->log_every = 1000;
-    run->probe_every = 3;
-    run->histogram_bins = 8;
-    run->ckpt_keep = 1;
 }
 
-static void train(ars_dist *dist, int global_batch, int sync, int overlap, ars_train_result *result)
+static void train(const void *model, ars_dist *dist, int global_batch, ars_train_result *result)
 {
+    const model_options *m = model;
     ars_run_config run;
     ars_layer_spec specs[8];
     int count;
-    make_run(&run, global_batch, overlap);
-    make_specs(specs, &count, sync);
+    make_run(&run, global_batch, m->overlap);
+    make_specs(specs, &count, m->sync);
     ars_train_options options = {.quiet = 1, .export_params = 1};
     ARS_ASSERT_OK(ars_train(&run, specs, count, dist, &options, result));
     assert_non_null(result->params);
@@ -89,74 +68,44 @@ static void train(ars_dist *dist, int global_batch, int sync, int overlap, ars_t
 
 static void test_n_ranks_equal_one_rank_with_n_times_the_batch(void **state)
 {
-    ars_train_result single, parallel;
-    const int global = LOCAL_BATCH * world.size;
-    train(NULL, global, 1, 1, &single);          /* this process alone, global batch */
-    train(&world, global, 1, 1, &parallel);      /* all ranks, local batch b */
-    assert_int_equal(single.param_count, parallel.param_count);
-    double diff = ars_test_max_abs_diff(single.params, parallel.params, single.param_count);
-    double state_diff = ars_test_max_abs_diff(single.state, parallel.state, single.state_count);
-    if (world.rank == 0)
-        printf("ranks %d: max |param difference| %.3g, running statistics %.3g (tolerance %.1g); "
-               "last grad norm %.3g (clip at %.2g)\n", world.size, diff, state_diff, EQUIVALENCE_TOLERANCE,
-               parallel.last_grad_norm, CLIP_NORM);
-    assert_true(parallel.last_grad_norm > 2 * CLIP_NORM);   /* clipping was really active */
-    assert_true(diff < EQUIVALENCE_TOLERANCE);
-    assert_true(state_diff < EQUIVALENCE_TOLERANCE);
-    assert_true(fabs(single.last_loss - parallel.last_loss) < 1e-4);
+    const model_options synced = {.sync = 1, .overlap = 1};
+    ars_test_equivalence e;
+    ars_test_check_equivalence(&world, "blobs MLP", train, &synced, &e);
     /* sharded evaluation: the same accuracy as one process */
-    assert_true(fabs(single.test_accuracy - parallel.test_accuracy) < 1e-9);
-
-    /* every rank holds bit-identical parameters */
-    ARS_ASSERT_OK(ars_dist_check_consistent(&world, parallel.params, parallel.param_count, STEPS, "parameters"));
-    ARS_ASSERT_OK(ars_dist_check_consistent(&world, parallel.state, parallel.state_count, STEPS, "running statistics"));
-
+    assert_true(fabs(e.single.test_accuracy - e.parallel.test_accuracy) < 1e-9);
     if (world.size > 1) {
-        /* Local BatchNorm normalizes with per-rank statistics: it differs,
-         * which shows the comparison above can fail. */
+        /* Local BatchNorm normalizes with per-rank statistics: it differs
+         * (~0.1 after 14 steps), which shows the comparison above can fail. */
+        const model_options local_bn = {.sync = 0, .overlap = 1};
         ars_train_result local;
-        train(&world, global, 0, 1, &local);
-        double local_diff = ars_test_max_abs_diff(single.params, local.params, single.param_count);
+        train(&local_bn, &world, ARS_TEST_LOCAL_BATCH * world.size, &local);
+        double local_diff = ars_test_max_abs_diff(e.single.params, local.params, e.single.param_count);
         if (world.rank == 0) printf("ranks %d: local BatchNorm differs by %.3g\n", world.size, local_diff);
-        assert_true(local_diff > 10 * EQUIVALENCE_TOLERANCE);
-        free(local.params);
-        free(local.state);
+        assert_true(local_diff > 10 * ARS_TEST_EQUIVALENCE_TOLERANCE);
+        ars_test_result_free(&local);
     }
-    free(single.params);
-    free(single.state);
-    free(parallel.params);
-    free(parallel.state);
+    ars_test_equivalence_free(&e);
 }
 
 static void test_overlapped_and_blocking_allreduce_agree(void **state)
 {
-    ars_train_result overlapped, blocking;
-    const int global = LOCAL_BATCH * world.size;
-    train(&world, global, 1, 1, &overlapped);
-    train(&world, global, 1, 0, &blocking);
-    double diff = ars_test_max_abs_diff(overlapped.params, blocking.params, overlapped.param_count);
+    const model_options overlap = {.sync = 1, .overlap = 1}, blocking = {.sync = 1, .overlap = 0};
+    ars_train_result overlapped, blocked;
+    const int global = ARS_TEST_LOCAL_BATCH * world.size;
+    train(&overlap, &world, global, &overlapped);
+    train(&blocking, &world, global, &blocked);
+    double diff = ars_test_max_abs_diff(overlapped.params, blocked.params, overlapped.param_count);
     if (world.rank == 0) printf("ranks %d: overlapped vs blocking all-reduce: %.3g\n", world.size, diff);
-    assert_true(diff < EQUIVALENCE_TOLERANCE);
-    free(overlapped.params);
-    free(overlapped.state);
-    free(blocking.params);
-    free(blocking.state);
+    assert_true(diff < ARS_TEST_EQUIVALENCE_TOLERANCE);
+    ars_test_result_free(&overlapped);
+    ars_test_result_free(&blocked);
 }
 
 int main(int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
-    if (ars_dist_create(&world, MPI_COMM_WORLD)) {
-        fprintf(stderr, "%s\n", ars_error_message());
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_n_ranks_equal_one_rank_with_n_times_the_batch),
         cmocka_unit_test(test_overlapped_and_blocking_allreduce_agree),
     };
-    int failed = cmocka_run_group_tests(tests, NULL, NULL);
-    ars_dist_destroy(&world);
-    if (failed) MPI_Abort(MPI_COMM_WORLD, 1);   /* never leave the other ranks waiting */
-    MPI_Finalize();
-    return 0;
+    return ars_test_mpi_main(&argc, &argv, &world, tests, sizeof tests / sizeof tests[0]);
 }

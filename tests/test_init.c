@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arsenal/data.h"
 #include "arsenal/error.h"
 #include "arsenal/init.h"
 #include "arsenal/model.h"
@@ -289,17 +290,21 @@ static void test_init_model_errors(void **state)
 
 /* --- LSUV ------------------------------------------------------------- */
 
+/* What LSUV reported: each rescaled layer's index, final variance and
+ * rescalings, in order. */
+enum { LOG_MAX = 32 };
 typedef struct {
     int calls;
-    double variance[8];
-    int iterations[8];
+    int index[LOG_MAX];
+    double variance[LOG_MAX];
+    int iterations[LOG_MAX];
 } lsuv_log;
 
 static void record(void *context, const ars_layer *layer, double variance, int iterations)
 {
     lsuv_log *log = context;
-    (void)layer;
-    if (log->calls < 8) {
+    if (log->calls < LOG_MAX) {
+        log->index[log->calls] = layer->index;
         log->variance[log->calls] = variance;
         log->iterations[log->calls] = iterations;
     }
@@ -361,6 +366,70 @@ static void test_lsuv_unit_variance(void **state)
     ars_model_destroy(&model);
 }
 
+/* Calibrates the model of a run file on the first rows of data and checks
+ * that exactly the layers of the kinds in `rescaled` were rescaled, each
+ * to unit output variance, in a fresh forward of the whole model too. */
+static void check_lsuv_model(const char *text, const ars_dataset *data, int rows, const char *const *rescaled,
+                             int rescaled_count)
+{
+    int count;
+    ars_layer_spec *specs = ars_test_load_specs(text, &count);
+    ars_model model;
+    ARS_ASSERT_OK(ars_model_create(&model, specs, count, data->dim, rows));
+    free(specs);
+    ARS_ASSERT_OK(ars_init_model(&model, 21));
+
+    const double tol = 0.02;
+    lsuv_log log = {0};
+    ARS_ASSERT_OK(ars_init_lsuv_report(&model, data->x, rows, tol, 10, record, &log));
+    int expected = 0;
+    for (int l = 0; l < model.layer_count; l++)
+        for (int k = 0; k < rescaled_count; k++) expected += strcmp(model.layers[l].spec.kind, rescaled[k]) == 0;
+    if (log.calls != expected) fail_msg("LSUV rescaled %d layers, expected %d", log.calls, expected);
+    ars_pass pass = {.mode = ARS_MODE_EVAL, .rows = rows, .global_rows = rows};
+    ARS_ASSERT_OK(ars_model_forward(&model, &pass, data->x));
+    for (int i = 0; i < log.calls && i < LOG_MAX; i++) {
+        const ars_layer *layer = &model.layers[log.index[i]];
+        int listed = 0;
+        for (int k = 0; k < rescaled_count; k++) listed |= strcmp(layer->spec.kind, rescaled[k]) == 0;
+        if (!listed) fail_msg("LSUV rescaled %s, a %s", layer->name, layer->spec.kind);
+        double var = variance_of(layer->output, (size_t)rows * (size_t)layer->out_dim);
+        if (!(fabs(log.variance[i] - 1.0) < tol) || !(fabs(var - 1.0) < tol))
+            fail_msg("%s: output variance %g after LSUV (reported %g), expected 1 +- %g", layer->name, var,
+                     log.variance[i], tol);
+    }
+    ars_model_destroy(&model);
+}
+
+/* Sequence models on real batches of the sequence tasks: the per-step
+ * dense layers (row embedding, the Transformer's MLP), the attention
+ * output projection and the token embedding reach unit variance; the RNN
+ * (tanh) is left as it is. */
+static void test_lsuv_sequence_layers(void **state)
+{
+    (void)state;
+    enum { ROWS_X = 128, TIME = 12 };
+    ars_dataset adding, copy;
+    ARS_ASSERT_OK(ars_dataset_adding(&adding, ROWS_X, TIME, 3));
+    static const char transformer[] =
+        "[run]\ndata = adding\nseq_len = 12\n"
+        "[seq_dense]\ntime = 12\nunits = 16\ninit = lsuv\n[positional]\n"
+        "[transformer]\nunits = 16\nheads = 2\nhidden = 32\ncausal = true\n"
+        "[seq_layernorm]\n[mean_pool]\n[dense]\nunits = 1\ninit = lsuv\n";
+    const char *const transformer_kinds[] = {"seq_dense", "attention", "dense"};
+    check_lsuv_model(transformer, &adding, ROWS_X, transformer_kinds, 3);
+
+    ARS_ASSERT_OK(ars_dataset_copy(&copy, ROWS_X, TIME, ARS_COPY_SYMBOLS, 3));
+    static const char recurrent[] =
+        "[run]\ndata = copy\nseq_len = 12\n"
+        "[embedding]\nvocab = 9\nunits = 16\ninit = lsuv\n[rnn]\ntime = 12\nunits = 16\n[last_step]\n"
+        "[dense]\nunits = 8\ninit = lsuv\n";
+    const char *const recurrent_kinds[] = {"embedding", "dense"};
+    check_lsuv_model(recurrent, &copy, ROWS_X, recurrent_kinds, 2);
+    ars_dataset_free(&adding);
+    ars_dataset_free(&copy);
+}
+
 /* A constant batch gives zero variance: an error, not a division by 0. */
 static void test_lsuv_zero_variance(void **state)
 {
@@ -387,6 +456,7 @@ int main(void)
         cmocka_unit_test(test_init_model_roles),
         cmocka_unit_test(test_init_model_errors),
         cmocka_unit_test(test_lsuv_unit_variance),
+        cmocka_unit_test(test_lsuv_sequence_layers),
         cmocka_unit_test(test_lsuv_zero_variance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

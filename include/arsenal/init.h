@@ -40,20 +40,22 @@ int ars_init_fill(float *weight, int rows, int cols, ars_init_kind kind, float a
  * ars_stream(ARS_STREAM_INIT, layer->index)). Errors name the layer. */
 int ars_init_model(ars_model *model, uint64_t seed);
 
-/* LSUV (Mishkin & Matas 2016): for each dense layer in order, rescale its
- * weight until the variance of its output on the batch x[rows, in_dim] is
- * 1 within tol (or max_iterations rescalings). Other layers just run
+/* LSUV (Mishkin & Matas 2016): for each layer whose output is linear in a
+ * weight, in order (dense, seq_dense and embedding: their weight;
+ * attention: its out_proj_weight), rescale that weight until the variance
+ * of its output on the batch x[rows, in_dim] is 1 within tol (or
+ * max_iterations rescalings). Other layers (an RNN among them) just run
  * forward (eval mode) to feed the next one. Run after ars_init_model (the
  * "lsuv" initializer is the orthogonal pre-init). A layer whose output
  * variance is zero or non-finite is an ARS_ENUMERIC error. */
 int ars_init_lsuv(ars_model *model, const float *x, int rows, double tol, int max_iterations);
 
-/* Called once per dense layer with its final output variance and how many
+/* Called once per rescaled layer with its final output variance and how many
  * rescalings it took (|variance - 1| >= tol: not converged). */
 typedef void (*ars_lsuv_callback)(void *context, const ars_layer *layer, double variance,
                                   int iterations);
 
-/* ars_init_lsuv that reports each dense layer through callback (may be NULL). */
+/* ars_init_lsuv that reports each rescaled layer through callback (may be NULL). */
 int ars_init_lsuv_report(ars_model *model, const float *x, int rows, double tol,
                          int max_iterations, ars_lsuv_callback callback, void *context);
 

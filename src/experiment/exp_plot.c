@@ -3,17 +3,16 @@
  * series (broken where a value is not finite), optional log axes labelled
  * in powers of ten, a reference line, a vertical marker per series (e.g.
  * the step the loss became NaN) and a legend. Each figure is its own
- * PLplot stream, ended before the next. Without PLplot every figure is
+ * PLplot stream (src/plot/plot.c opens and ends it), ended before the next. Without PLplot every figure is
  * reported as not drawn. */
 #define _POSIX_C_SOURCE 200809L
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "experiment.h"
+#include "../plot/plot.h"
 
 void ars_exp_figure(ars_exp *e, int section, const char *name, const char *caption, const char *title,
                     const ars_exp_panel *panels, int panel_count)
@@ -33,9 +32,9 @@ void ars_exp_figure(ars_exp *e, int section, const char *name, const char *capti
     ars_exp_text_printf(md, "![%s](results/%s.png)\n\n*%s*\n\n", title, name, caption);
 }
 
-#ifndef ARSENAL_HAVE_PLPLOT
+int ars_exp_plot_available(void) { return ars_plot_device_available("pngcairo"); }
 
-int ars_exp_plot_available(void) { return 0; }
+#ifndef ARSENAL_HAVE_PLPLOT
 
 int ars_exp_plot(const char *path, const char *title, const ars_exp_panel *panels, int panel_count)
 {
@@ -44,8 +43,6 @@ int ars_exp_plot(const char *path, const char *title, const ars_exp_panel *panel
 }
 
 #else
-
-#include <plplot.h>
 
 /* Every figure has the same page, so text has the same size in all of them. */
 enum { PAGE_WIDTH = 1800, PAGE_HEIGHT = 700, LEGEND_WIDTH = 390, LEFT_MARGIN = 120 };
@@ -60,38 +57,6 @@ static const PLINT palette_rgb[C_COUNT][3] = {
     {127, 127, 127}, {0, 0, 128}, {128, 0, 0}};
 
 static const char *const DOT = "\u25cf";
-
-int ars_exp_plot_available(void)
-{
-    enum { MAX_DEVICES = 128 };
-    const char *menu[MAX_DEVICES], *names[MAX_DEVICES];
-    const char **menu_p = menu, **names_p = names;
-    int n = MAX_DEVICES;
-    plgDevs(&menu_p, &names_p, &n);
-    for (int i = 0; i < n; i++)
-        if (names[i] && strcmp(names[i], "pngcairo") == 0) return 1;
-    return 0;
-}
-
-static void set_palette(void)
-{
-    PLINT r[C_COUNT], g[C_COUNT], b[C_COUNT];
-    for (int i = 0; i < C_COUNT; i++) {
-        r[i] = palette_rgb[i][0];
-        g[i] = palette_rgb[i][1];
-        b[i] = palette_rgb[i][2];
-    }
-    plscmap0n(C_COUNT);
-    plscmap0(r, g, b, C_COUNT);
-}
-
-/* PLplot reads '#' as an escape. */
-static void plain(const char *in, char *out, size_t size)
-{
-    snprintf(out, size, "%s", in);
-    for (char *p = out; *p; p++)
-        if (*p == '#') *p = '_';
-}
 
 /* y is clamped to the panel's ymax before any log. */
 static double y_value(const ars_exp_panel *p, double v);
@@ -120,34 +85,10 @@ static void log_label(PLINT axis, PLFLT value, char *label, PLINT length, PLPoin
     else snprintf(label, (size_t)length, "10#u%.0f#d", k);
 }
 
-/* Major ticks of a log axis spanning lo..hi (log10): whole decades, at most about 8. */
-static PLFLT decade_step(double lo, double hi)
-{
-    static const PLFLT nice[] = {1, 2, 5, 10, 20, 50, 100};
-    for (size_t i = 0; i < sizeof nice / sizeof nice[0]; i++)
-        if ((hi - lo) / nice[i] <= 8) return nice[i];
-    return 100;
-}
-
-static void pad_range(double *lo, double *hi, double pad)
-{
-    if (!isfinite(*lo) || !isfinite(*hi)) {
-        *lo = 0;
-        *hi = 1;
-    }
-    if (*hi - *lo < 1e-9 * fmax(1.0, fabs(*hi))) {
-        double delta = fmax(0.5, 0.1 * fabs(*hi));
-        *lo -= delta;
-        *hi += delta;
-    }
-    double span = *hi - *lo;
-    *lo -= pad * span;
-    *hi += pad * span;
-}
-
 static void draw_axis_box(const ars_exp_panel *p, double xlo, double xhi, double ylo, double yhi)
 {
-    PLFLT xtick = p->logx ? decade_step(xlo, xhi) : 0, ytick = p->logy ? decade_step(ylo, yhi) : 0;
+    PLFLT xtick = p->logx ? ars_plot_decade_step(xlo, xhi) : 0;
+    PLFLT ytick = p->logy ? ars_plot_decade_step(ylo, yhi) : 0;
     plcol0(C_GRID);
     plwidth(0.5);
     plbox("g", xtick, 0, "g", ytick, 0);
@@ -174,21 +115,7 @@ static void draw_series(const ars_exp_curve *c, const ars_exp_panel *p, int mark
         x[i] = axis_value(c->x[i], p->logx);
         y[i] = y_value(p, c->y[i]);
     }
-    int start = -1;
-    for (int i = 0; i <= c->count; i++) {
-        int ok = i < c->count && isfinite(x[i]) && isfinite(y[i]);
-        if (ok && start < 0) start = i;
-        if (!ok && start >= 0) {
-            int n = i - start;
-            if (n > 1) plline(n, x + start, y + start);
-            if (marker || n == 1) {
-                plschr(0, MARKER_SIZE);
-                plstring(n, x + start, y + start, DOT);
-                plschr(0, TEXT_SIZE);
-            }
-            start = -1;
-        }
-    }
+    ars_plot_broken_line(c->count, x, y, marker ? DOT : NULL, MARKER_SIZE, TEXT_SIZE);
     free(x);
     free(y);
 }
@@ -204,7 +131,7 @@ static void draw_legend(const ars_exp_panel *p, const ars_exp_panel *panels, int
     PLFLT line_width[MAX], symbol_scale[MAX];
     int n = 0;
     for (int i = 0; i < p->count && n < MAX; i++, n++) {
-        plain(p->series[i].label, storage[n], sizeof storage[n]);
+        ars_plot_plain_text(p->series[i].label, storage[n], sizeof storage[n]);
         text[n] = storage[n];
         opt[n] = PL_LEGEND_LINE | (p->series[i].marker ? PL_LEGEND_SYMBOL : 0);
         text_color[n] = C_FG;
@@ -217,7 +144,7 @@ static void draw_legend(const ars_exp_panel *p, const ars_exp_panel *panels, int
     }
     for (int k = 0; k < count && n < MAX; k++) {
         if (!isfinite(panels[k].hline) || !panels[k].hline_label[0]) continue;
-        plain(panels[k].hline_label, storage[n], sizeof storage[n]);
+        ars_plot_plain_text(panels[k].hline_label, storage[n], sizeof storage[n]);
         int seen = 0;
         for (int i = p->count; i < n; i++) seen |= strcmp(storage[i], storage[n]) == 0;
         if (seen) continue;
@@ -268,8 +195,8 @@ static void draw_panel(const ars_exp_panel *p, double x0, double x1, double y0, 
         draw_panel(&linear, x0, x1, y0, y1, legend, legend_count, inside);
         return;
     }
-    pad_range(&xlo, &xhi, 0.03);
-    pad_range(&ylo, &yhi, 0.05);
+    ars_plot_pad_range(&xlo, &xhi, 0.03);
+    ars_plot_pad_range(&ylo, &yhi, 0.05);
     plvpor(x0, x1, y0, y1);
     plwind(xlo, xhi, ylo, yhi);
     draw_axis_box(p, xlo, xhi, ylo, yhi);
@@ -291,7 +218,7 @@ static void draw_panel(const ars_exp_panel *p, double x0, double x1, double y0, 
             plline(2, vx, vy);
             if (series->vline_label[0]) {
                 char label[96];
-                plain(series->vline_label, label, sizeof label);
+                ars_plot_plain_text(series->vline_label, label, sizeof label);
                 plschr(0, SMALL_SIZE);
                 plptex(v + 0.01 * (xhi - xlo), yhi - (0.04 + 0.05 * s) * (yhi - ylo), 1, 0, 0, label);
                 plschr(0, TEXT_SIZE);
@@ -306,11 +233,11 @@ static void draw_panel(const ars_exp_panel *p, double x0, double x1, double y0, 
     char text[200];
     plcol0(C_FG);
     plschr(0, TEXT_SIZE);
-    plain(p->xlabel, text, sizeof text);
+    ars_plot_plain_text(p->xlabel, text, sizeof text);
     plmtex("b", 3.0, 0.5, 0.5, text);
-    plain(p->ylabel, text, sizeof text);
+    ars_plot_plain_text(p->ylabel, text, sizeof text);
     plmtex("l", 5.2, 0.5, 0.5, text);
-    plain(p->title, text, sizeof text);
+    ars_plot_plain_text(p->title, text, sizeof text);
     plmtex("t", 1.0, 0.5, 0.5, text);
     if (legend) draw_legend(p, legend, legend_count, inside);
 }
@@ -329,22 +256,13 @@ static int shared_legend(const ars_exp_panel *panels, int count)
 int ars_exp_plot(const char *path, const char *title, const ars_exp_panel *panels, int panel_count)
 {
     if (panel_count < 1 || panel_count > 2) return ars_error(ARS_EINVAL, "plot: one or two panels");
-    FILE *probe = fopen(path, "wb");   /* PLplot exits the process when it cannot open a file */
-    if (!probe) return ars_error(ARS_EIO, "cannot write %s: %s", path, strerror(errno));
-    fclose(probe);
     const int shared = shared_legend(panels, panel_count);
     const double legend_w = shared ? (double)LEGEND_WIDTH / PAGE_WIDTH : 0, left = (double)LEFT_MARGIN / PAGE_WIDTH,
                  right = 20.0 / PAGE_WIDTH, slot = (1.0 - legend_w) / panel_count;
-    PLINT stream;
-    plmkstrm(&stream);
-    plsdev("pngcairo");
-    plsfnam(path);
-    plspage(0, 0, PAGE_WIDTH, PAGE_HEIGHT, 0, 0);
-    set_palette();
-    plinit();
-    plfontld(1);
-    pladv(0);
-    plschr(0, TEXT_SIZE);
+    ars_plot_page page = {.path = path, .device = "pngcairo", .width = PAGE_WIDTH, .height = PAGE_HEIGHT,
+                          .palette = palette_rgb, .colors = C_COUNT, .text_size = TEXT_SIZE};
+    int rc = ars_plot_begin(&page);
+    if (rc) return rc;
     for (int k = 0; k < panel_count; k++) {
         const double x0 = k * slot + left, x1 = (k + 1) * slot - right;
         if (!shared) draw_panel(&panels[k], x0, x1, 0.11, 0.84, &panels[k], 1, 1);
@@ -352,16 +270,13 @@ int ars_exp_plot(const char *path, const char *title, const ars_exp_panel *panel
         else draw_panel(&panels[k], x0, x1, 0.11, 0.84, NULL, 0, 0);
     }
     char text[200];
-    plain(title, text, sizeof text);
+    ars_plot_plain_text(title, text, sizeof text);
     plvpor(0.02, 0.98, 0.02, 0.86);
     plcol0(C_FG);
     plschr(0, TITLE_SIZE);
     plmtex("t", 3.2, 0.5, 0.5, text);
     plschr(0, TEXT_SIZE);
-    plend1();
-    struct stat st;
-    if (stat(path, &st) != 0 || st.st_size == 0) return ars_error(ARS_EIO, "PLplot wrote nothing to %s", path);
-    return 0;
+    return ars_plot_end(&page);
 }
 
 #endif

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <mpi.h>
@@ -215,8 +216,7 @@ static int measure(ars_exp_run *run, const ars_history *h, const char *optimizer
     return 0;
 }
 
-/* Removes the checkpoints of a run and its directory (rank 0). */
-static void remove_run_dir(const char *dir)
+void ars_exp_remove_tree(const char *dir)
 {
     DIR *d = opendir(dir);
     if (!d) return;
@@ -224,7 +224,9 @@ static void remove_run_dir(const char *dir)
         if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0) continue;
         char path[2048];
         snprintf(path, sizeof path, "%s/%s", dir, entry->d_name);
-        unlink(path);
+        struct stat st;
+        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) ars_exp_remove_tree(path);
+        else unlink(path);
     }
     closedir(d);
     rmdir(dir);
@@ -336,7 +338,7 @@ int ars_exp_train(ars_exp *e, const char *key, const char *config_text, ars_exp_
             ars_error_clear();
         }
     }
-    if (e->rank == 0 && !e->keep_runs) remove_run_dir(dir);
+    if (e->rank == 0 && !e->keep_runs) ars_exp_remove_tree(dir);
     log_run(e, run, 0);
     return 0;
 }

@@ -6,6 +6,8 @@
 #include "experiment.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +83,97 @@ static int prepare_directories(ars_exp *e)
     return 0;
 }
 
+/* A killed experiment removes its temporary checkpoints (rank 0). SIGINT
+ * and SIGTERM write their number into a pipe (a handler may only make
+ * async-signal-safe calls); a thread waiting on the pipe removes runs_dir,
+ * then lets the process die of the same signal, as it would have. A run
+ * can take minutes, so waiting for the next one to check a flag would be
+ * too late for mpirun, which follows its SIGTERM with SIGKILL. */
+enum { CLEANUP_SIGNALS = 2 };
+static const int cleanup_signals[CLEANUP_SIGNALS] = {SIGINT, SIGTERM};
+static int cleanup_pipe[2] = {-1, -1};
+
+typedef struct cleanup {
+    int active;
+    pthread_t thread;
+    const char *dir;
+    struct sigaction old[CLEANUP_SIGNALS];
+    int installed[CLEANUP_SIGNALS];
+} cleanup;
+
+static void on_signal(int sig)
+{
+    const int saved = errno;
+    unsigned char byte = (unsigned char)sig;
+    if (write(cleanup_pipe[1], &byte, 1) < 0) {}   /* the pipe full: a signal is already on its way */
+    errno = saved;
+}
+
+static void *cleanup_main(void *arg)
+{
+    const cleanup *c = arg;
+    unsigned char sig = 0;
+    while (read(cleanup_pipe[0], &sig, 1) < 0 && errno == EINTR) {}
+    if (sig == 0) return NULL;   /* the experiment ended */
+    fprintf(stderr, "arsenal experiment: %s: removing %s\n", sig == SIGINT ? "interrupted" : "terminated", c->dir);
+    fflush(stderr);
+    signal(sig, SIG_DFL);
+    /* Training goes on meanwhile and may create a checkpoint (or a run's
+     * directory) during a pass: pass again until the directory is gone. */
+    for (int pass = 0; pass < 100 && access(c->dir, F_OK) == 0; pass++) ars_exp_remove_tree(c->dir);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    raise(sig);   /* this thread gets it: the default action ends the process */
+    return NULL;
+}
+
+/* Starts the cleanup thread and the handlers. A signal the caller ignores
+ * (nohup, a background job) stays ignored. Failing to start is no error:
+ * the directory is then removed only at a normal end, as before. */
+static void cleanup_start(cleanup *c, const char *dir)
+{
+    memset(c, 0, sizeof *c);
+    c->dir = dir;
+    if (pipe(cleanup_pipe) != 0) return;
+    sigset_t all, old_mask;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old_mask);   /* the thread starts with every signal blocked */
+    int rc = pthread_create(&c->thread, NULL, cleanup_main, c);
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    if (rc != 0) {
+        close(cleanup_pipe[0]);
+        close(cleanup_pipe[1]);
+        cleanup_pipe[0] = cleanup_pipe[1] = -1;
+        return;
+    }
+    c->active = 1;
+    for (int i = 0; i < CLEANUP_SIGNALS; i++) {
+        if (sigaction(cleanup_signals[i], NULL, &c->old[i]) != 0 || c->old[i].sa_handler == SIG_IGN) continue;
+        struct sigaction action;
+        memset(&action, 0, sizeof action);
+        action.sa_handler = on_signal;
+        sigemptyset(&action.sa_mask);
+        c->installed[i] = sigaction(cleanup_signals[i], &action, NULL) == 0;
+    }
+}
+
+/* Puts the caller's handlers back and ends the thread. */
+static void cleanup_stop(cleanup *c)
+{
+    if (!c->active) return;
+    for (int i = 0; i < CLEANUP_SIGNALS; i++)
+        if (c->installed[i]) sigaction(cleanup_signals[i], &c->old[i], NULL);
+    unsigned char end = 0;
+    if (write(cleanup_pipe[1], &end, 1) == 1) pthread_join(c->thread, NULL);
+    else pthread_detach(c->thread);
+    close(cleanup_pipe[0]);
+    close(cleanup_pipe[1]);
+    cleanup_pipe[0] = cleanup_pipe[1] = -1;
+    c->active = 0;
+}
+
 /* Every rank learns whether any failed: rc on the failing rank, ARS_EPEER on the others. */
 static int agree(ars_exp *e, int rc)
 {
@@ -121,6 +214,8 @@ int ars_experiment_run(const ars_experiment_options *options, ars_dist *dist, in
     set_budget(&e.budget, options->quick);
     const double start = now_seconds();
     int rc = e.rank == 0 ? prepare_directories(&e) : 0;
+    cleanup on_kill = {0};
+    if (!rc && e.rank == 0 && !e.keep_runs) cleanup_start(&on_kill, e.runs_dir);
     rc = agree(&e, rc);
     if (!rc) rc = ars_dist_broadcast_bytes(dist, e.runs_dir, sizeof e.runs_dir, 0);
     if (!rc && e.rank == 0) {
@@ -155,7 +250,8 @@ int ars_experiment_run(const ars_experiment_options *options, ars_dist *dist, in
     rc = agree(&e, rc);
     if (!rc) rc = ars_dist_broadcast_bytes(dist, &failed, sizeof failed, 0);
     *failed_checks = failed;
-    if (e.rank == 0 && !e.keep_runs && e.runs_dir[0]) rmdir(e.runs_dir);
+    if (e.rank == 0 && !e.keep_runs && e.runs_dir[0]) ars_exp_remove_tree(e.runs_dir);   /* also after an error */
+    cleanup_stop(&on_kill);
     free_experiment(&e);
     return rc;
 }

@@ -144,6 +144,8 @@ typedef struct ars_exp {
  * experiment (out of memory, MPI); a run that fails to train is a result. */
 int ars_exp_train(ars_exp *e, const char *key, const char *config_text, ars_exp_run **out);
 void ars_exp_run_free(ars_exp_run *run);
+/* Removes dir and everything below it (best effort; rank 0's checkpoints). */
+void ars_exp_remove_tree(const char *dir);
 
 /* exp_config.c: run-file text. */
 /* [run] with the budget's data, batch, seed and probes (every probe_every

@@ -3,8 +3,8 @@
  * own svg): gradient flow (per-layer gradient norm against depth at a few
  * steps), a layer x step heatmap of log10 gradient norms, loss and global
  * gradient norm over time with clipped and non-finite steps and diagnosis
- * starts marked, and per-layer gradient histograms. Every PLplot call lives
- * in this file; each figure is its own PLplot stream, ended before the next. */
+ * starts marked, and per-layer gradient histograms. Each figure is its own
+ * PLplot stream (src/plot/plot.c opens and ends it), ended before the next. */
 #define _POSIX_C_SOURCE 200809L
 #include "inspect.h"
 
@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "arsenal/error.h"
+#include "../plot/plot.h"
 
 #ifndef ARSENAL_HAVE_PLPLOT
 
@@ -26,8 +27,6 @@ int ars_inspect_plot(const char *dir, const ars_inspect_run *const *runs, int co
 }
 
 #else
-
-#include <plplot.h>
 
 enum { PAGE_WIDTH = 1200, PAGE_HEIGHT = 800, HEATMAP_MAX_COLUMNS = 300, FLOW_STEPS = 5, MAX_SERIES = 12 };
 
@@ -57,37 +56,6 @@ typedef void (*draw_fn)(const plot_job *job);
 
 /* ---- setup ---------------------------------------------------------------- */
 
-static int device_available(const char *name)
-{
-    enum { MAX_DEVICES = 128 };
-    const char *menu[MAX_DEVICES], *names[MAX_DEVICES];
-    const char **menu_p = menu, **names_p = names;
-    int n = MAX_DEVICES;
-    plgDevs(&menu_p, &names_p, &n);
-    for (int i = 0; i < n; i++)
-        if (names[i] && strcmp(names[i], name) == 0) return 1;
-    return 0;
-}
-
-static void set_palette(void)
-{
-    PLINT r[C_COUNT], g[C_COUNT], b[C_COUNT];
-    for (int i = 0; i < C_COUNT; i++) {
-        r[i] = palette_rgb[i][0];
-        g[i] = palette_rgb[i][1];
-        b[i] = palette_rgb[i][2];
-    }
-    plscmap0n(C_COUNT);
-    plscmap0(r, g, b, C_COUNT);
-    /* cmap1: viridis-like, dark blue (low) to yellow (high). */
-    PLFLT at[5] = {0, 0.25, 0.5, 0.75, 1};
-    PLFLT cr[5] = {68 / 255.0, 59 / 255.0, 33 / 255.0, 94 / 255.0, 253 / 255.0};
-    PLFLT cg[5] = {1 / 255.0, 82 / 255.0, 145 / 255.0, 201 / 255.0, 231 / 255.0};
-    PLFLT cb[5] = {84 / 255.0, 139 / 255.0, 140 / 255.0, 98 / 255.0, 37 / 255.0};
-    plscmap1n(256);
-    plscmap1l(1, 5, at, cr, cg, cb, NULL);
-}
-
 /* Draws one figure into dir/name.<ext> for each device. */
 static int render(const char *dir, const char *name, draw_fn draw, const plot_job *job, const char *const devices[2],
                   FILE *log)
@@ -97,46 +65,16 @@ static int render(const char *dir, const char *name, draw_fn draw, const plot_jo
         if (!devices[d]) continue;
         char path[1200];
         snprintf(path, sizeof path, "%s/%s.%s", dir, name, extensions[d]);
-        FILE *probe = fopen(path, "wb");   /* PLplot exits the process when it cannot open a file */
-        if (!probe) return ars_error(ARS_EIO, "--plot: cannot write %s: %s", path, strerror(errno));
-        fclose(probe);
-        PLINT stream;
-        plmkstrm(&stream);
-        plsdev(devices[d]);
-        plsfnam(path);
-        plspage(0, 0, PAGE_WIDTH, PAGE_HEIGHT, 0, 0);
-        set_palette();
-        plinit();
-        plfontld(1);
-        pladv(0);
-        plschr(0, TEXT_SIZE);
+        ars_plot_page page = {.path = path, .device = devices[d], .width = PAGE_WIDTH, .height = PAGE_HEIGHT,
+                              .palette = palette_rgb, .colors = C_COUNT, .text_size = TEXT_SIZE};
+        int rc = ars_plot_begin(&page);
+        if (rc) return ars_error_context(rc, "--plot");
         draw(job);
-        plend1();
-        struct stat st;
-        if (stat(path, &st) != 0 || st.st_size == 0)
-            return ars_error(ARS_EIO, "--plot: PLplot wrote nothing to %s (device %s)", path, devices[d]);
+        rc = ars_plot_end(&page);
+        if (rc) return ars_error_context(rc, "--plot");
         if (log) fprintf(log, "wrote %s\n", path);
     }
     return 0;
-}
-
-/* PLplot reads '#' as an escape: labels taken from file names lose it. */
-static void plain_text(const char *in, char *out, size_t size)
-{
-    snprintf(out, size, "%s", in);
-    for (char *p = out; *p; p++)
-        if (*p == '#') *p = '_';
-}
-
-/* Major tick spacing, in decades, for a log axis spanning lo..hi (log10):
- * at most about 8 labels. */
-static PLFLT decade_step(double lo, double hi)
-{
-    static const PLFLT nice[] = {1, 2, 5, 10, 20, 50, 100};
-    double span = hi - lo;
-    for (size_t i = 0; i < sizeof nice / sizeof nice[0]; i++)
-        if (span / nice[i] <= 8) return nice[i];
-    return 100;
 }
 
 /* Labels of a log10 axis: "10^k" (PLplot's 'l' option labels every
@@ -151,7 +89,7 @@ static void decade_label(PLINT axis, PLFLT value, char *label, PLINT length, PLP
  * y values are log10, labelled as powers of ten every few decades. */
 static void draw_axes(const char *xopt, const char *yopt, int ylog, double ylo, double yhi)
 {
-    PLFLT ytick = ylog ? decade_step(ylo, yhi) : 0;
+    PLFLT ytick = ylog ? ars_plot_decade_step(ylo, yhi) : 0;
     PLINT ysub = ylog ? (ytick == 1 ? 1 : ytick <= 10 ? (PLINT)ytick : 5) : 0;
     char y_options[32];
     snprintf(y_options, sizeof y_options, "%s%s", yopt, ylog ? "o" : "");
@@ -187,23 +125,6 @@ static void message_page(const char *title, const char *text)
     plptex(0.5, 0.5, 1, 0, 0.5, text);
 }
 
-/* Widens [lo, hi] when it is empty or a point, and pads it. */
-static void pad_range(double *lo, double *hi, double pad)
-{
-    if (!isfinite(*lo) || !isfinite(*hi)) {
-        *lo = 0;
-        *hi = 1;
-    }
-    if (*hi - *lo < 1e-9 * fmax(1.0, fabs(*hi))) {   /* a single value: a window around it */
-        double delta = fmax(0.5, 0.1 * fabs(*hi));
-        *lo -= delta;
-        *hi += delta;
-    }
-    double span = *hi - *lo;
-    *lo -= pad * span;
-    *hi += pad * span;
-}
-
 /* Markers at the finite points of x/y (a NaN coordinate would put cairo
  * into an error state that silently drops the rest of the figure). */
 static void markers(int n, const PLFLT *x, const PLFLT *y, const char *marker)
@@ -214,20 +135,10 @@ static void markers(int n, const PLFLT *x, const PLFLT *y, const char *marker)
     plschr(0, TEXT_SIZE);
 }
 
-/* Draws x/y as lines, broken where y is not finite; the marker (may be
- * NULL) at each point; an isolated point always gets a dot. */
+/* Lines broken at non-finite points, with this file's marker size. */
 static void broken_line(int n, const PLFLT *x, const PLFLT *y, const char *marker)
 {
-    int start = -1;
-    for (int i = 0; i <= n; i++) {
-        int ok = i < n && isfinite(y[i]) && isfinite(x[i]);
-        if (ok && start < 0) start = i;
-        if (!ok && start >= 0) {
-            if (i - start > 1) plline(i - start, x + start, y + start);
-            if (marker || i - start == 1) markers(i - start, x + start, y + start, marker ? marker : DOT);
-            start = -1;
-        }
-    }
+    ars_plot_broken_line(n, x, y, marker, MARKER_SIZE, TEXT_SIZE);
 }
 
 static double log10_or_nan(double v) { return v > 0 && isfinite(v) ? log10(v) : NAN; }
@@ -247,7 +158,7 @@ static void legend_add(legend *g, const char *text, PLINT color, PLINT style, PL
 {
     if (g->n >= MAX_SERIES + 4) return;
     int i = g->n++;
-    plain_text(text, g->storage[i], sizeof g->storage[i]);
+    ars_plot_plain_text(text, g->storage[i], sizeof g->storage[i]);
     g->text[i] = g->storage[i];
     g->opt[i] = (style > 0 ? PL_LEGEND_LINE : 0) | (symbol ? PL_LEGEND_SYMBOL : 0);
     g->text_color[i] = C_FG;
@@ -361,7 +272,7 @@ static void draw_gradient_flow(const plot_job *job)
             hi = fmax(hi, threshold);
         }
     }
-    pad_range(&lo, &hi, 0.06);
+    ars_plot_pad_range(&lo, &hi, 0.06);
     int zeros = 0;
     plvpor(0.09, 0.70, 0.10, 0.91);
     plwind(0.5, depth + 0.5, lo, hi);
@@ -407,7 +318,7 @@ static void draw_gradient_flow(const plot_job *job)
     char title[160];
     if (job->count == 1) {
         char label[80];
-        plain_text(job->runs[0]->label, label, sizeof label);
+        ars_plot_plain_text(job->runs[0]->label, label, sizeof label);
         snprintf(title, sizeof title, "Gradient flow: %s", label);
     } else {
         snprintf(title, sizeof title, "Gradient flow: 1 against 2 (solid: last step, dashed: first)");
@@ -442,7 +353,7 @@ static void draw_heatmap(const plot_job *job)
     const ars_history *h = &run->history;
     const int n = run->layer_count;
     char label[80], title[160];
-    plain_text(run->label, label, sizeof label);
+    ars_plot_plain_text(run->label, label, sizeof label);
     snprintf(title, sizeof title, "Gradient norm per layer and step (log10; gray: exactly 0): %s", label);
     if (n == 0 || run->finite_records == 0) {
         message_page(title, "no finite gradient record in the history");
@@ -562,7 +473,7 @@ static void draw_series_panel(const plot_job *job, int panel, double x0, double 
         lo = log10(lo);
         hi = log10(hi);
     }
-    pad_range(&lo, &hi, 0.05);
+    ars_plot_pad_range(&lo, &hi, 0.05);
     plvpor(0.09, 0.72, panel == 0 ? 0.55 : 0.10, panel == 0 ? 0.91 : 0.46);
     plwind(x0, x1, lo, hi);
     draw_axes(panel == 0 ? "bcst" : "bcnst", "bcnstv", logy, lo, hi);
@@ -644,7 +555,7 @@ static void draw_series_panel(const plot_job *job, int panel, double x0, double 
     plcol0(C_FG);
     if (panel == 0) {
         char title[160], label[80];
-        plain_text(job->runs[0]->label, label, sizeof label);
+        ars_plot_plain_text(job->runs[0]->label, label, sizeof label);
         if (job->count == 1) snprintf(title, sizeof title, "Loss and global gradient norm: %s", label);
         else snprintf(title, sizeof title, "Loss and global gradient norm: 1 against 2");
         labels("", logy ? "training loss (log scale)" : "training loss", title);
@@ -668,7 +579,7 @@ static void draw_loss_gradnorm(const plot_job *job)
         message_page("Loss and global gradient norm", "the history has no record");
         return;
     }
-    pad_range(&x0, &x1, 0.01);
+    ars_plot_pad_range(&x0, &x1, 0.01);
     draw_series_panel(job, 0, x0, x1);
     draw_series_panel(job, 1, x0, x1);
 }
@@ -740,7 +651,7 @@ static void draw_histograms(const plot_job *job)
     const ars_inspect_run *run = job->runs[job->which];
     const ars_history *h = &run->history;
     char title[160], label[80];
-    plain_text(run->label, label, sizeof label);
+    ars_plot_plain_text(run->label, label, sizeof label);
     snprintf(title, sizeof title, "Per-layer gradient histograms: %s", label);
     if (h->hist_count == 0 || h->bins <= 0 || run->layer_count == 0) {
         message_page(title, "no gradient histogram in the history ([run] histogram_every = 0)");
@@ -804,8 +715,10 @@ static int make_directory(const char *dir)
 int ars_inspect_plot(const char *dir, const ars_inspect_run *const *runs, int count, FILE *log)
 {
     if (count < 1 || count > 2) return ars_error(ARS_EINVAL, "--plot: one or two checkpoints");
-    const char *devices[2] = {device_available("pngcairo") ? "pngcairo" : NULL,
-                              device_available("svgcairo") ? "svgcairo" : device_available("svg") ? "svg" : NULL};
+    const char *devices[2] = {ars_plot_device_available("pngcairo") ? "pngcairo" : NULL,
+                              ars_plot_device_available("svgcairo") ? "svgcairo"
+                              : ars_plot_device_available("svg")    ? "svg"
+                                                                    : NULL};
     if (!devices[0] && !devices[1])
         return ars_error(ARS_EINVAL, "--plot: PLplot has neither a PNG nor an SVG device (install the Debian "
                          "package plplot-driver-cairo)");
