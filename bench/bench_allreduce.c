@@ -134,15 +134,14 @@ static int train_step(trainer *t, ars_dist *dist)
     double loss_sum = 0;
     TRY_RC(ars_loss_compute(ARS_LOSS_CROSS_ENTROPY, ars_model_output(m), BATCH, m->out_dim, t->labels[p], NULL,
                             pass.global_rows, &loss_sum, t->dlogits));
+    TRY_RC(ars_dist_start_side_sum(dist, &loss_sum, 1));   /* summed during backward */
     TRY_RC(ars_model_backward(m, &pass, t->dlogits, ars_dist_backward_hook, dist));
     TRY_RC(ars_dist_finish_gradients(dist));
-    TRY_RC(ars_dist_allreduce_double(dist, &loss_sum, 1));
     if (dist) t->wait_seconds += dist->sync_seconds;
     double norm = ars_l2_norm(m->grads, m->param_count);
     if (isfinite(norm) && isfinite(loss_sum)) {
-        float scale = ars_clip_scale_for_norm(norm, 1.0f);
-        if (scale < 1) ars_scale(m->grads, m->param_count, scale);
-        ars_optimizer_step(&t->opt, m->params, m->grads, 1e-3f);
+        float scale = ars_clip_scale_for_norm(norm, 1.0f);   /* applied in the optimizer's pass */
+        ars_optimizer_step_scaled(&t->opt, m->params, m->grads, scale, 1e-3f);
     }
     t->step++;
     return 0;

@@ -2,18 +2,21 @@
 # run.sh: the whole benchmark harness in one command. Builds bench_step and
 # bench_allreduce, then runs arsenal and PyTorch A/B interleaved (arsenal,
 # torch, arsenal, torch, ...) at 1 and 2 BLAS threads for each workload,
-# then the data-parallel figures (mpirun -np 2 vs torch DDP), and writes
-# docs/performance.md from the medians. --quick: 1 round at 1 thread, tiny
-# step counts, torch as installed only; writes into the work directory, not
-# docs/ (for CI: it checks that the harness runs, never how fast; it fails
-# only when a program fails).
+# then the data-parallel figures (mpirun -np 2 vs torch DDP), then time to
+# 88% test accuracy on Fashion-MNIST (examples/mlp-fmnist.cfg trained in full,
+# --tta-reps rounds), and writes docs/performance.md from the medians. --quick:
+# 1 round at 1 thread, tiny step counts, torch as installed only, the
+# time-to-accuracy runs cut to 1 epoch on 2000 samples; writes into the work
+# directory, not docs/ (for CI: it checks that the harness runs, never how
+# fast; it fails only when a program fails).
 #   bench/run.sh [--quick] [--reps N] [--threads "1 2"] [--workloads "W1 W2 W3 W4"]
-#                [--out FILE] [--work DIR] [--build DIR] [--no-torch] [--no-dist]
-#                [--report-only]
+#                [--tta-reps N] [--out FILE] [--work DIR] [--build DIR] [--no-torch]
+#                [--no-dist] [--no-tta] [--tta-only] [--report-only]
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 
 quick=0 reps=5 threads="1 2" threads_set=0 workloads="W1 W2 W3 W4" out="" work="" torch=1 dist=1 report_only=0
+tta=1 tta_reps=3 tta_only=0
 build="${BUILD_DIR:-/tmp/arsenal-bench-build}"
 while (($#)); do
     case "$1" in
@@ -21,23 +24,28 @@ while (($#)); do
         --reps) reps="$2"; shift ;;
         --threads) threads="$2"; threads_set=1; shift ;;
         --workloads) workloads="$2"; shift ;;
+        --tta-reps) tta_reps="$2"; shift ;;
         --out) out="$2"; shift ;;
         --work) work="$2"; shift ;;
         --build) build="$2"; shift ;;
         --no-torch) torch=0 ;;
         --no-dist) dist=0 ;;
+        --no-tta) tta=0 ;;
+        --tta-only) tta_only=1 ;;
         --report-only) report_only=1 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
-if ((quick)); then reps=1; ((threads_set)) || threads=1; fi
+if ((quick)); then reps=1 tta_reps=1; ((threads_set)) || threads=1; fi
+((tta_reps > 0)) || tta=0
+((tta_only)) && reps=0 tta=1
 work="${work:-$(mktemp -d /tmp/arsenal-bench.XXXXXX)}"
 mkdir -p "$work"
 results="$work/results.jsonl"
 if [[ -z "$out" ]]; then
-    if ((quick)); then out="$work/performance.md"; else out="$repo/docs/performance.md"; fi
+    if ((quick || tta_only)); then out="$work/performance.md"; else out="$repo/docs/performance.md"; fi
 fi
 
 # mpirun as root on an oversubscribed 2-core machine; idle ranks yield.
@@ -113,16 +121,42 @@ torch_request() {
     return 1
 }
 
+# Time to accuracy: the run file trained in full, each run a fresh process:
+# `arsenal train` on 1 rank and on 2 ranks x 1 BLAS thread, and
+# time_to_accuracy.py (the same recipe in PyTorch, 1 thread). Their per-epoch
+# lines become "tta" rows. --quick cuts the run to 1 epoch on a subset.
+tta_config="$repo/examples/mlp-fmnist.cfg"
+tta_set=()
+((quick)) && tta_set=(--set run.epochs=1 --set run.train_limit=2000 --set run.test_limit=1000)
+# tta_arsenal ROUND RANKS
+tta_arsenal() {
+    local metrics="$work/tta-arsenal-$2-ranks-r$1.jsonl" launch=()
+    (($2 > 1)) && launch=(mpirun -np "$2" "${mpirun_flags[@]}" -x OPENBLAS_NUM_THREADS)
+    echo "run.sh: time to accuracy, round $1/$tta_reps: arsenal, $2 rank(s) x 1 thread" >&2
+    OPENBLAS_NUM_THREADS=1 "${launch[@]}" "$build/arsenal" train "$tta_config" "${tta_set[@]}" --quiet \
+        --metrics "$metrics"
+    grep '"kind":"epoch"' "$metrics" |
+        sed -e "s/^{\"kind\":\"epoch\",/{\"bench\":\"tta\",\"impl\":\"arsenal\",\"ranks\":$2,\"threads\":1,/" |
+        tag "$1" none >>"$results"
+}
+# tta_torch ROUND MALLOC_MODE
+tta_torch() {
+    echo "run.sh: time to accuracy, round $1/$tta_reps: torch ($2 malloc), 1 thread" >&2
+    env $(torch_env "$2") OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE \
+        "$python" "$repo/bench/time_to_accuracy.py" "$tta_config" --threads 1 "${tta_set[@]}" |
+        tag "$1" "$2" >>"$results"
+}
+
 if ((!report_only)); then
     echo "run.sh: building in $build" >&2
     cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release -DARSENAL_TESTS=OFF >"$work/cmake.log" 2>&1 ||
         { cat "$work/cmake.log" >&2; exit 1; }
-    cmake --build "$build" -j 2 --target bench_step bench_allreduce >>"$work/cmake.log" 2>&1 ||
+    cmake --build "$build" -j 2 --target bench_step bench_allreduce arsenal >>"$work/cmake.log" 2>&1 ||
         { tail -30 "$work/cmake.log" >&2; exit 1; }
     : >"$results"
     echo "start=$(cut -d' ' -f1-3 /proc/loadavg)" >"$work/load.txt"
     start=$SECONDS
-    ((torch)) && start_torch_servers
+    ((torch && reps > 0)) && start_torch_servers
     for ((r = 1; r <= reps; r++)); do
         for t in $threads; do
             for w in $workloads; do
@@ -154,7 +188,20 @@ if ((!report_only)); then
             fi
         fi
     done
-    ((torch)) && stop_torch_servers
+    ((torch && reps > 0)) && stop_torch_servers
+    if ((tta)); then
+        echo "tta_start=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/load.txt"
+        # A/B interleaved: arsenal 1 rank, torch, arsenal 2 ranks, torch tuned malloc
+        for ((r = 1; r <= tta_reps; r++)); do
+            tta_arsenal "$r" 1
+            if ((torch)); then tta_torch "$r" "${torch_modes[0]}"; fi
+            if ((dist)); then tta_arsenal "$r" 2; fi
+            if ((torch)); then
+                for mode in "${torch_modes[@]:1}"; do tta_torch "$r" "$mode"; done
+            fi
+        done
+        echo "tta_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/load.txt"
+    fi
     echo "end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/load.txt"
     echo "run.sh: measured in $((SECONDS - start)) s; results in $results" >&2
 fi
@@ -172,6 +219,7 @@ fi
     echo "torch=$( ((torch)) && "$python" -c 'import torch; print(torch.__version__)' || echo 'not installed')"
     echo "env=OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset} OPENBLAS_L2_SIZE=${OPENBLAS_L2_SIZE:-unset}"
     echo "reps=$reps"
+    echo "tta_reps=$tta_reps"
     echo "quick=$quick"
 } >"$work/machine.txt"
 
@@ -210,8 +258,9 @@ w(f"- OpenBLAS: {meta[0]['openblas'] if meta else '?'} (Debian {machine.get('ope
   f"{machine.get('env')}")
 w(f"- PyTorch: {machine.get('torch')} (Debian python3-torch, Linear on the same system OpenBLAS); "
   f"Open MPI {machine.get('openmpi')}")
-w(f"- {machine.get('reps')} rounds; every figure is the median over rounds; each round runs arsenal and "
-  "PyTorch back to back (A/B interleaved), and a ratio is the median of the per-round ratios.")
+if machine.get("reps") != "0":
+    w(f"- {machine.get('reps')} rounds; every figure is the median over rounds; each round runs arsenal and "
+      "PyTorch back to back (A/B interleaved), and a ratio is the median of the per-round ratios.")
 if machine.get("load_start"):
     w(f"- load average (1, 5, 15 min) when the measurements started: {machine['load_start']}; at the end: "
       f"{machine.get('load_end', '?')} (2 vCPU: above 2, other work competed for the cores and wall-clock "
@@ -219,6 +268,7 @@ if machine.get("load_start"):
 if machine.get("quick") == "1":
     w("- **--quick run: tiny step counts, the figures mean nothing.**")
 w("")
+steps_from = len(lines)
 w("Workloads (same model, batch and thread count on both sides; random data of Fashion-MNIST shape):")
 w("")
 w("| | model | batch | optimizer |")
@@ -331,6 +381,8 @@ for t in threads_all:
             for l in others) + ".")
         w("")
 
+if not workloads:   # --tta-only: no step figures, no empty sections
+    del lines[steps_from:]
 sync = pick(bench="sync")
 if sync or pick(bench="scaling"):
     w("## Data-parallel (W1, 2 ranks x 1 BLAS thread, batch 128 per rank)")
@@ -372,6 +424,90 @@ if sync or pick(bench="scaling"):
             g = [b for b in bk if b["bucket_mb"] == mb]
             w(f"| {mb:g} ({g[0]['first_bucket_mb']:g}) | {g[0]['buckets']} | {f(med([b['sync_ms'] for b in g]))} | "
               f"{f(med([b['step_ms'] for b in g]))} | {f(med([b['samples_per_s'] for b in g]), '{:.0f}')} |")
+        w("")
+
+TARGET = 0.88
+tta = pick(bench="tta")
+if tta:
+    def runs(impl, ranks, malloc):
+        """{round: [epoch rows in order]} of one configuration."""
+        by_round = defaultdict(list)
+        for r in pick(bench="tta", impl=impl, ranks=ranks, malloc=malloc):
+            by_round[r["round"]].append(r)
+        return {k: sorted(v, key=lambda r: r["epoch"]) for k, v in by_round.items()}
+
+    def summary(epochs):
+        """seconds per epoch, (epoch, seconds) of the first epoch at >= TARGET or None, final and best accuracy"""
+        reached = next(((e["epoch"], e["seconds"]) for e in epochs if e["test_acc"] >= TARGET), None)
+        cpu = next((e.get("cpu_seconds") for e in epochs if e["test_acc"] >= TARGET), None)
+        return {"per_epoch": epochs[-1]["seconds"] / epochs[-1]["epoch"], "reached": reached, "reached_cpu": cpu,
+                "final": epochs[-1]["test_acc"], "best": max(e["test_acc"] for e in epochs)}
+
+    configs = [("arsenal, 1 rank x 1 thread", "arsenal", 1, "none"),
+               ("arsenal, 2 ranks x 1 thread", "arsenal", 2, "none"),
+               ("torch, 1 thread", "torch", 1, "default"),
+               ("torch, 1 thread, tuned malloc", "torch", 1, "tuned")]
+    table = {}
+    for label, impl, ranks, malloc in configs:
+        rr = runs(impl, ranks, malloc)
+        if rr:
+            table[label] = (impl, rr, {k: summary(v) for k, v in rr.items()})
+    epochs_run = max(r["epoch"] for r in tta)
+    w(f"## Time to {100 * TARGET:.0f}% test accuracy (Fashion-MNIST)")
+    w("")
+    w(f"`examples/mlp-fmnist.cfg` trained for {epochs_run} epoch(s) by `arsenal train` and by "
+      "`bench/time_to_accuracy.py` (the same recipe in PyTorch: MLP 784-1024-1024-10 ReLU, he_normal / "
+      "xavier_uniform weights and zero biases, Adam lr 1e-3 with a per-step cosine decay to 0, global-norm "
+      "clip 1.0, global batch 128 with the last partial batch kept, a new shuffle every epoch, pixels / 255 "
+      "standardized by the training split's mean and std). Each run is a fresh process, "
+      f"{machine.get('tta_reps')} round(s), A/B interleaved. *seconds* run from the first step to the end "
+      "of an epoch's test evaluation (data loading, model setup and importing torch excluded on both "
+      f"sides). Both sides evaluate once per epoch, so *time to {100 * TARGET:.0f}%* has epoch "
+      f"granularity: the seconds at the end of the first epoch whose test accuracy is >= {TARGET}.")
+    if machine.get("load_tta_start"):
+        w("")
+        w(f"Load average (1, 5, 15 min) at the start of this stage: {machine['load_tta_start']}; at its end: "
+          f"{machine.get('load_tta_end', '?')}.")
+    w("")
+    w(f"| run | s/epoch | epochs to {100 * TARGET:.0f}% | time to {100 * TARGET:.0f}% (s) | "
+      "test accuracy after each epoch | final accuracy |")
+    w("|---|---|---|---|---|---|")
+    for label, (impl, rr, sm) in table.items():
+        got = [s["reached"] for s in sm.values() if s["reached"]]
+        if got:
+            note = "" if len(got) == len(sm) else f" ({len(got)} of {len(sm)} rounds)"
+            ep = f"{med([g[0] for g in got]):g}{note}"
+            tt = f"{med([g[1] for g in got]):.1f}{note}"
+        else:
+            ep, tt = "not reached", f"not reached (best accuracy {med([s['best'] for s in sm.values()]):.4f})"
+        curve = ", ".join(f"{med([v[i]['test_acc'] for v in rr.values() if len(v) > i]):.4f}"
+                          for i in range(max(len(v) for v in rr.values())))
+        w(f"| {label} | {med([s['per_epoch'] for s in sm.values()]):.2f} | {ep} | {tt} | {curve} | "
+          f"{med([s['final'] for s in sm.values()]):.4f} |")
+    w("")
+    pairs = [(a, t) for a in table if table[a][0] == "arsenal" for t in table if table[t][0] == "torch"]
+    if pairs:
+        w(f"Ratios arsenal / torch (median of per-round ratios; the issue's target is <= 0.6 for the "
+          f"time to {100 * TARGET:.0f}%):")
+        w("")
+        w(f"| arsenal | torch | time to {100 * TARGET:.0f}% | s/epoch | CPU time to {100 * TARGET:.0f}% "
+          "(rank 0's process; 1 rank only) |")
+        w("|---|---|---|---|---|")
+        for a, t in pairs:
+            sa, st = table[a][2], table[t][2]
+            common = [k for k in sa if k in st]
+            rt = med([sa[k]["reached"][1] / st[k]["reached"][1] for k in common
+                      if sa[k]["reached"] and st[k]["reached"]])
+            re = med([sa[k]["per_epoch"] / st[k]["per_epoch"] for k in common])
+            rc = med([sa[k]["reached_cpu"] / st[k]["reached_cpu"] for k in common
+                      if sa[k]["reached_cpu"] and st[k]["reached_cpu"]]) if "1 rank" in a else None
+            w(f"| {a} | {t} | {f(rt, '{:.3f}') if rt is not None else 'not reached by both'} | "
+              f"{f(re, '{:.3f}')} | {f(rc, '{:.3f}') if rc is not None else '–'} |")
+        w("")
+    cpu = [r["cpu_seconds"] / r["seconds"] for r in pick(bench="tta", impl="torch") if r.get("seconds")]
+    if cpu:
+        w(f"PyTorch's process CPU time / wall time over its runs: {med(cpu):.2f} (1 thread: below 1, "
+          "the process waited for a core that other work held; arsenal's runs shared the same machine).")
         w("")
 
 open(out, "w").write("\n".join(lines) + "\n")

@@ -1,18 +1,26 @@
-/* ckpt: the HDF5 checkpoint writer and reader (format 1, see
- * docs/checkpoint-format.md). Writing is atomic: a temporary file next to
- * the target, fsync, rename, fsync of the directory. Reading validates the
- * format, the version, and every tensor's presence, type and shape. */
-#define _POSIX_C_SOURCE 200809L
+/* ckpt: the HDF5 checkpoint writer and reader (format 2, see
+ * docs/checkpoint-format.md). The file is built in memory by HDF5 and
+ * written by us, atomically: a temporary file next to the target, fsync,
+ * rename, fsync of the directory. Reading validates the format, the
+ * version, and every tensor's presence, type and shape; ars_ckpt_validate
+ * first runs the whole reader in a child process with limits, so that a
+ * crash or hang of libhdf5 on a corrupted file becomes an error. */
+#define _GNU_SOURCE   /* mremap */
 #include "arsenal/ckpt.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <math.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,8 +33,32 @@
         if (try_rc_) return try_rc_; \
     } while (0)
 
-/* HDF5 prints its error stack by default; arsenal reports its own. */
-static void quiet_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+/* Set when a failed HDF5 call could not allocate memory: the checking
+ * child reports it as its memory limit reached. */
+static int hdf5_out_of_memory;
+
+static herr_t note_allocation_failure(unsigned depth, const H5E_error2_t *error, void *data)
+{
+    (void)depth;
+    (void)data;
+    if (error->min_num == H5E_CANTALLOC || error->min_num == H5E_NOSPACE) hdf5_out_of_memory = 1;
+    return 0;
+}
+
+static herr_t on_hdf5_error(hid_t stack, void *data)
+{
+    (void)data;
+    H5Ewalk2(stack, H5E_WALK_DOWNWARD, note_allocation_failure, NULL);
+    return 0;
+}
+
+static int checking_child;   /* this process is the child of ars_ckpt_validate */
+
+/* HDF5 prints its error stack by default; arsenal reports its own. The
+ * checking child looks for allocation failures in it (only there: walking
+ * the stack from the handler leaves an HDF5 id behind on some corrupted
+ * files, which libhdf5 complains about at exit; the child leaves by _exit). */
+static void quiet_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, checking_child ? on_hdf5_error : NULL, NULL); }
 
 static void view_dims(const ars_tensor_view *view, int *rank, hsize_t dims[2])
 {
@@ -239,6 +271,87 @@ static int fsync_path(const char *path, int directory)
     return rc;
 }
 
+static int write_all(int fd, const unsigned char *bytes, size_t size, const char *path)
+{
+    while (size > 0) {
+        ssize_t n = write(fd, bytes, size < ((size_t)1 << 30) ? size : (size_t)1 << 30);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0)
+            return ars_error(ARS_EIO, "cannot write %s: %s%s", path, n < 0 ? strerror(errno) : "no progress",
+                             n < 0 && (errno == ENOSPC || errno == EDQUOT) ? " (disk full?)" : "");
+        bytes += n;
+        size -= (size_t)n;
+    }
+    return 0;
+}
+
+/* The in-memory file's buffer, allocated for HDF5's core driver through
+ * its file image callbacks: mapped by us with transparent huge pages where
+ * the kernel offers them (first touches of fresh 4 KiB pages cost more than
+ * the copies), grown by mremap (no copy), and kept when HDF5 frees it at
+ * close. Closing flushes everything and clears the superblock's
+ * open-for-writing flag, so the buffer's first bytes are then exactly the
+ * file (what H5Fget_file_image would copy out), written without a copy. */
+typedef struct image_buffer {
+    void *data;
+    size_t size;
+    int closed;   /* HDF5 has released it: ours to write and unmap */
+} image_buffer;
+
+static void *image_realloc(void *old, size_t size, H5FD_file_image_op_t op, void *udata)
+{
+    (void)op;
+    image_buffer *buffer = udata;
+    if (buffer->closed || (old && old != buffer->data) || size == 0) return NULL;
+    void *data = old ? mremap(old, buffer->size, size, MREMAP_MAYMOVE)
+                     : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (data == MAP_FAILED) return NULL;
+    madvise(data, size, MADV_HUGEPAGE);
+    buffer->data = data;
+    buffer->size = size;
+    return data;
+}
+
+static void *image_malloc(size_t size, H5FD_file_image_op_t op, void *udata)
+{
+    image_buffer *buffer = udata;
+    if (buffer->data) return NULL;   /* one image per buffer */
+    return image_realloc(NULL, size, op, udata);
+}
+
+static herr_t image_free(void *data, H5FD_file_image_op_t op, void *udata)
+{
+    (void)op;
+    image_buffer *buffer = udata;
+    if (data && data == buffer->data) buffer->closed = 1;   /* unmapped by ars_ckpt_write */
+    return 0;
+}
+
+/* every copy of the property list shares the one buffer record */
+static void *image_udata_copy(void *udata) { return udata; }
+static herr_t image_udata_free(void *udata)
+{
+    (void)udata;
+    return 0;
+}
+
+/* Creates the checkpoint as a file in memory (HDF5's core driver, no
+ * backing store) whose bytes live in buffer. */
+static hid_t create_in_memory(const char *name, size_t expected, image_buffer *buffer)
+{
+    /* grow in steps of about the expected size: usually one mapping */
+    size_t increment = expected + expected / 8 + ((size_t)1 << 20);
+    H5FD_file_image_callbacks_t callbacks = {image_malloc, NULL, image_realloc, image_free,
+                                             image_udata_copy, image_udata_free, buffer};
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    hid_t file = fapl < 0 || H5Pset_fapl_core(fapl, increment, 0) < 0 ||
+                         H5Pset_file_image_callbacks(fapl, &callbacks) < 0
+                     ? -1
+                     : H5Fcreate(name, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (fapl >= 0) H5Pclose(fapl);
+    return file;
+}
+
 int ars_ckpt_write(const char *path, const ars_model *model, const ars_optimizer *opt, const ars_history *history,
                    const ars_ckpt_state *state)
 {
@@ -248,18 +361,45 @@ int ars_ckpt_write(const char *path, const ars_model *model, const ars_optimizer
         return ars_error(ARS_EINVAL, "checkpoint path too long: %s", path);
     snprintf(dir_buffer, sizeof dir_buffer, "%s", path);
     const char *dir = dirname(dir_buffer);
-    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (file < 0)
+    /* HDF5 never writes to the disk: it builds the file in memory and we
+     * write the image, so a full disk is one failed write() of ours and
+     * libhdf5 keeps no file whose close failed (F1: it crashed at exit
+     * closing it again). The temporary file is created first, so that an
+     * unwritable directory fails before the image is built. */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0)
         return ars_error(ARS_EIO, "cannot create checkpoint %s: %s (is the directory writable?)", tmp,
-                         strerror(errno ? errno : EACCES));
-    int rc = write_root(file, model, state);
+                         strerror(errno));
+    size_t expected = sizeof(float) * (4 * model->param_count + model->state_count);
+    if (history)
+        expected += sizeof(double) * history->count * (8 + (size_t)history->layer_count * ARS_HIST_LAYER_COLUMNS);
+    image_buffer buffer = {NULL, 0, 0};
+    hid_t file = create_in_memory(tmp, expected, &buffer);
+    int rc = file < 0 ? ars_error(ARS_ENOMEM, "cannot create the checkpoint in memory") : 0;
+    if (!rc) rc = write_root(file, model, state);
     if (!rc) rc = write_tensors(file, "model", model, model->params, model->state, 1);
     if (!rc) rc = write_optimizer(file, model, opt);
     if (!rc) rc = write_tensors(file, "grad", model, model->grads, NULL, 0);
     if (!rc && history) rc = write_history(file, history);
-    if (!rc && H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) rc = ars_error(ARS_EIO, "cannot flush %s (disk full?)", tmp);
-    if (H5Fclose(file) < 0 && !rc) rc = ars_error(ARS_EIO, "cannot close %s (disk full?)", tmp);
-    if (!rc && fsync_path(tmp, 0) != 0) rc = ars_error(ARS_EIO, "fsync of %s failed: %s", tmp, strerror(errno));
+    if (!rc && H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) rc = ars_error(ARS_ENOMEM, "cannot complete the file in memory");
+    /* the file's length (its end of allocated space; the buffer grows in
+     * larger steps); closing leaves the first `length` bytes of the buffer
+     * equal to what H5Fget_file_image would copy out */
+    ssize_t length = rc ? -1 : H5Fget_file_image(file, NULL, 0);
+    if (!rc && length <= 0) rc = ars_error(ARS_ENOMEM, "cannot take the size of the file in memory");
+    /* nothing of this file is on disk: closing it cannot fail half-way */
+    if (file >= 0 && H5Fclose(file) < 0 && !rc) rc = ars_error(ARS_ENOMEM, "cannot close the file in memory");
+    if (!rc && (!buffer.closed || !buffer.data || (size_t)length > buffer.size))
+        rc = ars_error(ARS_ENOMEM, "the checkpoint file in memory was not released at close");
+    if (!rc) rc = write_all(fd, buffer.data, (size_t)length, tmp);
+    if (buffer.data && buffer.closed) munmap(buffer.data, buffer.size);   /* else HDF5 still holds it */
+    /* HDF5 keeps freed blocks (chunk buffers of this write) on free lists
+     * for reuse: give them back rather than hold them between checkpoints */
+    H5garbage_collect();
+    if (!rc && fsync(fd) != 0)
+        rc = ars_error(ARS_EIO, "fsync of %s failed: %s%s", tmp, strerror(errno), errno == ENOSPC ? " (disk full?)" : "");
+    if (close(fd) != 0 && !rc)
+        rc = ars_error(ARS_EIO, "cannot write %s: %s%s", tmp, strerror(errno), errno == ENOSPC ? " (disk full?)" : "");
     if (!rc && rename(tmp, path) != 0)
         rc = ars_error(ARS_EIO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
     if (rc) {
@@ -278,12 +418,52 @@ void ars_ckpt_info_free(ars_ckpt_info *info)
     memset(info, 0, sizeof *info);
 }
 
-/* Opens a checkpoint read-only after checking it is one, of our version. */
-static hid_t open_checkpoint(const char *path, int *rc)
+/* ---- which files may be read with variable-length strings ---------------- */
+
+/* Format-1 files hold variable-length strings, which libhdf5 reads trusting
+ * lengths and heap addresses from the file (F11-F13). They are read only in
+ * the child of ars_ckpt_validate, or after it passed for that very file
+ * (same device, inode, size and modification time). */
+
+typedef struct file_identity {
+    dev_t device;
+    ino_t inode;
+    off_t size;
+    struct timespec modified;
+} file_identity;
+
+static file_identity validated[16];
+static unsigned validated_count;
+
+static file_identity identity_of(const struct stat *st)
+{
+    file_identity id = {st->st_dev, st->st_ino, st->st_size, st->st_mtim};
+    return id;
+}
+
+static int same_identity(const file_identity *a, const file_identity *b)
+{
+    return a->device == b->device && a->inode == b->inode && a->size == b->size &&
+           a->modified.tv_sec == b->modified.tv_sec && a->modified.tv_nsec == b->modified.tv_nsec;
+}
+
+static int was_validated(const struct stat *st)
+{
+    file_identity id = identity_of(st);
+    unsigned count = validated_count < 16 ? validated_count : 16;
+    for (unsigned i = 0; i < count; i++)
+        if (same_identity(&validated[i], &id)) return 1;
+    return 0;
+}
+
+/* Opens a checkpoint read-only after checking it is one, of a version this
+ * arsenal reads (*version), and sets how its strings may be read. */
+static hid_t open_checkpoint(const char *path, int *version, int *rc)
 {
     quiet_hdf5();
     struct stat st;
     *rc = 0;
+    *version = 0;
     if (stat(path, &st) != 0) {
         *rc = ars_error(ARS_EIO, "%s: %s", path, strerror(errno));
         return -1;
@@ -301,24 +481,31 @@ static hid_t open_checkpoint(const char *path, int *rc)
         *rc = ars_error(ARS_EFORMAT, "%s: HDF5 cannot open it (truncated or corrupted file)", path);
         return -1;
     }
+    /* The version first: it says how the strings are stored, and no string
+     * is read before that is known. */
+    int32_t found = 0;
     char format[64] = "";
-    int32_t version = 0;
-    if (ars_h5_attr_read_string(file, path, "format", format, sizeof format) || strcmp(format, ARS_CKPT_FORMAT) != 0) {
-        H5Fclose(file);
+    if (H5Aexists(file, "format") <= 0 || H5Aexists(file, "format_version") <= 0)
+        *rc = ars_error(ARS_EFORMAT, "%s: not an arsenal checkpoint (no root attributes format and format_version)",
+                        path);
+    if (!*rc) *rc = ars_h5_attr_read(file, path, "format_version", H5T_NATIVE_INT32, &found);
+    if (!*rc && (found < ARS_CKPT_FORMAT_VERSION_OLDEST || found > ARS_CKPT_FORMAT_VERSION))
+        *rc = ars_error(ARS_EFORMAT, "%s: checkpoint format version %d, this arsenal reads versions %d to %d", path,
+                        (int)found, ARS_CKPT_FORMAT_VERSION_OLDEST, ARS_CKPT_FORMAT_VERSION);
+    if (!*rc && found == 1 && !checking_child && !was_validated(&st))
+        *rc = ars_error(ARS_EFORMAT, "%s: checkpoint format version 1 holds variable-length strings, which libhdf5 "
+                        "reads unchecked: it is read only after ars_ckpt_validate checked it in a separate process "
+                        "(arsenal train --resume and arsenal inspect do)", path);
+    ars_h5_allow_vlen_strings(found == 1);
+    if (!*rc) *rc = ars_h5_attr_read_string(file, path, "format", format, sizeof format);
+    if (!*rc && strcmp(format, ARS_CKPT_FORMAT) != 0)
         *rc = ars_error(ARS_EFORMAT, "%s: not an arsenal checkpoint (root attribute format is '%s', expected '%s')",
                         path, format, ARS_CKPT_FORMAT);
-        return -1;
-    }
-    if ((*rc = ars_h5_attr_read(file, path, "format_version", H5T_NATIVE_INT32, &version)) != 0) {
+    if (*rc) {
         H5Fclose(file);
         return -1;
     }
-    if (version != ARS_CKPT_FORMAT_VERSION) {
-        H5Fclose(file);
-        *rc = ars_error(ARS_EFORMAT, "%s: checkpoint format version %d, this arsenal reads version %d", path,
-                        version, ARS_CKPT_FORMAT_VERSION);
-        return -1;
-    }
+    *version = found;
     return file;
 }
 
@@ -360,10 +547,10 @@ static int read_layers(hid_t file, const char *path, ars_ckpt_info *info)
 int ars_ckpt_read_info(const char *path, ars_ckpt_info *info)
 {
     memset(info, 0, sizeof *info);
-    int rc;
-    hid_t file = open_checkpoint(path, &rc);
+    int rc, version;
+    hid_t file = open_checkpoint(path, &version, &rc);
     if (file < 0) return rc;
-    info->format_version = ARS_CKPT_FORMAT_VERSION;
+    info->format_version = version;
     int32_t epoch = 0, spe = 0, world = 0, batch = 0;
     rc = ars_h5_attr_read_string(file, path, "arsenal_version", info->arsenal_version, sizeof info->arsenal_version);
     if (!rc) rc = ars_h5_attr_read_string(file, path, "created", info->created, sizeof info->created);
@@ -378,7 +565,9 @@ int ars_ckpt_read_info(const char *path, ars_ckpt_info *info)
     if (!rc) rc = ars_h5_attr_read(file, path, "last_loss", H5T_NATIVE_DOUBLE, &info->last_loss);
     if (!rc) rc = ars_h5_attr_read(file, path, "test_loss", H5T_NATIVE_DOUBLE, &info->test_loss);
     if (!rc) rc = ars_h5_attr_read(file, path, "test_accuracy", H5T_NATIVE_DOUBLE, &info->test_accuracy);
-    if (!rc) rc = ars_h5_read_string(file, path, "config", &info->config_text);
+    char where[4200];
+    snprintf(where, sizeof where, "%s:", path);   /* "x.h5:/config" */
+    if (!rc) rc = ars_h5_read_string(file, where, "config", &info->config_text);
     info->epoch = epoch;
     info->steps_per_epoch = spe;
     info->world_size = world;
@@ -457,8 +646,8 @@ static int read_tensors(hid_t file, const char *path, const char *root, const ar
 
 int ars_ckpt_load(const char *path, ars_model *model, ars_optimizer *opt)
 {
-    int rc;
-    hid_t file = open_checkpoint(path, &rc);
+    int rc, version;
+    hid_t file = open_checkpoint(path, &version, &rc);
     if (file < 0) return rc;
     /* Read into scratch copies: on any error the model is left as it was. */
     size_t n = model->param_count, s = model->state_count;
@@ -502,8 +691,8 @@ int ars_ckpt_load(const char *path, ars_model *model, ars_optimizer *opt)
 int ars_ckpt_read_history(const char *path, ars_history *h)
 {
     memset(h, 0, sizeof *h);
-    int rc;
-    hid_t file = open_checkpoint(path, &rc);
+    int rc, version;
+    hid_t file = open_checkpoint(path, &version, &rc);
     if (file < 0) return rc;
     hid_t group = H5Lexists(file, "history", H5P_DEFAULT) > 0 ? H5Gopen2(file, "history", H5P_DEFAULT) : -1;
     if (group < 0) {
@@ -643,4 +832,226 @@ int ars_ckpt_read_history(const char *path, ars_history *h)
         return ars_error_context(rc, "reading the history of %s", path);
     }
     return 0;
+}
+
+/* ---- checking a checkpoint in a separate process ------------------------- */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define ARS_CKPT_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ARS_CKPT_ASAN 1
+#endif
+#endif
+
+/* Reads every tensor under /model, /optimizer/m and /optimizer/v whatever
+ * its shape (the child has no model to compare with): all that
+ * ars_ckpt_load will read, read first where a crash costs nothing. */
+static int check_tensors(const char *path)
+{
+    int rc, version;
+    hid_t file = open_checkpoint(path, &version, &rc);
+    if (file < 0) return rc;
+    static const char *const roots[] = {"model", "optimizer/m", "optimizer/v"};
+    int has_optimizer = H5Lexists(file, "optimizer", H5P_DEFAULT) > 0;
+    for (int k = 0; k < 3 && !rc; k++) {
+        if (k > 0 && (!has_optimizer || H5Lexists(file, roots[k], H5P_DEFAULT) <= 0)) continue;
+        hid_t top = H5Gopen2(file, roots[k], H5P_DEFAULT);
+        H5G_info_t top_info;
+        if (top < 0 || H5Gget_info(top, &top_info) < 0 || top_info.nlinks > 1000000) {
+            rc = ars_error(ARS_EFORMAT, "%s: /%s cannot be listed (corrupted file?)", path, roots[k]);
+            if (top >= 0) H5Gclose(top);
+            break;
+        }
+        for (hsize_t i = 0; i < top_info.nlinks && !rc; i++) {
+            char layer[64] = "", where[1200];
+            H5G_info_t info;
+            if (H5Lget_name_by_idx(top, ".", H5_INDEX_NAME, H5_ITER_INC, i, layer, sizeof layer, H5P_DEFAULT) < 0) {
+                rc = ars_error(ARS_EFORMAT, "%s: /%s cannot be listed (corrupted file?)", path, roots[k]);
+                break;
+            }
+            snprintf(where, sizeof where, "%s:/%s/%s", path, roots[k], layer);
+            hid_t group = H5Gopen2(top, layer, H5P_DEFAULT);
+            if (group < 0 || H5Gget_info(group, &info) < 0 || info.nlinks > 1000) {
+                rc = ars_error(ARS_EFORMAT, "%s is not a readable group (corrupted file?)", where);
+            } else {
+                for (hsize_t j = 0; j < info.nlinks && !rc; j++) {
+                    char name[64] = "";
+                    if (H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, j, name, sizeof name,
+                                           H5P_DEFAULT) < 0)
+                        rc = ars_error(ARS_EFORMAT, "%s cannot be listed (corrupted file?)", where);
+                    else
+                        rc = ars_h5_check_floats(group, where, name);
+                }
+            }
+            if (group >= 0) H5Gclose(group);
+        }
+        H5Gclose(top);
+    }
+    H5Fclose(file);
+    return rc;
+}
+
+/* What the child tells its parent (one write, smaller than PIPE_BUF). */
+typedef struct check_verdict {
+    int rc;
+    int out_of_memory;
+    char message[2048];
+} check_verdict;
+
+#ifndef ARS_CKPT_ASAN
+static uint64_t address_space_now(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long pages = 0;
+    if (f) {
+        if (fscanf(f, "%llu", &pages) != 1) pages = 0;
+        fclose(f);
+    }
+    return (uint64_t)pages * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+#endif
+
+/* The child: limits, then the reader exactly as a resume or inspect runs
+ * it. It never returns, calls no MPI and no atexit handler (_exit). */
+static void check_in_child(const char *path, int out, uint64_t memory, double seconds)
+{
+    /* A crash is the verdict, told by the parent: no backtrace from the
+     * handlers of Open MPI or a sanitizer, no core file, no output. */
+    static const int signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGXCPU, SIGTERM, SIGINT};
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++) signal(signals[i], SIG_DFL);
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        dup2(null, STDOUT_FILENO);
+        dup2(null, STDERR_FILENO);
+    }
+    struct rlimit limit = {0, 0};
+    setrlimit(RLIMIT_CORE, &limit);
+    limit.rlim_cur = (rlim_t)ceil(seconds) + 1;   /* CPU: a backstop; the parent's clock comes first */
+    limit.rlim_max = limit.rlim_cur + 1;
+    setrlimit(RLIMIT_CPU, &limit);
+#ifndef ARS_CKPT_ASAN   /* AddressSanitizer reserves terabytes of address space */
+    uint64_t now = address_space_now();
+    if (now > 0) {
+        limit.rlim_cur = limit.rlim_max = (rlim_t)(now + memory);
+        setrlimit(RLIMIT_AS, &limit);
+    }
+#else
+    (void)memory;
+#endif
+    checking_child = 1;
+    hdf5_out_of_memory = 0;
+    check_verdict verdict;
+    memset(&verdict, 0, sizeof verdict);
+    ars_ckpt_info info;
+    verdict.rc = ars_ckpt_read_info(path, &info);
+    if (!verdict.rc) {
+        ars_ckpt_info_free(&info);
+        verdict.rc = check_tensors(path);
+    }
+    ars_history history;
+    if (!verdict.rc) verdict.rc = ars_ckpt_read_history(path, &history);
+    if (!verdict.rc) ars_history_free(&history);
+    if (verdict.rc) {
+        verdict.out_of_memory = verdict.rc == ARS_ENOMEM || hdf5_out_of_memory;
+        snprintf(verdict.message, sizeof verdict.message, "%s", ars_error_message());
+    }
+    const char *bytes = (const char *)&verdict;
+    size_t left = sizeof verdict;
+    while (left > 0) {
+        ssize_t n = write(out, bytes, left);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        bytes += n;
+        left -= (size_t)n;
+    }
+    _exit(0);
+}
+
+static double seconds_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+void ars_ckpt_check_limits(uint64_t file_size, uint64_t *memory, double *seconds)
+{
+    /* The reader holds at most a few copies of the largest tensor and of the
+     * uncompressed history; a 167 KB file asking for gigabytes is corrupted. */
+    *memory = ((uint64_t)512 << 20) + 8 * file_size;
+    /* 8 MiB/s is far below any disk; a healthy small file takes milliseconds */
+    *seconds = 10.0 + (double)file_size / (double)(8 << 20);
+}
+
+int ars_ckpt_validate(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) return ars_error(ARS_EIO, "%s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return ars_error(ARS_EIO, "%s: not a regular file", path);
+    uint64_t memory;
+    double seconds;
+    ars_ckpt_check_limits((uint64_t)st.st_size, &memory, &seconds);
+    int fds[2];
+    if (pipe(fds) != 0) return ars_error(ARS_EIO, "%s: cannot check the checkpoint: pipe: %s", path, strerror(errno));
+    fflush(NULL);   /* nothing buffered is written twice */
+    pid_t child = fork();
+    if (child < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return ars_error(ARS_EIO, "%s: cannot check the checkpoint: fork: %s", path, strerror(errno));
+    }
+    if (child == 0) {
+        close(fds[0]);
+        check_in_child(path, fds[1], memory, seconds);
+    }
+    close(fds[1]);
+    check_verdict verdict;
+    size_t got = 0;
+    int timed_out = 0;
+    double deadline = seconds_now() + seconds;
+    while (got < sizeof verdict) {
+        double left = deadline - seconds_now();
+        if (left <= 0) {
+            timed_out = 1;
+            break;
+        }
+        struct pollfd wait_for = {fds[0], POLLIN, 0};
+        int ready = poll(&wait_for, 1, (int)(left * 1000.0) + 1);
+        if (ready < 0 && errno != EINTR) break;
+        if (ready <= 0) continue;
+        ssize_t n = read(fds[0], (char *)&verdict + got, sizeof verdict - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;   /* the child ended before its verdict */
+        got += (size_t)n;
+    }
+    close(fds[0]);
+    if (timed_out) kill(child, SIGKILL);
+    int status = 0;
+    pid_t waited;
+    while ((waited = waitpid(child, &status, 0)) < 0 && errno == EINTR) {}
+    if (timed_out)
+        return ars_error(ARS_EFORMAT, "%s: corrupted checkpoint (the HDF5 reader did not finish in %.0f s)", path,
+                         seconds);
+    if (waited == child && WIFSIGNALED(status)) {
+        int sig = WTERMSIG(status);
+        if (sig == SIGXCPU || sig == SIGKILL)   /* RLIMIT_CPU: soft, then hard */
+            return ars_error(ARS_EFORMAT, "%s: corrupted checkpoint (the HDF5 reader did not finish in %.0f s of "
+                             "CPU time)", path, ceil(seconds) + 1);
+        return ars_error(ARS_EFORMAT, "%s: corrupted checkpoint (the HDF5 reader crashed with signal %d, %s)", path,
+                         sig, strsignal(sig));
+    }
+    if (got < sizeof verdict)
+        return ars_error(ARS_EFORMAT, "%s: corrupted checkpoint (the HDF5 reader crashed: it exited with status %d "
+                         "before its verdict)", path, waited == child && WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    if (verdict.rc == 0) {
+        validated[validated_count++ % 16] = identity_of(&st);
+        return 0;
+    }
+    if (verdict.out_of_memory)
+        return ars_error(ARS_EFORMAT, "%s: corrupted checkpoint (reading it needs more than %llu MiB of memory, the "
+                         "limit for a file of %lld bytes)", path, (unsigned long long)(memory >> 20),
+                         (long long)st.st_size);
+    verdict.message[sizeof verdict.message - 1] = '\0';
+    return ars_error(verdict.rc, "%s", verdict.message);
 }

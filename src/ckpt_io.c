@@ -10,12 +10,91 @@
 
 #include "arsenal/error.h"
 
-static hid_t string_type(void)
+#define TRY_IO(expr)                 \
+    do {                             \
+        int try_rc_ = (expr);        \
+        if (try_rc_) return try_rc_; \
+    } while (0)
+
+/* Format 2 stores fixed-length strings only; format 1 stored variable-length
+ * ones, whose lengths and global-heap addresses libhdf5 trusts from the file
+ * (findings F11-F13: gigabyte allocations, crashes, endless loops). The
+ * checkpoint reader allows them only for a format-1 file (ckpt.c decides). */
+static int vlen_strings_allowed;
+
+void ars_h5_allow_vlen_strings(int allowed) { vlen_strings_allowed = allowed; }
+
+static hid_t vlen_string_type(void)
 {
     hid_t type = H5Tcopy(H5T_C_S1);
     H5Tset_size(type, H5T_VARIABLE);
     H5Tset_cset(type, H5T_CSET_UTF8);
     return type;
+}
+
+/* A fixed-length UTF-8 string of size bytes (text and terminating NUL). */
+static hid_t fixed_string_type(size_t size)
+{
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, size ? size : 1);
+    H5Tset_strpad(type, H5T_STR_NULLTERM);
+    H5Tset_cset(type, H5T_CSET_UTF8);
+    return type;
+}
+
+/* Checks a stored string type before anything is read with it: *size is
+ * its fixed size, 0 for a variable-length string (allowed in format 1 only). */
+static int check_string_type(hid_t file_type, const char *where, const char *name, size_t max, size_t *size)
+{
+    *size = 0;
+    if (file_type < 0 || H5Tget_class(file_type) != H5T_STRING)
+        return ars_error(ARS_EFORMAT, "%s%s is not a string", where, name);
+    htri_t variable = H5Tis_variable_str(file_type);
+    if (variable < 0) return ars_error(ARS_EFORMAT, "%s%s has a corrupted string type", where, name);
+    if (variable) {
+        if (!vlen_strings_allowed)
+            return ars_error(ARS_EFORMAT, "%s%s is a variable-length string, which format version 2 never "
+                             "writes (corrupted or forged file)", where, name);
+        return 0;
+    }
+    size_t fixed = H5Tget_size(file_type);
+    if (fixed == 0 || fixed > max)
+        return ars_error(ARS_EFORMAT, "%s%s is a string of %zu bytes, at most %zu are allowed (corrupted file?)",
+                         where, name, fixed, max);
+    *size = fixed;
+    return 0;
+}
+
+/* F9: a dataset's shape is only a claim of the file. Chunks never written
+ * read as fill values, so a small file could make the reader allocate
+ * gigabytes: refuse a dataset whose stored bytes (at most the file's size)
+ * cannot hold bytes of data. Deflate shrinks data at most ~1032:1. */
+static int check_storage(hid_t set, const char *path, const char *name, hsize_t bytes)
+{
+    if (bytes == 0) return 0;
+    hsize_t stored = H5Dget_storage_size(set), file_size = 0;
+    hid_t file = H5Iget_file_id(set);
+    if (file >= 0) {
+        if (H5Fget_filesize(file, &file_size) >= 0 && stored > file_size) stored = file_size;
+        H5Fclose(file);
+    }
+    int compressed = 0;
+    hid_t plist = H5Dget_create_plist(set);
+    int filters = plist >= 0 ? H5Pget_nfilters(plist) : 0;
+    for (int i = 0; i < filters; i++) {
+        unsigned flags = 0, values[8], config = 0;
+        size_t count = 8;
+        char filter_name[64];
+        H5Z_filter_t id = H5Pget_filter2(plist, (unsigned)i, &flags, &count, values, sizeof filter_name,
+                                         filter_name, &config);
+        if (id != H5Z_FILTER_FLETCHER32) compressed = 1;
+    }
+    if (plist >= 0) H5Pclose(plist);
+    hsize_t capacity = compressed ? stored * 1100 : stored;
+    if (bytes > capacity)
+        return ars_error(ARS_EFORMAT, "%s/%s claims %llu bytes of data but the file stores %llu bytes for it "
+                         "(corrupted file)", path, name, (unsigned long long)bytes, (unsigned long long)stored);
+    return 0;
 }
 
 int ars_h5_attr_write(hid_t object, const char *name, hid_t type, const void *value)
@@ -30,8 +109,8 @@ int ars_h5_attr_write(hid_t object, const char *name, hid_t type, const void *va
 
 int ars_h5_attr_write_string(hid_t object, const char *name, const char *value)
 {
-    hid_t type = string_type();
-    int rc = ars_h5_attr_write(object, name, type, &value);
+    hid_t type = fixed_string_type(strlen(value) + 1);
+    int rc = ars_h5_attr_write(object, name, type, value);
     H5Tclose(type);
     return rc;
 }
@@ -58,13 +137,27 @@ int ars_h5_attr_read_string(hid_t object, const char *path, const char *name, ch
 {
     if (H5Aexists(object, name) <= 0)
         return ars_error(ARS_EFORMAT, "%s: attribute '%s' is missing", path, name);
+    char where[600];
+    snprintf(where, sizeof where, "%s: attribute ", path);
     hid_t attr = H5Aopen(object, name, H5P_DEFAULT);
+    hid_t space = attr < 0 ? -1 : H5Aget_space(attr);
     hid_t file_type = attr < 0 ? -1 : H5Aget_type(attr);
-    int rc = 0;
-    if (file_type < 0 || H5Tget_class(file_type) != H5T_STRING || !H5Tis_variable_str(file_type)) {
-        rc = ars_error(ARS_EFORMAT, "%s: attribute '%s' is not a string", path, name);
-    } else {
-        hid_t type = string_type();
+    size_t fixed = 0;
+    int rc = check_string_type(file_type, where, name, 65536, &fixed);
+    if (!rc && (space < 0 || H5Sget_simple_extent_npoints(space) != 1))
+        rc = ars_error(ARS_EFORMAT, "%s: attribute '%s' is not a single string", path, name);
+    if (!rc && fixed) {
+        /* read with the stored type itself: no conversion, bytes as stored */
+        char *value = calloc(fixed + 1, 1);
+        hid_t type = H5Tcopy(file_type);
+        if (!value) rc = ars_error(ARS_ENOMEM, "out of memory");
+        else if (type < 0 || H5Aread(attr, type, value) < 0)
+            rc = ars_error(ARS_EFORMAT, "%s: cannot read attribute '%s'", path, name);
+        else snprintf(out, size, "%s", value);
+        if (type >= 0) H5Tclose(type);
+        free(value);
+    } else if (!rc) {
+        hid_t type = vlen_string_type();
         char *value = NULL;
         if (H5Aread(attr, type, &value) < 0 || !value) {
             rc = ars_error(ARS_EFORMAT, "%s: cannot read attribute '%s'", path, name);
@@ -75,6 +168,7 @@ int ars_h5_attr_read_string(hid_t object, const char *path, const char *name, ch
         H5Tclose(type);
     }
     if (file_type >= 0) H5Tclose(file_type);
+    if (space >= 0) H5Sclose(space);
     if (attr >= 0) H5Aclose(attr);
     return rc;
 }
@@ -178,7 +272,7 @@ int ars_h5_write_series(hid_t group, const char *name, hid_t type, int rank, con
     hid_t space = H5Screate_simple(rank, dims, maxdims);
     hid_t plist = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_chunk(plist, rank, chunk);
-    if (H5Tget_class(type) != H5T_STRING) {   /* HDF5 filters cannot apply to variable-length data */
+    if (H5Tis_variable_str(type) <= 0) {   /* HDF5 filters cannot apply to variable-length data */
         H5Pset_fletcher32(plist);
         H5Pset_deflate(plist, 4);
     }
@@ -192,6 +286,26 @@ int ars_h5_write_series(hid_t group, const char *name, hid_t type, int rank, con
     return status < 0 ? ars_error(ARS_EIO, "cannot write dataset '%s' (disk full?)", name) : 0;
 }
 
+/* Reads the whole of an open dataset (count elements of elem_size bytes in
+ * type) into a new buffer, after checking the file can hold them. */
+static int read_whole(hid_t set, const char *path, const char *name, hid_t type, size_t elem_size, hsize_t count,
+                      void **data)
+{
+    *data = NULL;
+    if (count > ((hsize_t)1 << 34) / elem_size)
+        return ars_error(ARS_EFORMAT, "%s/%s claims %llu elements: too large", path, name, (unsigned long long)count);
+    if (count == 0) return 0;
+    TRY_IO(check_storage(set, path, name, count * elem_size));
+    *data = malloc((size_t)count * elem_size);
+    if (!*data) return ars_error(ARS_ENOMEM, "%s/%s: out of memory", path, name);
+    if (H5Dread(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, *data) < 0) {
+        free(*data);
+        *data = NULL;
+        return ars_error(ARS_EFORMAT, "%s/%s cannot be read: checksum mismatch or truncated data", path, name);
+    }
+    return 0;
+}
+
 int ars_h5_read_series(hid_t group, const char *path, const char *name, hid_t type, int rank, hsize_t *dims,
                        void **data)
 {
@@ -201,33 +315,34 @@ int ars_h5_read_series(hid_t group, const char *path, const char *name, hid_t ty
     if (set < 0) return rc;
     hsize_t count = 1;
     for (int i = 0; i < rank; i++) count *= dims[i];
-    if (count > ((hsize_t)1 << 34) / H5Tget_size(type)) {
-        H5Dclose(set);
-        return ars_error(ARS_EFORMAT, "%s/%s claims %llu elements: too large", path, name, (unsigned long long)count);
-    }
-    if (count) {
-        *data = malloc((size_t)count * H5Tget_size(type));
-        if (!*data) {
-            H5Dclose(set);
-            return ars_error(ARS_ENOMEM, "%s/%s: out of memory", path, name);
-        }
-        if (H5Dread(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, *data) < 0) {
-            free(*data);
-            *data = NULL;
-            H5Dclose(set);
-            return ars_error(ARS_EFORMAT, "%s/%s cannot be read: checksum mismatch or truncated data", path, name);
-        }
-    }
+    rc = read_whole(set, path, name, type, H5Tget_size(type), count, data);
     H5Dclose(set);
-    return 0;
+    return rc;
+}
+
+int ars_h5_check_floats(hid_t group, const char *path, const char *name)
+{
+    hid_t set = H5Lexists(group, name, H5P_DEFAULT) > 0 ? H5Dopen2(group, name, H5P_DEFAULT) : -1;
+    hid_t space = set < 0 ? -1 : H5Dget_space(set);
+    int rank = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
+    if (space >= 0) H5Sclose(space);
+    if (set >= 0) H5Dclose(set);
+    if (set < 0) return ars_error(ARS_EFORMAT, "%s/%s cannot be opened (corrupted file?)", path, name);
+    if (rank != 1 && rank != 2)
+        return ars_error(ARS_EFORMAT, "%s/%s has %d dimensions, expected 1 or 2", path, name, rank);
+    hsize_t dims[2];
+    void *data = NULL;
+    int rc = ars_h5_read_series(group, path, name, H5T_NATIVE_FLOAT, rank, dims, &data);
+    free(data);
+    return rc;
 }
 
 int ars_h5_write_string(hid_t group, const char *name, const char *text)
 {
-    hid_t type = string_type();
+    hid_t type = fixed_string_type(strlen(text) + 1);
     hid_t space = H5Screate(H5S_SCALAR);
     hid_t set = H5Dcreate2(group, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t status = set < 0 ? -1 : H5Dwrite(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, &text);
+    herr_t status = set < 0 ? -1 : H5Dwrite(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, text);
     if (set >= 0) H5Dclose(set);
     H5Sclose(space);
     H5Tclose(type);
@@ -238,15 +353,27 @@ int ars_h5_read_string(hid_t group, const char *path, const char *name, char **t
 {
     *text = NULL;
     if (H5Lexists(group, name, H5P_DEFAULT) <= 0) return ars_error(ARS_EFORMAT, "%s/%s is missing", path, name);
+    char where[600];
+    snprintf(where, sizeof where, "%s/", path);
     hid_t set = H5Dopen2(group, name, H5P_DEFAULT);
     hid_t file_type = set < 0 ? -1 : H5Dget_type(set);
     hid_t space = set < 0 ? -1 : H5Dget_space(set);
-    int rc = 0;
-    if (file_type < 0 || H5Tget_class(file_type) != H5T_STRING || !H5Tis_variable_str(file_type) ||
-        H5Sget_simple_extent_npoints(space) != 1) {
-        rc = ars_error(ARS_EFORMAT, "%s/%s is not a string", path, name);
-    } else {
-        hid_t type = string_type();
+    size_t fixed = 0;
+    int rc = check_string_type(file_type, where, name, ARS_H5_MAX_TEXT, &fixed);
+    if (!rc && (space < 0 || H5Sget_simple_extent_npoints(space) != 1))
+        rc = ars_error(ARS_EFORMAT, "%s/%s is not a single string", path, name);
+    if (!rc && fixed) {
+        hid_t type = H5Tcopy(file_type);
+        void *value = NULL;
+        rc = read_whole(set, path, name, type, fixed, 1, &value);
+        if (!rc) {
+            *text = strndup(value, fixed);
+            if (!*text) rc = ars_error(ARS_ENOMEM, "out of memory");
+        }
+        free(value);
+        H5Tclose(type);
+    } else if (!rc) {
+        hid_t type = vlen_string_type();
         char *value = NULL;
         if (H5Dread(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, &value) < 0 || !value) {
             rc = ars_error(ARS_EFORMAT, "%s/%s cannot be read", path, name);
@@ -265,28 +392,52 @@ int ars_h5_read_string(hid_t group, const char *path, const char *name, char **t
 
 int ars_h5_write_strings(hid_t group, const char *name, const char *const *strings, size_t count)
 {
-    hid_t type = string_type();
+    size_t size = 1;   /* the longest string and its NUL */
+    for (size_t i = 0; i < count; i++)
+        if (strlen(strings[i]) + 1 > size) size = strlen(strings[i]) + 1;
+    char *packed = calloc(count ? count : 1, size);
+    if (!packed) return ars_error(ARS_ENOMEM, "checkpoint: out of memory");
+    for (size_t i = 0; i < count; i++) memcpy(packed + i * size, strings[i], strlen(strings[i]));
+    hid_t type = fixed_string_type(size);
     hsize_t dims[1] = {count};
-    int rc = ars_h5_write_series(group, name, type, 1, dims, strings);
+    int rc = ars_h5_write_series(group, name, type, 1, dims, packed);
     H5Tclose(type);
+    free(packed);
     return rc;
 }
 
 int ars_h5_read_strings(hid_t group, const char *path, const char *name, char ***strings, size_t *count)
 {
-    hid_t type = string_type();
-    hsize_t dims[1] = {0};
-    void *raw = NULL;
     *strings = NULL;
     *count = 0;
-    int rc = ars_h5_read_series(group, path, name, type, 1, dims, &raw);
+    hsize_t dims[1] = {0};
+    int rc;
+    hid_t type = H5Tcopy(H5T_C_S1), set = open_checked(group, path, name, type, 1, dims, &rc);
     H5Tclose(type);
+    if (set < 0) return rc;
+    char where[600];
+    snprintf(where, sizeof where, "%s/", path);
+    hid_t file_type = H5Dget_type(set);
+    size_t fixed = 0;
+    void *raw = NULL;
+    rc = check_string_type(file_type, where, name, 1 << 20, &fixed);
+    if (!rc) {
+        type = fixed ? H5Tcopy(file_type) : vlen_string_type();
+        rc = read_whole(set, path, name, type, fixed ? fixed : sizeof(char *), dims[0], &raw);
+        H5Tclose(type);
+    }
+    if (file_type >= 0) H5Tclose(file_type);
+    H5Dclose(set);
     if (rc) return rc;
-    char **values = raw;
     char **copies = calloc(dims[0] ? dims[0] : 1, sizeof *copies);
     for (hsize_t i = 0; i < dims[0]; i++) {
-        if (copies && values[i]) copies[i] = strdup(values[i]);
-        if (values[i]) H5free_memory(values[i]);
+        if (fixed) {
+            if (copies) copies[i] = strndup((char *)raw + i * fixed, fixed);
+        } else {
+            char *value = ((char **)raw)[i];
+            if (copies && value) copies[i] = strdup(value);
+            if (value) H5free_memory(value);
+        }
     }
     free(raw);
     if (!copies) return ars_error(ARS_ENOMEM, "out of memory");

@@ -1,12 +1,22 @@
 /* ckpt_io: small HDF5 helpers for the checkpoint writer and reader:
  * attributes, strings, float tensors with checksums, extendible history
- * datasets. All return 0 or an ars_error code naming the object. */
+ * datasets. All return 0 or an ars_error code naming the object. Readers
+ * check a dataset's claimed size against the bytes the file stores for it
+ * before allocating (a never-written chunked dataset reads as fill values). */
 #ifndef ARSENAL_CKPT_IO_H
 #define ARSENAL_CKPT_IO_H
 
 #include <hdf5.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* The longest string dataset read (the resolved run file, /config). */
+#define ARS_H5_MAX_TEXT ((size_t)64 << 20)
+
+/* Whether the string readers accept variable-length strings (checkpoint
+ * format 1). Format 2 writes fixed-length strings only, and a
+ * variable-length one in it is refused before it is read. */
+void ars_h5_allow_vlen_strings(int allowed);
 
 int ars_h5_attr_write(hid_t object, const char *name, hid_t type, const void *value);
 int ars_h5_attr_write_string(hid_t object, const char *name, const char *value);
@@ -30,7 +40,12 @@ int ars_h5_write_series(hid_t group, const char *name, hid_t type, int rank, con
 int ars_h5_read_series(hid_t group, const char *path, const char *name, hid_t type, int rank, hsize_t *dims,
                        void **data);
 
-/* Variable-length UTF-8 strings. */
+/* Reads a float32 dataset of rank 1 or 2, whatever its shape, and drops it
+ * (checking a file when no model is at hand). */
+int ars_h5_check_floats(hid_t group, const char *path, const char *name);
+
+/* UTF-8 strings, written fixed-length (the text's own length + 1, or the
+ * longest of a list); read fixed-length, or variable-length when allowed. */
 int ars_h5_write_string(hid_t group, const char *name, const char *text);
 int ars_h5_read_string(hid_t group, const char *path, const char *name, char **text);
 int ars_h5_write_strings(hid_t group, const char *name, const char *const *strings, size_t count);

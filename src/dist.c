@@ -33,6 +33,7 @@ int ars_dist_create(ars_dist *dist, MPI_Comm comm)
     MPI_Comm_rank(dist->comm, &dist->rank);
     MPI_Comm_size(dist->comm, &dist->size);
     dist->overlap = 1;
+    dist->side_request = MPI_REQUEST_NULL;
     return 0;
 }
 
@@ -74,6 +75,32 @@ int ars_dist_allreduce_max_int(const ars_dist *dist, int *value)
     if (!ars_dist_active(dist)) return 0;
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, value, 1, MPI_INT, MPI_MAX, dist->comm), "MPI_Allreduce");
     return 0;
+}
+
+/* FNV-1a of the code and message, in 31 bits so that its negation fits. */
+static int error_hash(int rc, const char *message)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)rc;
+    for (const unsigned char *p = (const unsigned char *)message; *p; p++) h = (h ^ *p) * 16777619u;
+    return (int)(h & 0x7fffffffu);
+}
+
+int ars_dist_agree(const ars_dist *dist, int rc, int *agreed)
+{
+    *agreed = ARS_AGREED_NONE;
+    if (!ars_dist_active(dist)) {
+        if (rc) *agreed = ARS_AGREED_SAME;
+        return rc;
+    }
+    /* max of: failed, succeeded, hash, -hash. Every rank failed alike iff
+     * none succeeded and the max of the hash and of its negation agree. */
+    int hash = rc ? error_hash(rc, ars_error_message()) : 0;
+    int flags[4] = {rc != 0, rc == 0, hash, -hash};
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, flags, 4, MPI_INT, MPI_MAX, dist->comm), "MPI_Allreduce (agreement)");
+    if (!flags[0]) return 0;
+    *agreed = !flags[1] && flags[2] == -flags[3] ? ARS_AGREED_SAME : ARS_AGREED;
+    if (rc) return rc;
+    return ars_error(ARS_EPEER, "another rank failed");
 }
 
 int ars_dist_broadcast_bytes(const ars_dist *dist, void *bytes, size_t size, int root)
@@ -165,6 +192,15 @@ int ars_dist_backward_hook(void *context, const ars_layer *layer)
     return 0;
 }
 
+int ars_dist_start_side_sum(ars_dist *dist, double *values, int count)
+{
+    if (!ars_dist_active(dist) || count == 0) return 0;
+    if (dist->side_request != MPI_REQUEST_NULL) return ars_error(ARS_EINVAL, "dist: a side sum is already pending");
+    MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, values, count, MPI_DOUBLE, MPI_SUM, dist->comm, &dist->side_request),
+              "MPI_Iallreduce");
+    return 0;
+}
+
 int ars_dist_finish_gradients(ars_dist *dist)
 {
     if (!ars_dist_active(dist)) return 0;
@@ -186,6 +222,10 @@ int ars_dist_finish_gradients(ars_dist *dist)
             int mpi_rc = MPI_Wait(&bucket->request, MPI_STATUS_IGNORE);
             if (mpi_rc != MPI_SUCCESS) rc = mpi_failed(mpi_rc, "MPI_Wait on a gradient bucket");
         }
+    }
+    if (dist->side_request != MPI_REQUEST_NULL) {   /* MPI_Wait resets it to MPI_REQUEST_NULL */
+        int mpi_rc = MPI_Wait(&dist->side_request, MPI_STATUS_IGNORE);
+        if (mpi_rc != MPI_SUCCESS && !rc) rc = mpi_failed(mpi_rc, "MPI_Wait on the loss sum");
     }
     for (int b = 0; b < dist->bucket_count; b++) dist->buckets[b].started = 0;
     dist->sync_seconds = MPI_Wtime() - start;

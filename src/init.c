@@ -193,14 +193,14 @@ static int layer_init_kind(const ars_layer *layer, ars_init_kind *kind, int *fan
 {
     const ars_layer_spec *spec = &layer->spec;
     if (ars_init_parse(spec->init[0] ? spec->init : "xavier_uniform", kind))
-        return ars_error_context(ARS_EINVAL, "line %d: layer %s", spec->source_line, layer->name);
+        return ars_error_context(ARS_EINVAL, ARS_SPEC_AT ": layer %s", ARS_SPEC_AT_ARGS(spec), layer->name);
     if (spec->init_mode[0] == '\0' || strcmp(spec->init_mode, "fan_in") == 0)
         *fan_out_mode = 0;
     else if (strcmp(spec->init_mode, "fan_out") == 0)
         *fan_out_mode = 1;
     else
-        return ars_error(ARS_EINVAL, "line %d: layer %s: init_mode must be fan_in or fan_out, "
-                         "found '%s'", spec->source_line, layer->name, spec->init_mode);
+        return ars_error(ARS_EINVAL, ARS_SPEC_AT ": layer %s: init_mode must be fan_in or fan_out, "
+                         "found '%s'", ARS_SPEC_AT_ARGS(spec), layer->name, spec->init_mode);
     return 0;
 }
 

@@ -23,36 +23,44 @@ static float *alloc_floats(size_t count)
     return p;
 }
 
-/* Matches "residual" with "residual_add" (nested blocks allowed). */
-static int pair_residuals(ars_model *model, const ars_layer_spec *specs, int count)
+/* Matches "residual" with "residual_add" (nested blocks allowed):
+ * partner[i] = the index of the other end, -1 for other layers. */
+static int match_residuals(const ars_layer_spec *specs, int count, int *partner)
 {
     int *stack = malloc(sizeof(int) * (size_t)(count ? count : 1));
     int depth = 0;
     if (!stack) return ars_error(ARS_ENOMEM, "model: out of memory");
     for (int i = 0; i < count; i++) {
+        partner[i] = -1;
         if (strcmp(specs[i].kind, "residual") == 0) {
             stack[depth++] = i;
         } else if (strcmp(specs[i].kind, "residual_add") == 0) {
             if (depth == 0) {
                 free(stack);
-                return ars_error(ARS_EINVAL, "line %d: end of a residual block that was never opened",
-                                 specs[i].source_line);
+                return ars_error(ARS_EINVAL, ARS_SPEC_AT ": end of a residual block that was never opened",
+                                 ARS_SPEC_AT_ARGS(&specs[i]));
             }
             int begin = stack[--depth];
             if (begin == i - 1) {
                 free(stack);
-                return ars_error(ARS_EINVAL, "line %d: empty residual block (F(x) needs at least one layer)",
-                                 specs[i].source_line);
+                return ars_error(ARS_EINVAL, ARS_SPEC_AT ": empty residual block (F(x) needs at least one layer)",
+                                 ARS_SPEC_AT_ARGS(&specs[i]));
             }
-            model->layers[begin].partner = &model->layers[i];
-            model->layers[i].partner = &model->layers[begin];
+            partner[begin] = i;
+            partner[i] = begin;
         }
     }
     int open = depth ? stack[depth - 1] : -1;
     free(stack);
     if (open >= 0)
-        return ars_error(ARS_EINVAL, "line %d: residual block is never closed", specs[open].source_line);
+        return ars_error(ARS_EINVAL, ARS_SPEC_AT ": residual block is never closed", ARS_SPEC_AT_ARGS(&specs[open]));
     return 0;
+}
+
+/* A layer's name: its index and kind, unique in a model. */
+static void layer_name(char *name, size_t size, int index, const char *kind)
+{
+    snprintf(name, size, "%03d_%s", index, kind);
 }
 
 static int checked_add(size_t *total, size_t a, size_t b)
@@ -74,7 +82,16 @@ int ars_model_create(ars_model *model, const ars_layer_spec *specs, int count, i
     model->layer_count = count;
     model->in_dim = in_dim;
     model->max_rows = max_rows;
-    int rc = pair_residuals(model, specs, count);
+    int *partner = malloc(sizeof(int) * (size_t)count);
+    if (!partner) {
+        free(model->layers);
+        model->layers = NULL;
+        return ars_error(ARS_ENOMEM, "model: out of memory for %d layers", count);
+    }
+    int rc = match_residuals(specs, count, partner);
+    for (int i = 0; !rc && i < count; i++)
+        if (partner[i] >= 0) model->layers[i].partner = &model->layers[partner[i]];
+    free(partner);
     if (rc) goto fail;
 
     size_t act_total = 0, max_width = (size_t)in_dim;
@@ -82,10 +99,10 @@ int ars_model_create(ars_model *model, const ars_layer_spec *specs, int count, i
     for (int i = 0; i < count; i++) {
         ars_layer *layer = &model->layers[i];
         layer->index = i;
-        snprintf(layer->name, sizeof layer->name, "%03d_%s", i, specs[i].kind);
+        layer_name(layer->name, sizeof layer->name, i, specs[i].kind);
         rc = ars_layer_setup(layer, &specs[i], width, max_rows);
         if (rc) {
-            ars_error_context(rc, "layer %s (line %d)", layer->name, specs[i].source_line);
+            ars_error_context(rc, ARS_SPEC_AT ": layer %s", ARS_SPEC_AT_ARGS(&specs[i]), layer->name);
             goto fail;
         }
         layer->param_offset = model->param_count;
@@ -148,21 +165,56 @@ void ars_model_destroy(ars_model *model)
     memset(model, 0, sizeof *model);
 }
 
-int ars_model_estimate_bytes(const ars_layer_spec *specs, int count, int in_dim, int max_rows, double *bytes)
+/* A float array as alloc_floats allocates it. */
+static double float_bytes(double count)
 {
-    ars_model probe;
-    /* Build with one row: parameter counts do not depend on the batch. */
-    int rc = ars_model_create(&probe, specs, count, in_dim, 1);
-    if (rc) return rc;
-    double activations = 0, workspace_rows = 0;
-    for (int i = 0; i < probe.layer_count; i++) {
-        activations += (double)probe.layers[i].out_dim;
-        workspace_rows += 2.0 * probe.layers[i].in_dim;   /* saved statistics, masks, skip gradients */
+    return 64.0 * ceil(4.0 * (count > 0 ? count : 1) / 64.0);
+}
+
+int ars_model_estimate(const ars_layer_spec *specs, int count, int in_dim, int max_rows, ars_model_size *size)
+{
+    memset(size, 0, sizeof *size);
+    size->largest_layer = -1;
+    if (count <= 0) return ars_error(ARS_EINVAL, "model: no layers");
+    if (in_dim <= 0 || max_rows <= 0)
+        return ars_error(ARS_EINVAL, "model: input width %d and batch %d must be positive", in_dim, max_rows);
+    /* two ints per layer: the matching and the widths along the way */
+    int *partner = malloc(sizeof(int) * 2 * (size_t)count);
+    if (!partner) return ars_error(ARS_ENOMEM, "model: out of memory for %d layers", count);
+    int *in_width = partner + count;
+    int rc = match_residuals(specs, count, partner);
+    double outputs = 0, max_width = in_dim;
+    int width = in_dim;
+    for (int i = 0; !rc && i < count; i++) {
+        ars_layer_size layer;
+        in_width[i] = width;
+        /* residual_add closes the block opened before it: its input width is known */
+        const int skip = strcmp(specs[i].kind, "residual_add") == 0 && partner[i] >= 0 ? in_width[partner[i]] : 0;
+        rc = ars_layer_size_of(&specs[i], width, skip, max_rows, &layer);
+        if (rc) {
+            char name[40];
+            layer_name(name, sizeof name, i, specs[i].kind);
+            ars_error_context(rc, ARS_SPEC_AT ": layer %s", ARS_SPEC_AT_ARGS(&specs[i]), name);
+            break;
+        }
+        size->params += layer.params;
+        size->state += layer.state;
+        size->workspace += layer.workspace;
+        if (layer.workspace > size->largest_workspace) {
+            size->largest_workspace = layer.workspace;
+            size->largest_layer = i;
+        }
+        outputs += layer.out_dim;
+        if (layer.out_dim > max_width) max_width = layer.out_dim;
+        width = layer.out_dim;
     }
-    /* params, grads, two optimizer moments + activations and workspaces per row */
-    *bytes = 4.0 * ((double)probe.param_count * 4 + (double)probe.state_count +
-                    (double)max_rows * (activations + workspace_rows + 2.0 * (double)probe.max_width));
-    ars_model_destroy(&probe);
+    free(partner);
+    if (rc) return rc;
+    size->out_dim = width;
+    /* every layer's output is kept for backward; dL/d(activation) ping-pongs */
+    size->activations = float_bytes((double)max_rows * outputs) + 2 * float_bytes((double)max_rows * max_width);
+    size->bytes = (double)count * sizeof(ars_layer) + 2 * float_bytes(size->params) + float_bytes(size->state) +
+                  size->activations + size->workspace;
     return 0;
 }
 

@@ -108,30 +108,30 @@ void ars_optimizer_destroy(ars_optimizer *opt)
 
 /* Plain SGD (no momentum buffer, as torch with momentum 0). */
 ARS_VECTOR_CLONES
-static void sgd_plain(float *restrict p, const float *restrict g, size_t n, float lr, float wd)
+static void sgd_plain(float *restrict p, const float *restrict g, float gs, size_t n, float lr, float wd)
 {
-    for (size_t i = 0; i < n; i++) p[i] -= lr * (g[i] + wd * p[i]);
+    for (size_t i = 0; i < n; i++) p[i] -= lr * (g[i] * gs + wd * p[i]);
 }
 
 /* The buffer starts at zero, so buf = momentum*0 + d = d at the first step,
  * which is torch's buf = clone(d) without a per-element branch. */
 ARS_VECTOR_CLONES
-static void sgd_momentum(float *restrict p, const float *restrict g, float *restrict buf,
+static void sgd_momentum(float *restrict p, const float *restrict g, float gs, float *restrict buf,
                          size_t n, float lr, float wd, float mu)
 {
     for (size_t i = 0; i < n; i++) {
-        float b = mu * buf[i] + (g[i] + wd * p[i]);
+        float b = mu * buf[i] + (g[i] * gs + wd * p[i]);
         buf[i] = b;
         p[i] -= lr * b;
     }
 }
 
 ARS_VECTOR_CLONES
-static void sgd_nesterov(float *restrict p, const float *restrict g, float *restrict buf,
+static void sgd_nesterov(float *restrict p, const float *restrict g, float gs, float *restrict buf,
                          size_t n, float lr, float wd, float mu)
 {
     for (size_t i = 0; i < n; i++) {
-        float d = g[i] + wd * p[i];
+        float d = g[i] * gs + wd * p[i];
         float b = mu * buf[i] + d;
         buf[i] = b;
         p[i] -= lr * (d + mu * b);
@@ -144,13 +144,13 @@ static void sgd_nesterov(float *restrict p, const float *restrict g, float *rest
  * decay = 1 - lr*wd), fused here rather than a second pass.
  * sqrtf vectorizes only with -fno-math-errno (GCC guards each call for errno). */
 ARS_VECTOR_CLONES
-static void adam_core(float *restrict p, const float *restrict g, float *restrict m,
+static void adam_core(float *restrict p, const float *restrict g, float gs, float *restrict m,
                       float *restrict v, size_t n, float step_size, float inv_sqrt_bc2,
                       float b1, float b2, float eps, float l2, float decay)
 {
     const float c1 = 1.0f - b1, c2 = 1.0f - b2;
     for (size_t i = 0; i < n; i++) {
-        float gi = g[i] + l2 * p[i];
+        float gi = g[i] * gs + l2 * p[i];
         float mi = b1 * m[i] + c1 * gi;
         float vi = b2 * v[i] + c2 * gi * gi;
         m[i] = mi;
@@ -161,16 +161,22 @@ static void adam_core(float *restrict p, const float *restrict g, float *restric
 
 void ars_optimizer_step(ars_optimizer *opt, float *params, const float *grads, float lr)
 {
+    ars_optimizer_step_scaled(opt, params, grads, 1.0f, lr);   /* g * 1 is exact */
+}
+
+void ars_optimizer_step_scaled(ars_optimizer *opt, float *params, const float *grads, float grad_scale,
+                               float lr)
+{
     const ars_optim_config *c = &opt->config;
     size_t n = opt->count;
     opt->step++;
     if (c->kind == ARS_OPT_SGD) {
         if (opt->m && c->nesterov)
-            sgd_nesterov(params, grads, opt->m, n, lr, c->weight_decay, c->momentum);
+            sgd_nesterov(params, grads, grad_scale, opt->m, n, lr, c->weight_decay, c->momentum);
         else if (opt->m)
-            sgd_momentum(params, grads, opt->m, n, lr, c->weight_decay, c->momentum);
+            sgd_momentum(params, grads, grad_scale, opt->m, n, lr, c->weight_decay, c->momentum);
         else
-            sgd_plain(params, grads, n, lr, c->weight_decay);
+            sgd_plain(params, grads, grad_scale, n, lr, c->weight_decay);
         return;
     }
     /* Bias corrections in double: 1 - 0.999^t loses digits in float. */
@@ -182,7 +188,7 @@ void ars_optimizer_step(ars_optimizer *opt, float *params, const float *grads, f
     int decoupled = c->kind == ARS_OPT_ADAMW;
     float l2 = decoupled ? 0.0f : c->weight_decay;
     float decay = decoupled ? 1.0f - lr * c->weight_decay : 1.0f;
-    adam_core(params, grads, opt->m, opt->v, n, step_size, inv_sqrt_bc2, c->beta1, c->beta2,
+    adam_core(params, grads, grad_scale, opt->m, opt->v, n, step_size, inv_sqrt_bc2, c->beta1, c->beta2,
               c->eps, l2, decay);
 }
 

@@ -168,7 +168,9 @@ static int push_spec(ars_layer_spec **specs, int *count, int *capacity, const ar
     return 0;
 }
 
-static int load_layer_section(ars_config *c, ars_config_section *s, ars_layer_spec **specs, int *count,
+/* time: the default sequence length, that of the nearest sequence layer
+ * before this section (0 if none, or if a readout ended the sequence). */
+static int load_layer_section(ars_config *c, ars_config_section *s, int time, ars_layer_spec **specs, int *count,
                               int *capacity)
 {
     static const char *const activations[] = {"none", "sigmoid", "tanh", "relu", "leaky_relu", "elu",
@@ -184,13 +186,6 @@ static int load_layer_section(ars_config *c, ars_config_section *s, ars_layer_sp
     ars_layer_spec_defaults(&spec, kind);
     spec.source_line = s->line;
     char activation[24] = "none";
-    /* Sequence layers: time defaults to that of the nearest sequence layer
-     * before this one (a readout, mean_pool or last_step, ends the sequence). */
-    int time = 0;
-    for (int i = *count - 1; i >= 0 && time == 0; i--) {
-        if (strcmp((*specs)[i].kind, "mean_pool") == 0 || strcmp((*specs)[i].kind, "last_step") == 0) break;
-        time = (*specs)[i].time;
-    }
     const int sequence = strcmp(kind, "embedding") == 0 || strcmp(kind, "seq_dense") == 0 ||
                          strcmp(kind, "positional") == 0 || strcmp(kind, "attention") == 0 ||
                          strcmp(kind, "seq_layernorm") == 0 || strcmp(kind, "rnn") == 0 ||
@@ -295,6 +290,7 @@ int ars_run_config_load(ars_config *config, ars_run_config *run, ars_layer_spec 
 {
     ars_layer_spec *specs = NULL;
     int count = 0, capacity = 0, runs = 0, rc = 0;
+    int time = 0;   /* carried forward, so that mapping stays linear in the layers */
     *specs_out = NULL;
     *count_out = 0;
     for (int i = 0; i < config->section_count && !rc; i++) {
@@ -306,7 +302,14 @@ int ars_run_config_load(ars_config *config, ars_run_config *run, ars_layer_spec 
                                config->path, s->line, ars_config_find(config, "run")->line);
             else rc = load_run_section(config, s, run);
         } else {
-            rc = load_layer_section(config, s, &specs, &count, &capacity);
+            int first = count;
+            rc = load_layer_section(config, s, time, &specs, &count, &capacity);
+            /* Sequence layers set the time of those after them; a readout
+             * (mean_pool, last_step) ends the sequence. */
+            for (int k = first; k < count && !rc; k++) {
+                if (strcmp(specs[k].kind, "mean_pool") == 0 || strcmp(specs[k].kind, "last_step") == 0) time = 0;
+                else if (specs[k].time) time = specs[k].time;
+            }
         }
     }
     if (!rc && runs == 0) rc = ars_error(ARS_EINVAL, "%s: no [run] section (it says what to train on and how)",
@@ -318,6 +321,9 @@ int ars_run_config_load(ars_config *config, ars_run_config *run, ars_layer_spec 
         free(specs);
         return rc;
     }
+    /* the model's messages then say FILE:LINE, as the parser's do */
+    const char *source = ars_layer_source_name(config->path);
+    for (int i = 0; i < count; i++) specs[i].source_file = source;
     *specs_out = specs;
     *count_out = count;
     return 0;

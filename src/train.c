@@ -6,6 +6,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "arsenal/train.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include "arsenal/error.h"
 #include "arsenal/history.h"
 #include "arsenal/init.h"
+#include "arsenal/memory.h"
 #include "arsenal/model.h"
 #include "trainer.h"
 
@@ -28,19 +30,53 @@ static double now_seconds(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* This process's CPU time: on a shared machine, steadier than wall time. */
+static double cpu_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 /* Every rank learns whether any rank failed, so none is left waiting in a
- * collective. Returns rc on the failing rank, ARS_EPEER on the others. */
+ * collective. Returns rc on the failing rank, ARS_EPEER on the others;
+ * records how far the failure is agreed (ars_dist_agree). */
 int ars_trainer_agree(ars_trainer *t, int rc)
 {
-    int failed = rc != 0;
+    int agreed;
     ars_watchdog_enter(t->watchdog, t->step, "agreement all-reduce");
-    int mpi_rc = ars_dist_allreduce_max_int(t->dist, &failed);
+    rc = ars_dist_agree(t->dist, rc, &agreed);
     ars_watchdog_leave(t->watchdog);
-    if (mpi_rc) return ARS_EMPI;
-    if (!failed) return 0;
-    t->agreed = 1;
-    if (rc) return rc;
-    return ars_error(ARS_EPEER, "another rank failed");
+    if (rc) t->agreed = agreed;
+    return rc;
+}
+
+/* The synthetic sets as ars_load_run_data makes them. */
+enum { BLOBS_CLASSES = 4, BLOBS_DIM = 16, TEACHER_DIM = 16, TEACHER_HIDDEN = 32, TEACHER_OUT = 4 };
+
+/* Refuses a synthetic set that cannot fit, before generating it. Every
+ * rank holds all of it: the generated train + test samples, the test split
+ * copied out of them, and the training sampler's permutation. */
+static int check_synthetic_fits(const ars_run_config *run)
+{
+    double dim = 0, extra = 4;   /* features, and a label (or targets) per sample */
+    if (strcmp(run->data, "spirals") == 0) dim = 2;
+    else if (strcmp(run->data, "blobs") == 0) dim = BLOBS_DIM;
+    else if (strcmp(run->data, "adding") == 0) dim = 2.0 * run->seq_len;   /* one target */
+    else if (strcmp(run->data, "copy") == 0) dim = run->seq_len;
+    else dim = TEACHER_DIM, extra = 4.0 * TEACHER_OUT;
+    const double per_sample = 4 * dim + extra;
+    const double total = (double)run->train_samples + run->test_samples;
+    const double bytes = (total + run->test_samples) * per_sample + 4.0 * run->train_samples;
+    ars_memory_budget budget;
+    ars_memory_budget_get(&budget);
+    if (bytes <= budget.bytes) return 0;
+    char where[300], need[32], left[32];
+    ars_memory_budget_describe(&budget, where, sizeof where);
+    return ars_error(ARS_ENOMEM, "[run] data = %s with train_samples = %d and test_samples = %d needs about %s per "
+                     "rank (%.0f samples of %.0f bytes, the test split copied once more) but this rank has %s (%s)",
+                     run->data, run->train_samples, run->test_samples, ars_memory_format(bytes, need, sizeof need),
+                     total, per_sample, ars_memory_format(budget.bytes, left, sizeof left), where);
 }
 
 int ars_load_run_data(const ars_run_config *run, int rank, int train_limit, ars_dataset *train, ars_dataset *test)
@@ -58,12 +94,21 @@ int ars_load_run_data(const ars_run_config *run, int rank, int train_limit, ars_
         /* Synthetic sets: one draw split into train and test, so both come
          * from the same distribution (the same blob centers, teacher). */
         int total = run->train_samples + run->test_samples;
-        if (strcmp(run->data, "spirals") == 0) rc = ars_dataset_spirals(train, total, 3, 0.2f, run->seed);
-        else if (strcmp(run->data, "blobs") == 0) rc = ars_dataset_blobs(train, total, 4, 16, 1.0f, run->seed);
-        else if (strcmp(run->data, "adding") == 0) rc = ars_dataset_adding(train, total, run->seq_len, run->seed);
-        else if (strcmp(run->data, "copy") == 0)
+        rc = check_synthetic_fits(run);
+        if (rc) {
+            memset(train, 0, sizeof *train);
+            memset(test, 0, sizeof *test);
+        } else if (strcmp(run->data, "spirals") == 0) {
+            rc = ars_dataset_spirals(train, total, 3, 0.2f, run->seed);
+        } else if (strcmp(run->data, "blobs") == 0) {
+            rc = ars_dataset_blobs(train, total, BLOBS_CLASSES, BLOBS_DIM, 1.0f, run->seed);
+        } else if (strcmp(run->data, "adding") == 0) {
+            rc = ars_dataset_adding(train, total, run->seq_len, run->seed);
+        } else if (strcmp(run->data, "copy") == 0) {
             rc = ars_dataset_copy(train, total, run->seq_len, ARS_COPY_SYMBOLS, run->seed);
-        else rc = ars_dataset_teacher(train, total, 16, 32, 4, run->seed);
+        } else {
+            rc = ars_dataset_teacher(train, total, TEACHER_DIM, TEACHER_HIDDEN, TEACHER_OUT, run->seed);
+        }
         if (!rc) rc = ars_dataset_split(train, run->train_samples, test);
     }
     int bad;
@@ -89,18 +134,35 @@ static int load_data(ars_trainer *t)
     return ars_load_run_data(t->run, t->rank, t->run->train_limit, &t->train, &t->test);
 }
 
+/* Refuses a model that cannot fit, before allocating any of it: the
+ * model (parameters, gradients, activations for the batch, the layers'
+ * workspaces) and what the trainer keeps per parameter (optimizer moments,
+ * the probe's copy of the parameters before a step) and per output row. */
 static int check_model_fits(ars_trainer *t, const ars_layer_spec *specs, int count)
 {
-    double bytes = 0;
-    int rc = ars_model_estimate_bytes(specs, count, t->train.dim, t->local_capacity, &bytes);
-    if (rc) return rc;
-    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-    double physical = pages > 0 && page > 0 ? (double)pages * (double)page : 0;
-    if (physical > 0 && bytes > 0.9 * physical)
-        return ars_error(ARS_ENOMEM, "the model needs about %.1f GiB per rank (parameters, gradients, "
-                         "optimizer state, activations for batch %d) but this machine has %.1f GiB",
-                         bytes / 1073741824.0, t->local_capacity, physical / 1073741824.0);
-    return 0;
+    const ars_optim_config *optim = &t->run->optim;
+    ars_model_size size;
+    TRY_RC(ars_model_estimate(specs, count, t->train.dim, t->local_capacity, &size));
+    const int moments = optim->kind != ARS_OPT_SGD ? 2 : optim->momentum > 0;
+    const int copies = 2 + moments + 1;   /* weights, gradients, moments, probe copy */
+    const double parameter_bytes = 4.0 * size.params * copies;
+    const double bytes = size.bytes + 4.0 * size.params * (moments + 1) +
+                         4.0 * (double)t->local_capacity * size.out_dim;   /* dL/d(output) */
+    ars_memory_budget budget;
+    ars_memory_budget_get(&budget);
+    if (bytes <= budget.bytes) return 0;
+    char where[300], params[32], activations[32], workspace[32], left[32], largest[120] = "";
+    ars_memory_budget_describe(&budget, where, sizeof where);
+    if (size.largest_layer >= 0 && size.largest_workspace > 0.5 * size.workspace)
+        snprintf(largest, sizeof largest, ", most in %03d_%s", size.largest_layer, specs[size.largest_layer].kind);
+    return ars_error(ARS_ENOMEM, "the model needs about %.1f GiB per rank (%.3g parameters x %d copies: weights, "
+                     "gradients, %s%sa probe copy: %s; activations for batch %d: %s; layer workspaces: %s%s) but "
+                     "this rank has %s (%s)", ARS_GIB(bytes), size.params, copies,
+                     moments == 2 ? "Adam m and v" : moments ? "momentum" : "", moments ? ", " : "",
+                     ars_memory_format(parameter_bytes, params, sizeof params), t->local_capacity,
+                     ars_memory_format(size.activations, activations, sizeof activations),
+                     ars_memory_format(size.workspace, workspace, sizeof workspace), largest,
+                     ars_memory_format(budget.bytes, left, sizeof left), where);
 }
 
 static int setup_model(ars_trainer *t, const ars_layer_spec *specs, int count)
@@ -231,11 +293,10 @@ static int train_step(ars_trainer *t, ars_batch *batch, int epoch, int64_t step,
     double loss_sum = 0;
     TRY_RC(ars_loss_compute(run->loss, ars_model_output(&t->model), batch->rows, t->model.out_dim,
                             batch->labels, batch->targets, batch->global_rows, &loss_sum, t->dlogits));
+    TRY_RC(ars_dist_start_side_sum(t->dist, &loss_sum, 1));   /* summed during backward */
     TRY_RC(ars_model_backward(&t->model, &pass, t->dlogits, ars_dist_backward_hook, t->dist));
-    ars_watchdog_enter(t->watchdog, step, "gradient all-reduce");
+    ars_watchdog_enter(t->watchdog, step, "gradient and loss all-reduce");
     TRY_RC(ars_dist_finish_gradients(t->dist));
-    ars_watchdog_enter(t->watchdog, step, "loss all-reduce");
-    TRY_RC(ars_dist_allreduce_double(t->dist, &loss_sum, 1));
     ars_watchdog_leave(t->watchdog);
 
     const size_t n = t->model.param_count;
@@ -252,22 +313,31 @@ static int train_step(ars_trainer *t, ars_batch *batch, int epoch, int64_t step,
         record->nonfinite = 1;
         record->skipped = 1;
         t->nonfinite_steps++;
-        if (run->nonfinite == ARS_NONFINITE_STOP)
+        if (run->nonfinite == ARS_NONFINITE_STOP) {
+            t->agreed = ARS_AGREED_SAME;   /* all-reduced figures: every rank stops here, alike */
             return ars_error(ARS_ESTOP, "step %lld: non-finite %s (loss %g, gradient norm %g); stopping as "
                              "[run] nonfinite = stop says", (long long)step,
                              isfinite(record->loss) ? "gradient" : "loss", record->loss, record->grad_norm);
+        }
         if (t->rank == 0 && !t->options->quiet)
             fprintf(stderr, "arsenal: step %lld: non-finite gradient, update skipped (%lld so far)\n",
                     (long long)step, (long long)t->nonfinite_steps);
         return 0;
     }
-    if (run->clip_norm > 0) {
-        record->clip_scale = ars_clip_scale_for_norm(record->grad_norm, run->clip_norm);
-        if (record->clip_scale < 1) ars_scale(grads, n, record->clip_scale);
+    if (run->clip_norm > 0) record->clip_scale = ars_clip_scale_for_norm(record->grad_norm, run->clip_norm);
+    /* The clip scale is applied inside the optimizer's pass (bitwise the
+     * same update, one pass over the gradient less), unless the clipped
+     * gradient itself is needed: by clip-by-value, or by the history's
+     * per-layer norms and histograms on this step. */
+    float grad_scale = (float)record->clip_scale;
+    int histogram = run->histogram_every && step % run->histogram_every == 0;
+    if (grad_scale < 1 && (probe || histogram || run->clip_value > 0)) {
+        ars_scale(grads, n, grad_scale);
+        grad_scale = 1;
     }
     if (run->clip_value > 0) ars_clip_by_value(grads, n, run->clip_value);
     if (probe) memcpy(t->params_before, t->model.params, n * sizeof(float));
-    ars_optimizer_step(&t->opt, t->model.params, grads, (float)record->lr);
+    ars_optimizer_step_scaled(&t->opt, t->model.params, grads, grad_scale, (float)record->lr);
     return 0;
 }
 
@@ -288,7 +358,7 @@ static int train_loop(ars_trainer *t)
 {
     const ars_run_config *run = t->run;
     int rc = 0;
-    double start = now_seconds(), window_start = start;
+    double start = now_seconds(), window_start = start, cpu_start = cpu_seconds();
     int64_t window_samples = 0;
     double epoch_loss = 0;
     int epoch_steps = 0;
@@ -322,11 +392,10 @@ static int train_loop(ars_trainer *t)
             rc = ars_dist_check_consistent(t->dist, t->model.params, t->model.param_count, t->step,
                                            "parameters");
             ars_watchdog_leave(t->watchdog);
+            /* a mismatch is found alike on every rank, an allocation failure on one */
+            rc = ars_trainer_agree(t, rc);
         }
-        if (rc) {
-            t->agreed = 1;   /* every rank ran the check */
-            break;
-        }
+        if (rc) break;
         double now = now_seconds();
         double rate = window_samples / fmax(now - window_start, 1e-9);
         if (t->rank == 0) write_step_metrics(t, &record, rate);
@@ -354,9 +423,10 @@ static int train_loop(ars_trainer *t)
                 if (t->metrics)
                     fprintf(t->metrics,
                             "{\"kind\":\"epoch\",\"epoch\":%d,\"step\":%lld,\"train_loss\":%.9g,"
-                            "\"test_loss\":%.9g,\"test_acc\":%.9g,\"seconds\":%.3f}\n",
+                            "\"test_loss\":%.9g,\"test_acc\":%.9g,\"seconds\":%.3f,\"cpu_seconds\":%.3f}\n",
                             t->epochs_done, (long long)t->step, epoch_loss / fmax(epoch_steps, 1), t->test_loss,
-                            isnan(t->test_accuracy) ? -1.0 : t->test_accuracy, elapsed);
+                            isnan(t->test_accuracy) ? -1.0 : t->test_accuracy, elapsed,
+                            cpu_seconds() - cpu_start);
             }
             ars_history_eval eval = {.step = t->step, .epoch = t->epochs_done,
                                      .train_loss = epoch_loss / fmax(epoch_steps, 1),
@@ -400,17 +470,20 @@ static int trainer_setup(ars_trainer *t, const ars_layer_spec *specs, int count)
         TRY_RC(ars_trainer_agree(t, ars_watchdog_start(&t->watchdog, run->watchdog_seconds, t->rank)));
     if (run->batch_is_global) {
         t->global_batch = run->batch;
-        if (t->global_batch < t->world)
+        if (t->global_batch < t->world) {
+            t->agreed = ARS_AGREED_SAME;   /* the same run file and world size on every rank */
             return ars_error(ARS_EINVAL, "[run] batch = %d (global) is smaller than the %d ranks", run->batch,
                              t->world);
+        }
     } else {
         t->global_batch = run->batch * t->world;
     }
     TRY_RC(ars_trainer_resume_prepare(t));   /* a resumed run keeps its checkpoint's global batch */
     t->local_capacity = (t->global_batch + t->world - 1) / t->world;
     TRY_RC(ars_trainer_agree(t, load_data(t)));
-    TRY_RC(ars_sampler_create(&t->sampler, &t->train, t->global_batch, t->rank, t->world, run->seed, 1));
-    TRY_RC(ars_batch_alloc(&t->batch, &t->sampler));
+    int rc = ars_sampler_create(&t->sampler, &t->train, t->global_batch, t->rank, t->world, run->seed, 1);
+    if (!rc) rc = ars_batch_alloc(&t->batch, &t->sampler);
+    TRY_RC(ars_trainer_agree(t, rc));
     t->steps_per_epoch = ars_sampler_steps_per_epoch(&t->sampler);
     t->total_steps = run->max_steps > 0 ? run->max_steps : (int64_t)run->epochs * t->steps_per_epoch;
     t->schedule = run->schedule;
@@ -421,16 +494,14 @@ static int trainer_setup(ars_trainer *t, const ars_layer_spec *specs, int count)
     t->layer_offsets = calloc((size_t)m->layer_count, sizeof(size_t));
     t->layer_sizes = calloc((size_t)m->layer_count, sizeof(size_t));
     char (*names)[40] = calloc((size_t)m->layer_count, sizeof *names);
-    if (!t->dlogits || !t->params_before || !t->layer_offsets || !t->layer_sizes || !names) {
-        free(names);
-        return ars_error(ARS_ENOMEM, "trainer: out of memory");
-    }
-    for (int l = 0; l < m->layer_count; l++) {
+    if (!t->dlogits || !t->params_before || !t->layer_offsets || !t->layer_sizes || !names)
+        rc = ars_error(ARS_ENOMEM, "trainer: out of memory");
+    for (int l = 0; !rc && l < m->layer_count; l++) {
         t->layer_offsets[l] = m->layers[l].param_offset;
         t->layer_sizes[l] = m->layers[l].param_size;
         memcpy(names[l], m->layers[l].name, sizeof names[l]);
     }
-    int rc = ars_history_init(&t->history, m->layer_count, (const char (*)[40])names, run->histogram_bins);
+    if (!rc) rc = ars_history_init(&t->history, m->layer_count, (const char (*)[40])names, run->histogram_bins);
     int time_layers = 0;
     for (int l = 0; l < m->layer_count; l++) time_layers += m->layers[l].time_grad_count > 0;
     if (!rc && time_layers) {
@@ -450,15 +521,17 @@ static int trainer_setup(ars_trainer *t, const ars_layer_spec *specs, int count)
         rc = ars_health_init(&t->health, &run->health, m->layer_count, (const char (*)[40])names, NULL,
                              ars_optimizer_name(run->optim.kind));
     free(names);
-    if (rc) return rc;
-    TRY_RC(ars_dist_plan_buckets(t->dist, &t->model, (size_t)(run->bucket_mb * 1048576.0),
-                                 (size_t)(run->first_bucket_mb * 1048576.0), run->overlap));
-    if (t->rank == 0 && t->options->metrics_path) {
+    if (!rc)
+        rc = ars_dist_plan_buckets(t->dist, &t->model, (size_t)(run->bucket_mb * 1048576.0),
+                                   (size_t)(run->first_bucket_mb * 1048576.0), run->overlap);
+    if (!rc && t->rank == 0 && t->options->metrics_path) {
         t->metrics = fopen(t->options->metrics_path, t->options->resume_path ? "a" : "w");
         if (!t->metrics)
-            return ars_error(ARS_EIO, "cannot write metrics file %s", t->options->metrics_path);
+            rc = ars_error(ARS_EIO, "cannot write metrics file %s: %s", t->options->metrics_path, strerror(errno));
     }
-    return 0;
+    /* a failure above on one rank (memory, rank 0's metrics file) must not
+     * leave the others waiting in the first step's collectives */
+    return ars_trainer_agree(t, rc);
 }
 
 int ars_train(const ars_run_config *run, const ars_layer_spec *specs, int count, ars_dist *dist,

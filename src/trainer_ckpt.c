@@ -139,7 +139,10 @@ int ars_trainer_resume_prepare(ars_trainer *t)
     int64_t facts[3] = {0, 0, 0};   /* step, global batch, non-finite steps */
     if (t->rank == 0) {
         ars_ckpt_info info;
-        rc = ars_ckpt_read_info(t->options->resume_path, &info);
+        /* Rank 0 reads the whole file in a child process first: a file that
+         * crashes or hangs libhdf5 becomes an error every rank agrees on. */
+        rc = ars_ckpt_validate(t->options->resume_path);
+        if (!rc) rc = ars_ckpt_read_info(t->options->resume_path, &info);
         if (!rc) {
             facts[0] = info.step;
             facts[1] = info.global_batch;

@@ -65,6 +65,14 @@ check "bad value names file:line and key" contains "$work/out" "bad.cfg:7: \[run
 "$bin" train "$work/run.cfg" --set run.learning_rate=1 > "$work/out" 2>&1
 check "unknown --set key exits 1" [ $? -eq 1 ]
 check "unknown --set key is named" contains "$work/out" "learning_rate"
+# The model's errors name the run file and line as the parser's do.
+printf '[run]\ndata = spirals\n[residual]\n[end]\n[dense]\nunits = 3\n' > "$work/empty.cfg"
+"$bin" train "$work/empty.cfg" > "$work/out" 2>&1; check "empty residual block exits 1" [ $? -eq 1 ]
+check "empty residual block names file:line" contains "$work/out" "empty.cfg:4: empty residual block"
+printf '[run]\ndata = spirals\n[dense]\nunits = 6\n[rnn]\ntime = 4\nunits = 2\n' > "$work/rnn.cfg"
+"$bin" train "$work/rnn.cfg" > "$work/out" 2>&1; check "bad layer shape exits 1" [ $? -eq 1 ]
+check "bad layer shape names file:line and layer" contains "$work/out" \
+    "rnn.cfg:5: layer 001_rnn: \[rnn\] time = 4 does not divide its input width 6"
 
 # One rank cannot find its data: the job ends (no hang), the rank and path are named once.
 start=$(date +%s)

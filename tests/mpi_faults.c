@@ -240,12 +240,58 @@ static void test_lr_explosion_stops_at_the_same_step(void **state)
     assert_true(all_ranks(result.steps > 0 && result.steps < 3 * 8));
     assert_true(same_everywhere(&result.steps, sizeof result.steps));
     assert_true(same_everywhere(&result.nonfinite_steps, sizeof result.nonfinite_steps));
-    /* Every rank took the decision itself: the CLI could finalize instead of
-     * aborting and print the message once. train.c does not record it yet
-     * (known finding F7, docs/validation.md): report, do not fail. */
-    if (world.rank == 0 && world.size > 1 && !result.agreed)
-        printf("NOTE known finding F7: ars_train_result.agreed is 0 after a stop every rank decided alike; "
-               "arsenal train then prints the message on every rank and calls MPI_Abort\n");
+    /* Every rank took the decision itself, on the same figures: the CLI
+     * finalizes instead of aborting, and rank 0 alone prints the message. */
+    assert_true(all_ranks(result.agreed == ARS_AGREED_SAME));
+    char message[256] = "";
+    snprintf(message, sizeof message, "%s", ars_error_message());
+    assert_true(same_everywhere(message, sizeof message));
+}
+
+/* A global batch smaller than the ranks: every rank refuses the same run
+ * file alike, before any collective of the run. */
+static void test_global_batch_below_the_ranks(void **state)
+{
+    (void)state;
+    ars_run_config run;
+    ars_layer_spec *specs;
+    int count;
+    if (world.size == 1) return;   /* every batch >= 1 fits one rank */
+    explosion_run("stop", 1, &run, &specs, &count);
+    run.batch_is_global = 1;
+    run.batch = world.size - 1;
+    ars_train_options options = {.quiet = 1, .config_text = "[run]\n"};
+    ars_train_result result;
+    ars_error_clear();
+    int rc = ars_train(&run, specs, count, &world, &options, &result);
+    free(specs);
+    if (world.rank == 0) printf("ranks %d, global batch %d: rc %d: %s\n", world.size, run.batch, rc, ars_error_message());
+    assert_true(all_ranks(rc == ARS_EINVAL));
+    assert_true(all_ranks(strstr(ars_error_message(), "is smaller than the") != NULL));
+    assert_true(all_ranks(result.agreed == ARS_AGREED_SAME));
+}
+
+/* A failure on one rank alone, agreed at the next collective: that rank
+ * keeps its error, the others learn of it, and none holds the same error. */
+static void test_agree_one_rank_failing(void **state)
+{
+    (void)state;
+    int agreed = -1;
+    int rc = world.rank == world.size - 1 ? ars_error(ARS_EIO, "rank %d: disk gone", world.rank) : 0;
+    rc = ars_dist_agree(&world, rc, &agreed);
+    if (world.rank == world.size - 1) assert_int_equal(rc, ARS_EIO);
+    else assert_int_equal(rc, ARS_EPEER);
+    assert_true(all_ranks(agreed == (world.size > 1 ? ARS_AGREED : ARS_AGREED_SAME)));
+    /* all failing, but each with its own message: not the same error */
+    rc = ars_dist_agree(&world, ars_error(ARS_EIO, "rank %d: disk gone", world.rank), &agreed);
+    assert_true(all_ranks(rc == ARS_EIO));
+    assert_true(all_ranks(agreed == (world.size > 1 ? ARS_AGREED : ARS_AGREED_SAME)));
+    /* all failing alike */
+    rc = ars_dist_agree(&world, ars_error(ARS_EINVAL, "the same on every rank"), &agreed);
+    assert_true(all_ranks(rc == ARS_EINVAL && agreed == ARS_AGREED_SAME));
+    /* none failing */
+    rc = ars_dist_agree(&world, 0, &agreed);
+    assert_true(all_ranks(rc == 0 && agreed == ARS_AGREED_NONE));
 }
 
 static void test_lr_explosion_skipped_identically(void **state)
@@ -313,6 +359,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_corrupt_gradient_on_one_rank),
         cmocka_unit_test(test_lr_explosion_stops_at_the_same_step),
         cmocka_unit_test(test_lr_explosion_skipped_identically),
+        cmocka_unit_test(test_global_batch_below_the_ranks),
+        cmocka_unit_test(test_agree_one_rank_failing),
         cmocka_unit_test(test_nonfinite_data_names_the_sample),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

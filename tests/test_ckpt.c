@@ -1,10 +1,13 @@
 /* test_ckpt: the HDF5 checkpoint writer and reader: a round trip of every
  * tensor and the history, and every way a file can be wrong (truncated,
- * corrupted, wrong version, missing dataset, other model), atomic writes
- * under SIGKILL, and unwritable destinations. */
+ * corrupted, wrong version, missing dataset, other model, variable-length
+ * strings in format 2, a history claiming more than the file holds),
+ * format-1 files read after ars_ckpt_validate, atomic writes under
+ * SIGKILL, and unwritable destinations. */
 #define _POSIX_C_SOURCE 200809L
 #include "testutil.h"
 
+#include <fcntl.h>
 #include <hdf5.h>
 #include <math.h>
 #include <signal.h>
@@ -192,13 +195,13 @@ static void test_wrong_version_and_missing_dataset(void **state)
     write_fixture(f);
     hid_t file = H5Fopen(f->path, H5F_ACC_RDWR, H5P_DEFAULT);
     hid_t attr = H5Aopen(file, "format_version", H5P_DEFAULT);
-    int32_t version = 2;
+    int32_t version = 3;
     H5Awrite(attr, H5T_NATIVE_INT32, &version);
     H5Aclose(attr);
     H5Fclose(file);
     ars_ckpt_info info;
     assert_int_equal(ars_ckpt_read_info(f->path, &info), ARS_EFORMAT);
-    assert_non_null(strstr(ars_error_message(), "format version 2"));
+    assert_non_null(strstr(ars_error_message(), "format version 3, this arsenal reads versions 1 to 2"));
 
     write_fixture(f);
     file = H5Fopen(f->path, H5F_ACC_RDWR, H5P_DEFAULT);
@@ -338,6 +341,261 @@ static void test_unwritable_destination_keeps_previous(void **state)
     ars_ckpt_info_free(&info);
 }
 
+/* ---- format 2 strings, format 1 files, sizes the file cannot hold ---------- */
+
+static int is_variable_string(hid_t type) { return H5Tget_class(type) == H5T_STRING && H5Tis_variable_str(type) > 0; }
+
+static int attr_is_variable(hid_t file, const char *object, const char *name)
+{
+    hid_t attr = H5Aopen_by_name(file, object, name, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t type = H5Aget_type(attr);
+    int variable = is_variable_string(type);
+    H5Tclose(type);
+    H5Aclose(attr);
+    return variable;
+}
+
+static int dataset_is_variable(hid_t file, const char *path)
+{
+    hid_t set = H5Dopen2(file, path, H5P_DEFAULT);
+    hid_t type = H5Dget_type(set);
+    int variable = is_variable_string(type);
+    H5Tclose(type);
+    H5Dclose(set);
+    return variable;
+}
+
+static hid_t vlen_type(void)
+{
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, H5T_VARIABLE);
+    H5Tset_cset(type, H5T_CSET_UTF8);
+    return type;
+}
+
+/* Rewrites a fixed-length string attribute as a variable-length one, as
+ * format 1 stored it. */
+static void attr_to_vlen(hid_t file, const char *object, const char *name)
+{
+    hid_t owner = H5Oopen(file, object, H5P_DEFAULT);
+    hid_t attr = H5Aopen(owner, name, H5P_DEFAULT);
+    hid_t type = H5Aget_type(attr);
+    char value[4096] = "";
+    assert_true(H5Tget_size(type) < sizeof value);
+    assert_true(H5Aread(attr, type, value) >= 0);
+    H5Tclose(type);
+    H5Aclose(attr);
+    assert_true(H5Adelete(owner, name) >= 0);
+    hid_t vlen = vlen_type(), space = H5Screate(H5S_SCALAR);
+    attr = H5Acreate2(owner, name, vlen, space, H5P_DEFAULT, H5P_DEFAULT);
+    const char *text = value;
+    assert_true(H5Awrite(attr, vlen, &text) >= 0);
+    H5Aclose(attr);
+    H5Sclose(space);
+    H5Tclose(vlen);
+    H5Oclose(owner);
+}
+
+/* The same for a string dataset (scalar or 1-D). */
+static void dataset_to_vlen(hid_t file, const char *path)
+{
+    hid_t set = H5Dopen2(file, path, H5P_DEFAULT);
+    hid_t type = H5Dget_type(set), space = H5Dget_space(set);
+    size_t size = H5Tget_size(type), n = (size_t)H5Sget_simple_extent_npoints(space);
+    char *packed = calloc(n * size + 1, 1);
+    const char **texts = calloc(n + 1, sizeof *texts);
+    if (n) assert_true(H5Dread(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, packed) >= 0);
+    for (size_t i = 0; i < n; i++) texts[i] = strndup(packed + i * size, size);
+    H5Tclose(type);
+    H5Dclose(set);
+    assert_true(H5Ldelete(file, path, H5P_DEFAULT) >= 0);
+    hid_t vlen = vlen_type();
+    if (H5Sget_simple_extent_ndims(space) > 0) {   /* drop the unlimited maximum: contiguous storage */
+        hsize_t dims[1] = {n};
+        H5Sclose(space);
+        space = H5Screate_simple(1, dims, NULL);
+    }
+    set = H5Dcreate2(file, path, vlen, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (n) assert_true(H5Dwrite(set, vlen, H5S_ALL, H5S_ALL, H5P_DEFAULT, texts) >= 0);
+    H5Dclose(set);
+    H5Tclose(vlen);
+    H5Sclose(space);
+    for (size_t i = 0; i < n; i++) free((char *)texts[i]);
+    free(texts);
+    free(packed);
+}
+
+static void set_version(hid_t file, int32_t version)
+{
+    hid_t attr = H5Aopen(file, "format_version", H5P_DEFAULT);
+    assert_true(H5Awrite(attr, H5T_NATIVE_INT32, &version) >= 0);
+    H5Aclose(attr);
+}
+
+/* Turns the fixture's format-2 file into what format 1 wrote: every string
+ * variable-length, format_version 1. */
+static void make_format_1(fixture *f)
+{
+    hid_t file = H5Fopen(f->path, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(file >= 0);
+    static const char *const root_strings[] = {"format", "arsenal_version", "created"};
+    for (int k = 0; k < 3; k++) attr_to_vlen(file, "/", root_strings[k]);
+    attr_to_vlen(file, "/optimizer", "kind");
+    for (int l = 0; l < f->model.layer_count; l++) {
+        char group[80];
+        snprintf(group, sizeof group, "/model/%s", f->model.layers[l].name);
+        attr_to_vlen(file, group, "kind");
+    }
+    dataset_to_vlen(file, "/config");
+    dataset_to_vlen(file, "/history/layer_names");
+    dataset_to_vlen(file, "/history/events");
+    set_version(file, 1);
+    H5Fclose(file);
+}
+
+static void test_format_2_stores_fixed_length_strings(void **state)
+{
+    fixture *f = *state;
+    write_fixture(f);
+    ars_ckpt_info info;
+    ARS_ASSERT_OK(ars_ckpt_read_info(f->path, &info));
+    assert_int_equal(info.format_version, 2);
+    ars_ckpt_info_free(&info);
+    hid_t file = H5Fopen(f->path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_false(attr_is_variable(file, "/", "format"));
+    assert_false(attr_is_variable(file, "/", "created"));
+    assert_false(attr_is_variable(file, "/optimizer", "kind"));
+    assert_false(attr_is_variable(file, "/model/001_batchnorm", "kind"));
+    assert_false(dataset_is_variable(file, "/config"));
+    assert_false(dataset_is_variable(file, "/history/layer_names"));
+    assert_false(dataset_is_variable(file, "/history/events"));
+    H5Fclose(file);
+    /* the round trip of every value is test_round_trip; the child agrees */
+    ARS_ASSERT_OK(ars_ckpt_validate(f->path));
+}
+
+static void test_format_1_is_read_after_validation(void **state)
+{
+    fixture *f = *state;
+    write_fixture(f);
+    make_format_1(f);
+    hid_t file = H5Fopen(f->path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(attr_is_variable(file, "/", "format"));
+    assert_true(dataset_is_variable(file, "/config"));
+    H5Fclose(file);
+    /* not validated: refused before any string is read */
+    ars_ckpt_info info;
+    assert_int_equal(ars_ckpt_read_info(f->path, &info), ARS_EFORMAT);
+    assert_non_null(strstr(ars_error_message(), "format version 1 holds variable-length strings"));
+    ARS_ASSERT_OK(ars_ckpt_validate(f->path));
+    ARS_ASSERT_OK(ars_ckpt_read_info(f->path, &info));
+    assert_int_equal(info.format_version, 1);
+    assert_string_equal(info.config_text, "[run]\nseed = 11\n");
+    assert_string_equal(info.layer_kinds[1], "batchnorm");
+    assert_string_equal(info.optimizer, "adam");
+    ars_ckpt_info_free(&info);
+    ars_model copy;
+    ars_optimizer opt;
+    build_model(&copy, 8);
+    ARS_ASSERT_OK(ars_optimizer_create(&opt, &f->opt.config, copy.param_count));
+    ARS_ASSERT_OK(ars_ckpt_load(f->path, &copy, &opt));
+    assert_memory_equal(copy.params, f->model.params, sizeof(float) * copy.param_count);
+    assert_memory_equal(opt.v, f->opt.v, sizeof(float) * copy.param_count);
+    ars_optimizer_destroy(&opt);
+    ars_model_destroy(&copy);
+    ars_history h;
+    ARS_ASSERT_OK(ars_ckpt_read_history(f->path, &h));
+    assert_int_equal(h.count, 5);
+    assert_string_equal(h.layer_names[3], "003_dense");
+    assert_int_equal(h.event_count, 1);
+    assert_string_equal(h.events[0], "step 20: exploding gradient starts");
+    ars_history_free(&h);
+    /* a changed file is a new file: validated again first */
+    write_fixture(f);
+    make_format_1(f);
+    struct timespec later[2] = {{0, UTIME_OMIT}, {time(NULL) + 5, 0}};
+    utimensat(AT_FDCWD, f->path, later, 0);
+    assert_int_equal(ars_ckpt_read_info(f->path, &info), ARS_EFORMAT);
+    assert_non_null(strstr(ars_error_message(), "ars_ckpt_validate"));
+}
+
+static void expect_info_error(fixture *f, const char *fragment)
+{
+    ars_ckpt_info info;
+    int rc = ars_ckpt_read_info(f->path, &info);
+    if (rc == 0) fail_msg("reading %s succeeded, expected an error containing '%s'", f->path, fragment);
+    if (!strstr(ars_error_message(), fragment))
+        fail_msg("error '%s' does not contain '%s'", ars_error_message(), fragment);
+    /* and the checking child says the same */
+    assert_int_equal(ars_ckpt_validate(f->path), ARS_EFORMAT);
+    if (!strstr(ars_error_message(), fragment))
+        fail_msg("validation error '%s' does not contain '%s'", ars_error_message(), fragment);
+}
+
+static void test_variable_length_string_in_format_2_is_refused(void **state)
+{
+    fixture *f = *state;
+    write_fixture(f);
+    hid_t file = H5Fopen(f->path, H5F_ACC_RDWR, H5P_DEFAULT);
+    dataset_to_vlen(file, "/config");
+    H5Fclose(file);
+    expect_info_error(f, "/config is a variable-length string, which format version 2 never writes");
+
+    write_fixture(f);
+    file = H5Fopen(f->path, H5F_ACC_RDWR, H5P_DEFAULT);
+    attr_to_vlen(file, "/", "format");
+    H5Fclose(file);
+    expect_info_error(f, ": attribute format is a variable-length string");
+
+    write_fixture(f);
+    file = H5Fopen(f->path, H5F_ACC_RDWR, H5P_DEFAULT);
+    attr_to_vlen(file, "/model/002_relu", "kind");
+    H5Fclose(file);
+    expect_info_error(f, "/model/002_relu: attribute kind is a variable-length string");
+
+    write_fixture(f);
+    file = H5Fopen(f->path, H5F_ACC_RDWR, H5P_DEFAULT);
+    dataset_to_vlen(file, "/history/events");
+    H5Fclose(file);
+    ars_history h;
+    assert_int_equal(ars_ckpt_read_history(f->path, &h), ARS_EFORMAT);
+    assert_non_null(strstr(ars_error_message(), "/history/events is a variable-length string"));
+}
+
+/* F9: a history dataset extended to 2^28 records that were never written
+ * (they would read as fill values) is refused before any allocation. */
+static void test_history_larger_than_the_file_is_refused(void **state)
+{
+    fixture *f = *state;
+    write_fixture(f);
+    hid_t file = H5Fopen(f->path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t set = H5Dopen2(file, "/history/loss", H5P_DEFAULT);
+    hsize_t records[1] = {(hsize_t)1 << 28};
+    assert_true(H5Dset_extent(set, records) >= 0);
+    H5Dclose(set);
+    H5Fclose(file);
+    struct timespec start, end;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    ars_history h;
+    assert_int_equal(ars_ckpt_read_history(f->path, &h), ARS_EFORMAT);
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    assert_non_null(strstr(ars_error_message(), "/history/loss claims 2147483648 bytes of data but the file stores"));
+    assert_true(end.tv_sec - start.tv_sec < 5);
+    /* a tensor that claims more than is stored is refused the same way by the child */
+    write_fixture(f);
+    file = H5Fopen(f->path, H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Ldelete(file, "/optimizer/m/000_dense/weight", H5P_DEFAULT);
+    hsize_t dims[2] = {1 << 14, 1 << 14};
+    hid_t space = H5Screate_simple(2, dims, NULL);
+    set = H5Dcreate2(file, "/optimizer/m/000_dense/weight", H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT,
+                     H5P_DEFAULT);
+    H5Dclose(set);
+    H5Sclose(space);
+    H5Fclose(file);
+    assert_int_equal(ars_ckpt_validate(f->path), ARS_EFORMAT);
+    assert_non_null(strstr(ars_error_message(), "/optimizer/m/000_dense/weight claims 1073741824 bytes"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -349,6 +607,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupted_bytes_are_detected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigkill_during_writes_leaves_a_loadable_checkpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unwritable_destination_keeps_previous, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_format_2_stores_fixed_length_strings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_format_1_is_read_after_validation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_variable_length_string_in_format_2_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_history_larger_than_the_file_is_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

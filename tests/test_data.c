@@ -318,6 +318,12 @@ static void test_idx_missing(void **state)
     ASSERT_ERROR(ars_idx_read(path, &idx), ARS_EIO, "nope.idx: cannot open: No such file");
     ASSERT_ERROR(ars_idx_read(f->dir, &idx), ARS_EIO, "is a directory");
     ASSERT_ERROR(ars_idx_read("", &idx), ARS_EINVAL, "empty path");
+    /* a FIFO nobody writes to is refused at once, not waited on */
+    join(path, sizeof path, f->dir, "fifo.idx");
+    assert_int_equal(mkfifo(path, 0600), 0);
+    ASSERT_ERROR(ars_idx_read(path, &idx), ARS_EIO, "fifo.idx: is a FIFO (named pipe), expected an IDX file");
+    unlink(path);
+    ASSERT_ERROR(ars_idx_read("/dev/null", &idx), ARS_EIO, "/dev/null: is a character device");
 }
 
 /* ---- MNIST loader --------------------------------------------------------- */

@@ -721,7 +721,8 @@ static void test_not_a_checkpoint(void **state)
     snprintf(path, sizeof path, "%s/text.h5", dir);
     ars_test_write_file(path, "not hdf5\n", 9);
     expect_load_error(path, ARS_EFORMAT, "not an HDF5 file");
-    /* HDF5, but another format, then the right format at version 2 */
+    /* HDF5, but another format (strings as format 1 stored them), then the
+     * right format at version 3 */
     const char *formats[2] = {"something-else", "arsenal-checkpoint"};
     for (int k = 0; k < 2; k++) {
         snprintf(path, sizeof path, "%s/v%d.h5", dir, k);
@@ -733,7 +734,7 @@ static void test_not_a_checkpoint(void **state)
         hid_t attr = H5Acreate2(file, "format", type, space, H5P_DEFAULT, H5P_DEFAULT);
         H5Awrite(attr, type, &formats[k]);
         H5Aclose(attr);
-        int32_t version = 2;
+        int32_t version = k == 0 ? 1 : 3;
         attr = H5Acreate2(file, "format_version", H5T_STD_I32LE, space, H5P_DEFAULT, H5P_DEFAULT);
         H5Awrite(attr, H5T_NATIVE_INT32, &version);
         H5Aclose(attr);
@@ -744,7 +745,7 @@ static void test_not_a_checkpoint(void **state)
     snprintf(path, sizeof path, "%s/v0.h5", dir);
     expect_load_error(path, ARS_EFORMAT, "not an arsenal checkpoint");
     snprintf(path, sizeof path, "%s/v1.h5", dir);
-    expect_load_error(path, ARS_EFORMAT, "version 2");
+    expect_load_error(path, ARS_EFORMAT, "version 3");
     ars_test_remove_tree(dir);
 }
 

@@ -203,6 +203,40 @@ static void test_large_matches_elementwise(void **state)
     }
 }
 
+/* The clip scale applied inside the optimizer's pass gives bitwise the
+ * update of scaling the gradient in place first (train_step relies on it:
+ * probe steps scale in place, the others fuse), for every optimizer. */
+static void test_scaled_step_is_bitwise_in_place(void **state)
+{
+    (void)state;
+    enum { M = 1003 };   /* not a multiple of any vector width */
+    static float g[M], scaled[M], p_fused[M], p_in_place[M];
+    for (int i = 0; i < M; i++) g[i] = sinf(0.37f * (float)i) * (i % 7 == 0 ? 40.0f : 0.5f);
+    const struct { ars_optimizer_kind kind; float momentum; int nesterov; float wd; } cases[] = {
+        {ARS_OPT_SGD, 0, 0, 0.01f}, {ARS_OPT_SGD, 0.9f, 0, 0}, {ARS_OPT_SGD, 0.9f, 1, 0.01f},
+        {ARS_OPT_ADAM, 0, 0, 0.01f}, {ARS_OPT_ADAMW, 0, 0, 0.01f}};
+    const float scale = 0.0123456789f;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        ars_optim_config c;
+        ars_optim_config_defaults(&c, cases[k].kind);
+        c.momentum = cases[k].momentum;
+        c.nesterov = cases[k].nesterov;
+        c.weight_decay = cases[k].wd;
+        ars_optimizer fused, in_place;
+        ARS_ASSERT_OK(ars_optimizer_create(&fused, &c, M));
+        ARS_ASSERT_OK(ars_optimizer_create(&in_place, &c, M));
+        for (int i = 0; i < M; i++) p_fused[i] = p_in_place[i] = cosf((float)i);
+        for (int step = 0; step < 3; step++) {
+            ars_optimizer_step_scaled(&fused, p_fused, g, scale, 1e-2f);
+            for (int i = 0; i < M; i++) scaled[i] = g[i] * scale;
+            ars_optimizer_step(&in_place, p_in_place, scaled, 1e-2f);
+        }
+        assert_memory_equal(p_fused, p_in_place, sizeof p_fused);
+        ars_optimizer_destroy(&fused);
+        ars_optimizer_destroy(&in_place);
+    }
+}
+
 static void test_names_and_validation(void **state)
 {
     (void)state;
@@ -315,6 +349,7 @@ int main(void)
         cmocka_unit_test(test_adamw),
         cmocka_unit_test(test_adam_first_step_is_sign),
         cmocka_unit_test(test_large_matches_elementwise),
+        cmocka_unit_test(test_scaled_step_is_bitwise_in_place),
         cmocka_unit_test(test_names_and_validation),
         cmocka_unit_test(test_schedule_constant_and_warmup),
         cmocka_unit_test(test_schedule_step),

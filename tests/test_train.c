@@ -1,6 +1,7 @@
 /* test_train: short real training runs through ars_train on one process:
  * a small MLP learns two spirals well above chance; a regression teacher
- * is fitted; a run file's errors are reported with file and line. */
+ * is fitted; a run file's errors are reported with file and line; a model
+ * or data set too large is refused before allocation, with its size. */
 #include "testutil.h"
 
 #include <math.h>
@@ -76,6 +77,31 @@ static void test_run_file_errors_name_file_and_line(void **state)
     expect_error("[run]\ndata = spirals\nepochs = 1\n[dense]\nunits = 3\ninit = kaiming\n", "init");
     expect_error("[run]\ndata = spirals\nepochs = 1\n[dense]\nunits = 3\ninit = normal\ninit_slope = 0.1\n",
                  "init_slope applies to");
+    /* the model's own errors, found when it is measured or built */
+    expect_error("[run]\ndata = spirals\nepochs = 1\n[residual]\n[end]\n[dense]\nunits = 3\n",
+                 "test.cfg:5: empty residual block (F(x) needs at least one layer)");
+    expect_error("[run]\ndata = spirals\nepochs = 1\n[dense]\nunits = 6\n[attention]\ntime = 3\nheads = 4\n"
+                 "[mean_pool]\n[dense]\nunits = 3\n",
+                 "test.cfg:6: layer 001_attention: [attention] heads = 4 must divide the 2 features per step");
+}
+
+/* Refused before anything is allocated, saying how much and against what. */
+static void test_too_large_is_refused_with_sizes(void **state)
+{
+    /* 4 x 10^12 parameters: more than any machine */
+    expect_error("[run]\ndata = spirals\ntrain_samples = 64\ntest_samples = 16\n[dense]\nunits = 2000000\n"
+                 "[dense]\nunits = 2000000\n[dense]\nunits = 3\n",
+                 "the model needs about 74508.0 GiB per rank (4e+12 parameters x 5 copies: weights, gradients, "
+                 "Adam m and v, a probe copy: 74506.1 GiB; activations for batch 64: 1.9 GiB");
+    expect_error("[run]\ndata = spirals\noptimizer = sgd\ntrain_samples = 64\ntest_samples = 16\n[dense]\n"
+                 "units = 2000000\n[dense]\nunits = 2000000\n[dense]\nunits = 3\n",
+                 "x 3 copies: weights, gradients, a probe copy");
+    assert_non_null(strstr(ars_error_message(), "but this rank has"));
+    /* a synthetic set is measured before it is generated: 125 TB */
+    expect_error("[run]\ndata = adding\nseq_len = 16777216\ntrain_samples = 1000000\n[rnn]\nunits = 4\n"
+                 "time = 16777216\n[last_step]\n[dense]\nunits = 1\n",
+                 "[run] data = adding with train_samples = 1000000 and test_samples = 1000 needs about 125250.0 "
+                 "GiB per rank (1001000 samples of 134217732 bytes");
 }
 
 int main(void)
@@ -84,6 +110,7 @@ int main(void)
         cmocka_unit_test(test_spirals_are_learned),
         cmocka_unit_test(test_teacher_regression_is_fitted),
         cmocka_unit_test(test_run_file_errors_name_file_and_line),
+        cmocka_unit_test(test_too_large_is_refused_with_sizes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

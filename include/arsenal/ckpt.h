@@ -1,7 +1,9 @@
-/* ckpt: HDF5 checkpoints, format 1 (docs/checkpoint-format.md): weights,
+/* ckpt: HDF5 checkpoints, format 2 (docs/checkpoint-format.md): weights,
  * optimizer state, the last gradient, the gradient history and what is
- * needed to continue the random streams. Written atomically (temporary
- * file, fsync, rename); read with every field validated. */
+ * needed to continue the random streams. Built in memory, written
+ * atomically (temporary file, fsync, rename); read with every field
+ * validated. Strings are fixed-length; format-1 files (variable-length
+ * strings) are read only after ars_ckpt_validate passed them. */
 #ifndef ARSENAL_CKPT_H
 #define ARSENAL_CKPT_H
 
@@ -13,11 +15,12 @@
 #include "arsenal/optim.h"
 
 #define ARS_CKPT_FORMAT "arsenal-checkpoint"
-#define ARS_CKPT_FORMAT_VERSION 1
+#define ARS_CKPT_FORMAT_VERSION 2          /* written */
+#define ARS_CKPT_FORMAT_VERSION_OLDEST 1   /* still read (after ars_ckpt_validate) */
 
 /* The run-level facts of a checkpoint (root attributes and /config). */
 typedef struct ars_ckpt_info {
-    int format_version;
+    int format_version;         /* as stored: 1 or 2 */
     char arsenal_version[32];
     char created[40];
     int64_t step;
@@ -70,5 +73,22 @@ int ars_ckpt_load(const char *path, ars_model *model, ars_optimizer *opt);
 
 /* Reads /history into h (initialized here; free with ars_history_free). */
 int ars_ckpt_read_history(const char *path, ars_history *h);
+
+/* Runs the whole reader (info, every tensor of /model and /optimizer, the
+ * history) on path in a forked child process under limits, so that a
+ * corrupted file that crashes, hangs or exhausts libhdf5 becomes an error
+ * here: "x.h5: corrupted checkpoint (the HDF5 reader crashed with signal
+ * 11, ...)", "... did not finish in 10 s", "... needs more than N MiB of
+ * memory ...". An ordinary reader error comes back as the reader's own
+ * message. On success the file (device, inode, size, mtime) counts as
+ * validated and the readers of this process accept it even in format 1.
+ * The child calls no MPI and leaves with _exit: safe in an MPI process.
+ * Call it on one rank (arsenal: rank 0) and share the verdict. */
+int ars_ckpt_validate(const char *path);
+
+/* The child's limits for a file of file_size bytes: address space beyond
+ * the process's own (not applied under AddressSanitizer) and wall-clock
+ * seconds (CPU time is capped one second later). */
+void ars_ckpt_check_limits(uint64_t file_size, uint64_t *memory, double *seconds);
 
 #endif

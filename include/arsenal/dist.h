@@ -29,6 +29,7 @@ struct ars_dist {
     int bucket_count;
     float *grads;             /* the model's flat gradient buffer */
     double sync_seconds;      /* time spent waiting in gradient sync (last step) */
+    MPI_Request side_request; /* ars_dist_start_side_sum's, completed with the gradients */
 };
 typedef struct ars_dist ars_dist;
 
@@ -47,6 +48,21 @@ int ars_dist_allreduce_max_int(const ars_dist *dist, int *value);
 int ars_dist_broadcast_bytes(const ars_dist *dist, void *bytes, size_t size, int root);
 int ars_dist_broadcast_float(const ars_dist *dist, float *values, size_t count, int root);
 
+/* How a failure is known across ranks (ars_train_result.agreed). */
+enum {
+    ARS_AGREED_NONE = 0,   /* on this rank only: the others may wait in a collective (abort) */
+    ARS_AGREED = 1,        /* every rank knows; the failing ranks report their errors */
+    ARS_AGREED_SAME = 2    /* every rank holds the same error: rank 0 alone reports it */
+};
+
+/* Every rank learns whether any rank failed (rc != 0), in one all-reduce,
+ * so none is left waiting in a collective. Returns 0 when none failed; rc
+ * on the failing ranks and ARS_EPEER on the others, *agreed = ARS_AGREED,
+ * or ARS_AGREED_SAME when every rank failed with the same code and message;
+ * ARS_EMPI (*agreed = ARS_AGREED_NONE) when the all-reduce itself fails.
+ * Without an active dist: rc, ARS_AGREED_SAME. */
+int ars_dist_agree(const ars_dist *dist, int rc, int *agreed);
+
 /* Splits the model's gradient buffer into buckets of about bucket_bytes
  * (the first one small, first_bucket_bytes), along layer boundaries, in
  * backward order. */
@@ -57,8 +73,15 @@ int ars_dist_plan_buckets(ars_dist *dist, struct ars_model *model, size_t bucket
  * all-reduce once backward has passed its first layer. */
 int ars_dist_backward_hook(void *dist, const struct ars_layer *layer);
 
+/* Starts the sum over ranks of a few doubles (the step's loss) without
+ * waiting: it travels during backward instead of costing a blocking
+ * all-reduce after it. values must stay untouched until
+ * ars_dist_finish_gradients, which completes it. */
+int ars_dist_start_side_sum(ars_dist *dist, double *values, int count);
+
 /* Completes all buckets (or does one blocking all-reduce when overlap is
- * off): afterwards every rank holds the summed gradient. */
+ * off) and a pending side sum: afterwards every rank holds the summed
+ * gradient. */
 int ars_dist_finish_gradients(ars_dist *dist);
 
 /* Checksum of a float buffer (bitwise, order-sensitive). */

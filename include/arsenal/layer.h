@@ -67,6 +67,8 @@ typedef struct ars_layer_spec {
     char init_mode[8];   /* "fan_in" | "fan_out" */
     int bias;            /* dense: 1 = has bias */
     int source_line;     /* run-file line, for error messages */
+    const char *source_file;  /* run-file name, for error messages (NULL: none); from
+                                 ars_layer_source_name, so it outlives the config */
     /* Sequence layers (docs/attention.md): a sample is time steps of
      * features, stored as a row of time * features floats. */
     int time;            /* time steps (0: embedding takes in_dim) */
@@ -78,6 +80,35 @@ typedef struct ars_layer_spec {
 } ars_layer_spec;
 
 void ars_layer_spec_defaults(ars_layer_spec *spec, const char *kind);
+
+/* Where a spec came from, for messages, as the run-file parser says it:
+ * "FILE:LINE", or "line N" for a spec without a file (built in code):
+ *     ars_error(ARS_EINVAL, ARS_SPEC_AT ": ...", ARS_SPEC_AT_ARGS(spec), ...) */
+#define ARS_SPEC_AT "%s%s%d"
+#define ARS_SPEC_AT_ARGS(spec) \
+    ((spec)->source_file ? (spec)->source_file : "line "), ((spec)->source_file ? ":" : ""), (spec)->source_line
+
+/* A copy of a run-file name that lives as long as the process (one per
+ * distinct name), for ars_layer_spec.source_file; NULL when out of memory. */
+const char *ars_layer_source_name(const char *path);
+
+/* What a layer of a spec needs, computed from its input shape without
+ * allocating anything. Each kind's setup allocates exactly `workspace` and
+ * declares `params` and `state` (ars_layer_setup checks it), so the model's
+ * memory estimate cannot drift from what a built model takes. Counts are
+ * doubles: an absurd spec gives a large number, never an overflow. */
+typedef struct ars_layer_size {
+    int out_dim;          /* features per sample out */
+    double params;        /* trainable floats (the model keeps as many gradients) */
+    double state;         /* buffer floats (running statistics) */
+    double workspace;     /* bytes of the layer's own buffers: caches for backward,
+                             masks, attention probabilities, per-step states */
+} ars_layer_size;
+
+/* Validates spec for inputs of width in_dim and batches of max_rows (the
+ * errors of ars_layer_setup, without the location: the model adds it) and
+ * fills *size. skip_dim: for residual_add, the width at its [residual]. */
+int ars_layer_size_of(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size);
 
 typedef struct ars_layer_ops {
     const char *kind;
@@ -126,7 +157,8 @@ struct ars_layer {
 };
 
 /* Sets up a layer of spec->kind for inputs of width in_dim: out_dim,
- * parameter views, workspace for max_rows. Errors name the kind and line. */
+ * parameter views, workspace for max_rows. Errors name the kind; the model
+ * prefixes the run-file location. */
 int ars_layer_setup(ars_layer *layer, const ars_layer_spec *spec, int in_dim, int max_rows);
 
 /* 1 if kind names a layer (or a config-only block keyword). */

@@ -26,10 +26,23 @@ int ars_model_create(ars_model *model, const ars_layer_spec *specs, int count,
                      int in_dim, int max_rows);
 void ars_model_destroy(ars_model *model);
 
-/* Bytes the model will allocate (parameters, gradients, state, activations,
- * workspaces) for these specs: to refuse a model that cannot fit. */
-int ars_model_estimate_bytes(const ars_layer_spec *specs, int count, int in_dim,
-                             int max_rows, double *bytes);
+/* What ars_model_create would allocate for these specs, computed without
+ * allocating (each layer kind's size function, the one its setup uses):
+ * to refuse a model that cannot fit before building it. Validates the specs
+ * as ars_model_create does, with the same messages. */
+typedef struct ars_model_size {
+    int out_dim;
+    double params;             /* trainable floats (as many gradients again) */
+    double state;              /* buffer floats */
+    double activations;        /* bytes: every layer's output for max_rows rows, two gradient buffers */
+    double workspace;          /* bytes: the layers' own buffers (attention probabilities, RNN states...) */
+    double largest_workspace;  /* bytes, of layer largest_layer (-1: none) */
+    int largest_layer;
+    double bytes;              /* all of it, with the parameter and gradient arrays and the layer list */
+} ars_model_size;
+
+int ars_model_estimate(const ars_layer_spec *specs, int count, int in_dim, int max_rows,
+                       ars_model_size *size);
 
 int ars_model_forward(ars_model *model, const ars_pass *pass, const float *x);
 const float *ars_model_output(const ars_model *model);

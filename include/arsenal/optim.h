@@ -41,6 +41,11 @@ void ars_optimizer_destroy(ars_optimizer *opt);
 /* One update of params from grads at learning rate lr (the schedule's
  * value for this step). Increments opt->step. */
 void ars_optimizer_step(ars_optimizer *opt, float *params, const float *grads, float lr);
+/* The same with the gradient multiplied by grad_scale on the fly (the
+ * global-norm clip), in the optimizer's one pass: bitwise the update of
+ * scaling the gradient in place first. */
+void ars_optimizer_step_scaled(ars_optimizer *opt, float *params, const float *grads, float grad_scale,
+                               float lr);
 
 typedef enum { ARS_SCHED_CONSTANT, ARS_SCHED_STEP, ARS_SCHED_COSINE } ars_schedule_kind;
 

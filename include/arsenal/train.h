@@ -89,7 +89,7 @@ typedef struct ars_train_result {
     double test_accuracy, test_loss;
     int64_t nonfinite_steps;
     double seconds;
-    int agreed;   /* 1: every rank knows the run failed (finalize); 0: abort */
+    int agreed;   /* on failure, ARS_AGREED*: every rank knows (finalize), or not (ARS_AGREED_NONE: abort) */
     float *params;        /* with export_params: final parameters (caller frees) */
     float *state;         /* and layer state (running statistics) */
     size_t param_count, state_count;

@@ -12,6 +12,8 @@ int ars_cmd_experiment(int argc, char **argv);
  * prints it and returns non-zero. */
 struct ars_config;
 int ars_cli_load_config(struct ars_config *config, const char *path, char **overrides, int override_count);
+/* The same without printing: under MPI the ranks agree first, then one reports. */
+int ars_cli_read_config(struct ars_config *config, const char *path, char **overrides, int override_count);
 
 /* 1 if argv[*i] is the option name; takes its value from the next arg
  * (or after '=') into *value. Prints an error when the value is missing. */

@@ -26,19 +26,39 @@ static const char train_usage[] =
     "  --metrics FILE.jsonl     one JSON object per line: kind \"step\" or \"epoch\"\n"
     "  --quiet                  print only errors\n";
 
+/* A failed run's message, once: from rank 0 when every rank holds the same
+ * error, else from each rank whose error it is (the others hold ARS_EPEER).
+ * A failure the other ranks do not know of ends the job: they may be
+ * waiting in a collective. */
+static int report_failure(const ars_dist *dist, int rc, int agreed)
+{
+    if (rc != ARS_EPEER && (agreed != ARS_AGREED_SAME || dist->rank == 0))
+        fprintf(stderr, "arsenal: %s\n", ars_error_message());
+    if (dist->size > 1 && agreed == ARS_AGREED_NONE) {
+        fprintf(stderr, "arsenal: rank %d ends the job\n", dist->rank);
+        fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    return 1;
+}
+
 static int run_train(const char *path, char **overrides, int override_count, ars_train_options *options,
                      ars_dist *dist)
 {
     ars_config config;
-    if (ars_cli_load_config(&config, path, overrides, override_count)) return 1;
     ars_run_config run;
     ars_layer_spec *specs = NULL;
-    int count = 0;
-    int rc = ars_run_config_load(&config, &run, &specs, &count);
+    int count = 0, agreed;
+    int rc = ars_cli_read_config(&config, path, overrides, override_count);
+    const int loaded = rc == 0;
+    if (!rc) rc = ars_run_config_load(&config, &run, &specs, &count);
+    /* Every rank read its own copy of the run file: they usually fail alike,
+     * but a copy missing on one host must not leave the others waiting. */
+    rc = ars_dist_agree(dist, rc, &agreed);
     if (rc) {
-        if (dist->rank == 0) fprintf(stderr, "arsenal: %s\n", ars_error_message());
-        ars_config_free(&config);
-        return 1;   /* every rank parsed the same file: all fail alike */
+        free(specs);
+        if (loaded) ars_config_free(&config);
+        return report_failure(dist, rc, agreed);
     }
     char *text = ars_config_to_string(&config);
     options->config_text = text;
@@ -47,24 +67,13 @@ static int run_train(const char *path, char **overrides, int override_count, ars
     free(text);
     free(specs);
     ars_config_free(&config);
-    if (rc == 0) {
-        if (dist->rank == 0 && !options->quiet) {
-            printf("done: %lld steps, %d epochs, %.1fs", (long long)result.steps, result.epochs_done, result.seconds);
-            if (result.test_accuracy == result.test_accuracy) printf(", test accuracy %.4f", result.test_accuracy);
-            printf(", test loss %.4f\n", result.test_loss);
-        }
-        return 0;
+    if (rc) return report_failure(dist, rc, result.agreed);
+    if (dist->rank == 0 && !options->quiet) {
+        printf("done: %lld steps, %d epochs, %.1fs", (long long)result.steps, result.epochs_done, result.seconds);
+        if (result.test_accuracy == result.test_accuracy) printf(", test accuracy %.4f", result.test_accuracy);
+        printf(", test loss %.4f\n", result.test_loss);
     }
-    if (rc != ARS_EPEER) {
-        fprintf(stderr, "arsenal: %s%s\n", ars_error_message(),
-                dist->size > 1 ? "" : "");
-        if (dist->size > 1 && !result.agreed) {
-            fprintf(stderr, "arsenal: rank %d ends the job\n", dist->rank);
-            fflush(stderr);
-            MPI_Abort(MPI_COMM_WORLD, 1);
-        }
-    }
-    return 1;
+    return 0;
 }
 
 int ars_cmd_train(int argc, char **argv)

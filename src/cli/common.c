@@ -6,7 +6,7 @@
 #include "arsenal/error.h"
 #include "cli.h"
 
-int ars_cli_load_config(struct ars_config *config, const char *path, char **overrides, int override_count)
+int ars_cli_read_config(struct ars_config *config, const char *path, char **overrides, int override_count)
 {
     int rc = ars_config_load_file(config, path);
     for (int i = 0; i < override_count && !rc; i++) {
@@ -14,10 +14,14 @@ int ars_cli_load_config(struct ars_config *config, const char *path, char **over
         if (rc) ars_error_context(rc, "--set %s", overrides[i]);
     }
     if (!rc) rc = ars_config_expand(config);
-    if (rc) {
-        fprintf(stderr, "arsenal: %s\n", ars_error_message());
-        ars_config_free(config);   /* loaded but unusable: nothing for the caller to free */
-    }
+    if (rc) ars_config_free(config);   /* loaded but unusable: nothing for the caller to free */
+    return rc;
+}
+
+int ars_cli_load_config(struct ars_config *config, const char *path, char **overrides, int override_count)
+{
+    int rc = ars_cli_read_config(config, path, overrides, override_count);
+    if (rc) fprintf(stderr, "arsenal: %s\n", ars_error_message());
     return rc;
 }
 

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "arsenal/error.h"
+#include "arsenal/memory.h"
 #include "arsenal/rng.h"
 
 /* Instances of ARS_STREAM_DATA: each array of each generator draws from its
@@ -116,6 +117,19 @@ static int mnist_fill(ars_dataset *data, const char *name, const ars_idx *images
     int total = images->dims[0];
     int count = limit > 0 && limit < total ? limit : total;
     int dim = images->dims[1] * images->dims[2];
+    /* The bytes were read as they arrived (a header cannot make the reader
+     * allocate what the file does not hold); as floats they take 4x. */
+    const double bytes = (double)count * dim * sizeof(float) + (double)count * sizeof(int32_t);
+    ars_memory_budget budget;
+    ars_memory_budget_get(&budget);
+    if (bytes > budget.bytes) {
+        char where[300], need[32], left[32];
+        ars_memory_budget_describe(&budget, where, sizeof where);
+        memset(data, 0, sizeof *data);
+        return ars_error(ARS_ENOMEM, "%s: %d images of %d pixels need about %s as floats but this rank has %s (%s)",
+                         name, count, dim, ars_memory_format(bytes, need, sizeof need),
+                         ars_memory_format(budget.bytes, left, sizeof left), where);
+    }
     int rc = dataset_alloc(data, name, count, dim, 1);
     if (rc) return rc;
 

@@ -191,6 +191,17 @@ static int idx_check_trailing(gzFile file, const char *path)
     return 0;
 }
 
+/* What a path that is not a regular file is, for messages. */
+static const char *file_kind(mode_t mode)
+{
+    if (S_ISDIR(mode)) return "a directory";
+    if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISSOCK(mode)) return "a socket";
+    return "not a regular file";
+}
+
 int ars_idx_read(const char *path, ars_idx *idx)
 {
     if (!idx) return ars_error(ARS_EINVAL, "ars_idx_read: idx is NULL");
@@ -198,8 +209,11 @@ int ars_idx_read(const char *path, ars_idx *idx)
     if (!path || !*path) return ars_error(ARS_EINVAL, "ars_idx_read: empty path");
 
     /* open + gzdopen rather than gzopen: errno is then certainly open's, and
-     * a directory is rejected up front instead of as a confusing read error. */
-    int fd = open(path, O_RDONLY);
+     * anything but a regular file is rejected up front instead of as a
+     * confusing read error. O_NONBLOCK: opening a FIFO nobody writes to
+     * would block forever; fstat on the open file leaves no window for the
+     * path to change between the check and the read. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return ars_error(ARS_EIO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
@@ -207,9 +221,15 @@ int ars_idx_read(const char *path, ars_idx *idx)
         close(fd);
         return ars_error(ARS_EIO, "%s: cannot stat: %s", path, strerror(e));
     }
-    if (S_ISDIR(st.st_mode)) {
+    if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return ars_error(ARS_EIO, "%s: is a directory, expected an IDX file", path);
+        return ars_error(ARS_EIO, "%s: is %s, expected an IDX file", path, file_kind(st.st_mode));
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags == -1 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == -1) {
+        int e = errno;
+        close(fd);
+        return ars_error(ARS_EIO, "%s: cannot set blocking reads: %s", path, strerror(e));
     }
     gzFile file = gzdopen(fd, "rb");
     if (!file) {

@@ -269,7 +269,10 @@ int ars_inspect_load(ars_inspect_run *run, const char *path)
     memset(run, 0, sizeof *run);
     ars_ckpt_info info;
     ars_history history;
-    int rc = ars_ckpt_read_info(path, &info);
+    /* a corrupted file may crash or hang libhdf5: read it in a child first */
+    int rc = ars_ckpt_validate(path);
+    if (rc) return rc;
+    rc = ars_ckpt_read_info(path, &info);
     if (rc) return rc;
     rc = ars_ckpt_read_history(path, &history);
     if (rc) {

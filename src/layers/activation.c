@@ -140,17 +140,21 @@ static int activation_backward(ars_layer *layer, const ars_pass *pass, const flo
 
 static const ars_layer_ops activation_ops = {"activation", activation_forward, activation_backward, NULL};
 
-int ars_activation_setup(ars_layer *layer, int in_dim)
+int ars_activation_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
 {
-    activation_impl *impl = calloc(1, sizeof *impl);
+    if (ars_activation_from_name(spec->kind) == ARS_ACT_NONE)
+        return ars_error(ARS_EINVAL, "'%s' is not an activation", spec->kind);
+    size->out_dim = in_dim;
+    size->workspace = sizeof(activation_impl);
+    return 0;
+}
+
+int ars_activation_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+{
+    activation_impl *impl = calloc(1, (size_t)size->workspace);
     if (!impl) return ars_error(ARS_ENOMEM, "activation: out of memory");
     impl->act = ars_activation_from_name(layer->spec.kind);
     impl->alpha = layer->spec.alpha;
-    if (impl->act == ARS_ACT_NONE) {
-        free(impl);
-        return ars_error(ARS_EINVAL, "line %d: '%s' is not an activation", layer->spec.source_line,
-                         layer->spec.kind);
-    }
     layer->impl = impl;
     layer->ops = &activation_ops;
     layer->out_dim = in_dim;

@@ -11,6 +11,7 @@
  * that pick a head's columns in place (no copies). The probabilities are
  * kept for backward: the workspace holds max_rows * heads * time^2 floats. */
 #include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -190,23 +191,41 @@ static int attention_backward(ars_layer *layer, const ars_pass *pass, const floa
 
 static const ars_layer_ops attention_ops = {"attention", attention_forward, attention_backward, NULL};
 
-int ars_attention_setup(ars_layer *layer, int in_dim)
+/* The workspace of one layer, in floats after the [time] doubles of norms:
+ * the one layout that both the size and the setup use. */
+static double attention_floats(double rows, double T, double D, double heads)
 {
-    const ars_layer_spec *spec = &layer->spec;
-    int D, rc = ars_seq_features(layer, in_dim, &D);
+    return rows * T * 3 * D * 2      /* qkv, dqkv */
+           + rows * heads * T * T    /* att: the probabilities of every sample and head */
+           + rows * T * D * 2        /* ctx, dctx */
+           + T * T;                  /* datt */
+}
+
+int ars_attention_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
+{
+    int D, rc = ars_seq_features(spec, in_dim, &D);
     if (rc) return rc;
     if (spec->heads <= 0 || D % spec->heads != 0)
-        return ars_error(ARS_EINVAL, "line %d: [attention] heads = %d must divide the %d features per step",
-                         spec->source_line, spec->heads, D);
+        return ars_error(ARS_EINVAL, "[attention] heads = %d must divide the %d features per step", spec->heads, D);
     if (spec->units > 0 && spec->units != D)   /* a [transformer] block states its width */
-        return ars_error(ARS_EINVAL, "line %d: [transformer] units = %d but its input has %d features per "
-                         "step (%d = %d steps x %d)", spec->source_line, spec->units, D, in_dim, spec->time, D);
+        return ars_error(ARS_EINVAL, "[transformer] units = %d but its input has %d features per step (%d = %d "
+                         "steps x %d)", spec->units, D, in_dim, spec->time, D);
+    if (3.0 * D > INT_MAX)
+        return ars_error(ARS_EINVAL, "[attention] %d features per step: the q, k, v projection of 3 x %d is "
+                         "more than %d", D, D, INT_MAX);
+    size->out_dim = in_dim;
+    size->params = 3.0 * D * D + 3.0 * D + (double)D * D + D;
+    size->workspace = sizeof(attention_impl) + sizeof(double) * (double)spec->time +
+                      sizeof(float) * attention_floats(max_rows, spec->time, D, spec->heads);
+    return 0;
+}
+
+int ars_attention_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+{
+    const ars_layer_spec *spec = &layer->spec;
+    const int D = in_dim / spec->time;
     const size_t T = (size_t)spec->time, rows = layer->max_rows > 0 ? (size_t)layer->max_rows : 0;
-    const size_t floats = rows * T * 3 * D * 2      /* qkv, dqkv */
-                          + rows * spec->heads * T * T  /* att */
-                          + rows * T * D * 2            /* ctx, dctx */
-                          + T * T;                      /* datt */
-    attention_impl *a = calloc(1, sizeof *a + sizeof(double) * T + sizeof(float) * floats);
+    attention_impl *a = calloc(1, (size_t)size->workspace);
     if (!a)
         return ars_error(ARS_ENOMEM, "attention: out of memory for %zu rows of %zu steps x %d features", rows, T, D);
     a->time = spec->time;

@@ -218,18 +218,23 @@ static int batchnorm_backward(ars_layer *layer, const ars_pass *pass, const floa
 
 static const ars_layer_ops batchnorm_ops = {"batchnorm", batchnorm_forward, batchnorm_backward, NULL};
 
-int ars_batchnorm_setup(ars_layer *layer, int in_dim)
+int ars_batchnorm_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
 {
-    const ars_layer_spec *spec = &layer->spec;
     if (!(spec->eps > 0.0f))
-        return ars_error(ARS_EINVAL, "line %d: [batchnorm] eps must be positive (found %g)",
-                         spec->source_line, (double)spec->eps);
+        return ars_error(ARS_EINVAL, "[batchnorm] eps must be positive (found %g)", (double)spec->eps);
     if (!(spec->momentum >= 0.0f && spec->momentum <= 1.0f))
-        return ars_error(ARS_EINVAL, "line %d: [batchnorm] momentum must be in [0, 1] (found %g)",
-                         spec->source_line, (double)spec->momentum);
+        return ars_error(ARS_EINVAL, "[batchnorm] momentum must be in [0, 1] (found %g)", (double)spec->momentum);
+    size->out_dim = in_dim;
+    size->params = 2.0 * in_dim;   /* gamma, beta */
+    size->state = 2.0 * in_dim;    /* running mean and variance */
+    size->workspace = sizeof(batchnorm_impl) + sizeof(double) * (4.0 * in_dim + 1) + sizeof(float) * 5.0 * in_dim;
+    return 0;
+}
+
+int ars_batchnorm_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+{
     /* one block: the model frees impl with free() */
-    batchnorm_impl *bn = calloc(1, sizeof *bn + sizeof(double) * (4 * (size_t)in_dim + 1) +
-                                       sizeof(float) * 5 * (size_t)in_dim);
+    batchnorm_impl *bn = calloc(1, (size_t)size->workspace);
     if (!bn) return ars_error(ARS_ENOMEM, "batchnorm: out of memory for width %d", in_dim);
     bn->mean = bn->data;
     bn->inv_std = bn->mean + in_dim;

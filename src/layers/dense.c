@@ -51,11 +51,17 @@ static int dense_backward(ars_layer *layer, const ars_pass *pass, const float *x
 
 static const ars_layer_ops dense_ops = {"dense", dense_forward, dense_backward, NULL};
 
-int ars_dense_setup(ars_layer *layer, int in_dim)
+int ars_dense_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
 {
-    if (layer->spec.units <= 0)
-        return ars_error(ARS_EINVAL, "line %d: [dense] needs units = a positive width (found %d)",
-                         layer->spec.source_line, layer->spec.units);
+    if (spec->units <= 0)
+        return ars_error(ARS_EINVAL, "[dense] needs units = a positive width (found %d)", spec->units);
+    size->out_dim = spec->units;
+    size->params = (double)spec->units * in_dim + (spec->bias ? spec->units : 0);
+    return 0;
+}
+
+int ars_dense_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+{
     layer->ops = &dense_ops;
     layer->out_dim = layer->spec.units;
     ars_layer_add_param(layer, "weight", layer->spec.units, in_dim, ARS_ROLE_WEIGHT);

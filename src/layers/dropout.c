@@ -72,15 +72,20 @@ static int dropout_backward(ars_layer *layer, const ars_pass *pass, const float 
 
 static const ars_layer_ops dropout_ops = {"dropout", dropout_forward, dropout_backward, NULL};
 
-int ars_dropout_setup(ars_layer *layer, int in_dim)
+int ars_dropout_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
+{
+    if (!(spec->rate >= 0.0f && spec->rate <= 1.0f))
+        return ars_error(ARS_EINVAL, "[dropout] rate must be in [0, 1] (found %g)", (double)spec->rate);
+    size->out_dim = in_dim;
+    size->workspace = sizeof(dropout_impl) + (double)max_rows * in_dim;   /* a byte of mask per value */
+    return 0;
+}
+
+int ars_dropout_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
 {
     const float rate = layer->spec.rate;
-    if (!(rate >= 0.0f && rate <= 1.0f))
-        return ars_error(ARS_EINVAL, "line %d: [dropout] rate must be in [0, 1] (found %g)",
-                         layer->spec.source_line, (double)rate);
-    const size_t cells = (size_t)(layer->max_rows > 0 ? layer->max_rows : 0) * (size_t)in_dim;
-    dropout_impl *dp = calloc(1, sizeof *dp + cells);   /* one block: freed by the model */
-    if (!dp) return ars_error(ARS_ENOMEM, "dropout: out of memory for a %zu-element mask", cells);
+    dropout_impl *dp = calloc(1, (size_t)size->workspace);   /* one block: freed by the model */
+    if (!dp) return ars_error(ARS_ENOMEM, "dropout: out of memory for a %.0f-byte mask", size->workspace);
     dp->scale = rate < 1.0f ? 1.0f / (1.0f - rate) : 0.0f;
     layer->impl = dp;
     layer->ops = &dropout_ops;

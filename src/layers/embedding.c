@@ -64,27 +64,36 @@ static int embedding_backward(ars_layer *layer, const ars_pass *pass, const floa
 
 static const ars_layer_ops embedding_ops = {"embedding", embedding_forward, embedding_backward, NULL};
 
-int ars_embedding_setup(ars_layer *layer, int in_dim)
+int ars_embedding_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
+{
+    if (spec->vocab <= 0 || spec->units <= 0)
+        return ars_error(ARS_EINVAL, "[embedding] needs vocab = <token ids> and units = <width> (found %d and %d)",
+                         spec->vocab, spec->units);
+    if (spec->time > 0 && spec->time != in_dim)
+        return ars_error(ARS_EINVAL, "[embedding] time = %d but its input holds %d token ids per sample",
+                         spec->time, in_dim);
+    int rc = ars_seq_width(spec, in_dim, spec->units, &size->out_dim);
+    if (rc) return rc;
+    size->params = (double)spec->vocab * spec->units;
+    size->workspace = sizeof(double) * (double)in_dim;   /* per-step gradient norms */
+    return 0;
+}
+
+int ars_embedding_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
 {
     ars_layer_spec *spec = &layer->spec;
-    if (spec->vocab <= 0 || spec->units <= 0)
-        return ars_error(ARS_EINVAL, "line %d: [embedding] needs vocab = <token ids> and units = <width> "
-                         "(found %d and %d)", spec->source_line, spec->vocab, spec->units);
-    if (spec->time > 0 && spec->time != in_dim)
-        return ars_error(ARS_EINVAL, "line %d: [embedding] time = %d but its input holds %d token ids per "
-                         "sample", spec->source_line, spec->time, in_dim);
     spec->time = in_dim;
     if (spec->init[0] == '\0') {   /* torch.nn.Embedding: N(0, 1) */
         strcpy(spec->init, "normal");
         spec->init_arg = 1.0f;
     }
-    double *norms = calloc((size_t)in_dim, sizeof(double));   /* the impl: per-step gradient norms */
+    double *norms = calloc(1, (size_t)size->workspace);   /* the impl: per-step gradient norms */
     if (!norms) return ars_error(ARS_ENOMEM, "embedding: out of memory");
     layer->impl = norms;
     layer->time_grad_norm = norms;
     layer->time_grad_count = in_dim;
     layer->ops = &embedding_ops;
-    layer->out_dim = in_dim * spec->units;
+    layer->out_dim = size->out_dim;
     ars_layer_add_param(layer, "weight", spec->vocab, spec->units, ARS_ROLE_WEIGHT);
     return 0;
 }
@@ -172,38 +181,58 @@ static int seq_dense_backward(ars_layer *layer, const ars_pass *pass, const floa
 static const ars_layer_ops seq_dense_ops = {"seq_dense", seq_dense_forward, seq_dense_backward, NULL};
 
 /* patch = p: in_dim = S x S pixels, S % p == 0, time = (S/p)^2 steps of p*p. */
-static int patch_shape(ars_layer *layer, int in_dim, int *side)
+static int patch_shape(const ars_layer_spec *spec, int in_dim, int *side, int *time)
 {
-    const ars_layer_spec *spec = &layer->spec;
     int s = (int)lrint(sqrt((double)in_dim));
     if (s * s != in_dim || s % spec->patch != 0)
-        return ars_error(ARS_EINVAL, "line %d: [seq_dense] patch = %d needs a square image whose side it "
-                         "divides; the input has %d values", spec->source_line, spec->patch, in_dim);
-    int time = (s / spec->patch) * (s / spec->patch);
-    if (spec->time > 0 && spec->time != time)
-        return ars_error(ARS_EINVAL, "line %d: [seq_dense] time = %d but patch = %d cuts the %dx%d image "
-                         "into %d patches", spec->source_line, spec->time, spec->patch, s, s, time);
-    layer->spec.time = time;
+        return ars_error(ARS_EINVAL, "[seq_dense] patch = %d needs a square image whose side it divides; the "
+                         "input has %d values", spec->patch, in_dim);
+    *time = (s / spec->patch) * (s / spec->patch);
+    if (spec->time > 0 && spec->time != *time)
+        return ars_error(ARS_EINVAL, "[seq_dense] time = %d but patch = %d cuts the %dx%d image into %d patches",
+                         spec->time, spec->patch, s, s, *time);
     *side = s;
     return 0;
 }
 
-int ars_seq_dense_setup(ars_layer *layer, int in_dim)
+/* The steps and features per step of a seq_dense: from the patches when
+ * patch > 0, else from time. */
+static int seq_dense_shape(const ars_layer_spec *spec, int in_dim, int *side, int *time, int *features)
+{
+    int rc;
+    *side = 0;
+    *time = spec->time;
+    if (spec->patch > 0 && (rc = patch_shape(spec, in_dim, side, time)) != 0) return rc;
+    ars_layer_spec shaped = *spec;
+    shaped.time = *time;
+    return ars_seq_features(&shaped, in_dim, features);
+}
+
+int ars_seq_dense_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
+{
+    int side, time, features, rc;
+    if (spec->units <= 0)
+        return ars_error(ARS_EINVAL, "[seq_dense] needs units = a positive width (found %d)", spec->units);
+    if ((rc = seq_dense_shape(spec, in_dim, &side, &time, &features)) != 0) return rc;
+    if ((rc = ars_seq_width(spec, time, spec->units, &size->out_dim)) != 0) return rc;
+    size->params = (double)spec->units * features + (spec->bias ? spec->units : 0);
+    /* one block: doubles, then floats, then ints (alignment descends) */
+    const double patch_floats = spec->patch > 0 ? 2.0 * max_rows * in_dim : 0;   /* xp, dxp */
+    const double patch_ints = spec->patch > 0 ? in_dim : 0;                       /* gather */
+    size->workspace = sizeof(seq_dense_impl) + sizeof(double) * (double)time + sizeof(float) * patch_floats +
+                      sizeof(int) * patch_ints;
+    return 0;
+}
+
+int ars_seq_dense_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
 {
     ars_layer_spec *spec = &layer->spec;
-    int side = 0, features, rc;
-    if (spec->units <= 0)
-        return ars_error(ARS_EINVAL, "line %d: [seq_dense] needs units = a positive width (found %d)",
-                         spec->source_line, spec->units);
-    if (spec->patch > 0 && (rc = patch_shape(layer, in_dim, &side)) != 0) return rc;
-    if ((rc = ars_seq_features(layer, in_dim, &features)) != 0) return rc;
-    const int time = spec->time;
+    int side, time, features;
+    int rc = seq_dense_shape(spec, in_dim, &side, &time, &features);
+    if (rc) return rc;
+    spec->time = time;
     const size_t rows = layer->max_rows > 0 ? (size_t)layer->max_rows : 0;
-    const size_t patch_floats = spec->patch > 0 ? 2 * rows * (size_t)in_dim : 0;
-    const size_t patch_ints = spec->patch > 0 ? (size_t)in_dim : 0;
-    /* one block: doubles, then floats, then ints (alignment descends) */
-    seq_dense_impl *sd = calloc(1, sizeof *sd + sizeof(double) * (size_t)time + sizeof(float) * patch_floats +
-                                       sizeof(int) * patch_ints);
+    seq_dense_impl *sd = calloc(1, (size_t)size->workspace);
     if (!sd) return ars_error(ARS_ENOMEM, "seq_dense: out of memory for %zu rows of width %d", rows, in_dim);
     sd->time = time;
     sd->features = features;
@@ -223,7 +252,7 @@ int ars_seq_dense_setup(ars_layer *layer, int in_dim)
     layer->time_grad_norm = sd->norms;
     layer->time_grad_count = time;
     layer->ops = &seq_dense_ops;
-    layer->out_dim = time * spec->units;
+    layer->out_dim = size->out_dim;
     ars_layer_add_param(layer, "weight", spec->units, features, ARS_ROLE_WEIGHT);
     if (spec->bias) ars_layer_add_param(layer, "bias", 1, spec->units, ARS_ROLE_BIAS);
     return 0;

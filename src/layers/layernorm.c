@@ -85,14 +85,21 @@ static int layernorm_backward(ars_layer *layer, const ars_pass *pass, const floa
 
 static const ars_layer_ops layernorm_ops = {"layernorm", layernorm_forward, layernorm_backward, NULL};
 
-int ars_layernorm_setup(ars_layer *layer, int in_dim)
+int ars_layernorm_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
 {
-    if (!(layer->spec.eps > 0.0f))
-        return ars_error(ARS_EINVAL, "line %d: [layernorm] eps must be positive (found %g)",
-                         layer->spec.source_line, (double)layer->spec.eps);
+    if (!(spec->eps > 0.0f))
+        return ars_error(ARS_EINVAL, "[layernorm] eps must be positive (found %g)", (double)spec->eps);
+    size->out_dim = in_dim;
+    size->params = 2.0 * in_dim;   /* gamma, beta */
+    size->workspace = sizeof(layernorm_impl) + sizeof(double) * (2.0 * max_rows + 2.0 * in_dim);
+    return 0;
+}
+
+int ars_layernorm_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+{
     const size_t rows = layer->max_rows > 0 ? (size_t)layer->max_rows : 0;
     /* one block: the model frees impl with free() */
-    layernorm_impl *ln = calloc(1, sizeof *ln + sizeof(double) * (2 * rows + 2 * (size_t)in_dim));
+    layernorm_impl *ln = calloc(1, (size_t)size->workspace);
     if (!ln) return ars_error(ARS_ENOMEM, "layernorm: out of memory for %zu rows of width %d", rows, in_dim);
     ln->mean = ln->data;
     ln->inv_std = ln->mean + rows;

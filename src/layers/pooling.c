@@ -56,17 +56,24 @@ static int pooling_backward(ars_layer *layer, const ars_pass *pass, const float 
 static const ars_layer_ops mean_ops = {"mean_pool", pooling_forward, pooling_backward, NULL};
 static const ars_layer_ops last_ops = {"last_step", pooling_forward, pooling_backward, NULL};
 
-int ars_pooling_setup(ars_layer *layer, int in_dim)
+int ars_pooling_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
 {
-    int F, rc = ars_seq_features(layer, in_dim, &F);
+    int F, rc = ars_seq_features(spec, in_dim, &F);
     if (rc) return rc;
-    pooling_impl *pl = calloc(1, sizeof *pl + sizeof(double) * (size_t)F);
+    size->out_dim = F;
+    size->workspace = sizeof(pooling_impl) + sizeof(double) * (double)F;   /* one row's sums */
+    return 0;
+}
+
+int ars_pooling_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+{
+    pooling_impl *pl = calloc(1, (size_t)size->workspace);
     if (!pl) return ars_error(ARS_ENOMEM, "pooling: out of memory");
     pl->time = layer->spec.time;
-    pl->features = F;
+    pl->features = size->out_dim;
     pl->last = strcmp(layer->spec.kind, "last_step") == 0;
     layer->impl = pl;
     layer->ops = pl->last ? &last_ops : &mean_ops;
-    layer->out_dim = F;
+    layer->out_dim = size->out_dim;
     return 0;
 }

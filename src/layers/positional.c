@@ -56,18 +56,27 @@ static int positional_backward(ars_layer *layer, const ars_pass *pass, const flo
 
 static const ars_layer_ops positional_ops = {"positional", positional_forward, positional_backward, NULL};
 
-int ars_positional_setup(ars_layer *layer, int in_dim)
+int ars_positional_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
 {
-    ars_layer_spec *spec = &layer->spec;
-    int features, rc = ars_seq_features(layer, in_dim, &features);
+    int features, rc = ars_seq_features(spec, in_dim, &features);
     if (rc) return rc;
     const int learned = strcmp(spec->encoding, "learned") == 0;
     if (!learned && strcmp(spec->encoding, "sinusoidal") != 0)
-        return ars_error(ARS_EINVAL, "line %d: [positional] encoding = '%s': expected learned or sinusoidal",
-                         spec->source_line, spec->encoding);
-    const int time = spec->time;
-    const size_t table = learned ? 0 : (size_t)in_dim;
-    positional_impl *pe = calloc(1, sizeof *pe + sizeof(double) * (size_t)time + sizeof(float) * table);
+        return ars_error(ARS_EINVAL, "[positional] encoding = '%s': expected learned or sinusoidal", spec->encoding);
+    size->out_dim = in_dim;
+    size->params = learned ? in_dim : 0;
+    /* per-step norms, then the sinusoidal table */
+    size->workspace = sizeof(positional_impl) + sizeof(double) * (double)spec->time +
+                      sizeof(float) * (learned ? 0.0 : in_dim);
+    return 0;
+}
+
+int ars_positional_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+{
+    ars_layer_spec *spec = &layer->spec;
+    const int learned = strcmp(spec->encoding, "learned") == 0;
+    const int time = spec->time, features = in_dim / time;
+    positional_impl *pe = calloc(1, (size_t)size->workspace);
     if (!pe) return ars_error(ARS_ENOMEM, "positional: out of memory");
     pe->norms = pe->data;
     if (!learned) {

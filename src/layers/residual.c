@@ -29,11 +29,19 @@ static void begin_destroy(ars_layer *layer) { free(layer->skip_grad); }
 
 static const ars_layer_ops begin_ops = {"residual", begin_forward, begin_backward, begin_destroy};
 
-int ars_residual_begin_setup(ars_layer *layer, int in_dim)
+int ars_residual_begin_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows,
+                            ars_layer_size *size)
+{
+    size->out_dim = in_dim;
+    size->workspace = sizeof(float) * (double)max_rows * in_dim;   /* the skip path's gradient */
+    return 0;
+}
+
+int ars_residual_begin_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
 {
     layer->ops = &begin_ops;
     layer->out_dim = in_dim;
-    layer->skip_grad = calloc((size_t)layer->max_rows * (size_t)in_dim, sizeof(float));
+    layer->skip_grad = calloc(1, size->workspace > 0 ? (size_t)size->workspace : 1);
     if (!layer->skip_grad) return ars_error(ARS_ENOMEM, "residual: out of memory");
     return 0;
 }
@@ -79,11 +87,17 @@ static int add_backward(ars_layer *layer, const ars_pass *pass, const float *x, 
 
 static const ars_layer_ops add_ops = {"residual_add", add_forward, add_backward, NULL};
 
-int ars_residual_add_setup(ars_layer *layer, int in_dim)
+int ars_residual_add_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows,
+                          ars_layer_size *size)
 {
-    if (!layer->partner)
-        return ars_error(ARS_EINVAL, "line %d: residual_add without a matching [residual]",
-                         layer->spec.source_line);
+    if (skip_dim <= 0) return ars_error(ARS_EINVAL, "residual_add without a matching [residual]");
+    size->out_dim = in_dim;
+    size->params = skip_dim != in_dim ? (double)in_dim * skip_dim : 0;   /* the projection */
+    return 0;
+}
+
+int ars_residual_add_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+{
     layer->ops = &add_ops;
     layer->out_dim = in_dim;
     int skip_dim = layer->partner->in_dim;

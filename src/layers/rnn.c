@@ -118,17 +118,27 @@ static int rnn_backward(ars_layer *layer, const ars_pass *pass, const float *x, 
 
 static const ars_layer_ops rnn_ops = {"rnn", rnn_forward, rnn_backward, NULL};
 
-int ars_rnn_setup(ars_layer *layer, int in_dim)
+int ars_rnn_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
 {
-    ars_layer_spec *spec = &layer->spec;
     int F, rc;
     if (spec->units <= 0)
-        return ars_error(ARS_EINVAL, "line %d: [rnn] needs units = <hidden width> (found %d)", spec->source_line,
-                         spec->units);
-    if ((rc = ars_seq_features(layer, in_dim, &F)) != 0) return rc;
-    const int H = spec->units;
+        return ars_error(ARS_EINVAL, "[rnn] needs units = <hidden width> (found %d)", spec->units);
+    if ((rc = ars_seq_features(spec, in_dim, &F)) != 0) return rc;
+    if ((rc = ars_seq_width(spec, spec->time, spec->units, &size->out_dim)) != 0) return rc;
+    const double H = spec->units;
+    size->params = H * F + H * H + 2 * H;
+    /* da and h_{t-1}: two [rows, time, units] per-step states for BPTT */
+    size->workspace = sizeof(rnn_impl) + sizeof(double) * (double)spec->time +
+                      sizeof(float) * 2.0 * max_rows * spec->time * H;
+    return 0;
+}
+
+int ars_rnn_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+{
+    ars_layer_spec *spec = &layer->spec;
+    const int H = spec->units, F = in_dim / spec->time;
     const size_t T = (size_t)spec->time, rows = layer->max_rows > 0 ? (size_t)layer->max_rows : 0;
-    rnn_impl *n = calloc(1, sizeof *n + sizeof(double) * T + sizeof(float) * 2 * rows * T * (size_t)H);
+    rnn_impl *n = calloc(1, (size_t)size->workspace);
     if (!n) return ars_error(ARS_ENOMEM, "rnn: out of memory for %zu rows of %zu steps x %d units", rows, T, H);
     n->time = spec->time;
     n->features = F;
@@ -144,7 +154,7 @@ int ars_rnn_setup(ars_layer *layer, int in_dim)
     layer->time_grad_norm = n->norms;
     layer->time_grad_count = spec->time;
     layer->ops = &rnn_ops;
-    layer->out_dim = spec->time * H;
+    layer->out_dim = size->out_dim;
     ars_layer_add_param(layer, "weight_ih", H, F, ARS_ROLE_WEIGHT);
     ars_layer_add_param(layer, "weight_hh", H, H, ARS_ROLE_WEIGHT);
     ars_layer_add_param(layer, "bias_ih", 1, H, ARS_ROLE_BIAS);

@@ -2,21 +2,30 @@
  * layer is time steps of features, stored as one row of time * features
  * floats, so [rows, time * features] is also [rows * time, features]: a
  * per-step operation is one GEMM over rows * time rows. */
+#include <limits.h>
 #include <math.h>
 
 #include "arsenal/error.h"
 #include "layers_internal.h"
 
-int ars_seq_features(const ars_layer *layer, int in_dim, int *features)
+int ars_seq_features(const ars_layer_spec *spec, int in_dim, int *features)
 {
-    const ars_layer_spec *spec = &layer->spec;
     if (spec->time <= 0)
-        return ars_error(ARS_EINVAL, "line %d: [%s] needs time = <steps> (the run file takes it from the "
-                         "sequence layer before when absent)", spec->source_line, spec->kind);
+        return ars_error(ARS_EINVAL, "[%s] needs time = <steps> (the run file takes it from the sequence layer "
+                         "before when absent)", spec->kind);
     if (in_dim % spec->time != 0)
-        return ars_error(ARS_EINVAL, "line %d: [%s] time = %d does not divide its input width %d "
-                         "(rows are time * features)", spec->source_line, spec->kind, spec->time, in_dim);
+        return ars_error(ARS_EINVAL, "[%s] time = %d does not divide its input width %d (rows are time * "
+                         "features)", spec->kind, spec->time, in_dim);
     *features = in_dim / spec->time;
+    return 0;
+}
+
+int ars_seq_width(const ars_layer_spec *spec, double time, double per_step, int *width)
+{
+    if (time * per_step > INT_MAX)
+        return ars_error(ARS_EINVAL, "[%s] output of %.0f steps x %.0f values is %.0f values per sample: more "
+                         "than %d", spec->kind, time, per_step, time * per_step, INT_MAX);
+    *width = (int)(time * per_step);
     return 0;
 }
 

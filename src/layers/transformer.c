@@ -13,6 +13,7 @@
  * kind: [rows, time * features] is [rows * time, features], so an inner
  * layernorm of width features and capacity max_rows * time does the work
  * with the same code, statistics in double. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,19 +69,45 @@ static void seq_layernorm_destroy(ars_layer *layer)
 static const ars_layer_ops seq_layernorm_ops = {"seq_layernorm", seq_layernorm_forward, seq_layernorm_backward,
                                                 seq_layernorm_destroy};
 
-int ars_seq_layernorm_setup(ars_layer *layer, int in_dim)
+/* The inner layernorm's spec: this one's, of kind layernorm. */
+static ars_layer_spec inner_spec(const ars_layer_spec *spec)
 {
-    int features, rc = ars_seq_features(layer, in_dim, &features);
+    ars_layer_spec inner = *spec;
+    strcpy(inner.kind, "layernorm");
+    return inner;
+}
+
+int ars_seq_layernorm_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows,
+                           ars_layer_size *size)
+{
+    int features, rc = ars_seq_features(spec, in_dim, &features);
     if (rc) return rc;
+    if ((double)max_rows * spec->time > INT_MAX)   /* the inner layer's rows are an int */
+        return ars_error(ARS_EINVAL, "[seq_layernorm] batch of %d rows x %d steps is more than %d rows", max_rows,
+                         spec->time, INT_MAX);
+    ars_layer_spec inner = inner_spec(spec);
+    ars_layer_size inner_size;
+    /* its rows are this layer's rows * time (in double: no int overflow) */
+    rc = ars_layernorm_size(&inner, features, 0, 0, &inner_size);
+    if (rc) return rc;
+    size->out_dim = in_dim;
+    size->params = inner_size.params;
+    size->workspace = sizeof(seq_layernorm_impl) + inner_size.workspace +
+                      sizeof(double) * 2.0 * max_rows * spec->time;   /* per-step mean and inv_std */
+    return 0;
+}
+
+int ars_seq_layernorm_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+{
+    const int features = in_dim / layer->spec.time;
     seq_layernorm_impl *s = calloc(1, sizeof *s);
     if (!s) return ars_error(ARS_ENOMEM, "seq_layernorm: out of memory");
     layer->impl = s;
     layer->ops = &seq_layernorm_ops;   /* set first: the model's cleanup then frees the inner layer */
     layer->out_dim = in_dim;
-    ars_layer_spec spec = layer->spec;
-    strcpy(spec.kind, "layernorm");
+    ars_layer_spec spec = inner_spec(&layer->spec);
     memcpy(s->inner.name, layer->name, sizeof s->inner.name);
-    rc = ars_layer_setup(&s->inner, &spec, features, layer->max_rows * layer->spec.time);
+    int rc = ars_layer_setup(&s->inner, &spec, features, layer->max_rows * layer->spec.time);
     if (rc) return rc;
     for (int t = 0; t < s->inner.param_count; t++) {   /* gamma, beta [1, features] */
         const ars_tensor_view *v = &s->inner.params[t];
@@ -89,10 +116,14 @@ int ars_seq_layernorm_setup(ars_layer *layer, int in_dim)
     return 0;
 }
 
-int ars_transformer_setup(ars_layer *layer, int in_dim)
+int ars_transformer_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
 {
-    return ars_error(ARS_EINVAL, "line %d: [transformer] is run-file sugar: the run file expands it into "
-                     "residual, seq_layernorm, attention, residual_add, residual, seq_layernorm, seq_dense, "
-                     "gelu, seq_dense, residual_add (see docs/attention.md); build a model from those layers",
-                     layer->spec.source_line);
+    return ars_error(ARS_EINVAL, "[transformer] is run-file sugar: the run file expands it into residual, "
+                     "seq_layernorm, attention, residual_add, residual, seq_layernorm, seq_dense, gelu, seq_dense, "
+                     "residual_add (see docs/attention.md); build a model from those layers");
+}
+
+int ars_transformer_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+{
+    return ars_transformer_size(&layer->spec, in_dim, 0, layer->max_rows, NULL);
 }

@@ -11,7 +11,10 @@
  *  - a success yields sane figures (counts >= 0, strings set).
  * The HDF5 library itself is not instrumented: libFuzzer's coverage guides
  * through arsenal's reader only, and a crash inside libhdf5 on a malformed
- * file is reported (it crashes the trainer all the same). */
+ * file is reported (the CLI reads a checkpoint in a checking child first,
+ * ars_ckpt_validate, but a library caller does not). Format-1 seeds
+ * (variable-length strings) stop at the version check in-process: they are
+ * read only in that child. The v2-* seeds are the current format. */
 #define _POSIX_C_SOURCE 200809L
 #include <hdf5.h>
 #include <stdint.h>

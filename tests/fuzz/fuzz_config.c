@@ -20,11 +20,14 @@
 
 enum { MAX_OVERRIDES = 64 };
 
-/* The [run] fields and the layer specs with the source lines blanked: those
- * differ between a file and its printed form, nothing else may. */
+/* The [run] fields and the layer specs with the source lines and file names
+ * blanked: those differ between a file and its printed form, nothing else may. */
 static void normalize(ars_layer_spec *specs, int count)
 {
-    for (int i = 0; i < count; i++) specs[i].source_line = 0;
+    for (int i = 0; i < count; i++) {
+        specs[i].source_line = 0;
+        specs[i].source_file = NULL;
+    }
 }
 
 static int map_run(ars_config *c, ars_run_config *run, ars_layer_spec **specs, int *count)

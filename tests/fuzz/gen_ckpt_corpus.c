@@ -1,13 +1,16 @@
 /* gen_ckpt_corpus: writes the seed corpus of the checkpoint fuzz target:
- * real checkpoints, made by ars_ckpt_write, of the fixed model in
- * fuzz_common.h. Usage: gen_ckpt_corpus DIR. Run by hand (or by
- * scripts/fuzz.sh --regen-ckpt-seeds) when the format changes; the files
- * are committed in tests/fuzz/corpus/ckpt/.
- *   adam-history.h5   Adam after 2 steps, 3 history records, gradient
- *                     histograms, an evaluation and an event
- *   adam-empty.h5     Adam, an empty history (no records, no histograms)
- *   adam-nohistory.h5 Adam, no /history group at all
- *   sgd-momentum.h5   SGD with momentum (loads only into an SGD run) */
+ * real checkpoints, made by ars_ckpt_write (format 2: fixed-length
+ * strings), of the fixed model in fuzz_common.h. Usage: gen_ckpt_corpus
+ * DIR. Run by hand (or by scripts/fuzz.sh --regen-ckpt-seeds) when the
+ * format changes; the files are committed in tests/fuzz/corpus/ckpt/.
+ *   v2-adam-history.h5   Adam after 2 steps, 3 history records, gradient
+ *                        histograms, an evaluation and an event
+ *   v2-adam-empty.h5     Adam, an empty history (no records, no histograms)
+ *   v2-adam-nohistory.h5 Adam, no /history group at all
+ *   v2-sgd-momentum.h5   SGD with momentum (loads only into an SGD run)
+ * adam-history.h5, adam-empty.h5 and sgd-momentum.h5 beside them are the
+ * same checkpoints in format 1 (variable-length strings), written by an
+ * earlier arsenal: kept as seeds of the format-1 refusal in-process. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <string.h>
@@ -86,10 +89,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: gen_ckpt_corpus DIR\n");
         return 2;
     }
-    int rc = write_one(argv[1], "adam-history.h5", ARS_OPT_ADAM, 3, 4, 1);
-    if (!rc) rc = write_one(argv[1], "adam-empty.h5", ARS_OPT_ADAM, 0, 0, 1);
-    if (!rc) rc = write_one(argv[1], "adam-nohistory.h5", ARS_OPT_ADAM, 0, 0, 0);
-    if (!rc) rc = write_one(argv[1], "sgd-momentum.h5", ARS_OPT_SGD, 2, 0, 1);
+    int rc = write_one(argv[1], "v2-adam-history.h5", ARS_OPT_ADAM, 3, 4, 1);
+    if (!rc) rc = write_one(argv[1], "v2-adam-empty.h5", ARS_OPT_ADAM, 0, 0, 1);
+    if (!rc) rc = write_one(argv[1], "v2-adam-nohistory.h5", ARS_OPT_ADAM, 0, 0, 0);
+    if (!rc) rc = write_one(argv[1], "v2-sgd-momentum.h5", ARS_OPT_SGD, 2, 0, 1);
     if (rc) fprintf(stderr, "gen_ckpt_corpus: %s\n", ars_error_message());
     return rc ? 1 : 0;
 }
