@@ -125,6 +125,21 @@ int ars_dist_broadcast_float(const ars_dist *dist, float *values, size_t count, 
     return 0;
 }
 
+int ars_dist_single_host(const ars_dist *dist, int *single)
+{
+    *single = 1;
+    if (!ars_dist_active(dist)) return 0;
+    MPI_Comm host;
+    MPI_CHECK(MPI_Comm_split_type(dist->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host),
+              "MPI_Comm_split_type");
+    int size = 0;
+    MPI_Comm_size(host, &size);
+    MPI_Comm_free(&host);
+    /* the same answer on every rank: a host holds them all or none does */
+    *single = size == dist->size;
+    return 0;
+}
+
 int ars_dist_plan_buckets(ars_dist *dist, ars_model *model, size_t bucket_bytes, size_t first_bucket_bytes,
                           int overlap)
 {

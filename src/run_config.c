@@ -106,7 +106,14 @@ static int load_run_section(ars_config *c, ars_config_section *s, ars_run_config
     TRY(ars_config_get_string(c, s, "nonfinite", "skip", policies, text, sizeof text));
     run->nonfinite = strcmp(text, "stop") == 0 ? ARS_NONFINITE_STOP : ARS_NONFINITE_SKIP;
 
-    TRY(ars_config_get_bool(c, s, "overlap", 1, &run->overlap));
+    /* auto: measured (docs/performance.md): with every rank on one host the
+     * shared-memory all-reduce needs the cores that compute, so overlapping
+     * it with backward only slows both; across hosts the network does it. */
+    static const char *const overlaps[] = {"auto", "on", "off", "true", "false", "yes", "no", "1", "0", NULL};
+    TRY(ars_config_get_string(c, s, "overlap", "auto", overlaps, text, sizeof text));
+    run->overlap = strcmp(text, "auto") == 0 ? ARS_OVERLAP_AUTO
+                   : strcmp(text, "on") == 0 || strcmp(text, "true") == 0 || strcmp(text, "yes") == 0 ||
+                     strcmp(text, "1") == 0;
     TRY(ars_config_get_double(c, s, "bucket_mb", 4, 0.001, 4096, &run->bucket_mb));
     TRY(ars_config_get_double(c, s, "first_bucket_mb", 1, 0.001, 4096, &run->first_bucket_mb));
     TRY(get_int(c, s, "check_every", 100, 0, 1 << 30, &run->check_every));

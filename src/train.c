@@ -351,6 +351,12 @@ static void print_header(ars_trainer *t, const ars_layer_spec *specs, int count)
            t->model.param_count, ars_optimizer_name(run->optim.kind), run->optim.lr, run->clip_norm);
     printf("ranks: %d, batch %d per rank, global batch %d, %d steps per epoch\n", t->world,
            t->local_capacity, t->global_batch, t->steps_per_epoch);
+    if (t->world > 1)
+        printf("gradient sync: %s%s\n",
+               t->dist->overlap ? "bucketed all-reduces overlapping backward" : "one all-reduce after backward",
+               run->overlap == ARS_OVERLAP_AUTO ? (t->dist->overlap ? " (overlap = auto: ranks on several hosts)"
+                                                                    : " (overlap = auto: every rank on one host)")
+                                                : "");
     fflush(stdout);
 }
 
@@ -521,9 +527,15 @@ static int trainer_setup(ars_trainer *t, const ars_layer_spec *specs, int count)
         rc = ars_health_init(&t->health, &run->health, m->layer_count, (const char (*)[40])names, NULL,
                              ars_optimizer_name(run->optim.kind));
     free(names);
+    int overlap = run->overlap, single_host = 1;
+    if (overlap == ARS_OVERLAP_AUTO) {   /* collective: every rank calls it, failed or not */
+        int host_rc = ars_dist_single_host(t->dist, &single_host);
+        if (!rc) rc = host_rc;
+        overlap = !single_host;
+    }
     if (!rc)
         rc = ars_dist_plan_buckets(t->dist, &t->model, (size_t)(run->bucket_mb * 1048576.0),
-                                   (size_t)(run->first_bucket_mb * 1048576.0), run->overlap);
+                                   (size_t)(run->first_bucket_mb * 1048576.0), overlap);
     if (!rc && t->rank == 0 && t->options->metrics_path) {
         t->metrics = fopen(t->options->metrics_path, t->options->resume_path ? "a" : "w");
         if (!t->metrics)

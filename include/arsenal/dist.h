@@ -63,6 +63,10 @@ enum {
  * Without an active dist: rc, ARS_AGREED_SAME. */
 int ars_dist_agree(const ars_dist *dist, int rc, int *agreed);
 
+/* *single = 1 when every rank runs on this rank's host (shared memory);
+ * 1 without an active dist. Collective. */
+int ars_dist_single_host(const ars_dist *dist, int *single);
+
 /* Splits the model's gradient buffer into buckets of about bucket_bytes
  * (the first one small, first_bucket_bytes), along layer boundaries, in
  * backward order. */

@@ -19,6 +19,8 @@
 
 typedef enum { ARS_NONFINITE_SKIP, ARS_NONFINITE_STOP } ars_nonfinite_policy;
 
+enum { ARS_OVERLAP_AUTO = -1 };
+
 typedef struct ars_run_config {
     /* data */
     char data[32];            /* fashion-mnist | mnist | spirals | blobs | teacher | adding | copy */
@@ -39,7 +41,8 @@ typedef struct ars_run_config {
     float clip_value;         /* 0 = off */
     ars_nonfinite_policy nonfinite;
     /* data-parallel */
-    int overlap;              /* 1: bucketed all-reduce overlapping backward */
+    int overlap;              /* 1: bucketed all-reduce overlapping backward, 0: one all-reduce
+                               * after it, ARS_OVERLAP_AUTO: 0 when every rank is on one host */
     double bucket_mb, first_bucket_mb;
     int check_every;          /* parameter consistency check interval (steps), 0 = off */
     double watchdog_seconds;  /* collective timeout (watchdog.h), 0 = off */
