@@ -151,7 +151,7 @@ if ((!report_only)); then
     echo "run.sh: building in $build" >&2
     cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release -DARSENAL_TESTS=OFF >"$work/cmake.log" 2>&1 ||
         { cat "$work/cmake.log" >&2; exit 1; }
-    cmake --build "$build" -j 2 --target bench_step bench_allreduce arsenal >>"$work/cmake.log" 2>&1 ||
+    cmake --build "$build" -j 2 --target bench_step bench_allreduce bench_ckpt arsenal >>"$work/cmake.log" 2>&1 ||
         { tail -30 "$work/cmake.log" >&2; exit 1; }
     : >"$results"
     echo "start=$(cut -d' ' -f1-3 /proc/loadavg)" >"$work/load.txt"
@@ -202,6 +202,10 @@ if ((!report_only)); then
         done
         echo "tta_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/load.txt"
     fi
+    if ((!quick)); then   # the probes' cost and the checkpoint write against a raw write (909 MB)
+        echo "run.sh: probes and checkpoint write (bench_ckpt, $work)" >&2
+        OPENBLAS_NUM_THREADS=1 "$build/bench_ckpt" "$work" 3 | tag 1 none >>"$results"
+    fi
     echo "end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/load.txt"
     echo "run.sh: measured in $((SECONDS - start)) s; results in $results" >&2
 fi
@@ -225,10 +229,10 @@ fi
 
 [[ -f "$work/load.txt" ]] && sed 's/^/load_/' "$work/load.txt" >>"$work/machine.txt"
 
-"$python" - "$results" "$work/machine.txt" "$out" <<'PY'
+"$python" - "$results" "$work/machine.txt" "$out" "$repo" <<'PY'
 """Medians of the JSON lines -> Markdown. Ratios are medians of per-round
 ratios (each round ran both sides back to back)."""
-import json, sys, statistics
+import json, os, sys, statistics
 from collections import defaultdict
 
 results, machine_path, out = sys.argv[1:4]
@@ -431,6 +435,23 @@ if sync or pick(bench="scaling"):
         w("")
 
 TARGET = 0.88
+probes, ckpt = pick(bench="probes"), pick(bench="checkpoint")
+if probes or ckpt:
+    w("## Health probes and checkpoints (bench_ckpt)")
+    w("")
+    if probes:
+        p = probes[0]
+        w(f"Health probes (W1, 1 thread): a probe step costs {100 * p['probe_step_overhead']:.1f}% more than a "
+          f"plain one ({p['probe_step_ms']:.2f} vs {p['step_ms']:.2f} ms); at the default probe_every = 10 that is "
+          f"{100 * p['overhead_at_probe_every_10']:.1f}% of the step time (target < 3%).")
+        w("")
+    if ckpt:
+        c = ckpt[0]
+        w(f"Checkpoint write (`ars_ckpt_write`: {c['params'] / 1e6:.1f} M parameters with gradients and Adam m, v: "
+          f"{c['bytes'] / 1e6:.0f} MB, built in memory by HDF5, then written, fsynced and renamed) {c['ckpt_s']:.2f} s "
+          f"against fwrite + fsync of the same bytes {c['raw_s']:.2f} s: ratio {c['ratio']:.2f} (target <= 1.2).")
+        w("")
+
 tta = pick(bench="tta")
 if tta:
     def runs(impl, ranks, malloc):
@@ -513,6 +534,12 @@ if tta:
         w(f"PyTorch's process CPU time / wall time over its runs: {med(cpu):.2f} (1 thread: below 1, "
           "the process waited for a core that other work held; arsenal's runs shared the same machine).")
         w("")
+
+# The analysis of what limits each target is written by hand (from
+# profiles, with the commit it was made at) and appended as it is.
+limits = os.path.join(sys.argv[4], "bench", "limits.md")
+if os.path.exists(limits):
+    lines += ["", open(limits).read().rstrip()]
 
 open(out, "w").write("\n".join(lines) + "\n")
 print(f"run.sh: wrote {out}", file=sys.stderr)

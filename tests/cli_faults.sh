@@ -10,7 +10,7 @@
 #
 # The disk-full and read-only cases mount small tmpfs file systems: they
 # need root (or CAP_SYS_ADMIN) and are skipped, saying why, without it.
-# Checks marked PEND are known findings (docs/validation.md, "Known gaps"):
+# Checks marked PEND are known findings (docs/validation.md, "Findings"):
 # they are reported but do not fail the test unless ARSENAL_FAULTS_STRICT=1;
 # once fixed they pass and say so.
 set -uo pipefail

@@ -15,19 +15,6 @@
 #include "arsenal/error.h"
 #include "arsenal/model.h"
 
-/* Parses a run file's layer sections into specs. */
-static ars_layer_spec *load_specs(const char *text, int *count)
-{
-    ars_config config;
-    ars_run_config run;
-    ars_layer_spec *specs = NULL;
-    ARS_ASSERT_OK(ars_config_load_string(&config, text, "test.cfg"));
-    ARS_ASSERT_OK(ars_config_expand(&config));
-    ARS_ASSERT_OK(ars_run_config_load(&config, &run, &specs, count));
-    ars_config_free(&config);
-    return specs;
-}
-
 /* Bytes in use from malloc (heap chunks and mmapped blocks). */
 static double heap_bytes(void)
 {
@@ -41,7 +28,7 @@ static double heap_bytes(void)
 static void check_estimate(const char *label, const char *text, int in_dim, int rows)
 {
     int count;
-    ars_layer_spec *specs = load_specs(text, &count);
+    ars_layer_spec *specs = ars_test_load_specs(text, &count);
     ars_model_size size;
     ARS_ASSERT_OK(ars_model_estimate(specs, count, in_dim, rows, &size));
     const double before = heap_bytes();
@@ -86,7 +73,7 @@ static void test_estimate_matches_allocation(void **state)
 static void test_attention_scores_are_counted(void **state)
 {
     int count;
-    ars_layer_spec *specs = load_specs(RUN "[attention]\ntime = 1024\nheads = 8\n[mean_pool]\n[dense]\nunits = 3\n",
+    ars_layer_spec *specs = ars_test_load_specs(RUN "[attention]\ntime = 1024\nheads = 8\n[mean_pool]\n[dense]\nunits = 3\n",
                                        &count);
     ars_model_size size;
     ARS_ASSERT_OK(ars_model_estimate(specs, count, 1024 * 16, 64, &size));
@@ -102,7 +89,7 @@ static void test_attention_scores_are_counted(void **state)
 static void test_absurd_sizes_do_not_overflow(void **state)
 {
     int count;
-    ars_layer_spec *specs = load_specs(RUN "[dense]\nunits = 16777216\n[dense]\nunits = 16777216\n"
+    ars_layer_spec *specs = ars_test_load_specs(RUN "[dense]\nunits = 16777216\n[dense]\nunits = 16777216\n"
                                            "[dense]\nunits = 16777216\n[dense]\nunits = 3\n", &count);
     ars_model_size size;
     ARS_ASSERT_OK(ars_model_estimate(specs, count, 16777216, 16777216, &size));
@@ -112,7 +99,7 @@ static void test_absurd_sizes_do_not_overflow(void **state)
     free(specs);
 
     /* time x units past INT_MAX: refused by name, where an int would wrap */
-    specs = load_specs(RUN "[rnn]\ntime = 65536\nunits = 65536\n[last_step]\n[dense]\nunits = 3\n", &count);
+    specs = ars_test_load_specs(RUN "[rnn]\ntime = 65536\nunits = 65536\n[last_step]\n[dense]\nunits = 3\n", &count);
     assert_int_equal(ars_model_estimate(specs, count, 65536, 1, &size), ARS_EINVAL);
     assert_non_null(strstr(ars_error_message(), "test.cfg:3: layer 000_rnn: [rnn] output of 65536 steps"));
     ars_model model;
@@ -139,7 +126,7 @@ static void test_model_errors_name_file_and_line(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int count;
-        ars_layer_spec *specs = load_specs(cases[i].text, &count);
+        ars_layer_spec *specs = ars_test_load_specs(cases[i].text, &count);
         ars_model_size size;
         ars_model model;
         assert_int_equal(ars_model_estimate(specs, count, cases[i].in_dim, 4, &size), ARS_EINVAL);

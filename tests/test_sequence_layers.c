@@ -286,23 +286,10 @@ static void test_embedding(void **state)
     ars_model_destroy(&model);
 }
 
-/* Parses a run file's layer sections into specs. */
-static ars_layer_spec *load_specs(const char *text, int *count)
-{
-    ars_config config;
-    ars_run_config run;
-    ars_layer_spec *specs = NULL;
-    ARS_ASSERT_OK(ars_config_load_string(&config, text, "test.cfg"));
-    ARS_ASSERT_OK(ars_config_expand(&config));
-    ARS_ASSERT_OK(ars_run_config_load(&config, &run, &specs, count));
-    ars_config_free(&config);
-    return specs;
-}
-
 static void check_model_text(const char *text, int in_dim, int rows, uint64_t seed, const char *label)
 {
     int count;
-    ars_layer_spec *specs = load_specs(text, &count);
+    ars_layer_spec *specs = ars_test_load_specs(text, &count);
     ars_model model;
     ARS_ASSERT_OK(ars_model_create(&model, specs, count, in_dim, rows));
     ars_gradcheck_randomize_model(&model, seed);
@@ -351,7 +338,7 @@ static void test_transformer_sugar(void **state)
              "%s[seq_dense]\ntime = 7\nunits = 8\n[transformer]\nunits = 8\nheads = 4\ncausal = yes\n[mean_pool]\n",
              run_header);
     int count;
-    ars_layer_spec *specs = load_specs(text, &count);
+    ars_layer_spec *specs = ars_test_load_specs(text, &count);
     const char *kinds[] = {"seq_dense", "residual", "seq_layernorm", "attention", "residual_add", "residual",
                            "seq_layernorm", "seq_dense", "gelu", "seq_dense", "residual_add", "mean_pool"};
     assert_int_equal(count, 12);
@@ -369,7 +356,7 @@ static void test_transformer_sugar(void **state)
     /* a block whose width is not its input's is refused by name */
     snprintf(text, sizeof text, "%s[seq_dense]\ntime = 7\nunits = 8\n[transformer]\nunits = 6\n[mean_pool]\n",
              run_header);
-    specs = load_specs(text, &count);
+    specs = ars_test_load_specs(text, &count);
     ars_model model;
     assert_int_equal(ars_model_create(&model, specs, count, 14, 2), ARS_EINVAL);
     assert_non_null(strstr(ars_error_message(), "[transformer] units = 6"));
