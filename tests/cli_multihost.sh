@@ -112,6 +112,10 @@ lr = 0.01
 ckpt_every = 25
 log_every = 25
 check_every = 25
+; one gradient-sync mode on one host and across hosts: overlap = auto would
+; pick one MPI_Allreduce on one host and bucketed MPI_Iallreduce across hosts,
+; whose sums over 3 ranks may round differently
+overlap = on
 [dense]
 units = 32
 activation = tanh
