@@ -51,6 +51,9 @@ contains() { grep -q -F -- "$2" "$1"; }
 lacks() { ! grep -q -F -- "$2" "$1"; }
 once() { [ "$(grep -c -F -- "$2" "$1")" -eq 1 ]; }
 is() { [ "$1" -eq "$2" ]; }
+# (a check is one command: `check NAME [ a ] && [ b ]` would check only a)
+failed_not_hung() { [ "$1" -ne 0 ] && [ "$1" -ne 124 ]; }   # failed_not_hung STATUS
+clean_error_within() { [ "$1" -eq 1 ] && [ $((SECONDS - $2)) -lt "$3" ]; }   # STATUS START SECONDS
 quietly() { "$@" > /dev/null 2>&1; }
 no_match() { ! compgen -G "$1" > /dev/null; }
 show() { sed 's/^/     | /' "$1" | head -n "${2:-3}"; }   # the message, for the log
@@ -124,7 +127,7 @@ if mount_tmpfs "$work/full" 200k; then
     # One checkpoint of this model is ~120 KB: the first fits, the second does not.
     run "$work/out" "$bin" train "$work/small.cfg" --ckpt-dir "$work/full"
     show "$work/out" 100 | grep -E 'arsenal:|Segmentation' | head -3
-    check "disk full: the run fails" [ $status -ne 0 ] && [ $status -ne 124 ]
+    check "disk full: the run fails" failed_not_hung $status
     check "disk full: exit status 1, no crash at exit" is $status 1
     check "disk full: the message says the disk is full" contains "$work/out" "disk full"
     check "disk full: it names the checkpoint" contains "$work/out" "writing checkpoint $work/full/ckpt-"
@@ -142,7 +145,7 @@ if mount_tmpfs "$work/full" 200k; then
     rm -f "$work/full/"*
     start=$SECONDS
     run "$work/out" "${mpi[@]}" -n 2 "$bin" train "$work/small.cfg" --ckpt-dir "$work/full"
-    check "disk full, 2 ranks: the job fails" [ $status -ne 0 ] && [ $status -ne 124 ]
+    check "disk full, 2 ranks: the job fails" failed_not_hung $status
     check "disk full, 2 ranks: it ends within a minute" [ $((SECONDS - start)) -lt 60 ]
     check "disk full, 2 ranks: the message appears once" once "$work/out" "disk full"
     check "disk full, 2 ranks: the previous checkpoint survives" [ -f "$work/full/ckpt-00000002.h5" ]
@@ -165,7 +168,7 @@ if mount_tmpfs "$work/ro" 2m && "$bin" train "$work/small.cfg" --set run.max_ste
     check "read-only: ... and checkpoints elsewhere" [ -f "$work/rw/latest.h5" ]
     start=$SECONDS
     run "$work/out" "${mpi[@]}" -n 2 "$bin" train "$work/small.cfg" --ckpt-dir "$work/ro"
-    check "read-only --ckpt-dir, 2 ranks: the job fails" [ $status -ne 0 ] && [ $status -ne 124 ]
+    check "read-only --ckpt-dir, 2 ranks: the job fails" failed_not_hung $status
     check "read-only --ckpt-dir, 2 ranks: it ends within a minute" [ $((SECONDS - start)) -lt 60 ]
     check "read-only --ckpt-dir, 2 ranks: the message appears once" once "$work/out" "not writable"
     check "read-only: the checkpoint there is intact" quietly "$bin" train "$work/small.cfg" --set run.max_steps=5 \
@@ -282,7 +285,7 @@ absurd() {   # absurd NAME EXPECTED-FRAGMENT ARGS...: arsenal train small.cfg AR
     local name="$1" expected="$2"; shift 2
     local start=$SECONDS
     run "$work/out" "$bin" train "$work/small.cfg" "$@"
-    check "absurd: $name: exit status 1 at once" [ $status -eq 1 ] && [ $((SECONDS - start)) -lt 20 ]
+    check "absurd: $name: exit status 1 at once" clean_error_within $status $start 20
     check "absurd: $name: message" contains "$work/out" "$expected"
 }
 absurd "negative units" "--set dense.units = '-1': expected an integer in 1..16777216" --set dense.units=-1
@@ -322,7 +325,7 @@ else
     run "$work/out" bash -c 'ulimit -v 2000000 && exec "$@"' limited "$bin" train "$work/small.cfg" \
         --set run.data=blobs --set run.train_samples=100000000 --set dense#2.units=4
     show "$work/out" 1
-    check "absurd: 10^8 blobs samples in 2 GB: a clean error at once" [ $status -eq 1 ] && [ $((SECONDS - start)) -lt 20 ]
+    check "absurd: 10^8 blobs samples in 2 GB: a clean error at once" clean_error_within $status $start 20
     check "absurd: 10^8 blobs samples in 2 GB: says memory" contains "$work/out" \
         "[run] data = blobs with train_samples = 100000000 and test_samples = 32 needs about 6.7 GiB per rank"
 fi
@@ -331,13 +334,13 @@ start=$SECONDS
 run "$work/out" "$bin" train "$work/small.cfg" --set run.data=adding --set run.seq_len=16777216 \
     --set run.train_samples=1000000
 show "$work/out" 1
-check "absurd: 10^6 adding sequences of 2^24 steps: refused at once" [ $status -eq 1 ] && [ $((SECONDS - start)) -lt 20 ]
+check "absurd: 10^6 adding sequences of 2^24 steps: refused at once" clean_error_within $status $start 20
 check "absurd: 10^6 adding sequences of 2^24 steps: says memory" contains "$work/out" \
     "[run] data = adding with train_samples = 1000000 and test_samples = 32 needs about"
 
 # Both ranks parse the same file: both fail alike, rank 0 speaks once.
 run "$work/out" "${mpi[@]}" -n 2 "$bin" train "$work/small.cfg" --set run.batch=-3
-check "absurd, 2 ranks: the job fails" [ $status -ne 0 ] && [ $status -ne 124 ]
+check "absurd, 2 ranks: the job fails" failed_not_hung $status
 check "absurd, 2 ranks: the message appears once" once "$work/out" "run.batch = '-3'"
 check "absurd, 2 ranks: no MPI_Abort" lacks "$work/out" "MPI_ABORT"
 # Run files that differ between ranks: the rank whose copy is bad says so,

@@ -80,7 +80,7 @@ timeout 120 "${mpi[@]}" -n 1 "$bin" train "$src/examples/mlp-fmnist.cfg" --set r
     : -n 1 "$bin" train "$src/examples/mlp-fmnist.cfg" --set run.max_steps=1 --set run.data_dir="$work/nowhere" \
     > "$work/out" 2>&1
 status=$?
-check "a rank without data fails the job" [ $status -ne 0 ] && [ $status -ne 124 ]
+check "a rank without data fails the job" bash -c "[ $status -ne 0 ] && [ $status -ne 124 ]"
 check "it ends within a minute" [ $(( $(date +%s) - start )) -lt 60 ]
 check "the failing rank and path are named" contains "$work/out" "rank 1 on host"
 check "the message appears once" [ "$(grep -c 'rank 1 on host' "$work/out")" -eq 1 ]
