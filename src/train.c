@@ -280,8 +280,9 @@ static void write_step_metrics(ars_trainer *t, const ars_history_step *r, double
             samples_per_second);
 }
 
-/* One optimization step on the current batch. */
-static int train_step(ars_trainer *t, ars_batch *batch, int epoch, int64_t step, int probe,
+/* One optimization step on the current batch. probe: the history records
+ * this step's per-layer figures; histogram: and its gradient histograms. */
+static int train_step(ars_trainer *t, ars_batch *batch, int epoch, int64_t step, int probe, int histogram,
                       ars_history_step *record)
 {
     const ars_run_config *run = t->run;
@@ -330,7 +331,6 @@ static int train_step(ars_trainer *t, ars_batch *batch, int epoch, int64_t step,
      * gradient itself is needed: by clip-by-value, or by the history's
      * per-layer norms and histograms on this step. */
     float grad_scale = (float)record->clip_scale;
-    int histogram = run->histogram_every && step % run->histogram_every == 0;
     if (grad_scale < 1 && (probe || histogram || run->clip_value > 0)) {
         ars_scale(grads, n, grad_scale);
         grad_scale = 1;
@@ -376,14 +376,15 @@ static int train_loop(ars_trainer *t)
         if (rc) break;
         int probe = t->step % run->probe_every == 0;
         ars_history_step record;
-        rc = train_step(t, &t->batch, epoch, t->step, probe, &record);
+        int histogram = run->histogram_every && t->step % run->histogram_every == 0;
+        rc = train_step(t, &t->batch, epoch, t->step, probe, histogram, &record);
         if (rc) break;
         /* probe steps, and every non-finite step, go into the history */
         if (probe || record.nonfinite)
             rc = record_probes(t, &record, record.skipped ? NULL : t->params_before, probe);
         if (!rc && (probe || record.nonfinite) && t->rank == 0)
             rc = ars_health_update(&t->health, &t->history, t->options->quiet ? NULL : stdout);
-        if (!rc && run->histogram_every && t->step % run->histogram_every == 0)
+        if (!rc && histogram)
             rc = ars_history_add_histograms(&t->history, t->step, t->model.grads, t->layer_offsets,
                                             t->layer_sizes);
         if (rc) break;
