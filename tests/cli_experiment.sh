@@ -12,13 +12,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 export OPENBLAS_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mpi=(mpiexec -n 2 --oversubscribe --mca mpi_yield_when_idle 1)
-passed=0 failed=0
-
-check() {   # check NAME CONDITION-COMMAND...
-    local name="$1"; shift
-    if "$@"; then passed=$((passed + 1)); echo "ok   $name"
-    else failed=$((failed + 1)); echo "FAIL $name"; fi
-}
+source "$(dirname "$0")/testutil.sh"
 contains() { grep -q -- "$2" "$1"; }
 nonempty_png() { [ -s "$1" ] && [ "$(head -c 4 "$1" | tail -c 3)" = "PNG" ]; }
 

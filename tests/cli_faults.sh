@@ -33,13 +33,9 @@ cleanup() {
 trap cleanup EXIT
 export OPENBLAS_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mpi=(mpiexec --oversubscribe --mca mpi_yield_when_idle 1)
-passed=0 failed=0 skipped=0 pending=0
+skipped=0 pending=0
 
-check() {   # check NAME COMMAND...
-    local name="$1"; shift
-    if "$@"; then passed=$((passed + 1)); echo "ok   $name"
-    else failed=$((failed + 1)); echo "FAIL $name"; fi
-}
+source "$(dirname "$0")/testutil.sh"
 pend() {    # pend NAME FINDING COMMAND...: a check that fails until a known finding is fixed
     local name="$1" finding="$2"; shift 2
     if "$@"; then passed=$((passed + 1)); echo "ok   $name (finding $finding looks fixed: make this a plain check)"

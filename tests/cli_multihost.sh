@@ -29,18 +29,14 @@ set -uo pipefail
 bin="${ARSENAL_BINARY:?ARSENAL_BINARY is not set (run through ctest)}"
 src="${ARSENAL_SOURCE_DIR:?ARSENAL_SOURCE_DIR is not set (run through ctest)}"
 netns="$src/tests/netns"
-passed=0 failed=0 skipped=0
+skipped=0
 
 skip_all() {
     echo "SKIP: cli_multihost: $*"
     echo "0 passed, 0 failed, 1 skipped"
     exit 0
 }
-check() {   # check NAME COMMAND...
-    local name="$1"; shift
-    if "$@"; then passed=$((passed + 1)); echo "ok   $name"
-    else failed=$((failed + 1)); echo "FAIL $name"; fi
-}
+source "$(dirname "$0")/testutil.sh"
 skip() { skipped=$((skipped + 1)); echo "SKIP $*"; }
 contains() { grep -Eq -- "$2" "$1"; }
 seconds_since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }

@@ -12,13 +12,7 @@ trap 'rm -rf "$work"' EXIT
 export OPENBLAS_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mpi=("${ARSENAL_MPIEXEC:-mpiexec}")
 grep -q "Open MPI" <<< "$("${mpi[0]}" --version 2>&1)" && mpi+=(--oversubscribe --mca mpi_yield_when_idle 1)
-passed=0 failed=0
-
-check() {   # check NAME CONDITION-COMMAND...
-    local name="$1"; shift
-    if "$@"; then passed=$((passed + 1)); echo "ok   $name"
-    else failed=$((failed + 1)); echo "FAIL $name"; fi
-}
+source "$(dirname "$0")/testutil.sh"
 contains() { grep -q -- "$2" "$1"; }
 
 # Help and usage errors.
