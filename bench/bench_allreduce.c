@@ -1,12 +1,15 @@
 /* bench_allreduce: data-parallel figures of workload W1 (MLP 784-1024-
  * 1024-10, batch 128 per rank, Adam, clip 1.0), run under mpirun -np 2:
- *   sync    the gradient all-reduce through arsenal's dist (planned buckets,
- *           backward hook, finish) vs one raw MPI_Allreduce of the same bytes;
+ *   sync    the gradient sum through arsenal's dist in the trainer's default
+ *           mode (hook after each layer, finish; in shared memory that
+ *           includes the sum of squares for the clip norm) vs one raw
+ *           MPI_Allreduce of the same bytes;
  *   buckets a bucket-size sweep (sync alone and full training steps);
  *   scaling samples/s of W1 training on 1 rank (the others idle) vs all ranks;
- *   overlap training steps with overlap on, off, and without communication
- *           (every rank computing alone): the share of the communication
- *           cost that overlap hides.
+ *   overlap training steps with each gradient sum (overlapped buckets, one
+ *           all-reduce, shared memory) and without communication (every
+ *           rank computing alone): the share of the communication cost
+ *           that overlap hides, and what each sum costs.
  * Every repetition runs all variants back to back (interleaved), so a busy
  * moment hits them alike; run.sh takes medians. One JSON line per
  * measurement on rank 0's stdout. */
@@ -138,7 +141,7 @@ static int train_step(trainer *t, ars_dist *dist)
     TRY_RC(ars_model_backward(m, &pass, t->dlogits, ars_dist_backward_hook, dist));
     TRY_RC(ars_dist_finish_gradients(dist));
     if (dist) t->wait_seconds += dist->sync_seconds;
-    double norm = ars_l2_norm(m->grads, m->param_count);
+    double norm = sqrt(ars_dist_grad_sum_squares(dist, m->grads, m->param_count));
     if (isfinite(norm) && isfinite(loss_sum)) {
         float scale = ars_clip_scale_for_norm(norm, 1.0f);   /* applied in the optimizer's pass */
         ars_optimizer_step_scaled(&t->opt, m->params, m->grads, scale, 1e-3f);
@@ -212,10 +215,10 @@ static int time_raw_allreduce(trainer *t, int iters, double *seconds)
     return 0;
 }
 
-static int plan(trainer *t, double bucket_mb, double first_mb, int overlap)
+static int plan(trainer *t, double bucket_mb, double first_mb, ars_grad_sync mode)
 {
     return ars_dist_plan_buckets(&t->dist, &t->model, (size_t)(bucket_mb * 1048576.0),
-                                 (size_t)(first_mb * 1048576.0), overlap);
+                                 (size_t)(first_mb * 1048576.0), mode);
 }
 
 static void head(const char *kind, int threads)
@@ -242,44 +245,52 @@ static int run(const options *o)
     }
     /* warm-up: every path once */
     memset(t.model.grads, 0, sizeof(float) * t.model.param_count);
-    TRY_RC(plan(&t, 4, 1, 1));
-    for (int i = 0; i < o->warmup; i++) TRY_RC(train_step(&t, &t.dist));
+    for (ars_grad_sync mode = ARS_SYNC_ALLREDUCE; mode <= ARS_SYNC_SHARED; mode++) {
+        TRY_RC(plan(&t, 4, 1, mode));
+        for (int i = 0; i < o->warmup; i++) TRY_RC(train_step(&t, &t.dist));
+    }
     for (int i = 0; i < o->warmup; i++) TRY_RC(train_step(&t, NULL));
     double dummy;
     TRY_RC(time_raw_allreduce(&t, 2, &dummy));
 
-    /* the trainer's default (overlap = auto): no overlap when every rank is on one host */
+    /* the trainer's default (gradient_sync = auto): shared memory when every
+     * rank is on one host, overlapped buckets across hosts */
     int single_host;
     TRY_RC(ars_dist_single_host(&t.dist, &single_host));
-    const int default_overlap = !single_host;
+    const ars_grad_sync default_mode = single_host ? ARS_SYNC_SHARED : ARS_SYNC_OVERLAP;
     for (int rep = 0; rep < o->reps; rep++) {
-        /* sync alone: arsenal (default buckets and overlap mode) vs raw */
-        double sync_dist, sync_raw, one, nocomm, on, off, wait_on, wait_off, chosen;
-        TRY_RC(plan(&t, 4, 1, default_overlap));
+        /* sync alone: arsenal (default buckets and mode) vs raw */
+        double sync_dist, sync_raw, one, nocomm, on, off, shared, wait_on, wait_off, wait_shared, chosen;
+        TRY_RC(plan(&t, 4, 1, default_mode));
         memset(t.model.grads, 0, sizeof(float) * t.model.param_count);
         TRY_RC(time_dist_sync(&t, o->sync_iters, &sync_dist));
         TRY_RC(time_raw_allreduce(&t, o->sync_iters, &sync_raw));
         if (rank_ == 0) {
             head("sync", threads);
-            printf(",\"rep\":%d,\"buckets\":%d,\"overlap\":%d,\"dist_ms\":%.4f,\"raw_ms\":%.4f,"
-                   "\"dist_over_raw\":%.4f,\"raw_gbps\":%.3f}\n", rep, t.dist.bucket_count, default_overlap,
+            printf(",\"rep\":%d,\"buckets\":%d,\"mode\":\"%s\",\"dist_ms\":%.4f,\"raw_ms\":%.4f,"
+                   "\"dist_over_raw\":%.4f,\"raw_gbps\":%.3f}\n", rep, t.dist.bucket_count, ars_grad_sync_name(default_mode),
                    sync_dist * 1e3, sync_raw * 1e3, sync_dist / sync_raw, bytes / sync_raw * 1e-9);
         }
         /* scaling and overlap: 1 rank, all ranks without communication,
-         * all ranks with overlap on, off */
+         * all ranks with each gradient sum (overlap on, off, shared memory) */
         TRY_RC(time_one_rank(&t, o->steps, &one));
         TRY_RC(time_steps(&t, NULL, o->steps, &nocomm));
-        TRY_RC(plan(&t, 4, 1, 1));
+        TRY_RC(plan(&t, 4, 1, ARS_SYNC_OVERLAP));
         t.wait_seconds = 0;
         TRY_RC(time_steps(&t, &t.dist, o->steps, &on));
         wait_on = t.wait_seconds / o->steps;
-        TRY_RC(plan(&t, 4, 1, 0));
+        TRY_RC(plan(&t, 4, 1, ARS_SYNC_ALLREDUCE));
         t.wait_seconds = 0;
         TRY_RC(time_steps(&t, &t.dist, o->steps, &off));
         wait_off = t.wait_seconds / o->steps;
-        chosen = default_overlap ? on : off;   /* the scaling the trainer gets by default */
-        double rates[2] = {wait_on, wait_off};
-        MPI_Allreduce(MPI_IN_PLACE, rates, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+        TRY_RC(plan(&t, 4, 1, ARS_SYNC_SHARED));
+        t.wait_seconds = 0;
+        TRY_RC(time_steps(&t, &t.dist, o->steps, &shared));
+        wait_shared = t.wait_seconds / o->steps;
+        /* the scaling the trainer gets by default */
+        chosen = default_mode == ARS_SYNC_SHARED ? shared : on;
+        double rates[3] = {wait_on, wait_off, wait_shared};
+        MPI_Allreduce(MPI_IN_PLACE, rates, 3, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
         if (rank_ == 0) {
             double sps1 = BATCH / one, spsn = (double)BATCH * world_ / chosen;
             head("scaling", threads);
@@ -289,16 +300,18 @@ static int run(const options *o)
             double exposed_off = off - nocomm, exposed_on = on - nocomm;
             head("overlap", threads);
             printf(",\"rep\":%d,\"steps\":%d,\"nocomm_ms\":%.4f,\"overlap_on_ms\":%.4f,\"overlap_off_ms\":%.4f,"
-                   "\"wait_on_ms\":%.4f,\"wait_off_ms\":%.4f,\"exposed_on_ms\":%.4f,\"exposed_off_ms\":%.4f,"
+                   "\"shared_ms\":%.4f,\"wait_on_ms\":%.4f,\"wait_off_ms\":%.4f,\"wait_shared_ms\":%.4f,"
+                   "\"exposed_on_ms\":%.4f,\"exposed_off_ms\":%.4f,\"exposed_shared_ms\":%.4f,"
                    "\"hidden_share\":%.4f,\"wait_hidden_share\":%.4f}\n",
-                   rep, o->steps, nocomm * 1e3, on * 1e3, off * 1e3, rates[0] * 1e3, rates[1] * 1e3,
-                   exposed_on * 1e3, exposed_off * 1e3, exposed_off > 0 ? 1.0 - exposed_on / exposed_off : NAN,
+                   rep, o->steps, nocomm * 1e3, on * 1e3, off * 1e3, shared * 1e3, rates[0] * 1e3, rates[1] * 1e3,
+                   rates[2] * 1e3, exposed_on * 1e3, exposed_off * 1e3, (shared - nocomm) * 1e3,
+                   exposed_off > 0 ? 1.0 - exposed_on / exposed_off : NAN,
                    rates[1] > 0 ? 1.0 - rates[0] / rates[1] : NAN);
         }
         /* bucket-size sweep: sync alone and full steps, overlap on */
         for (int s = 0; s < sweeps; s++) {
             double mb = sweep_mb[s], first = mb < 1 ? mb : 1, sync, step;
-            TRY_RC(plan(&t, mb, first, 1));
+            TRY_RC(plan(&t, mb, first, ARS_SYNC_OVERLAP));
             memset(t.model.grads, 0, sizeof(float) * t.model.param_count);
             TRY_RC(time_dist_sync(&t, o->sync_iters, &sync));
             TRY_RC(time_steps(&t, &t.dist, o->steps, &step));

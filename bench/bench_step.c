@@ -310,7 +310,7 @@ static int train_step(bench *b, int profile)
         t0 = t1;
     }
     const size_t n = m->param_count;
-    double norm = ars_l2_norm(m->grads, n);
+    double norm = sqrt(ars_dist_grad_sum_squares(dist, m->grads, n));   /* as train_step */
     double loss = loss_sum / w->batch;
     float lr = w->optim.lr;
     if (isfinite(norm) && isfinite(loss)) {

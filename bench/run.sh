@@ -393,11 +393,14 @@ if sync or pick(bench="scaling"):
     w("")
     if sync:
         d = med([s["dist_ms"] for s in sync]); r = med([s["raw_ms"] for s in sync])
-        mode = ("overlap on: bucketed MPI_Iallreduce from the backward hook, then finish" if sync[0].get("overlap")
-                else "overlap = auto on one host: one MPI_Allreduce after backward")
+        modes = {"shared_memory": "gradient_sync = auto on one host: shared memory, each rank sums a slice "
+                                  "and its sum of squares (the clip norm comes with it)",
+                 "overlap": "gradient_sync = auto across hosts: bucketed MPI_Iallreduce from the backward hook, "
+                            "then finish; 4 MB buckets / 1 MB first",
+                 "allreduce": "one MPI_Allreduce after backward"}
+        mode = modes.get(sync[0].get("mode"), sync[0].get("mode"))
         w("Gradient sync alone (7.1 MB of float gradients, no compute): arsenal's dist with the trainer's "
-          f"defaults ({mode}; 4 MB buckets / 1 MB first, {sync[0]['buckets']} "
-          f"buckets) {f(d)} ms vs one raw MPI_Allreduce of the same bytes {f(r)} ms: ratio "
+          f"defaults ({mode}) {f(d)} ms vs one raw MPI_Allreduce of the same bytes {f(r)} ms: ratio "
           f"{f(med([s['dist_over_raw'] for s in sync]), '{:.2f}')} "
           f"(raw {f(med([s['raw_gbps'] for s in sync]), '{:.2f}')} GB/s).")
         w("")
@@ -415,11 +418,15 @@ if sync or pick(bench="scaling"):
     w("")
     ov = pick(bench="overlap")
     if ov:
-        w("Overlap (arsenal, step ms on 2 ranks): "
-          f"no communication {f(med([o['nocomm_ms'] for o in ov]))}, overlap on {f(med([o['overlap_on_ms'] for o in ov]))}, "
-          f"overlap off {f(med([o['overlap_off_ms'] for o in ov]))}; exposed communication "
-          f"{f(med([o['exposed_on_ms'] for o in ov]))} ms (on) vs {f(med([o['exposed_off_ms'] for o in ov]))} ms (off): "
-          f"share hidden by overlap {f(med([o['hidden_share'] for o in ov]), '{:.2f}')} "
+        shared = [o for o in ov if "shared_ms" in o]
+        w("Gradient sums compared (arsenal, step ms on 2 ranks): "
+          f"no communication {f(med([o['nocomm_ms'] for o in ov]))}, "
+          + (f"shared memory {f(med([o['shared_ms'] for o in shared]))}, " if shared else "")
+          + f"overlapped buckets {f(med([o['overlap_on_ms'] for o in ov]))}, "
+          f"one MPI_Allreduce {f(med([o['overlap_off_ms'] for o in ov]))}; exposed communication "
+          + (f"{f(med([o['exposed_shared_ms'] for o in shared]))} ms (shared memory), " if shared else "")
+          + f"{f(med([o['exposed_on_ms'] for o in ov]))} ms (overlap) vs {f(med([o['exposed_off_ms'] for o in ov]))} ms "
+          f"(one all-reduce): share hidden by overlap {f(med([o['hidden_share'] for o in ov]), '{:.2f}')} "
           f"(by the wait inside ars_dist_finish_gradients: {f(med([o['wait_hidden_share'] for o in ov]), '{:.2f}')}).")
         w("")
     bk = pick(bench="bucket")

@@ -6,22 +6,24 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Four independent partial sums: double reductions cannot be reordered by
- * the compiler without -ffast-math, so give it the parallelism explicitly
- * (and keep the result independent of flags). */
+#include "simd.h"
+
+/* Sixteen independent partial sums, combined in a fixed tree: double
+ * reductions cannot be reordered by the compiler without -ffast-math, so
+ * the source gives it the parallelism (four AVX2 registers of four
+ * doubles, enough to hide the adds' latency) and fixes the order, which
+ * keeps the result the same at any vector width and with any flags. */
+ARS_VECTOR_CLONES
 double ars_sum_squares(const float *x, size_t n)
 {
-    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    double acc[16] = {0};
     size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        double a = x[i], b = x[i + 1], c = x[i + 2], d = x[i + 3];
-        s0 += a * a;
-        s1 += b * b;
-        s2 += c * c;
-        s3 += d * d;
-    }
-    for (; i < n; i++) s0 += (double)x[i] * x[i];
-    return (s0 + s1) + (s2 + s3);
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) acc[j] += (double)x[i + j] * x[i + j];
+    for (; i < n; i++) acc[0] += (double)x[i] * x[i];
+    for (int width = 8; width >= 1; width /= 2)
+        for (int j = 0; j < width; j++) acc[j] += acc[j + width];
+    return acc[0];
 }
 
 double ars_l2_norm(const float *x, size_t n) { return sqrt(ars_sum_squares(x, n)); }

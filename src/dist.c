@@ -1,15 +1,24 @@
 /* dist: MPI collectives for data-parallel training. Every call checks its
  * MPI return code (the communicator uses MPI_ERRORS_RETURN) and turns it
  * into an arsenal error, so a failing collective is reported, not fatal. */
+#define _POSIX_C_SOURCE 200809L
 #include "arsenal/dist.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "arsenal/clip.h"
 #include "arsenal/error.h"
 #include "arsenal/model.h"
+#include "simd.h"
 
 static int mpi_failed(int rc, const char *what)
 {
@@ -32,16 +41,37 @@ int ars_dist_create(ars_dist *dist, MPI_Comm comm)
     MPI_Comm_set_errhandler(dist->comm, MPI_ERRORS_RETURN);
     MPI_Comm_rank(dist->comm, &dist->rank);
     MPI_Comm_size(dist->comm, &dist->size);
-    dist->overlap = 1;
+    dist->mode = ARS_SYNC_OVERLAP;
     dist->side_request = MPI_REQUEST_NULL;
     return 0;
 }
 
+static void release_segment(ars_dist *dist)
+{
+    if (dist->segment) munmap(dist->segment, dist->segment_bytes);
+    dist->segment = NULL;
+    dist->segment_bytes = 0;
+    free(dist->peer_grads);
+    dist->peer_grads = NULL;
+}
+
 void ars_dist_destroy(ars_dist *dist)
 {
+    release_segment(dist);
     if (dist->comm != MPI_COMM_NULL && dist->comm != 0) MPI_Comm_free(&dist->comm);
     free(dist->buckets);
     memset(dist, 0, sizeof *dist);
+}
+
+const char *ars_grad_sync_name(ars_grad_sync mode)
+{
+    switch (mode) {
+    case ARS_SYNC_AUTO: return "auto";
+    case ARS_SYNC_ALLREDUCE: return "allreduce";
+    case ARS_SYNC_OVERLAP: return "overlap";
+    case ARS_SYNC_SHARED: return "shared_memory";
+    }
+    return "unknown";
 }
 
 int ars_dist_allreduce_double(const ars_dist *dist, double *values, int count)
@@ -140,15 +170,125 @@ int ars_dist_single_host(const ars_dist *dist, int *single)
     return 0;
 }
 
+/* Bytes of one rank's part of the segment: its gradients, then (in a
+ * cache line of its own) the sum of squares of the slice it reduced. */
+static size_t segment_part_bytes(size_t count) { return ((count * sizeof(float) + 63) & ~(size_t)63) + 64; }
+
+static double *partial_slot(const ars_dist *dist, int rank)
+{
+    return (double *)((char *)dist->peer_grads[rank] + segment_part_bytes(dist->grad_count) - 64);
+}
+
+/* One shared-memory segment holding every rank's gradient buffer. Rank 0
+ * creates a POSIX shared-memory object and reserves all of it with
+ * posix_fallocate, so a full /dev/shm is an error here rather than a
+ * SIGBUS in the middle of a step (MPI_Win_allocate_shared only warned and
+ * then hung, measured); every rank maps it, then rank 0 unlinks the name:
+ * nothing is left behind even if the job is killed. Returns 0, or 1 with
+ * the reason in why (every rank alike); ARS_EMPI if a collective fails. */
+static int map_segment(ars_dist *dist, size_t count, char *why, size_t why_size)
+{
+    const size_t part = segment_part_bytes(count), bytes = part * (size_t)dist->size;
+    struct {
+        int err;
+        char name[48];
+        size_t bytes;
+    } offer = {0, "", bytes};
+    if (dist->rank == 0) {
+        static unsigned serial;   /* a fresh name for every plan of this process */
+        snprintf(offer.name, sizeof offer.name, "/arsenal-grads-%ld-%u", (long)getpid(), serial++);
+        int fd = shm_open(offer.name, O_RDWR | O_CREAT | O_EXCL, 0600);
+        offer.err = fd < 0 ? errno : posix_fallocate(fd, 0, (off_t)bytes);
+        if (fd >= 0) close(fd);
+        if (offer.err && fd >= 0) shm_unlink(offer.name);
+    }
+    MPI_CHECK(MPI_Bcast(&offer, sizeof offer, MPI_BYTE, 0, dist->comm), "MPI_Bcast (shared-memory segment)");
+    /* a rank whose model failed to build holds another size: it must not
+     * map past the end of the object (SIGBUS) */
+    int err = offer.err ? offer.err : offer.bytes != bytes ? EINVAL : 0;
+    void *base = MAP_FAILED;
+    if (!err) {
+        int fd = shm_open(offer.name, O_RDWR, 0);
+        if (fd < 0) {
+            err = errno;
+        } else {
+            base = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+            if (base == MAP_FAILED) err = errno;
+            close(fd);
+        }
+    }
+    int worst = 0;
+    int mpi_rc = MPI_Allreduce(&err, &worst, 1, MPI_INT, MPI_MAX, dist->comm);
+    if (dist->rank == 0 && !offer.err) shm_unlink(offer.name);   /* every rank has mapped it, or failed */
+    if (mpi_rc != MPI_SUCCESS || worst) {
+        if (base != MAP_FAILED) munmap(base, bytes);
+        if (mpi_rc != MPI_SUCCESS) return mpi_failed(mpi_rc, "MPI_Allreduce (shared-memory segment)");
+        snprintf(why, why_size, "cannot share %.1f MiB of gradients in /dev/shm: %s", (double)bytes / 1048576.0,
+                 strerror(err ? err : worst));
+        return 1;
+    }
+    dist->segment = base;
+    dist->segment_bytes = bytes;
+    dist->peer_grads = calloc((size_t)dist->size, sizeof *dist->peer_grads);
+    if (!dist->peer_grads) return ars_error(ARS_ENOMEM, "dist: out of memory");
+    for (int r = 0; r < dist->size; r++) dist->peer_grads[r] = (float *)(void *)((char *)base + part * (size_t)r);
+    return 0;
+}
+
+/* Resolves mode (auto, or shared memory that may not be possible) into the
+ * sum this dist will do, with the reason in dist->sync_note. */
+static int choose_sync(ars_dist *dist, ars_model *model, ars_grad_sync mode)
+{
+    dist->sync_note[0] = 0;
+    if (!ars_dist_active(dist) || (mode != ARS_SYNC_AUTO && mode != ARS_SYNC_SHARED)) {
+        dist->mode = mode == ARS_SYNC_AUTO ? ARS_SYNC_ALLREDUCE : mode;
+        return 0;
+    }
+    int single = 0, rc = ars_dist_single_host(dist, &single);
+    if (rc) return rc;
+    if (!single) {
+        if (mode == ARS_SYNC_SHARED)
+            return ars_error(ARS_EINVAL, "gradient_sync = shared_memory needs every rank on one host; these %d "
+                                         "ranks run on several (use auto, overlap or allreduce)", dist->size);
+        dist->mode = ARS_SYNC_OVERLAP;
+        snprintf(dist->sync_note, sizeof dist->sync_note, "ranks on several hosts");
+        return 0;
+    }
+    char why[160];
+    rc = map_segment(dist, model->param_count, why, sizeof why);
+    if (rc == 1) {
+        if (mode == ARS_SYNC_SHARED)
+            return ars_error(ARS_EIO, "gradient_sync = shared_memory: %s (gradient_sync = allreduce needs none)", why);
+        dist->mode = ARS_SYNC_ALLREDUCE;
+        snprintf(dist->sync_note, sizeof dist->sync_note, "every rank on one host, but %s", why);
+        return 0;
+    }
+    if (rc) return rc;
+    memset(dist->peer_grads[dist->rank], 0, segment_part_bytes(model->param_count));
+    dist->mode = ARS_SYNC_SHARED;
+    snprintf(dist->sync_note, sizeof dist->sync_note, "every rank on one host");
+    return ars_model_move_grads(model, dist->peer_grads[dist->rank]);
+}
+
 int ars_dist_plan_buckets(ars_dist *dist, ars_model *model, size_t bucket_bytes, size_t first_bucket_bytes,
-                          int overlap)
+                          ars_grad_sync mode)
 {
     if (!dist) return 0;
     free(dist->buckets);
     dist->buckets = NULL;
     dist->bucket_count = 0;
+    /* a model planned before in shared memory takes its gradients back
+     * before the segment goes */
+    if (dist->segment && model->grads == dist->peer_grads[dist->rank]) {
+        int rc = ars_model_move_grads(model, NULL);
+        if (rc) return rc;
+    }
+    release_segment(dist);
+    dist->grad_count = model->param_count;
+    dist->sum_squares_ready = 0;
+    int rc = choose_sync(dist, model, mode);
+    if (rc) return rc;
     dist->grads = model->grads;
-    dist->overlap = overlap;
     if (bucket_bytes < sizeof(float)) bucket_bytes = sizeof(float);
     if (first_bucket_bytes < sizeof(float)) first_bucket_bytes = bucket_bytes;
     dist->buckets = calloc((size_t)model->layer_count + 1, sizeof *dist->buckets);
@@ -192,7 +332,7 @@ static int start_bucket(ars_dist *dist, ars_bucket *bucket)
 int ars_dist_backward_hook(void *context, const ars_layer *layer)
 {
     ars_dist *dist = context;
-    if (!ars_dist_active(dist) || !dist->overlap) return 0;
+    if (!ars_dist_active(dist) || dist->mode != ARS_SYNC_OVERLAP) return 0;
     for (int b = 0; b < dist->bucket_count; b++) {
         ars_bucket *bucket = &dist->buckets[b];
         if (!bucket->started && bucket->first_layer == layer->index) {
@@ -216,13 +356,80 @@ int ars_dist_start_side_sum(ars_dist *dist, double *values, int count)
     return 0;
 }
 
+/* Sums rank 0's, rank 1's, ... values of [lo, hi) in that order, stores
+ * the sum into every rank's buffer, and returns its sum of squares (eight
+ * partial sums in a fixed order: bitwise alike on every CPU). */
+ARS_VECTOR_CLONES
+static double sum_slice(float *const *buffers, int ranks, size_t lo, size_t hi)
+{
+    double acc[8] = {0};
+    size_t i = lo;
+    if (ranks == 2) {   /* the common case, without the loops over ranks */
+        float *restrict a = buffers[0], *restrict b = buffers[1];
+        for (; i + 8 <= hi; i += 8)
+            for (int j = 0; j < 8; j++) {
+                float sum = a[i + j] + b[i + j];
+                a[i + j] = sum;
+                b[i + j] = sum;
+                acc[j] += (double)sum * sum;
+            }
+    } else {
+        for (; i + 8 <= hi; i += 8) {
+            float sum[8];
+            for (int j = 0; j < 8; j++) sum[j] = buffers[0][i + j];
+            for (int r = 1; r < ranks; r++)
+                for (int j = 0; j < 8; j++) sum[j] += buffers[r][i + j];
+            for (int r = 0; r < ranks; r++)
+                for (int j = 0; j < 8; j++) buffers[r][i + j] = sum[j];
+            for (int j = 0; j < 8; j++) acc[j] += (double)sum[j] * sum[j];
+        }
+    }
+    for (; i < hi; i++) {
+        float sum = buffers[0][i];
+        for (int r = 1; r < ranks; r++) sum += buffers[r][i];
+        for (int r = 0; r < ranks; r++) buffers[r][i] = sum;
+        acc[0] += (double)sum * sum;
+    }
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/* Every rank sums its slice of the gradient (whole cache lines) over all
+ * ranks' buffers and writes the sum back into each: after the second
+ * barrier every buffer holds the summed gradient. One read and one write
+ * of the gradient per rank, no copy through MPI's buffers, and the norm
+ * comes with it. */
+static int reduce_shared(ars_dist *dist)
+{
+    /* the fences order this rank's plain loads and stores around the
+     * barriers, which order the ranks */
+    atomic_thread_fence(memory_order_seq_cst);
+    MPI_CHECK(MPI_Barrier(dist->comm), "MPI_Barrier (gradients written)");
+    atomic_thread_fence(memory_order_seq_cst);
+    size_t lines = (dist->grad_count + 15) / 16, per_rank = (lines + (size_t)dist->size - 1) / (size_t)dist->size;
+    size_t lo = 16 * per_rank * (size_t)dist->rank, hi = lo + 16 * per_rank;
+    if (lo > dist->grad_count) lo = dist->grad_count;
+    if (hi > dist->grad_count) hi = dist->grad_count;
+    *partial_slot(dist, dist->rank) = sum_slice(dist->peer_grads, dist->size, lo, hi);
+    atomic_thread_fence(memory_order_seq_cst);
+    MPI_CHECK(MPI_Barrier(dist->comm), "MPI_Barrier (gradients summed)");
+    atomic_thread_fence(memory_order_seq_cst);
+    double total = 0;
+    for (int r = 0; r < dist->size; r++) total += *partial_slot(dist, r);   /* rank order: alike everywhere */
+    dist->grad_sum_squares = total;
+    dist->sum_squares_ready = 1;
+    return 0;
+}
+
 int ars_dist_finish_gradients(ars_dist *dist)
 {
     if (!ars_dist_active(dist)) return 0;
     dist->sync_seconds = 0;
+    dist->sum_squares_ready = 0;
     double start = MPI_Wtime();
     int rc = 0;
-    if (!dist->overlap) {
+    if (dist->mode == ARS_SYNC_SHARED) {
+        rc = reduce_shared(dist);
+    } else if (dist->mode == ARS_SYNC_ALLREDUCE) {
         size_t total = 0;
         for (int b = 0; b < dist->bucket_count; b++) total += dist->buckets[b].count;
         /* buckets are contiguous and cover the whole buffer from offset 0 */
@@ -245,6 +452,15 @@ int ars_dist_finish_gradients(ars_dist *dist)
     for (int b = 0; b < dist->bucket_count; b++) dist->buckets[b].started = 0;
     dist->sync_seconds = MPI_Wtime() - start;
     return rc;
+}
+
+double ars_dist_grad_sum_squares(ars_dist *dist, const float *grads, size_t count)
+{
+    if (dist && dist->sum_squares_ready && grads == dist->grads && count == dist->grad_count) {
+        dist->sum_squares_ready = 0;
+        return dist->grad_sum_squares;
+    }
+    return ars_sum_squares(grads, count);
 }
 
 uint64_t ars_checksum(const float *values, size_t count)

@@ -158,11 +158,26 @@ void ars_model_destroy(ars_model *model)
     }
     free(model->layers);
     free(model->params);
-    free(model->grads);
+    if (!model->grads_borrowed) free(model->grads);
     free(model->state);
     free(model->grad_a);
     free(model->grad_b);
     memset(model, 0, sizeof *model);
+}
+
+int ars_model_move_grads(ars_model *model, float *buffer)
+{
+    int owned = buffer == NULL;
+    if (owned && !(buffer = alloc_floats(model->param_count)))
+        return ars_error(ARS_ENOMEM, "model: cannot allocate %zu gradients", model->param_count);
+    if (buffer == model->grads) return 0;
+    if (model->grads) memcpy(buffer, model->grads, sizeof(float) * model->param_count);
+    if (!model->grads_borrowed) free(model->grads);
+    model->grads = buffer;
+    model->grads_borrowed = !owned;
+    for (int i = 0; i < model->layer_count; i++)
+        model->layers[i].grad = buffer + model->layers[i].param_offset;
+    return 0;
 }
 
 /* A float array as alloc_floats allocates it. */

@@ -106,14 +106,29 @@ static int load_run_section(ars_config *c, ars_config_section *s, ars_run_config
     TRY(ars_config_get_string(c, s, "nonfinite", "skip", policies, text, sizeof text));
     run->nonfinite = strcmp(text, "stop") == 0 ? ARS_NONFINITE_STOP : ARS_NONFINITE_SKIP;
 
-    /* auto: measured (docs/performance.md): with every rank on one host the
-     * shared-memory all-reduce needs the cores that compute, so overlapping
-     * it with backward only slows both; across hosts the network does it. */
-    static const char *const overlaps[] = {"auto", "on", "off", "true", "false", "yes", "no", "1", "0", NULL};
-    TRY(ars_config_get_string(c, s, "overlap", "auto", overlaps, text, sizeof text));
-    run->overlap = strcmp(text, "auto") == 0 ? ARS_OVERLAP_AUTO
-                   : strcmp(text, "on") == 0 || strcmp(text, "true") == 0 || strcmp(text, "yes") == 0 ||
-                     strcmp(text, "1") == 0;
+    /* gradient_sync; overlap = auto|on|off is its older spelling. auto:
+     * measured (docs/performance.md): with every rank on one host the
+     * reduction needs the cores that compute, and summing slices in shared
+     * memory is the cheapest way to do it; across hosts overlapping
+     * bucketed all-reduces with backward lets the network work meanwhile. */
+    if (ars_config_has(s, "gradient_sync") && ars_config_has(s, "overlap"))
+        return ars_error(ARS_EINVAL, "[run] gradient_sync and overlap are both set: overlap is the older "
+                                     "spelling of gradient_sync (on = overlap, off = allreduce); keep one");
+    if (ars_config_has(s, "overlap")) {
+        static const char *const overlaps[] = {"auto", "on", "off", "true", "false", "yes", "no", "1", "0", NULL};
+        TRY(ars_config_get_string(c, s, "overlap", "auto", overlaps, text, sizeof text));
+        run->grad_sync = strcmp(text, "auto") == 0 ? ARS_SYNC_AUTO
+                         : strcmp(text, "on") == 0 || strcmp(text, "true") == 0 || strcmp(text, "yes") == 0 ||
+                                 strcmp(text, "1") == 0
+                             ? ARS_SYNC_OVERLAP
+                             : ARS_SYNC_ALLREDUCE;
+    } else {
+        static const char *const syncs[] = {"auto", "shared_memory", "allreduce", "overlap", NULL};
+        static const ars_grad_sync modes[] = {ARS_SYNC_AUTO, ARS_SYNC_SHARED, ARS_SYNC_ALLREDUCE, ARS_SYNC_OVERLAP};
+        TRY(ars_config_get_string(c, s, "gradient_sync", "auto", syncs, text, sizeof text));
+        for (int i = 0; syncs[i]; i++)
+            if (strcmp(text, syncs[i]) == 0) run->grad_sync = modes[i];
+    }
     TRY(ars_config_get_double(c, s, "bucket_mb", 4, 0.001, 4096, &run->bucket_mb));
     TRY(ars_config_get_double(c, s, "first_bucket_mb", 1, 0.001, 4096, &run->first_bucket_mb));
     TRY(get_int(c, s, "check_every", 100, 0, 1 << 30, &run->check_every));

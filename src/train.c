@@ -307,7 +307,7 @@ static int train_step(ars_trainer *t, ars_batch *batch, int epoch, int64_t step,
     record->epoch = epoch;
     record->loss = loss_sum / batch->global_rows;
     record->lr = ars_schedule_lr(&run->schedule, run->optim.lr, t->opt.step);
-    record->grad_norm = ars_l2_norm(grads, n);
+    record->grad_norm = sqrt(ars_dist_grad_sum_squares(t->dist, grads, n));
     record->clip_scale = 1;
     if (!isfinite(record->grad_norm) || !isfinite(record->loss)) {
         /* The gradient is identical on every rank, so is this decision. */
@@ -351,12 +351,13 @@ static void print_header(ars_trainer *t, const ars_layer_spec *specs, int count)
            t->model.param_count, ars_optimizer_name(run->optim.kind), run->optim.lr, run->clip_norm);
     printf("ranks: %d, batch %d per rank, global batch %d, %d steps per epoch\n", t->world,
            t->local_capacity, t->global_batch, t->steps_per_epoch);
+    static const char *const how[] = {
+        [ARS_SYNC_ALLREDUCE] = "one MPI_Allreduce after backward",
+        [ARS_SYNC_OVERLAP] = "bucketed all-reduces overlapping backward",
+        [ARS_SYNC_SHARED] = "summed in shared memory, each rank a slice"};
     if (t->world > 1)
-        printf("gradient sync: %s%s\n",
-               t->dist->overlap ? "bucketed all-reduces overlapping backward" : "one all-reduce after backward",
-               run->overlap == ARS_OVERLAP_AUTO ? (t->dist->overlap ? " (overlap = auto: ranks on several hosts)"
-                                                                    : " (overlap = auto: every rank on one host)")
-                                                : "");
+        printf("gradient sync: %s (gradient_sync = %s%s%s)\n", how[t->dist->mode], ars_grad_sync_name(run->grad_sync),
+               t->dist->sync_note[0] ? ": " : "", t->dist->sync_note);
     fflush(stdout);
 }
 
@@ -528,15 +529,11 @@ static int trainer_setup(ars_trainer *t, const ars_layer_spec *specs, int count)
         rc = ars_health_init(&t->health, &run->health, m->layer_count, (const char (*)[40])names, NULL,
                              ars_optimizer_name(run->optim.kind));
     free(names);
-    int overlap = run->overlap, single_host = 1;
-    if (overlap == ARS_OVERLAP_AUTO) {   /* collective: every rank calls it, failed or not */
-        int host_rc = ars_dist_single_host(t->dist, &single_host);
-        if (!rc) rc = host_rc;
-        overlap = !single_host;
-    }
-    if (!rc)
-        rc = ars_dist_plan_buckets(t->dist, &t->model, (size_t)(run->bucket_mb * 1048576.0),
-                                   (size_t)(run->first_bucket_mb * 1048576.0), overlap);
+    /* collective (the host check, the shared segment): a rank that failed
+     * above joins it and fails in the agreement below, with the others */
+    int plan_rc = ars_dist_plan_buckets(t->dist, &t->model, (size_t)(run->bucket_mb * 1048576.0),
+                                        (size_t)(run->first_bucket_mb * 1048576.0), run->grad_sync);
+    if (!rc) rc = plan_rc;
     if (!rc && t->rank == 0 && t->options->metrics_path) {
         t->metrics = fopen(t->options->metrics_path, t->options->resume_path ? "a" : "w");
         if (!t->metrics)

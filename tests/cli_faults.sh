@@ -173,6 +173,30 @@ else
     skip "read-only checkpoint directory" "cannot mount a tmpfs and remount it read-only (root ignores permission bits, so chmod cannot stand in): ${mount_error:-$(cat "$work/err" 2> /dev/null)}"
 fi
 
+# ---- /dev/shm too small for the shared-memory gradient sum ----------------------
+# 2 ranks x 7.5 MiB of gradients do not fit an 8 MiB /dev/shm (Open MPI's own
+# segments still do). auto falls back to one MPI_Allreduce and says why;
+# gradient_sync = shared_memory is refused at start-up, not a SIGBUS mid-run.
+if [[ -n "${ARSENAL_FAULTS_NS:-}" ]] && mount_tmpfs /dev/shm 8m; then
+    printf '[run]\ndata = spirals\ntrain_samples = 64\ntest_samples = 32\nbatch = 16\nmax_steps = 3\n'\
+'log_every = 1000\n[dense]\nunits = 1400\nactivation = relu\n[dense]\nunits = 1400\n[dense]\nunits = 3\n' \
+        > "$work/shm.cfg"
+    run "$work/out" "${mpi[@]}" -n 2 "$bin" train "$work/shm.cfg"
+    show "$work/out" 5 | grep "gradient sync"
+    check "small /dev/shm, auto: trains" is $status 0
+    check "small /dev/shm, auto: falls back to one all-reduce and says why" contains "$work/out" \
+        "one MPI_Allreduce after backward (gradient_sync = auto: every rank on one host, but cannot share"
+    run "$work/out" "${mpi[@]}" -n 2 "$bin" train "$work/shm.cfg" --set run.gradient_sync=shared_memory
+    show "$work/out" 1
+    check "small /dev/shm, shared_memory: refused" is $status 1
+    check "small /dev/shm, shared_memory: says what and why, once" once "$work/out" \
+        "gradient_sync = shared_memory: cannot share 15.0 MiB of gradients in /dev/shm: No space left on device"
+    check "small /dev/shm: no segment left behind" no_match "/dev/shm/arsenal-*"
+    umount /dev/shm
+else
+    skip "small /dev/shm" "needs root in the test's private mount namespace: ${mount_error:-not root}"
+fi
+
 # ---- data files -----------------------------------------------------------------
 
 make_mnist "$work/mn"

@@ -108,10 +108,10 @@ lr = 0.01
 ckpt_every = 25
 log_every = 25
 check_every = 25
-; one gradient-sync mode on one host and across hosts: overlap = auto would
-; pick one MPI_Allreduce on one host and bucketed MPI_Iallreduce across hosts,
-; whose sums over 3 ranks may round differently
-overlap = on
+; one gradient-sync mode on one host and across hosts: gradient_sync = auto
+; would sum in shared memory on one host and with bucketed MPI_Iallreduce
+; across hosts, whose sums over 3 ranks may round differently
+gradient_sync = overlap
 [dense]
 units = 32
 activation = tanh
@@ -183,6 +183,13 @@ for n in 2 3; do
     check "$n hosts: /model equals one process within 1e-5" \
         close_model "$work/h$n/latest.h5" "$work/r1/latest.h5" 1e-5
 done
+on_hosts 2 60 train "$work/run.cfg" --set run.gradient_sync=shared_memory > "$work/shm.out" 2>&1
+status=$?
+check "gradient_sync = shared_memory across hosts is refused" [ $status -ne 0 -a $status -ne 124 ]
+check "... saying why" contains "$work/shm.out" "gradient_sync = shared_memory needs every rank on one host"
+on_hosts 2 60 train "$work/run.cfg" --set run.gradient_sync=auto --set run.max_steps=2 > "$work/auto.out" 2>&1
+check "gradient_sync = auto across hosts overlaps bucketed all-reduces" \
+    contains "$work/auto.out" "bucketed all-reduces overlapping backward \\(gradient_sync = auto: ranks on several hosts\\)"
 check "daemons were started on h1 and h2 through the agent" \
     bash -c "grep -q '^agent: h1: ' '$work/agent.log' && grep -q '^agent: h2: ' '$work/agent.log'"
 

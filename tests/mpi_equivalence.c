@@ -37,10 +37,11 @@ static void make_specs(ars_layer_spec *specs, int *count, int sync)
 
 /* model: the blobs classifier's options */
 typedef struct model_options {
-    int sync, overlap;
+    int sync;                 /* SyncBatchNorm */
+    ars_grad_sync grad_sync;
 } model_options;
 
-static void make_run(ars_run_config *run, int global_batch, int overlap)
+static void make_run(ars_run_config *run, int global_batch, ars_grad_sync grad_sync)
 {
     ars_test_equivalence_run(run, global_batch);
     strcpy(run->data, "blobs");
@@ -48,7 +49,7 @@ static void make_run(ars_run_config *run, int global_batch, int overlap)
     run->seed = 7;
     run->loss = ARS_LOSS_CROSS_ENTROPY;
     run->optim.lr = 1e-2f;
-    run->overlap = overlap;
+    run->grad_sync = grad_sync;
     run->bucket_mb = 0.001;   /* several buckets even for this small model */
     run->first_bucket_mb = 0.0005;
 }
@@ -59,7 +60,7 @@ static void train(const void *model, ars_dist *dist, int global_batch, ars_train
     ars_run_config run;
     ars_layer_spec specs[8];
     int count;
-    make_run(&run, global_batch, m->overlap);
+    make_run(&run, global_batch, m->grad_sync);
     make_specs(specs, &count, m->sync);
     ars_train_options options = {.quiet = 1, .export_params = 1};
     ARS_ASSERT_OK(ars_train(&run, specs, count, dist, &options, result));
@@ -68,7 +69,8 @@ static void train(const void *model, ars_dist *dist, int global_batch, ars_train
 
 static void test_n_ranks_equal_one_rank_with_n_times_the_batch(void **state)
 {
-    const model_options synced = {.sync = 1, .overlap = 1};
+    /* the default on one host: gradients summed in shared memory */
+    const model_options synced = {.sync = 1, .grad_sync = ARS_SYNC_SHARED};
     ars_test_equivalence e;
     ars_test_check_equivalence(&world, "blobs MLP", train, &synced, &e);
     /* sharded evaluation: the same accuracy as one process */
@@ -76,7 +78,7 @@ static void test_n_ranks_equal_one_rank_with_n_times_the_batch(void **state)
     if (world.size > 1) {
         /* Local BatchNorm normalizes with per-rank statistics: it differs
          * (~0.1 after 14 steps), which shows the comparison above can fail. */
-        const model_options local_bn = {.sync = 0, .overlap = 1};
+        const model_options local_bn = {.sync = 0, .grad_sync = ARS_SYNC_SHARED};
         ars_train_result local;
         train(&local_bn, &world, ARS_TEST_LOCAL_BATCH * world.size, &local);
         double local_diff = ars_test_max_abs_diff(e.single.params, local.params, e.single.param_count);
@@ -87,25 +89,33 @@ static void test_n_ranks_equal_one_rank_with_n_times_the_batch(void **state)
     ars_test_equivalence_free(&e);
 }
 
-static void test_overlapped_and_blocking_allreduce_agree(void **state)
+/* The three ways of summing gradients train the same model: rounding
+ * aside (a sum of three ranks may be associated differently), and bitwise
+ * on two ranks, where a + b is the only sum there is. */
+static void test_gradient_sync_modes_agree(void **state)
 {
-    const model_options overlap = {.sync = 1, .overlap = 1}, blocking = {.sync = 1, .overlap = 0};
-    ars_train_result overlapped, blocked;
+    const ars_grad_sync modes[] = {ARS_SYNC_ALLREDUCE, ARS_SYNC_OVERLAP, ARS_SYNC_SHARED};
+    ars_train_result results[3];
     const int global = ARS_TEST_LOCAL_BATCH * world.size;
-    train(&overlap, &world, global, &overlapped);
-    train(&blocking, &world, global, &blocked);
-    double diff = ars_test_max_abs_diff(overlapped.params, blocked.params, overlapped.param_count);
-    if (world.rank == 0) printf("ranks %d: overlapped vs blocking all-reduce: %.3g\n", world.size, diff);
-    assert_true(diff < ARS_TEST_EQUIVALENCE_TOLERANCE);
-    ars_test_result_free(&overlapped);
-    ars_test_result_free(&blocked);
+    for (int i = 0; i < 3; i++) {
+        const model_options options = {.sync = 1, .grad_sync = modes[i]};
+        train(&options, &world, global, &results[i]);
+    }
+    for (int i = 1; i < 3; i++) {
+        double diff = ars_test_max_abs_diff(results[0].params, results[i].params, results[0].param_count);
+        if (world.rank == 0)
+            printf("ranks %d: gradient_sync %s vs allreduce: %.3g\n", world.size, ars_grad_sync_name(modes[i]), diff);
+        assert_true(diff < ARS_TEST_EQUIVALENCE_TOLERANCE);
+        if (world.size <= 2) assert_true(diff == 0);
+    }
+    for (int i = 0; i < 3; i++) ars_test_result_free(&results[i]);
 }
 
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_n_ranks_equal_one_rank_with_n_times_the_batch),
-        cmocka_unit_test(test_overlapped_and_blocking_allreduce_agree),
+        cmocka_unit_test(test_gradient_sync_modes_agree),
     };
     return ars_test_mpi_main(&argc, &argv, &world, tests, sizeof tests / sizeof tests[0]);
 }

@@ -64,10 +64,13 @@ typedef struct replica {
     float dlogits[ROWS * CLASSES];
 } replica;
 
+static const ars_grad_sync sync_modes[] = {ARS_SYNC_ALLREDUCE, ARS_SYNC_OVERLAP, ARS_SYNC_SHARED};
+enum { SYNC_MODES = sizeof sync_modes / sizeof sync_modes[0] };
+
 /* The same model on every rank (same seed), with SyncBatchNorm and
  * dropout so that cross-rank reductions happen inside forward too; each
  * rank its own rows. */
-static void make_replica(replica *r, int overlap)
+static void make_replica(replica *r, ars_grad_sync mode)
 {
     ars_layer_spec specs[6];
     int n = 0;
@@ -84,7 +87,7 @@ static void make_replica(replica *r, int overlap)
     ARS_ASSERT_OK(ars_model_create(&r->model, specs, n, IN_DIM, ROWS));
     ARS_ASSERT_OK(ars_init_model(&r->model, 17));
     /* tiny buckets: several all-reduces in flight during backward */
-    ARS_ASSERT_OK(ars_dist_plan_buckets(&world, &r->model, 64, 64, overlap));
+    ARS_ASSERT_OK(ars_dist_plan_buckets(&world, &r->model, 64, 64, mode));
     ars_rng_normal(r->x, ROWS * IN_DIM, 0.0f, 1.0f, 99, ars_stream(ARS_STREAM_DATA, 7), (uint64_t)world.rank * 1000);
     for (int i = 0; i < ROWS; i++) {
         r->labels[i] = (world.rank + i) % CLASSES;
@@ -93,8 +96,9 @@ static void make_replica(replica *r, int overlap)
 }
 
 /* One step as train.c takes it, up to the guard's inputs. corrupt, if set,
- * runs on the local gradient between backward and the all-reduce (only
- * meaningful without overlap, where nothing is sent before finish). */
+ * runs on the local gradient between backward and the gradient sum (only
+ * meaningful without overlap, where nothing is sent before finish). The
+ * norm as train.c takes it: the shared-memory reduction's own. */
 static void step(replica *r, double *loss, double *norm, void (*corrupt)(float *grads, size_t n))
 {
     ars_pass pass = {.mode = ARS_MODE_TRAIN, .rows = ROWS, .global_rows = ROWS * world.size,
@@ -108,7 +112,7 @@ static void step(replica *r, double *loss, double *norm, void (*corrupt)(float *
     ARS_ASSERT_OK(ars_dist_finish_gradients(&world));
     ARS_ASSERT_OK(ars_dist_allreduce_double(&world, &loss_sum, 1));
     *loss = loss_sum / pass.global_rows;
-    *norm = ars_l2_norm(r->model.grads, r->model.param_count);
+    *norm = sqrt(ars_dist_grad_sum_squares(&world, r->model.grads, r->model.param_count));
 }
 
 /* The guard of train.c: skip (or stop) when either is non-finite. */
@@ -132,12 +136,14 @@ static void check_decision(replica *r, double loss, double norm, int expect_fire
 static void test_clean_step_updates_everywhere(void **state)
 {
     (void)state;
-    for (int overlap = 0; overlap <= 1; overlap++) {
+    for (int m = 0; m < SYNC_MODES; m++) {
         replica r;
-        make_replica(&r, overlap);
+        make_replica(&r, sync_modes[m]);
         double loss, norm;
         step(&r, &loss, &norm, NULL);
-        check_decision(&r, loss, norm, 0, overlap ? "clean, overlapped" : "clean");
+        char what[64];
+        snprintf(what, sizeof what, "clean, %s", ars_grad_sync_name(sync_modes[m]));
+        check_decision(&r, loss, norm, 0, what);
         ars_model_destroy(&r.model);
     }
 }
@@ -147,14 +153,15 @@ static void test_clean_step_updates_everywhere(void **state)
 static void test_nan_input_row_on_one_rank(void **state)
 {
     (void)state;
-    for (int overlap = 0; overlap <= 1; overlap++) {
+    for (int m = 0; m < SYNC_MODES; m++) {
         replica r;
-        make_replica(&r, overlap);
+        make_replica(&r, sync_modes[m]);
         if (world.rank == world.size - 1) r.x[2 * IN_DIM + 3] = NAN;
         double loss, norm;
         step(&r, &loss, &norm, NULL);
-        check_decision(&r, loss, norm, 1, overlap ? "NaN input row on the last rank, overlapped"
-                                                  : "NaN input row on the last rank");
+        char what[64];
+        snprintf(what, sizeof what, "NaN input row on the last rank, %s", ars_grad_sync_name(sync_modes[m]));
+        check_decision(&r, loss, norm, 1, what);
         ars_model_destroy(&r.model);
     }
 }
@@ -189,20 +196,25 @@ static void test_corrupt_gradient_on_one_rank(void **state)
     } cases[] = {{nan_on_last_rank, "NaN in the last rank's local gradient"},
                  {opposite_infinities, "+Inf and -Inf on two ranks"},
                  {overflow_in_the_sum, "FLT_MAX on every rank (the sum overflows)"}};
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        replica r;
-        make_replica(&r, 0);   /* without overlap nothing is sent before finish */
-        double loss, norm;
-        step(&r, &loss, &norm, cases[c].corrupt);
-        check_decision(&r, loss, norm, 1, cases[c].what);
-        ars_model_destroy(&r.model);
-    }
+    /* the modes that send nothing before finish */
+    const ars_grad_sync modes[] = {ARS_SYNC_ALLREDUCE, ARS_SYNC_SHARED};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int m = 0; m < 2; m++) {
+            replica r;
+            make_replica(&r, modes[m]);
+            double loss, norm;
+            step(&r, &loss, &norm, cases[c].corrupt);
+            char what[128];
+            snprintf(what, sizeof what, "%s, %s", cases[c].what, ars_grad_sync_name(modes[m]));
+            check_decision(&r, loss, norm, 1, what);
+            ars_model_destroy(&r.model);
+        }
 }
 
 /* The run through the run-file parser, so that every [run] field has its
  * real default: teacher regression, SGD at lr 1e4 (diverges within a few
- * steps), tiny overlapped buckets, parameters compared across ranks after
- * every step. */
+ * steps), the default gradient sum (shared memory on one host), parameters
+ * compared across ranks after every step. */
 static void explosion_run(const char *policy, int epochs, ars_run_config *run, ars_layer_spec **specs, int *count)
 {
     char text[1024];

@@ -58,7 +58,7 @@ static ars_train_result train(ars_dist *dist, int64_t steps, const char *ckpt_di
     run.schedule.kind = ARS_SCHED_COSINE;
     run.schedule.total_steps = 2 * K;
     run.clip_norm = 0.1f;
-    run.overlap = 1;
+    run.grad_sync = ARS_SYNC_OVERLAP;
     run.bucket_mb = 0.001;
     run.first_bucket_mb = 0.001;
     run.check_every = 3;

@@ -77,6 +77,10 @@ static void test_run_file_errors_name_file_and_line(void **state)
     expect_error("[run]\ndata = spirals\nepochs = 1\n[dense]\nunits = 3\ninit = kaiming\n", "init");
     expect_error("[run]\ndata = spirals\nepochs = 1\n[dense]\nunits = 3\ninit = normal\ninit_slope = 0.1\n",
                  "init_slope applies to");
+    expect_error("[run]\ndata = spirals\nepochs = 1\ngradient_sync = ring\n[dense]\nunits = 3\n",
+                 "test.cfg:4: [run] gradient_sync");
+    expect_error("[run]\ndata = spirals\nepochs = 1\ngradient_sync = allreduce\noverlap = on\n[dense]\nunits = 3\n",
+                 "[run] gradient_sync and overlap are both set");
     /* the model's own errors, found when it is measured or built */
     expect_error("[run]\ndata = spirals\nepochs = 1\n[residual]\n[end]\n[dense]\nunits = 3\n",
                  "test.cfg:5: empty residual block (F(x) needs at least one layer)");

@@ -77,7 +77,7 @@ void ars_test_equivalence_run(ars_run_config *run, int global_batch)
     ars_optim_config_defaults(&run->optim, ARS_OPT_ADAM);
     run->schedule.kind = ARS_SCHED_CONSTANT;
     run->clip_norm = ARS_TEST_CLIP_NORM;
-    run->overlap = 1;
+    run->grad_sync = ARS_SYNC_OVERLAP;
     run->check_every = 5;
     run->log_every = 1000;
     run->probe_every = 3;   /* probe steps record gradient norms (per time step in sequence layers) */

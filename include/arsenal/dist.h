@@ -1,6 +1,8 @@
-/* dist: everything MPI. Parameter broadcast, the bucketed gradient
- * all-reduce that overlaps backward, SyncBatchNorm reductions, the
- * parameter consistency checksum, and rank-0 helpers. A NULL dist, or one
+/* dist: everything MPI. Parameter broadcast, the gradient sum over ranks
+ * (one all-reduce, bucketed all-reduces overlapping backward, or a
+ * reduction in shared memory when every rank is on one host),
+ * SyncBatchNorm reductions, the parameter consistency checksum, and rank-0
+ * helpers. A NULL dist, or one
  * of world size 1, makes every collective a no-op, so single-process code
  * and tests need no MPI_Init. */
 #ifndef ARSENAL_DIST_H
@@ -14,6 +16,16 @@
 struct ars_model;
 struct ars_layer;
 
+/* How the gradient is summed over ranks (run file: [run] gradient_sync). */
+typedef enum ars_grad_sync {
+    ARS_SYNC_AUTO = -1,      /* run file only: shared memory on one host, overlap across hosts */
+    ARS_SYNC_ALLREDUCE = 0,  /* one MPI_Allreduce after backward */
+    ARS_SYNC_OVERLAP = 1,    /* each bucket's MPI_Iallreduce starts during backward */
+    ARS_SYNC_SHARED = 2      /* gradients in one shared-memory window; each rank sums a slice */
+} ars_grad_sync;
+
+const char *ars_grad_sync_name(ars_grad_sync mode);
+
 typedef struct ars_bucket {
     size_t offset, count;     /* slice of the flat gradient buffer */
     int first_layer;          /* lowest layer index whose gradient is in it */
@@ -24,10 +36,18 @@ typedef struct ars_bucket {
 struct ars_dist {
     MPI_Comm comm;
     int rank, size;
-    int overlap;              /* 1: start a bucket's all-reduce during backward */
+    ars_grad_sync mode;       /* as planned by ars_dist_plan_buckets (never auto) */
+    char sync_note[200];      /* why that mode, when it was chosen for auto */
     ars_bucket *buckets;
     int bucket_count;
     float *grads;             /* the model's flat gradient buffer */
+    size_t grad_count;
+    /* ARS_SYNC_SHARED: every rank's gradient buffer lives in one segment */
+    void *segment;
+    size_t segment_bytes;
+    float **peer_grads;       /* each rank's buffer, mapped here */
+    double grad_sum_squares;  /* of the summed gradient, computed by the reduction */
+    int sum_squares_ready;    /* ... for the step just finished */
     double sync_seconds;      /* time spent waiting in gradient sync (last step) */
     MPI_Request side_request; /* ars_dist_start_side_sum's, completed with the gradients */
 };
@@ -67,11 +87,16 @@ int ars_dist_agree(const ars_dist *dist, int rc, int *agreed);
  * 1 without an active dist. Collective. */
 int ars_dist_single_host(const ars_dist *dist, int *single);
 
-/* Splits the model's gradient buffer into buckets of about bucket_bytes
- * (the first one small, first_bucket_bytes), along layer boundaries, in
- * backward order. */
+/* Prepares the gradient sum of mode. Splits the model's gradient buffer
+ * into buckets of about bucket_bytes (the first one small,
+ * first_bucket_bytes), along layer boundaries, in backward order.
+ * ARS_SYNC_SHARED (every rank on one host, else an error) moves the model's
+ * gradient buffer into a shared-memory segment that the dist owns until
+ * the next plan or ars_dist_destroy. ARS_SYNC_AUTO: shared memory on one
+ * host (one all-reduce if /dev/shm cannot hold it), overlap across hosts;
+ * dist->mode and dist->sync_note say what was chosen. Collective. */
 int ars_dist_plan_buckets(ars_dist *dist, struct ars_model *model, size_t bucket_bytes,
-                          size_t first_bucket_bytes, int overlap);
+                          size_t first_bucket_bytes, ars_grad_sync mode);
 
 /* Backward hook (ars_backward_hook): starts each bucket's non-blocking
  * all-reduce once backward has passed its first layer. */
@@ -83,10 +108,15 @@ int ars_dist_backward_hook(void *dist, const struct ars_layer *layer);
  * ars_dist_finish_gradients, which completes it. */
 int ars_dist_start_side_sum(ars_dist *dist, double *values, int count);
 
-/* Completes all buckets (or does one blocking all-reduce when overlap is
- * off) and a pending side sum: afterwards every rank holds the summed
- * gradient. */
+/* Completes the gradient sum (the buckets, one all-reduce, or the
+ * shared-memory reduction) and a pending side sum: afterwards every rank
+ * holds the summed gradient. */
 int ars_dist_finish_gradients(ars_dist *dist);
+
+/* The sum of squares of the summed gradient grads[0..count): the shared-
+ * memory reduction's own (computed while it summed, bitwise the same on
+ * every rank) when it ran for this step, else one pass over grads. */
+double ars_dist_grad_sum_squares(ars_dist *dist, const float *grads, size_t count);
 
 /* Checksum of a float buffer (bitwise, order-sensitive). */
 uint64_t ars_checksum(const float *values, size_t count);

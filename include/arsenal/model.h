@@ -14,6 +14,7 @@ typedef struct ars_model {
     int max_rows;
     float *params, *grads, *state;
     size_t param_count, state_count;
+    int grads_borrowed;       /* grads is someone else's memory (ars_model_move_grads) */
     float *grad_a, *grad_b;   /* ping-pong buffers for dL/d(activation) */
     size_t max_width;
     const float *input;       /* input of the last forward */
@@ -43,6 +44,12 @@ typedef struct ars_model_size {
 
 int ars_model_estimate(const ars_layer_spec *specs, int count, int in_dim, int max_rows,
                        ars_model_size *size);
+
+/* Moves the gradients into buffer (param_count floats owned by the caller,
+ * e.g. a shared-memory window) and points every layer's slice there; the
+ * model's own buffer is freed and buffer is never freed by the model.
+ * buffer NULL: back into memory of the model's own (ARS_ENOMEM if none). */
+int ars_model_move_grads(ars_model *model, float *buffer);
 
 int ars_model_forward(ars_model *model, const ars_pass *pass, const float *x);
 const float *ars_model_output(const ars_model *model);

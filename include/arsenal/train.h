@@ -1,8 +1,8 @@
 /* train: a training run. The run file's [run] section becomes an
  * ars_run_config, its layer sections an ars_layer_spec list; ars_train()
  * then runs the data-parallel loop of one step:
- *   batch (sharded) -> forward -> loss -> backward (bucketed all-reduce
- *   overlapping it) -> probes -> non-finite guard -> global-norm clip ->
+ *   batch (sharded) -> forward -> loss -> backward -> gradient sum over
+ *   ranks (dist.h) -> probes -> non-finite guard -> global-norm clip ->
  *   optimizer -> history -> checkpoint. */
 #ifndef ARSENAL_TRAIN_H
 #define ARSENAL_TRAIN_H
@@ -18,8 +18,6 @@
 #include "arsenal/optim.h"
 
 typedef enum { ARS_NONFINITE_SKIP, ARS_NONFINITE_STOP } ars_nonfinite_policy;
-
-enum { ARS_OVERLAP_AUTO = -1 };
 
 typedef struct ars_run_config {
     /* data */
@@ -41,8 +39,7 @@ typedef struct ars_run_config {
     float clip_value;         /* 0 = off */
     ars_nonfinite_policy nonfinite;
     /* data-parallel */
-    int overlap;              /* 1: bucketed all-reduce overlapping backward, 0: one all-reduce
-                               * after it, ARS_OVERLAP_AUTO: 0 when every rank is on one host */
+    ars_grad_sync grad_sync;  /* ARS_SYNC_AUTO: shared memory on one host, overlap across hosts */
     double bucket_mb, first_bucket_mb;
     int check_every;          /* parameter consistency check interval (steps), 0 = off */
     double watchdog_seconds;  /* collective timeout (watchdog.h), 0 = off */
