@@ -357,32 +357,28 @@ int ars_dist_start_side_sum(ars_dist *dist, double *values, int count)
 }
 
 /* Sums rank 0's, rank 1's, ... values of [lo, hi) in that order, stores
- * the sum into every rank's buffer, and returns its sum of squares (eight
- * partial sums in a fixed order: bitwise alike on every CPU). */
+ * the sum into every rank's buffer, and returns its sum of squares
+ * (sixteen partial sums combined in a fixed tree, as ars_sum_squares: the
+ * same bits at any vector width). Written as separate loops over a block
+ * of sixteen so that GCC vectorizes each. */
 ARS_VECTOR_CLONES
 static double sum_slice(float *const *buffers, int ranks, size_t lo, size_t hi)
 {
-    double acc[8] = {0};
+    double acc[16] = {0};
     size_t i = lo;
-    if (ranks == 2) {   /* the common case, without the loops over ranks */
-        float *restrict a = buffers[0], *restrict b = buffers[1];
-        for (; i + 8 <= hi; i += 8)
-            for (int j = 0; j < 8; j++) {
-                float sum = a[i + j] + b[i + j];
-                a[i + j] = sum;
-                b[i + j] = sum;
-                acc[j] += (double)sum * sum;
-            }
-    } else {
-        for (; i + 8 <= hi; i += 8) {
-            float sum[8];
-            for (int j = 0; j < 8; j++) sum[j] = buffers[0][i + j];
-            for (int r = 1; r < ranks; r++)
-                for (int j = 0; j < 8; j++) sum[j] += buffers[r][i + j];
-            for (int r = 0; r < ranks; r++)
-                for (int j = 0; j < 8; j++) buffers[r][i + j] = sum[j];
-            for (int j = 0; j < 8; j++) acc[j] += (double)sum[j] * sum[j];
+    for (; i + 16 <= hi; i += 16) {
+        float sum[16];
+        const float *restrict first = buffers[0] + i;
+        for (int j = 0; j < 16; j++) sum[j] = first[j];
+        for (int r = 1; r < ranks; r++) {
+            const float *restrict next = buffers[r] + i;
+            for (int j = 0; j < 16; j++) sum[j] += next[j];
         }
+        for (int r = 0; r < ranks; r++) {
+            float *restrict out = buffers[r] + i;
+            for (int j = 0; j < 16; j++) out[j] = sum[j];
+        }
+        for (int j = 0; j < 16; j++) acc[j] += (double)sum[j] * sum[j];
     }
     for (; i < hi; i++) {
         float sum = buffers[0][i];
@@ -390,14 +386,16 @@ static double sum_slice(float *const *buffers, int ranks, size_t lo, size_t hi)
         for (int r = 0; r < ranks; r++) buffers[r][i] = sum;
         acc[0] += (double)sum * sum;
     }
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (int width = 8; width >= 1; width /= 2)
+        for (int j = 0; j < width; j++) acc[j] += acc[j + width];
+    return acc[0];
 }
 
 /* Every rank sums its slice of the gradient (whole cache lines) over all
  * ranks' buffers and writes the sum back into each: after the second
- * barrier every buffer holds the summed gradient. One read and one write
- * of the gradient per rank, no copy through MPI's buffers, and the norm
- * comes with it. */
+ * barrier every buffer holds the summed gradient. Together the ranks read
+ * and write each buffer once, with no copy through MPI's buffers, and the
+ * sum of squares for the clip norm comes with it. */
 static int reduce_shared(ars_dist *dist)
 {
     /* the fences order this rank's plain loads and stores around the
