@@ -89,9 +89,9 @@ static void test_n_ranks_equal_one_rank_with_n_times_the_batch(void **state)
     ars_test_equivalence_free(&e);
 }
 
-/* The three ways of summing gradients train the same model: rounding
- * aside (a sum of three ranks may be associated differently), and bitwise
- * on two ranks, where a + b is the only sum there is. */
+/* The three ways of summing gradients train the same model, rounding
+ * aside: a sum over three ranks may be associated differently, and the
+ * shared-memory sum adds the clip norm's squares in another order. */
 static void test_gradient_sync_modes_agree(void **state)
 {
     const ars_grad_sync modes[] = {ARS_SYNC_ALLREDUCE, ARS_SYNC_OVERLAP, ARS_SYNC_SHARED};
@@ -106,7 +106,6 @@ static void test_gradient_sync_modes_agree(void **state)
         if (world.rank == 0)
             printf("ranks %d: gradient_sync %s vs allreduce: %.3g\n", world.size, ars_grad_sync_name(modes[i]), diff);
         assert_true(diff < ARS_TEST_EQUIVALENCE_TOLERANCE);
-        if (world.size <= 2) assert_true(diff == 0);
     }
     for (int i = 0; i < 3; i++) ars_test_result_free(&results[i]);
 }
