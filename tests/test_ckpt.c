@@ -3,10 +3,12 @@
  * corrupted, wrong version, missing dataset, other model, variable-length
  * strings in format 2, a history claiming more than the file holds),
  * format-1 files read after ars_ckpt_validate, atomic writes under
- * SIGKILL, and unwritable destinations. */
+ * SIGKILL, unwritable destinations, writes failing part-way (file size
+ * limit), and tensor chunks stored exactly as HDF5's filter stores them. */
 #define _POSIX_C_SOURCE 200809L
 #include "testutil.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <hdf5.h>
 #include <math.h>
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -22,6 +25,7 @@
 #include "arsenal/ckpt.h"
 #include "arsenal/error.h"
 #include "arsenal/init.h"
+#include "../src/ckpt_io.h"
 
 typedef struct fixture {
     char dir[256], path[512];
@@ -341,6 +345,237 @@ static void test_unwritable_destination_keeps_previous(void **state)
     ars_ckpt_info_free(&info);
 }
 
+/* ---- writes that fail part-way, chunks as HDF5 stores them ----------------- */
+
+/* How many temporary files of a checkpoint writer are in dir. */
+static int temporary_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int count = 0;
+    for (struct dirent *e; d && (e = readdir(d));) count += strstr(e->d_name, ".tmp-") != NULL;
+    if (d) closedir(d);
+    return count;
+}
+
+static char *read_whole(const char *path, long *size)
+{
+    *size = file_size(path);
+    assert_true(*size > 0);
+    char *bytes = malloc((size_t)*size);
+    FILE *in = fopen(path, "rb");
+    assert_non_null(in);
+    assert_int_equal(fread(bytes, 1, (size_t)*size, in), (size_t)*size);
+    fclose(in);
+    return bytes;
+}
+
+/* Whether path holds exactly size bytes (no cmocka assertion: for a child). */
+static int holds(const char *path, const char *bytes, long size)
+{
+    FILE *in = fopen(path, "rb");
+    char *now = malloc((size_t)size + 1);
+    int same = in && now && fread(now, 1, (size_t)size + 1, in) == (size_t)size &&
+               memcmp(now, bytes, (size_t)size) == 0;
+    if (in) fclose(in);
+    free(now);
+    return same;
+}
+
+/* F1: a write failing part-way (here the file size limit, EFBIG, where a
+ * full disk gives ENOSPC; tests/cli_faults.sh fills a real tmpfs) is an
+ * error naming the file, wherever in the file it happens; no temporary
+ * file is left and the previous checkpoint stays byte for byte; and the
+ * process still exits cleanly (libhdf5 1.10.8 crashed at exit after its
+ * sec2 driver failed a write). In a child, whose limit and exit are its
+ * own; its exit runs libhdf5's exit handlers. */
+static void test_write_failing_part_way_keeps_previous(void **state)
+{
+    fixture *f = *state;
+    write_fixture(f);
+    long size;
+    char *before = read_whole(f->path, &size);
+    fflush(NULL);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        /* a crash ends the child (not cmocka's handlers), without a core */
+        const int crashes[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+        for (size_t i = 0; i < sizeof crashes / sizeof crashes[0]; i++) signal(crashes[i], SIG_DFL);
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
+        signal(SIGXFSZ, SIG_IGN);   /* a write past the limit fails with EFBIG instead */
+        struct rlimit original;
+        getrlimit(RLIMIT_FSIZE, &original);
+        char expected[1200];
+        snprintf(expected, sizeof expected, "writing checkpoint %s: cannot ", f->path);
+        ars_ckpt_state s = make_state();
+        int failures = 0, points = 0, at_write = 0, at_length = 0;
+        for (int k = 0; k <= 60; k++) {
+            long limit = k < 60 ? k * (size / 60) : size - 1;   /* from no byte to all but the last */
+            struct rlimit capped = {(rlim_t)limit, original.rlim_max};
+            setrlimit(RLIMIT_FSIZE, &capped);
+            int rc = ars_ckpt_write(f->path, &f->model, &f->opt, &f->history, &s);
+            setrlimit(RLIMIT_FSIZE, &original);
+            const char *message = ars_error_message();
+            int same = holds(f->path, before, size);
+            if (rc != ARS_EIO || strncmp(message, expected, strlen(expected)) != 0 ||
+                !strstr(message, ".tmp-") || !strstr(message, "File too large") || temporary_files(f->dir) ||
+                !same) {
+                fprintf(stderr, "limit %ld of %ld bytes: status %d, '%s', %d temporary files, previous %s\n",
+                        limit, size, rc, message, temporary_files(f->dir), same ? "kept" : "changed");
+                failures++;
+            }
+            points++;
+            at_write += strstr(message, ": cannot write ") != NULL;
+            at_length += strstr(message, ": cannot set the length of ") != NULL;
+        }
+        /* without the limit the same writer writes */
+        if (ars_ckpt_write(f->path, &f->model, &f->opt, &f->history, &s) != 0) {
+            fprintf(stderr, "after the failures: %s\n", ars_error_message());
+            failures++;
+        }
+        printf("write failing part-way: %d points of a %ld-byte file (%d in a write, %d setting its length), "
+               "%d wrong\n", points, size, at_write, at_length, failures);
+        fflush(NULL);
+        exit(failures ? 3 : 0);
+    }
+    int status;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    if (WIFSIGNALED(status)) fail_msg("the writer died of signal %d (at exit?)", WTERMSIG(status));
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    free(before);
+}
+
+typedef struct chunk_check {
+    hid_t reference;   /* the same tensors written by HDF5's filter pipeline */
+    int datasets;
+    hsize_t chunks;
+} chunk_check;
+
+static void assert_same_chunks(hid_t ours, hid_t theirs, const char *name, chunk_check *check)
+{
+    hid_t a = H5Dget_create_plist(ours), b = H5Dget_create_plist(theirs);
+    hsize_t chunk_a[2] = {0, 0}, chunk_b[2] = {0, 0};
+    assert_int_equal(H5Pget_chunk(a, 2, chunk_a), H5Pget_chunk(b, 2, chunk_b));
+    assert_memory_equal(chunk_a, chunk_b, sizeof chunk_a);
+    assert_int_equal(H5Pget_nfilters(a), 1);
+    assert_int_equal(H5Pget_nfilters(b), 1);
+    H5Pclose(a);
+    H5Pclose(b);
+    hsize_t count_a = 0, count_b = 0;
+    hid_t space_a = H5Dget_space(ours), space_b = H5Dget_space(theirs);
+    assert_true(H5Dget_num_chunks(ours, space_a, &count_a) >= 0 && H5Dget_num_chunks(theirs, space_b, &count_b) >= 0);
+    if (count_a != count_b) fail_msg("%s: %llu chunks, HDF5 writes %llu", name, count_a, count_b);
+    for (hsize_t i = 0; i < count_b; i++) {
+        hsize_t offset[2] = {0, 0}, size_a = 0, size_b = 0;
+        unsigned mask;
+        haddr_t address;
+        assert_true(H5Dget_chunk_info(theirs, space_b, i, offset, &mask, &address, &size_b) >= 0);
+        assert_true(H5Dget_chunk_storage_size(ours, offset, &size_a) >= 0);
+        if (size_a != size_b) fail_msg("%s chunk %llu: %llu bytes, HDF5 stores %llu", name, i, size_a, size_b);
+        unsigned char *bytes_a = malloc(size_a), *bytes_b = malloc(size_b);
+        uint32_t filters_a = 1, filters_b = 1;
+        assert_true(H5Dread_chunk(ours, H5P_DEFAULT, offset, &filters_a, bytes_a) >= 0);
+        assert_true(H5Dread_chunk(theirs, H5P_DEFAULT, offset, &filters_b, bytes_b) >= 0);
+        assert_int_equal(filters_a, 0);
+        assert_int_equal(filters_b, 0);
+        if (memcmp(bytes_a, bytes_b, size_a) != 0) fail_msg("%s chunk %llu: other bytes than HDF5 stores", name, i);
+        free(bytes_a);
+        free(bytes_b);
+        check->chunks++;
+    }
+    H5Sclose(space_a);
+    H5Sclose(space_b);
+}
+
+static herr_t compare_dataset(hid_t root, const char *name, const H5L_info_t *info, void *data)
+{
+    (void)info;
+    chunk_check *check = data;
+    if (strncmp(name, "model/", 6) && strncmp(name, "grad/", 5) && strncmp(name, "optimizer/", 10)) return 0;
+    hid_t object = H5Oopen(root, name, H5P_DEFAULT);
+    if (H5Iget_type(object) != H5I_DATASET) {
+        H5Oclose(object);
+        return 0;
+    }
+    hid_t space = H5Dget_space(object);
+    int rank = H5Sget_simple_extent_ndims(space);
+    hsize_t dims[2] = {0, 0};
+    H5Sget_simple_extent_dims(space, dims, NULL);
+    size_t count = (size_t)H5Sget_simple_extent_npoints(space);
+    H5Sclose(space);
+    float *values = malloc(sizeof(float) * (count ? count : 1));
+    assert_true(H5Dread(object, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values) >= 0);
+    char flat[256];
+    snprintf(flat, sizeof flat, "%s", name);
+    for (char *c = flat; *c; c++)
+        if (*c == '/') *c = '|';
+    ARS_ASSERT_OK(ars_h5_write_floats(check->reference, flat, rank, dims, values));
+    hid_t theirs = H5Dopen2(check->reference, flat, H5P_DEFAULT);
+    assert_same_chunks(object, theirs, name, check);
+    H5Dclose(theirs);
+    H5Oclose(object);
+    free(values);
+    check->datasets++;
+    return 0;
+}
+
+/* The writer checksums and stores each tensor chunk itself (H5Dwrite_chunk):
+ * every chunk must hold exactly the bytes HDF5's Fletcher-32 filter would
+ * store, with tensors over several chunks, partial last chunks and rows
+ * longer than a chunk (300000 features). */
+static void test_chunks_are_stored_as_hdf5_filters_them(void **state)
+{
+    fixture *f = *state;
+    ars_layer_spec specs[4];
+    ars_layer_spec_defaults(&specs[0], "dense");
+    specs[0].units = 300000;
+    ars_layer_spec_defaults(&specs[1], "batchnorm");
+    ars_layer_spec_defaults(&specs[2], "relu");
+    ars_layer_spec_defaults(&specs[3], "dense");
+    specs[3].units = 2;
+    ars_model model;
+    ARS_ASSERT_OK(ars_model_create(&model, specs, 4, 3, 2));
+    ARS_ASSERT_OK(ars_init_model(&model, 5));
+    for (size_t i = 0; i < model.param_count; i++) model.grads[i] = (float)i * 0.25f - 7.0f;
+    for (size_t i = 0; i < model.state_count; i++) model.state[i] = 1.0f + (float)i;
+    ars_optim_config config;
+    ars_optim_config_defaults(&config, ARS_OPT_ADAM);
+    ars_optimizer opt;
+    ARS_ASSERT_OK(ars_optimizer_create(&opt, &config, model.param_count));
+    ars_optimizer_step(&opt, model.params, model.grads, 1e-3f);
+    ars_ckpt_state s = make_state();
+    ARS_ASSERT_OK(ars_ckpt_write(f->path, &model, &opt, NULL, &s));
+
+    char reference[600];
+    snprintf(reference, sizeof reference, "%s/reference.h5", f->dir);
+    chunk_check check = {H5Fcreate(reference, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), 0, 0};
+    hid_t file = H5Fopen(f->path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(file >= 0 && check.reference >= 0);
+    assert_true(H5Lvisit(file, H5_INDEX_NAME, H5_ITER_INC, compare_dataset, &check) >= 0);
+    H5Fclose(file);
+    H5Fclose(check.reference);
+    printf("chunks as HDF5 stores them: %d datasets, %llu chunks\n", check.datasets, (unsigned long long)check.chunks);
+    /* params, state and grads of 2 dense + 1 batchnorm, Adam m and v */
+    assert_true(check.datasets >= 20);
+    assert_true(check.chunks > (hsize_t)check.datasets);
+
+    ars_model copy;
+    ars_optimizer opt_copy;
+    ARS_ASSERT_OK(ars_model_create(&copy, specs, 4, 3, 2));
+    ARS_ASSERT_OK(ars_optimizer_create(&opt_copy, &config, copy.param_count));
+    ARS_ASSERT_OK(ars_ckpt_load(f->path, &copy, &opt_copy));
+    assert_memory_equal(copy.params, model.params, sizeof(float) * model.param_count);
+    assert_memory_equal(copy.state, model.state, sizeof(float) * model.state_count);
+    assert_memory_equal(opt_copy.m, opt.m, sizeof(float) * model.param_count);
+    assert_memory_equal(opt_copy.v, opt.v, sizeof(float) * model.param_count);
+    ars_optimizer_destroy(&opt_copy);
+    ars_model_destroy(&copy);
+    ars_optimizer_destroy(&opt);
+    ars_model_destroy(&model);
+}
+
 /* ---- format 2 strings, format 1 files, sizes the file cannot hold ---------- */
 
 static int is_variable_string(hid_t type) { return H5Tget_class(type) == H5T_STRING && H5Tis_variable_str(type) > 0; }
@@ -607,6 +842,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupted_bytes_are_detected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigkill_during_writes_leaves_a_loadable_checkpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unwritable_destination_keeps_previous, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_failing_part_way_keeps_previous, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chunks_are_stored_as_hdf5_filters_them, setup, teardown),
         cmocka_unit_test_setup_teardown(test_format_2_stores_fixed_length_strings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_format_1_is_read_after_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_variable_length_string_in_format_2_is_refused, setup, teardown),
