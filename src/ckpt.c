@@ -128,10 +128,8 @@ static int write_floats(hid_t group, const char *name, int rank, const hsize_t *
                         chunk_buffer *buffer)
 {
     if (H5Tequal(H5T_NATIVE_FLOAT, H5T_IEEE_F32LE) <= 0) return ars_h5_write_floats(group, name, rank, dims, data);
-    /* the chunk shape of ars_h5_write_floats */
-    hsize_t row = rank == 2 ? dims[1] : 1, rows_per_chunk = row ? (262144 + row - 1) / row : 1;
-    hsize_t chunk[2] = {dims[0] ? (dims[0] < rows_per_chunk ? dims[0] : rows_per_chunk) : 1, 1};
-    if (rank == 2) chunk[1] = dims[1] ? dims[1] : 1;
+    hsize_t chunk[2], row = rank == 2 ? dims[1] : 1;
+    ars_h5_float_chunk(rank, dims, chunk);
     size_t row_bytes = sizeof(float) * (size_t)row, chunk_bytes = row_bytes * (size_t)chunk[0];
     if (buffer->size < chunk_bytes + 4) {
         unsigned char *bytes = realloc(buffer->bytes, chunk_bytes + 4);

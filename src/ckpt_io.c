@@ -173,16 +173,20 @@ int ars_h5_attr_read_string(hid_t object, const char *path, const char *name, ch
     return rc;
 }
 
+/* chunks of about 1 MiB: big enough for fast I/O, small enough for the checksum filter */
+void ars_h5_float_chunk(int rank, const hsize_t *dims, hsize_t chunk[2])
+{
+    hsize_t row = rank == 2 ? dims[1] : 1, rows_per_chunk = row ? (262144 + row - 1) / row : 1;
+    chunk[0] = dims[0] ? (dims[0] < rows_per_chunk ? dims[0] : rows_per_chunk) : 1;
+    chunk[1] = rank == 2 && dims[1] ? dims[1] : 1;
+}
+
 int ars_h5_write_floats(hid_t group, const char *name, int rank, const hsize_t *dims, const float *data)
 {
     hid_t space = H5Screate_simple(rank, dims, NULL);
     hid_t plist = H5Pcreate(H5P_DATASET_CREATE);
     hsize_t chunk[2];
-    /* chunks of about 1 MiB: big enough for fast I/O, small enough for the checksum filter */
-    hsize_t row = rank == 2 ? dims[1] : 1, rows_per_chunk = row ? (262144 + row - 1) / row : 1;
-    chunk[0] = dims[0] ? (dims[0] < rows_per_chunk ? dims[0] : rows_per_chunk) : 1;
-    if (rank == 2) chunk[1] = dims[1] ? dims[1] : 1;
-    else if (rank == 1 && chunk[0] > 262144) chunk[0] = 262144;
+    ars_h5_float_chunk(rank, dims, chunk);
     H5Pset_chunk(plist, rank, chunk);
     H5Pset_fletcher32(plist);
     hid_t set = H5Dcreate2(group, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, plist, H5P_DEFAULT);

@@ -27,6 +27,10 @@ int ars_h5_attr_read_string(hid_t object, const char *path, const char *name, ch
  * that corrupted bytes are detected on read. */
 int ars_h5_write_floats(hid_t group, const char *name, int rank, const hsize_t *dims, const float *data);
 
+/* The chunk shape ars_h5_write_floats gives a tensor of dims: whole rows,
+ * about 1 MiB (chunk[1] is 1 for rank 1). */
+void ars_h5_float_chunk(int rank, const hsize_t *dims, hsize_t chunk[2]);
+
 /* Reads a float32 tensor after checking it exists with exactly dims. */
 int ars_h5_read_floats(hid_t group, const char *path, const char *name, int rank, const hsize_t *dims,
                        float *data);
