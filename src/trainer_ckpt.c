@@ -6,6 +6,7 @@
 #define _DEFAULT_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,11 @@
 #include "arsenal/ckpt.h"
 #include "arsenal/error.h"
 #include "trainer.h"
+
+static pthread_mutex_t ckpt_dir_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+void ars_ckpt_dir_lock(void) { pthread_mutex_lock(&ckpt_dir_mutex); }
+void ars_ckpt_dir_unlock(void) { pthread_mutex_unlock(&ckpt_dir_mutex); }
 
 static int make_directory(const char *dir)
 {
@@ -117,8 +123,10 @@ int ars_trainer_checkpoint(ars_trainer *t)
     if (!t->options->ckpt_dir || t->last_ckpt_step == t->step) return 0;
     int rc = 0;
     if (t->rank == 0) {
+        ars_ckpt_dir_lock();
         rc = make_directory(t->options->ckpt_dir);
         if (!rc) rc = write_checkpoint(t);
+        ars_ckpt_dir_unlock();
     }
     rc = ars_trainer_agree(t, rc);
     if (!rc) t->last_ckpt_step = t->step;
@@ -133,7 +141,11 @@ int ars_trainer_resume_prepare(ars_trainer *t)
 {
     t->last_ckpt_step = -1;
     int rc = 0;
-    if (t->options->ckpt_dir && t->rank == 0) rc = make_directory(t->options->ckpt_dir);   /* fail early */
+    if (t->options->ckpt_dir && t->rank == 0) {   /* fail early */
+        ars_ckpt_dir_lock();
+        rc = make_directory(t->options->ckpt_dir);
+        ars_ckpt_dir_unlock();
+    }
     TRY_RC(ars_trainer_agree(t, rc));
     if (!t->options->resume_path) return 0;
     int64_t facts[3] = {0, 0, 0};   /* step, global batch, non-finite steps */

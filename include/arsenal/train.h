@@ -98,4 +98,12 @@ typedef struct ars_train_result {
 int ars_train(const ars_run_config *run, const ars_layer_spec *specs, int count, ars_dist *dist,
               const ars_train_options *options, ars_train_result *result);
 
+/* Rank 0 creates and removes the files of --ckpt-dir (mkdir -p, the
+ * checkpoint, latest.h5, pruning) under this process-wide lock. A cleanup
+ * that must remove the directory for good (arsenal experiment on SIGINT or
+ * SIGTERM) takes it and never gives it back, so that training, which goes
+ * on meanwhile, cannot recreate what it removed. */
+void ars_ckpt_dir_lock(void);
+void ars_ckpt_dir_unlock(void);
+
 #endif

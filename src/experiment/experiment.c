@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "arsenal/train.h"
+
 const char *const ars_exp_section_keys[ARS_EXP_SECTIONS] = {"activations", "init", "normalization",
                                                             "residual", "exploding", "optimizers"};
 
@@ -118,8 +120,10 @@ static void *cleanup_main(void *arg)
     fprintf(stderr, "arsenal experiment: %s: removing %s\n", sig == SIGINT ? "interrupted" : "terminated", c->dir);
     fflush(stderr);
     signal(sig, SIG_DFL);
-    /* Training goes on meanwhile and may create a checkpoint (or a run's
-     * directory) during a pass: pass again until the directory is gone. */
+    /* Training goes on meanwhile: once this thread holds the lock it cannot
+     * create a run's directory or checkpoint any more (it waits for the
+     * lock until the process ends), so what is removed stays removed. */
+    ars_ckpt_dir_lock();
     for (int pass = 0; pass < 100 && access(c->dir, F_OK) == 0; pass++) ars_exp_remove_tree(c->dir);
     sigset_t set;
     sigemptyset(&set);
