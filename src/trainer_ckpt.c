@@ -20,6 +20,7 @@
 static pthread_mutex_t ckpt_dir_mutex = PTHREAD_MUTEX_INITIALIZER;
 
 void ars_ckpt_dir_lock(void) { pthread_mutex_lock(&ckpt_dir_mutex); }
+int ars_ckpt_dir_trylock(void) { return pthread_mutex_trylock(&ckpt_dir_mutex) == 0; }
 void ars_ckpt_dir_unlock(void) { pthread_mutex_unlock(&ckpt_dir_mutex); }
 
 static int make_directory(const char *dir)

@@ -102,8 +102,9 @@ int ars_train(const ars_run_config *run, const ars_layer_spec *specs, int count,
  * checkpoint, latest.h5, pruning) under this process-wide lock. A cleanup
  * that must remove the directory for good (arsenal experiment on SIGINT or
  * SIGTERM) takes it and never gives it back, so that training, which goes
- * on meanwhile, cannot recreate what it removed. */
+ * on meanwhile, cannot recreate what it removed afterwards. */
 void ars_ckpt_dir_lock(void);
+int ars_ckpt_dir_trylock(void);   /* 1 when taken */
 void ars_ckpt_dir_unlock(void);
 
 #endif

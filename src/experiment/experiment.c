@@ -120,10 +120,18 @@ static void *cleanup_main(void *arg)
     fprintf(stderr, "arsenal experiment: %s: removing %s\n", sig == SIGINT ? "interrupted" : "terminated", c->dir);
     fflush(stderr);
     signal(sig, SIG_DFL);
-    /* Training goes on meanwhile: once this thread holds the lock it cannot
-     * create a run's directory or checkpoint any more (it waits for the
-     * lock until the process ends), so what is removed stays removed. */
-    ars_ckpt_dir_lock();
+    /* Training goes on meanwhile. Remove what is there, again every 2 ms,
+     * until the trainer is between two checkpoint file operations and this
+     * thread gets the lock: from then on training can create nothing more
+     * (it waits for the lock until the process ends). Not waiting for the
+     * lock first: a checkpoint write under load can outlast mpiexec's
+     * grace before SIGKILL, and removing meanwhile unlinks its file. */
+    const struct timespec nap = {0, 2000000};
+    for (;;) {
+        ars_exp_remove_tree(c->dir);
+        if (ars_ckpt_dir_trylock()) break;
+        nanosleep(&nap, NULL);
+    }
     for (int pass = 0; pass < 100 && access(c->dir, F_OK) == 0; pass++) ars_exp_remove_tree(c->dir);
     sigset_t set;
     sigemptyset(&set);
