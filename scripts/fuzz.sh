@@ -64,15 +64,17 @@ cmake -S . -B "$build" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=RelWithDebInf
 rm -f "$build.configure.log"
 build_targets=()
 # With the checking child in front (ARSENAL_FUZZ_CKPT_SANDBOX=1), libFuzzer's
-# malloc limit, inherited across fork, also ends a child whose libhdf5 asks
-# for >= 512 MB, leaving an oom- artifact while the fuzzer goes on: the
-# input is refused as corrupted, as the CLI says ("reading it needs more
-# than 512 MiB of memory"). Moves those aside and prints how many.
-set_aside_child_ooms() {
+# handlers are inherited across fork: a child whose libhdf5 asks for >= 512
+# MB (its malloc limit) or trips ASan leaves an oom- or crash- artifact,
+# while the fuzzer itself goes on and ars_ckpt_validate refuses the input as
+# corrupted, which is what the child is for. Without -fork, the fuzzer stops
+# at its own first crash, so when it exits 0 every artifact is a child's.
+# Moves those aside and prints how many.
+set_aside_child_deaths() {
     local t="$1" a n=0
-    if [[ "$t" == ckpt && "${ARSENAL_FUZZ_CKPT_SANDBOX:-0}" == 1 ]]; then
+    if [[ "$t" == ckpt && "${ARSENAL_FUZZ_CKPT_SANDBOX:-0}" == 1 && "${FUZZ_ARGS:-}" != *-fork* ]]; then
         mkdir -p "$work/refused/$t"
-        for a in "$work/artifacts/$t"/oom-*; do
+        for a in "$work/artifacts/$t"/*; do
             [[ -e "$a" ]] && mv "$a" "$work/refused/$t/" && n=$((n + 1))
         done
     fi
@@ -99,7 +101,7 @@ status=0
 summary=()
 for t in "${targets[@]}"; do
     mkdir -p "$work/corpus/$t" "$work/artifacts/$t"
-    set_aside_child_ooms "$t" > /dev/null   # an earlier run's
+    set_aside_child_deaths "$t" > /dev/null   # an earlier run's
     before="$(ls "$work/artifacts/$t" | wc -l)"
     dict=()
     [[ -f "tests/fuzz/$t.dict" ]] && dict=(-dict="tests/fuzz/$t.dict")
@@ -127,8 +129,8 @@ for t in "${targets[@]}"; do
     corp="$(sed -n 's/.*corp: \([0-9]*\(\/[0-9a-zA-Z]*\)\{0,1\}\).*/\1/p' <<< "$last")"
     line="fuzz_$t: ${runs:-?} runs in ${took}s, coverage ${cov:-?} edges, ${ft:-?} features, corpus ${corp:-?}"
     refused=0
-    ((rc == 0)) && refused="$(set_aside_child_ooms "$t")"   # the fuzzer went on: the children's
-    ((refused)) && echo "fuzz.sh: $refused input(s) made the checking child exceed the 512 MB malloc limit (refused as corrupted, as the CLI does; in $work/refused/$t)"
+    ((rc == 0)) && refused="$(set_aside_child_deaths "$t")"   # the fuzzer went on: the children's
+    ((refused)) && echo "fuzz.sh: $refused input(s) ended the checking child (refused as corrupted, as the CLI does; in $work/refused/$t)"
     # -fork=1 -ignore_crashes=1 (in FUZZ_ARGS) goes on after a crash: count the artifacts
     if ((rc != 0)) || (($(ls "$work/artifacts/$t" | wc -l) > before)); then
         status=1
