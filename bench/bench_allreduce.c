@@ -221,6 +221,15 @@ static int plan(trainer *t, double bucket_mb, double first_mb, ars_grad_sync mod
                                  (size_t)(first_mb * 1048576.0), mode);
 }
 
+/* 1 - part/whole as a JSON number, or null when whole <= 0 (a few noisy
+ * steps can make the communication look free: no share to report). */
+static const char *json_share(double whole, double part, char buf[32])
+{
+    if (!(whole > 0)) return "null";
+    snprintf(buf, 32, "%.4f", 1.0 - part / whole);
+    return buf;
+}
+
 static void head(const char *kind, int threads)
 {
     printf("{\"bench\":\"%s\",\"impl\":\"arsenal\",\"workload\":\"W1\",\"ranks\":%d,\"threads\":%d,\"batch\":%d",
@@ -298,15 +307,15 @@ static int run(const options *o)
                    "\"samples_per_s_n\":%.1f,\"speedup\":%.4f,\"efficiency\":%.4f}\n",
                    rep, o->steps, one * 1e3, chosen * 1e3, sps1, spsn, spsn / sps1, spsn / sps1 / world_);
             double exposed_off = off - nocomm, exposed_on = on - nocomm;
+            char hidden[32], wait_hidden[32];
             head("overlap", threads);
             printf(",\"rep\":%d,\"steps\":%d,\"nocomm_ms\":%.4f,\"overlap_on_ms\":%.4f,\"overlap_off_ms\":%.4f,"
                    "\"shared_ms\":%.4f,\"wait_on_ms\":%.4f,\"wait_off_ms\":%.4f,\"wait_shared_ms\":%.4f,"
                    "\"exposed_on_ms\":%.4f,\"exposed_off_ms\":%.4f,\"exposed_shared_ms\":%.4f,"
-                   "\"hidden_share\":%.4f,\"wait_hidden_share\":%.4f}\n",
+                   "\"hidden_share\":%s,\"wait_hidden_share\":%s}\n",
                    rep, o->steps, nocomm * 1e3, on * 1e3, off * 1e3, shared * 1e3, rates[0] * 1e3, rates[1] * 1e3,
                    rates[2] * 1e3, exposed_on * 1e3, exposed_off * 1e3, (shared - nocomm) * 1e3,
-                   exposed_off > 0 ? 1.0 - exposed_on / exposed_off : NAN,
-                   rates[1] > 0 ? 1.0 - rates[0] / rates[1] : NAN);
+                   json_share(exposed_off, exposed_on, hidden), json_share(rates[1], rates[0], wait_hidden));
         }
         /* bucket-size sweep: sync alone and full steps, overlap on */
         for (int s = 0; s < sweeps; s++) {

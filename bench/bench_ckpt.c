@@ -6,7 +6,8 @@
  *  2. The health probes: a W1 training step (784-1024-1024-10, batch 128)
  *     with probe = 1 and the per-layer norms, update ratios and history
  *     record the trainer computes on a probe step, against probe = 0.
- * Usage: bench_ckpt [DIR] [REPETITIONS]   (DIR default: /tmp) */
+ * Usage: bench_ckpt [DIR] [REPETITIONS] [small]   (DIR default: /tmp; small:
+ * a 2 M-parameter model, so that bench/run.sh --quick exercises it in CI) */
 #define _XOPEN_SOURCE 700   /* sync */
 #include <math.h>
 #include <stdio.h>
@@ -86,12 +87,12 @@ static double raw_write(const char *path, const void *bytes, size_t size)
     return seconds;
 }
 
-static void bench_checkpoint(const char *dir, int reps)
+static void bench_checkpoint(const char *dir, int reps, int small)
 {
-    /* 784 -> 8192 -> 6144 -> 10: 56.7 M parameters */
-    const int widths[] = {8192, 6144, 10};
+    /* 784 -> 8192 -> 6144 -> 10: 56.7 M parameters (small: 784 -> 1024 -> 1024 -> 10, 1.9 M) */
+    const int full_widths[] = {8192, 6144, 10}, small_widths[] = {1024, 1024, 10};
     ars_model model;
-    build(&model, widths, 3, 784, 1);
+    build(&model, small ? small_widths : full_widths, 3, 784, 1);
     ars_optim_config config;
     ars_optim_config_defaults(&config, ARS_OPT_ADAM);
     ars_optimizer opt;
@@ -205,7 +206,8 @@ int main(int argc, char **argv)
     const char *dir = argc > 1 ? argv[1] : "/tmp";
     int reps = argc > 2 ? atoi(argv[2]) : 3;
     if (reps < 1 || reps > 16) reps = 3;
+    int small = argc > 3 && strcmp(argv[3], "small") == 0;
     bench_probes(reps);
-    bench_checkpoint(dir, reps);
+    bench_checkpoint(dir, reps, small);
     return 0;
 }

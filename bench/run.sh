@@ -11,12 +11,14 @@
 # fast; it fails only when a program fails).
 #   bench/run.sh [--quick] [--reps N] [--threads "1 2"] [--workloads "W1 W2 W3 W4"]
 #                [--tta-reps N] [--out FILE] [--work DIR] [--build DIR] [--no-torch]
-#                [--no-dist] [--no-tta] [--tta-only] [--report-only]
+#                [--no-dist] [--no-tta] [--tta-only] [--report-only] [--prebuilt]
+# --prebuilt: use the programs already built in --build DIR (any build type,
+# e.g. the test suite's build) instead of configuring a Release build there.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 
 quick=0 reps=5 threads="1 2" threads_set=0 workloads="W1 W2 W3 W4" out="" work="" torch=1 dist=1 report_only=0
-tta=1 tta_reps=3 tta_only=0
+tta=1 tta_reps=3 tta_only=0 prebuilt=0
 build="${BUILD_DIR:-/tmp/arsenal-bench-build}"
 while (($#)); do
     case "$1" in
@@ -33,7 +35,8 @@ while (($#)); do
         --no-tta) tta=0 ;;
         --tta-only) tta_only=1 ;;
         --report-only) report_only=1 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --prebuilt) prebuilt=1 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -90,6 +93,7 @@ start_torch_servers() {
     for t in $threads; do
         for mode in "${torch_modes[@]}"; do
             key="$t-$mode"
+            rm -f "$work/torch-$key.in" "$work/torch-$key.out"   # left by an interrupted run
             mkfifo "$work/torch-$key.in" "$work/torch-$key.out"
             env $(torch_env "$mode") "$python" "$repo/bench/torch_step.py" --serve --threads "$t" \
                 <"$work/torch-$key.in" >"$work/torch-$key.out" &
@@ -123,7 +127,8 @@ torch_request() {
 
 # Time to accuracy: the run file trained in full, each run a fresh process:
 # `arsenal train` on 1 rank and on 2 ranks x 1 BLAS thread, and
-# time_to_accuracy.py (the same recipe in PyTorch, 1 thread). Their per-epoch
+# time_to_accuracy.py (the same recipe in PyTorch, 1 thread, and 2 threads:
+# the cores that 2 ranks use). Their per-epoch
 # lines become "tta" rows. --quick cuts the run to 1 epoch on a subset.
 tta_config="$repo/examples/mlp-fmnist.cfg"
 tta_set=()
@@ -139,20 +144,27 @@ tta_arsenal() {
         sed -e "s/^{\"kind\":\"epoch\",/{\"bench\":\"tta\",\"impl\":\"arsenal\",\"ranks\":$2,\"threads\":1,/" |
         tag "$1" none >>"$results"
 }
-# tta_torch ROUND MALLOC_MODE
+# tta_torch ROUND MALLOC_MODE THREADS
 tta_torch() {
-    echo "run.sh: time to accuracy, round $1/$tta_reps: torch ($2 malloc), 1 thread" >&2
-    env $(torch_env "$2") OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE \
-        "$python" "$repo/bench/time_to_accuracy.py" "$tta_config" --threads 1 "${tta_set[@]}" |
+    echo "run.sh: time to accuracy, round $1/$tta_reps: torch ($2 malloc), $3 thread(s)" >&2
+    env $(torch_env "$2") OPENBLAS_NUM_THREADS="$3" OMP_NUM_THREADS="$3" OMP_WAIT_POLICY=PASSIVE \
+        "$python" "$repo/bench/time_to_accuracy.py" "$tta_config" --threads "$3" "${tta_set[@]}" |
         tag "$1" "$2" >>"$results"
 }
 
-if ((!report_only)); then
+if ((!report_only && prebuilt)); then
+    for program in bench_step bench_allreduce bench_ckpt arsenal; do
+        [[ -x "$build/$program" ]] || { echo "run.sh: --prebuilt: no $build/$program (build it first)" >&2; exit 1; }
+    done
+elif ((!report_only)); then
     echo "run.sh: building in $build" >&2
     cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release -DARSENAL_TESTS=OFF >"$work/cmake.log" 2>&1 ||
         { cat "$work/cmake.log" >&2; exit 1; }
     cmake --build "$build" -j 2 --target bench_step bench_allreduce bench_ckpt arsenal >>"$work/cmake.log" 2>&1 ||
         { tail -30 "$work/cmake.log" >&2; exit 1; }
+fi
+
+if ((!report_only)); then
     : >"$results"
     echo "start=$(cut -d' ' -f1-3 /proc/loadavg)" >"$work/load.txt"
     start=$SECONDS
@@ -194,18 +206,20 @@ if ((!report_only)); then
         # A/B interleaved: arsenal 1 rank, torch, arsenal 2 ranks, torch tuned malloc
         for ((r = 1; r <= tta_reps; r++)); do
             tta_arsenal "$r" 1
-            if ((torch)); then tta_torch "$r" "${torch_modes[0]}"; fi
+            if ((torch)); then tta_torch "$r" "${torch_modes[0]}" 1; fi
             if ((dist)); then tta_arsenal "$r" 2; fi
+            # the same two cores for both sides: 2 ranks against torch on 2 threads
+            if ((dist && torch)); then tta_torch "$r" "${torch_modes[0]}" 2; fi
             if ((torch)); then
-                for mode in "${torch_modes[@]:1}"; do tta_torch "$r" "$mode"; done
+                for mode in "${torch_modes[@]:1}"; do tta_torch "$r" "$mode" 1; done
             fi
         done
         echo "tta_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/load.txt"
     fi
-    if ((!quick)); then   # the probes' cost and the checkpoint write against a raw write (909 MB)
-        echo "run.sh: probes and checkpoint write (bench_ckpt, $work)" >&2
-        OPENBLAS_NUM_THREADS=1 "$build/bench_ckpt" "$work" 3 | tag 1 none >>"$results"
-    fi
+    # the probes' cost and the checkpoint write against a raw write (909 MB; --quick: 1 round, 30 MB)
+    echo "run.sh: probes and checkpoint write (bench_ckpt, $work)" >&2
+    if ((quick)); then ckpt_args=(1 small); else ckpt_args=(3); fi
+    OPENBLAS_NUM_THREADS=1 "$build/bench_ckpt" "$work" "${ckpt_args[@]}" | tag 1 none >>"$results"
     echo "end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/load.txt"
     echo "run.sh: measured in $((SECONDS - start)) s; results in $results" >&2
 fi
@@ -462,10 +476,10 @@ if probes or ckpt:
 
 tta = pick(bench="tta")
 if tta:
-    def runs(impl, ranks, malloc):
+    def runs(impl, ranks, threads, malloc):
         """{round: [epoch rows in order]} of one configuration."""
         by_round = defaultdict(list)
-        for r in pick(bench="tta", impl=impl, ranks=ranks, malloc=malloc):
+        for r in pick(bench="tta", impl=impl, ranks=ranks, threads=threads, malloc=malloc):
             by_round[r["round"]].append(r)
         return {k: sorted(v, key=lambda r: r["epoch"]) for k, v in by_round.items()}
 
@@ -476,13 +490,14 @@ if tta:
         return {"per_epoch": epochs[-1]["seconds"] / epochs[-1]["epoch"], "reached": reached, "reached_cpu": cpu,
                 "final": epochs[-1]["test_acc"], "best": max(e["test_acc"] for e in epochs)}
 
-    configs = [("arsenal, 1 rank x 1 thread", "arsenal", 1, "none"),
-               ("arsenal, 2 ranks x 1 thread", "arsenal", 2, "none"),
-               ("torch, 1 thread", "torch", 1, "default"),
-               ("torch, 1 thread, tuned malloc", "torch", 1, "tuned")]
+    configs = [("arsenal, 1 rank x 1 thread", "arsenal", 1, 1, "none"),
+               ("arsenal, 2 ranks x 1 thread", "arsenal", 2, 1, "none"),
+               ("torch, 1 thread", "torch", 1, 1, "default"),
+               ("torch, 1 thread, tuned malloc", "torch", 1, 1, "tuned"),
+               ("torch, 2 threads", "torch", 1, 2, "default")]
     table = {}
-    for label, impl, ranks, malloc in configs:
-        rr = runs(impl, ranks, malloc)
+    for label, impl, ranks, threads, malloc in configs:
+        rr = runs(impl, ranks, threads, malloc)
         if rr:
             table[label] = (impl, rr, {k: summary(v) for k, v in rr.items()})
     epochs_run = max(r["epoch"] for r in tta)
@@ -524,7 +539,7 @@ if tta:
           f"time to {100 * TARGET:.0f}%):")
         w("")
         w(f"| arsenal | torch | time to {100 * TARGET:.0f}% | s/epoch | CPU time to {100 * TARGET:.0f}% "
-          "(rank 0's process; 1 rank only) |")
+          "(rank 0's process; 1 rank and 1 thread only) |")
         w("|---|---|---|---|---|")
         for a, t in pairs:
             sa, st = table[a][2], table[t][2]
@@ -533,13 +548,13 @@ if tta:
                       if sa[k]["reached"] and st[k]["reached"]])
             re = med([sa[k]["per_epoch"] / st[k]["per_epoch"] for k in common])
             rc = med([sa[k]["reached_cpu"] / st[k]["reached_cpu"] for k in common
-                      if sa[k]["reached_cpu"] and st[k]["reached_cpu"]]) if "1 rank" in a else None
+                      if sa[k]["reached_cpu"] and st[k]["reached_cpu"]]) if "1 rank" in a and "1 thread" in t else None
             w(f"| {a} | {t} | {f(rt, '{:.3f}') if rt is not None else 'not reached by both'} | "
               f"{f(re, '{:.3f}')} | {f(rc, '{:.3f}') if rc is not None else '–'} |")
         w("")
-    cpu = [r["cpu_seconds"] / r["seconds"] for r in pick(bench="tta", impl="torch") if r.get("seconds")]
+    cpu = [r["cpu_seconds"] / r["seconds"] for r in pick(bench="tta", impl="torch", threads=1) if r.get("seconds")]
     if cpu:
-        w(f"PyTorch's process CPU time / wall time over its runs: {med(cpu):.2f} (1 thread: below 1, "
+        w(f"PyTorch's process CPU time / wall time over its 1-thread runs: {med(cpu):.2f} (below 1, "
           "the process waited for a core that other work held; arsenal's runs shared the same machine).")
         w("")
 
