@@ -1,21 +1,23 @@
 /* simd: ARS_VECTOR_CLONES, put before a hot elementwise kernel: GCC
- * compiles it twice, for the x86-64 baseline (SSE2) and for x86-64-v3
- * (AVX2), and picks one when the program loads (an ifunc), so one portable
- * binary runs 8 floats per instruction where the CPU allows it. Elsewhere
- * it is nothing.
+ * compiles it three times, for the x86-64 baseline (SSE2), x86-64-v3 (AVX2)
+ * and x86-64-v4 (AVX-512), and picks one when the program loads (an ifunc),
+ * so one portable binary runs 8 or 16 floats per instruction where the CPU
+ * allows it. Elsewhere it is nothing.
  *
- * Both clones give bitwise the same results: each element goes through the
+ * All clones give bitwise the same results: each element goes through the
  * same IEEE operations (add, mul, div, sqrt: correctly rounded at any vector
  * width) in the same order, and ISO C mode (-std=c11) keeps GCC from
  * contracting a*b+c into an FMA. That is what lets the optimizer use it:
- * ranks on different CPU generations still make identical updates. Do not
- * put a reduction whose order depends on the vector width behind it. */
+ * ranks on different CPU generations still make identical updates
+ * (tests/cli_clones.sh trains with the clones and with ARSENAL_NO_CLONES and
+ * compares). Do not put a reduction whose order depends on the vector width
+ * behind it. */
 #ifndef ARSENAL_SIMD_H
 #define ARSENAL_SIMD_H
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__gnu_linux__) && \
     !defined(ARSENAL_NO_CLONES)
-#define ARS_VECTOR_CLONES __attribute__((target_clones("default", "arch=x86-64-v3")))
+#define ARS_VECTOR_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
 #else
 #define ARS_VECTOR_CLONES
 #endif
