@@ -141,7 +141,7 @@ static int train_step(trainer *t, ars_dist *dist)
     TRY_RC(ars_model_backward(m, &pass, t->dlogits, ars_dist_backward_hook, dist));
     TRY_RC(ars_dist_finish_gradients(dist));
     if (dist) t->wait_seconds += dist->sync_seconds;
-    double norm = sqrt(ars_dist_grad_sum_squares(dist, m->grads, m->param_count));
+    double norm = sqrt(ars_dist_grad_sum_squares(dist, m));
     if (isfinite(norm) && isfinite(loss_sum)) {
         float scale = ars_clip_scale_for_norm(norm, 1.0f);   /* applied in the optimizer's pass */
         ars_optimizer_step_scaled(&t->opt, m->params, m->grads, scale, 1e-3f);

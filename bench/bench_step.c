@@ -292,16 +292,20 @@ static int train_step(bench *b, int profile)
         TRY_RC(ars_model_backward(m, &pass, b->dlogits, ars_dist_backward_hook, dist));
     } else {
         const float *dy = b->dlogits;
+        double sum_squares = 0;   /* as ars_model_backward on one rank */
         for (int i = m->layer_count - 1; i >= 0; i--) {
             ars_layer *layer = &m->layers[i];
             const float *x = i > 0 ? m->layers[i - 1].output : m->input;
             float *dx = i > 0 ? (dy == m->grad_a ? m->grad_b : m->grad_a) : NULL;
             double s = now();
             TRY_RC(layer->ops->backward(layer, &pass, x, layer->output, dy, dx));
+            if (layer->param_size) sum_squares += ars_sum_squares(layer->grad, layer->param_size);
             b->layer_bwd[i] += now() - s;
             TRY_RC(ars_dist_backward_hook(dist, layer));
             dy = dx;
         }
+        m->grad_sum_squares = sum_squares;
+        m->grad_sum_squares_ready = 1;
     }
     TRY_RC(ars_dist_finish_gradients(dist));   /* the loss sum was started before backward */
     if (profile) {
@@ -310,7 +314,7 @@ static int train_step(bench *b, int profile)
         t0 = t1;
     }
     const size_t n = m->param_count;
-    double norm = sqrt(ars_dist_grad_sum_squares(dist, m->grads, n));   /* as train_step */
+    double norm = sqrt(ars_dist_grad_sum_squares(dist, m));   /* as train_step */
     double loss = loss_sum / w->batch;
     float lr = w->optim.lr;
     if (isfinite(norm) && isfinite(loss)) {

@@ -8,22 +8,20 @@
 
 #include "simd.h"
 
-/* Sixteen independent partial sums, combined in a fixed tree: double
- * reductions cannot be reordered by the compiler without -ffast-math, so
- * the source gives it the parallelism (four AVX2 registers of four
- * doubles, enough to hide the adds' latency) and fixes the order, which
- * keeps the result the same at any vector width and with any flags. */
+/* Sixteen independent partial sums (simd.h), combined in a fixed tree:
+ * double reductions cannot be reordered by the compiler without
+ * -ffast-math, so the source gives it the parallelism (four AVX2 registers
+ * of four doubles, enough to hide the adds' latency) and fixes the order,
+ * which keeps the result the same at any vector width and with any flags. */
 ARS_VECTOR_CLONES
 double ars_sum_squares(const float *x, size_t n)
 {
-    double acc[16] = {0};
+    double acc[ARS_PARTIAL_SUMS] = {0};
     size_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int j = 0; j < 16; j++) acc[j] += (double)x[i + j] * x[i + j];
+    for (; i + ARS_PARTIAL_SUMS <= n; i += ARS_PARTIAL_SUMS)
+        for (int j = 0; j < ARS_PARTIAL_SUMS; j++) acc[j] += (double)x[i + j] * x[i + j];
     for (; i < n; i++) acc[0] += (double)x[i] * x[i];
-    for (int width = 8; width >= 1; width /= 2)
-        for (int j = 0; j < width; j++) acc[j] += acc[j + width];
-    return acc[0];
+    return ars_combine_partial_sums(acc);
 }
 
 double ars_l2_norm(const float *x, size_t n) { return sqrt(ars_sum_squares(x, n)); }

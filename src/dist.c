@@ -264,8 +264,7 @@ static int choose_sync(ars_dist *dist, ars_model *model, ars_grad_sync mode)
         return 0;
     }
     if (rc) return rc;
-    memset(dist->peer_grads[dist->rank], 0, segment_part_bytes(model->param_count));
-    dist->mode = ARS_SYNC_SHARED;
+    dist->mode = ARS_SYNC_SHARED;   /* no zeroing: the model's gradients are copied over this part */
     snprintf(dist->sync_note, sizeof dist->sync_note, "every rank on one host");
     return ars_model_move_grads(model, dist->peer_grads[dist->rank]);
 }
@@ -364,7 +363,7 @@ int ars_dist_start_side_sum(ars_dist *dist, double *values, int count)
 ARS_VECTOR_CLONES
 static double sum_slice(float *const *buffers, int ranks, size_t lo, size_t hi)
 {
-    double acc[16] = {0};
+    double acc[ARS_PARTIAL_SUMS] = {0};
     size_t i = lo;
     for (; i + 16 <= hi; i += 16) {
         float sum[16];
@@ -386,9 +385,7 @@ static double sum_slice(float *const *buffers, int ranks, size_t lo, size_t hi)
         for (int r = 0; r < ranks; r++) buffers[r][i] = sum;
         acc[0] += (double)sum * sum;
     }
-    for (int width = 8; width >= 1; width /= 2)
-        for (int j = 0; j < width; j++) acc[j] += acc[j + width];
-    return acc[0];
+    return ars_combine_partial_sums(acc);
 }
 
 /* Every rank sums its slice of the gradient (whole cache lines) over all
@@ -452,13 +449,14 @@ int ars_dist_finish_gradients(ars_dist *dist)
     return rc;
 }
 
-double ars_dist_grad_sum_squares(ars_dist *dist, const float *grads, size_t count)
+double ars_dist_grad_sum_squares(ars_dist *dist, const ars_model *model)
 {
-    if (dist && dist->sum_squares_ready && grads == dist->grads && count == dist->grad_count) {
+    if (dist && dist->sum_squares_ready && model->grads == dist->grads && model->param_count == dist->grad_count) {
         dist->sum_squares_ready = 0;
         return dist->grad_sum_squares;
     }
-    return ars_sum_squares(grads, count);
+    if (model->grad_sum_squares_ready && !ars_dist_active(dist)) return model->grad_sum_squares;
+    return ars_sum_squares(model->grads, model->param_count);
 }
 
 uint64_t ars_checksum(const float *values, size_t count)

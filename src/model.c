@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "arsenal/clip.h"
+#include "arsenal/dist.h"
 #include "arsenal/error.h"
 
 /* 64-byte aligned, zeroed; count may be 0. */
@@ -257,6 +258,13 @@ int ars_model_backward(ars_model *model, const ars_pass *pass, const float *dout
                        ars_backward_hook hook, void *context)
 {
     const float *dy = dout;
+    /* On one rank this backward's gradients are the step's: sum their
+     * squares (the clip norm, the non-finite check) right after each layer
+     * writes them, from cache, rather than in a pass over the whole buffer
+     * from memory afterwards. Across ranks the sum comes after the sync. */
+    const int final_grads = !ars_dist_active(pass->dist);
+    double sum_squares = 0;
+    model->grad_sum_squares_ready = 0;
     for (int i = model->layer_count - 1; i >= 0; i--) {
         ars_layer *layer = &model->layers[i];
         const float *x = i > 0 ? model->layers[i - 1].output : model->input;
@@ -265,9 +273,12 @@ int ars_model_backward(ars_model *model, const ars_pass *pass, const float *dout
             layer->output_grad_norm = ars_l2_norm(dy, (size_t)pass->rows * (size_t)layer->out_dim);
         int rc = layer->ops->backward(layer, pass, x, layer->output, dy, dx);
         if (rc) return ars_error_context(rc, "backward of %s", layer->name);
+        if (final_grads && layer->param_size) sum_squares += ars_sum_squares(layer->grad, layer->param_size);
         if (hook && (rc = hook(context, layer)) != 0) return rc;
         dy = dx;
     }
+    model->grad_sum_squares = sum_squares;
+    model->grad_sum_squares_ready = final_grads;
     return 0;
 }
 

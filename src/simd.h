@@ -22,4 +22,16 @@
 #define ARS_VECTOR_CLONES
 #endif
 
+/* The kernels that sum squares keep sixteen independent partial sums (the
+ * parallelism GCC may not invent for a double reduction without
+ * -ffast-math) and combine them in this one fixed tree, so that every
+ * clone, and every kernel, gives the same bits for the same values. */
+enum { ARS_PARTIAL_SUMS = 16 };
+static inline double ars_combine_partial_sums(double acc[ARS_PARTIAL_SUMS])
+{
+    for (int width = ARS_PARTIAL_SUMS / 2; width >= 1; width /= 2)
+        for (int j = 0; j < width; j++) acc[j] += acc[j + width];
+    return acc[0];
+}
+
 #endif

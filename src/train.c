@@ -307,7 +307,7 @@ static int train_step(ars_trainer *t, ars_batch *batch, int epoch, int64_t step,
     record->epoch = epoch;
     record->loss = loss_sum / batch->global_rows;
     record->lr = ars_schedule_lr(&run->schedule, run->optim.lr, t->opt.step);
-    record->grad_norm = sqrt(ars_dist_grad_sum_squares(t->dist, grads, n));
+    record->grad_norm = sqrt(ars_dist_grad_sum_squares(t->dist, &t->model));
     record->clip_scale = 1;
     if (!isfinite(record->grad_norm) || !isfinite(record->loss)) {
         /* The gradient is identical on every rank, so is this decision. */

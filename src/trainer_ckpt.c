@@ -15,6 +15,7 @@
 
 #include "arsenal/ckpt.h"
 #include "arsenal/error.h"
+#include "fs.h"
 #include "trainer.h"
 
 static pthread_mutex_t ckpt_dir_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -22,28 +23,6 @@ static pthread_mutex_t ckpt_dir_mutex = PTHREAD_MUTEX_INITIALIZER;
 void ars_ckpt_dir_lock(void) { pthread_mutex_lock(&ckpt_dir_mutex); }
 int ars_ckpt_dir_trylock(void) { return pthread_mutex_trylock(&ckpt_dir_mutex) == 0; }
 void ars_ckpt_dir_unlock(void) { pthread_mutex_unlock(&ckpt_dir_mutex); }
-
-static int make_directory(const char *dir)
-{
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
-        return ars_error(ARS_EINVAL, "--ckpt-dir: path too long");
-    for (char *p = path + 1; *p; p++) {   /* mkdir -p */
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(path, 0755) != 0 && errno != EEXIST)
-            return ars_error(ARS_EIO, "--ckpt-dir %s: cannot create %s: %s", dir, path, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
-        return ars_error(ARS_EIO, "--ckpt-dir %s: cannot create it: %s", dir, strerror(errno));
-    struct stat st;
-    if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode))
-        return ars_error(ARS_EIO, "--ckpt-dir %s: exists and is not a directory", dir);
-    if (access(path, W_OK | X_OK) != 0)
-        return ars_error(ARS_EIO, "--ckpt-dir %s: not writable: %s", dir, strerror(errno));
-    return 0;
-}
 
 static int is_checkpoint_name(const char *name)
 {
@@ -125,7 +104,7 @@ int ars_trainer_checkpoint(ars_trainer *t)
     int rc = 0;
     if (t->rank == 0) {
         ars_ckpt_dir_lock();
-        rc = make_directory(t->options->ckpt_dir);
+        rc = ars_make_directories("--ckpt-dir", t->options->ckpt_dir);
         if (!rc) rc = write_checkpoint(t);
         ars_ckpt_dir_unlock();
     }
@@ -144,7 +123,7 @@ int ars_trainer_resume_prepare(ars_trainer *t)
     int rc = 0;
     if (t->options->ckpt_dir && t->rank == 0) {   /* fail early */
         ars_ckpt_dir_lock();
-        rc = make_directory(t->options->ckpt_dir);
+        rc = ars_make_directories("--ckpt-dir", t->options->ckpt_dir);
         ars_ckpt_dir_unlock();
     }
     TRY_RC(ars_trainer_agree(t, rc));

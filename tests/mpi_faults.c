@@ -108,11 +108,14 @@ static void step(replica *r, double *loss, double *norm, void (*corrupt)(float *
     ARS_ASSERT_OK(ars_loss_compute(ARS_LOSS_CROSS_ENTROPY, ars_model_output(&r->model), ROWS, CLASSES, r->labels,
                                    NULL, pass.global_rows, &loss_sum, r->dlogits));
     ARS_ASSERT_OK(ars_model_backward(&r->model, &pass, r->dlogits, ars_dist_backward_hook, &world));
-    if (corrupt) corrupt(r->model.grads, r->model.param_count);
+    if (corrupt) {
+        corrupt(r->model.grads, r->model.param_count);
+        r->model.grad_sum_squares_ready = 0;   /* changed after backward: its sum of squares no longer holds */
+    }
     ARS_ASSERT_OK(ars_dist_finish_gradients(&world));
     ARS_ASSERT_OK(ars_dist_allreduce_double(&world, &loss_sum, 1));
     *loss = loss_sum / pass.global_rows;
-    *norm = sqrt(ars_dist_grad_sum_squares(&world, r->model.grads, r->model.param_count));
+    *norm = sqrt(ars_dist_grad_sum_squares(&world, &r->model));
 }
 
 /* The guard of train.c: skip (or stop) when either is non-finite. */

@@ -113,10 +113,12 @@ int ars_dist_start_side_sum(ars_dist *dist, double *values, int count);
  * holds the summed gradient. */
 int ars_dist_finish_gradients(ars_dist *dist);
 
-/* The sum of squares of the summed gradient grads[0..count): the shared-
- * memory reduction's own (computed while it summed, bitwise the same on
- * every rank) when it ran for this step, else one pass over grads. */
-double ars_dist_grad_sum_squares(ars_dist *dist, const float *grads, size_t count);
+/* The sum of squares of the step's (summed) gradient, model->grads: the
+ * shared-memory reduction's own (computed while it summed, bitwise the same
+ * on every rank) when it ran for this step, on one rank the one backward
+ * computed layer by layer, else one pass over the gradient. Call it after
+ * ars_dist_finish_gradients and before anything changes the gradient. */
+double ars_dist_grad_sum_squares(ars_dist *dist, const struct ars_model *model);
 
 /* Checksum of a float buffer (bitwise, order-sensitive). */
 uint64_t ars_checksum(const float *values, size_t count);

@@ -18,6 +18,11 @@ typedef struct ars_model {
     float *grad_a, *grad_b;   /* ping-pong buffers for dL/d(activation) */
     size_t max_width;
     const float *input;       /* input of the last forward */
+    /* The sum of squares of the gradient, layer by layer while each is in
+     * cache, by a backward whose gradients are final (one rank); 0: not
+     * computed by the last backward. Read by ars_dist_grad_sum_squares. */
+    int grad_sum_squares_ready;
+    double grad_sum_squares;
 } ars_model;
 
 /* Builds the layers of specs (residual blocks as "residual" ... "residual_add"

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "arsenal/train.h"
+#include "../fs.h"
 
 const char *const ars_exp_section_keys[ARS_EXP_SECTIONS] = {"activations", "init", "normalization",
                                                             "residual", "exploding", "optimizers"};
@@ -51,33 +52,17 @@ static void set_budget(ars_exp_budget *b, int quick)
     }
 }
 
-static int make_directories(const char *dir)
-{
-    char path[1024];
-    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) return ars_error(ARS_EINVAL, "path too long: %s", dir);
-    for (char *p = path + 1; *p; p++) {   /* mkdir -p */
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(path, 0755) != 0 && errno != EEXIST)
-            return ars_error(ARS_EIO, "cannot create directory %s: %s", path, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
-        return ars_error(ARS_EIO, "cannot create directory %s: %s", path, strerror(errno));
-    return access(path, W_OK | X_OK) == 0 ? 0 : ars_error(ARS_EIO, "%s is not writable", path);
-}
-
 /* Rank 0: out_dir/results and the checkpoint directory. */
 static int prepare_directories(ars_exp *e)
 {
     char results[1100];
     snprintf(results, sizeof results, "%s/results", e->options->out_dir);
-    int rc = make_directories(results);
+    int rc = ars_make_directories("--out", results);
     if (rc) return rc;
     if (e->options->runs_dir) {
         e->keep_runs = 1;
         snprintf(e->runs_dir, sizeof e->runs_dir, "%s", e->options->runs_dir);
-        return make_directories(e->runs_dir);
+        return ars_make_directories("--runs", e->runs_dir);
     }
     const char *tmp = getenv("TMPDIR");
     snprintf(e->runs_dir, sizeof e->runs_dir, "%s/arsenal-experiment-XXXXXX", tmp && *tmp ? tmp : "/tmp");

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "arsenal/error.h"
+#include "../fs.h"
 #include "../plot/plot.h"
 
 #ifndef ARSENAL_HAVE_PLPLOT
@@ -693,25 +694,6 @@ static void draw_histograms(const plot_job *job)
 
 /* ---- entry point ------------------------------------------------------------------------ */
 
-static int make_directory(const char *dir)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s", dir);
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(path, 0777) != 0 && errno != EEXIST)
-            return ars_error(ARS_EIO, "--plot: cannot create directory %s: %s", path, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(path, 0777) != 0 && errno != EEXIST)
-        return ars_error(ARS_EIO, "--plot: cannot create directory %s: %s", path, strerror(errno));
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-        return ars_error(ARS_EIO, "--plot: %s is not a directory", path);
-    return 0;
-}
-
 int ars_inspect_plot(const char *dir, const ars_inspect_run *const *runs, int count, FILE *log)
 {
     if (count < 1 || count > 2) return ars_error(ARS_EINVAL, "--plot: one or two checkpoints");
@@ -723,7 +705,7 @@ int ars_inspect_plot(const char *dir, const ars_inspect_run *const *runs, int co
         return ars_error(ARS_EINVAL, "--plot: PLplot has neither a PNG nor an SVG device (install the Debian "
                          "package plplot-driver-cairo)");
     if (!devices[0] && log) fprintf(log, "arsenal: --plot: no PNG device (install plplot-driver-cairo): SVG only\n");
-    int rc = make_directory(dir);
+    int rc = ars_make_directories("--plot", dir);
     if (rc) return rc;
     plot_job all = {.runs = runs, .count = count};
     rc = render(dir, "gradient_flow", draw_gradient_flow, &all, devices, log);
