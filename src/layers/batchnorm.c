@@ -62,6 +62,33 @@ static void normalize(const ars_layer *layer, batchnorm_impl *bn, int rows, cons
     scale_shift_rows(rows, dim, bn->a, bn->b, x, y);
 }
 
+/* Per-feature sums over the rows: sum[j] = sum_r x[r][j], and with mean
+ * the squared deviations. Each feature is its own lane, summed in row
+ * order, so every clone gives the same bits. */
+ARS_VECTOR_CLONES
+static void column_sums(int rows, int dim, const float *restrict x, double *restrict sum)
+{
+    for (int j = 0; j < dim; j++) sum[j] = 0;
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * dim;
+        for (int j = 0; j < dim; j++) sum[j] += xr[j];
+    }
+}
+
+ARS_VECTOR_CLONES
+static void column_square_deviations(int rows, int dim, const float *restrict x, const double *restrict mean,
+                                     double *restrict sum)
+{
+    for (int j = 0; j < dim; j++) sum[j] = 0;
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * dim;
+        for (int j = 0; j < dim; j++) {
+            double d = xr[j] - mean[j];
+            sum[j] += d * d;
+        }
+    }
+}
+
 /* Batch mean and biased variance over this rank's rows, or over every
  * rank's rows when dist is active (it must then be called on all ranks). */
 static int batch_statistics(const ars_layer *layer, const ars_pass *pass, const float *x, double *var)
@@ -73,11 +100,7 @@ static int batch_statistics(const ars_layer *layer, const ars_pass *pass, const 
 
     /* pass 1: [count, sum per feature] */
     red[0] = rows;
-    for (int j = 0; j < dim; j++) red[1 + j] = 0;
-    for (int r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * dim;
-        for (int j = 0; j < dim; j++) red[1 + j] += xr[j];
-    }
+    column_sums(rows, dim, x, red + 1);
     int rc = ars_dist_allreduce_double(dist, red, dim + 1);
     if (rc) return ars_error_context(rc, "%s: batch statistics", layer->name);
     const double n = red[0];
@@ -87,14 +110,7 @@ static int batch_statistics(const ars_layer *layer, const ars_pass *pass, const 
 
     /* pass 2: squared deviations from the (global) mean; more accurate than
      * E[x^2] - E[x]^2 when |mean| >> std */
-    for (int j = 0; j < dim; j++) red[j] = 0;
-    for (int r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * dim;
-        for (int j = 0; j < dim; j++) {
-            double d = xr[j] - bn->mean[j];
-            red[j] += d * d;
-        }
-    }
+    column_square_deviations(rows, dim, x, bn->mean, red);
     rc = ars_dist_allreduce_double(dist, red, dim);
     if (rc) return ars_error_context(rc, "%s: batch statistics", layer->name);
     for (int j = 0; j < dim; j++) var[j] = red[j] / n;

@@ -6,8 +6,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../simd.h"
 #include "arsenal/error.h"
 #include "layers_internal.h"
+
+/* out = a + b, elementwise (the two gradient paths of a block, or the
+ * block's output and its input). */
+ARS_VECTOR_CLONES
+static void add_arrays(float *restrict out, const float *restrict a, const float *restrict b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
 
 static int begin_forward(ars_layer *layer, const ars_pass *pass, const float *x, float *y)
 {
@@ -20,8 +29,7 @@ static int begin_backward(ars_layer *layer, const ars_pass *pass, const float *x
 {
     if (!dx) return 0;
     const size_t n = (size_t)pass->rows * (size_t)layer->in_dim;
-    const float *skip = layer->skip_grad;
-    for (size_t i = 0; i < n; i++) dx[i] = dy[i] + skip[i];
+    add_arrays(dx, dy, layer->skip_grad, n);
     return 0;
 }
 
@@ -52,7 +60,7 @@ static int add_forward(ars_layer *layer, const ars_pass *pass, const float *x, f
     const float *skip = layer->partner->output;
     const size_t n = (size_t)rows * (size_t)out;
     if (layer->param_count == 0) {
-        for (size_t i = 0; i < n; i++) y[i] = x[i] + skip[i];
+        add_arrays(y, x, skip, n);
     } else if (rows > 0) {
         memcpy(y, x, sizeof(float) * n);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, skip_dim, 1.0f, skip, skip_dim,
