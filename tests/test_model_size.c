@@ -105,6 +105,13 @@ static void test_absurd_sizes_do_not_overflow(void **state)
     ars_model model;
     assert_int_equal(ars_model_create(&model, specs, count, 65536, 1), ARS_EINVAL);
     free(specs);
+
+    /* batch x time past INT_MAX: the rows of one cblas product, an int */
+    specs = ars_test_load_specs(RUN "[attention]\ntime = 65536\nheads = 1\n[mean_pool]\n[dense]\nunits = 3\n", &count);
+    assert_int_equal(ars_model_estimate(specs, count, 65536, 65536, &size), ARS_EINVAL);
+    assert_non_null(strstr(ars_error_message(), "[attention] a batch of 65536 rows x 65536 steps"));
+    assert_int_equal(ars_model_create(&model, specs, count, 65536, 65536), ARS_EINVAL);
+    free(specs);
 }
 
 /* The model's errors say FILE:LINE as the parser's do, estimate and build alike. */

@@ -203,7 +203,7 @@ static double attention_floats(double rows, double T, double D, double heads)
 
 int ars_attention_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
 {
-    int D, rc = ars_seq_features(spec, in_dim, &D);
+    int D, rc = ars_seq_features(spec, in_dim, max_rows, &D);
     if (rc) return rc;
     if (spec->heads <= 0 || D % spec->heads != 0)
         return ars_error(ARS_EINVAL, "[attention] heads = %d must divide the %d features per step", spec->heads, D);

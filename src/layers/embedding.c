@@ -197,7 +197,8 @@ static int patch_shape(const ars_layer_spec *spec, int in_dim, int *side, int *t
 
 /* The steps and features per step of a seq_dense: from the patches when
  * patch > 0, else from time. */
-static int seq_dense_shape(const ars_layer_spec *spec, int in_dim, int *side, int *time, int *features)
+static int seq_dense_shape(const ars_layer_spec *spec, int in_dim, int max_rows, int *side, int *time,
+                           int *features)
 {
     int rc;
     *side = 0;
@@ -205,7 +206,7 @@ static int seq_dense_shape(const ars_layer_spec *spec, int in_dim, int *side, in
     if (spec->patch > 0 && (rc = patch_shape(spec, in_dim, side, time)) != 0) return rc;
     ars_layer_spec shaped = *spec;
     shaped.time = *time;
-    return ars_seq_features(&shaped, in_dim, features);
+    return ars_seq_features(&shaped, in_dim, max_rows, features);
 }
 
 int ars_seq_dense_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
@@ -213,7 +214,7 @@ int ars_seq_dense_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int
     int side, time, features, rc;
     if (spec->units <= 0)
         return ars_error(ARS_EINVAL, "[seq_dense] needs units = a positive width (found %d)", spec->units);
-    if ((rc = seq_dense_shape(spec, in_dim, &side, &time, &features)) != 0) return rc;
+    if ((rc = seq_dense_shape(spec, in_dim, max_rows, &side, &time, &features)) != 0) return rc;
     if ((rc = ars_seq_width(spec, time, spec->units, &size->out_dim)) != 0) return rc;
     size->params = (double)spec->units * features + (spec->bias ? spec->units : 0);
     /* one block: doubles, then floats, then ints (alignment descends) */
@@ -228,7 +229,7 @@ int ars_seq_dense_setup(ars_layer *layer, int in_dim, const ars_layer_size *size
 {
     ars_layer_spec *spec = &layer->spec;
     int side, time, features;
-    int rc = seq_dense_shape(spec, in_dim, &side, &time, &features);
+    int rc = seq_dense_shape(spec, in_dim, layer->max_rows, &side, &time, &features);
     if (rc) return rc;
     spec->time = time;
     const size_t rows = layer->max_rows > 0 ? (size_t)layer->max_rows : 0;

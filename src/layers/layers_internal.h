@@ -47,8 +47,10 @@ ARS_LAYER_SIZE_FN(ars_pooling_size);         /* mean_pool, last_step */
 ARS_LAYER_SETUP_FN(ars_pooling_setup);
 
 /* Shared by the sequence layers (sequence.c). Checks spec->time > 0 divides
- * in_dim and sets *features = in_dim / time; errors name the kind. */
-int ars_seq_features(const ars_layer_spec *spec, int in_dim, int *features);
+ * in_dim and that max_rows * time (the rows of the layer's matrix products,
+ * an int for cblas) fits in an int, and sets *features = in_dim / time;
+ * errors name the kind. */
+int ars_seq_features(const ars_layer_spec *spec, int in_dim, int max_rows, int *features);
 /* Features per sample out of time * per_step, refused past INT_MAX. */
 int ars_seq_width(const ars_layer_spec *spec, double time, double per_step, int *width);
 /* On probe steps (and when layer->time_grad_norm is set): the norm of g

@@ -58,7 +58,7 @@ static const ars_layer_ops last_ops = {"last_step", pooling_forward, pooling_bac
 
 int ars_pooling_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
 {
-    int F, rc = ars_seq_features(spec, in_dim, &F);
+    int F, rc = ars_seq_features(spec, in_dim, max_rows, &F);
     if (rc) return rc;
     size->out_dim = F;
     size->workspace = sizeof(pooling_impl) + sizeof(double) * (double)F;   /* one row's sums */

@@ -58,7 +58,7 @@ static const ars_layer_ops positional_ops = {"positional", positional_forward, p
 
 int ars_positional_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
 {
-    int features, rc = ars_seq_features(spec, in_dim, &features);
+    int features, rc = ars_seq_features(spec, in_dim, max_rows, &features);
     if (rc) return rc;
     const int learned = strcmp(spec->encoding, "learned") == 0;
     if (!learned && strcmp(spec->encoding, "sinusoidal") != 0)

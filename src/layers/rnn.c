@@ -123,7 +123,7 @@ int ars_rnn_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_r
     int F, rc;
     if (spec->units <= 0)
         return ars_error(ARS_EINVAL, "[rnn] needs units = <hidden width> (found %d)", spec->units);
-    if ((rc = ars_seq_features(spec, in_dim, &F)) != 0) return rc;
+    if ((rc = ars_seq_features(spec, in_dim, max_rows, &F)) != 0) return rc;
     if ((rc = ars_seq_width(spec, spec->time, spec->units, &size->out_dim)) != 0) return rc;
     const double H = spec->units;
     size->params = H * F + H * H + 2 * H;

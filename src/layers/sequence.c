@@ -8,7 +8,7 @@
 #include "arsenal/error.h"
 #include "layers_internal.h"
 
-int ars_seq_features(const ars_layer_spec *spec, int in_dim, int *features)
+int ars_seq_features(const ars_layer_spec *spec, int in_dim, int max_rows, int *features)
 {
     if (spec->time <= 0)
         return ars_error(ARS_EINVAL, "[%s] needs time = <steps> (the run file takes it from the sequence layer "
@@ -16,6 +16,10 @@ int ars_seq_features(const ars_layer_spec *spec, int in_dim, int *features)
     if (in_dim % spec->time != 0)
         return ars_error(ARS_EINVAL, "[%s] time = %d does not divide its input width %d (rows are time * "
                          "features)", spec->kind, spec->time, in_dim);
+    if ((double)max_rows * spec->time > INT_MAX)
+        return ars_error(ARS_EINVAL, "[%s] a batch of %d rows x %d steps is %.0f rows for its matrix products: "
+                         "more than %d (use a smaller batch)", spec->kind, max_rows, spec->time,
+                         (double)max_rows * spec->time, INT_MAX);
     *features = in_dim / spec->time;
     return 0;
 }

@@ -13,7 +13,6 @@
  * kind: [rows, time * features] is [rows * time, features], so an inner
  * layernorm of width features and capacity max_rows * time does the work
  * with the same code, statistics in double. */
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -80,11 +79,8 @@ static ars_layer_spec inner_spec(const ars_layer_spec *spec)
 int ars_seq_layernorm_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows,
                            ars_layer_size *size)
 {
-    int features, rc = ars_seq_features(spec, in_dim, &features);
+    int features, rc = ars_seq_features(spec, in_dim, max_rows, &features);   /* rows * time fits an int */
     if (rc) return rc;
-    if ((double)max_rows * spec->time > INT_MAX)   /* the inner layer's rows are an int */
-        return ars_error(ARS_EINVAL, "[seq_layernorm] batch of %d rows x %d steps is more than %d rows", max_rows,
-                         spec->time, INT_MAX);
     ars_layer_spec inner = inner_spec(spec);
     ars_layer_size inner_size;
     /* its rows are this layer's rows * time (in double: no int overflow) */
