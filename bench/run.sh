@@ -203,7 +203,7 @@ if ((!report_only)); then
     ((torch && reps > 0)) && stop_torch_servers
     if ((tta)); then
         echo "tta_start=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/load.txt"
-        # A/B interleaved: arsenal 1 rank, torch, arsenal 2 ranks, torch tuned malloc
+        # A/B interleaved: arsenal 1 rank, torch, arsenal 2 ranks, torch 2 threads, torch tuned malloc
         for ((r = 1; r <= tta_reps; r++)); do
             tta_arsenal "$r" 1
             if ((torch)); then tta_torch "$r" "${torch_modes[0]}" 1; fi
