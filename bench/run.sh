@@ -224,7 +224,9 @@ if ((!report_only)); then
     echo "run.sh: measured in $((SECONDS - start)) s; results in $results" >&2
 fi
 
-# Machine and versions for the report.
+# Machine and versions for the report: recorded with the measurements;
+# --report-only keeps the record of the run it renders.
+if ((!report_only)) || [[ ! -s "$work/machine.txt" ]]; then
 {
     echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)$(
@@ -240,8 +242,8 @@ fi
     echo "tta_reps=$tta_reps"
     echo "quick=$quick"
 } >"$work/machine.txt"
-
 [[ -f "$work/load.txt" ]] && sed 's/^/load_/' "$work/load.txt" >>"$work/machine.txt"
+fi
 
 "$python" - "$results" "$work/machine.txt" "$out" "$repo" <<'PY'
 """Medians of the JSON lines -> Markdown. Ratios are medians of per-round
