@@ -10,13 +10,13 @@
 
 #include "arsenal/error.h"
 
-int ars_make_directories(const char *what, const char *dir)
+static int make(const char *what, const char *dir, int parents)
 {
     char path[4096];
     if (!dir || !*dir) return ars_error(ARS_EINVAL, "%s: an empty directory name", what);
     if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
         return ars_error(ARS_EINVAL, "%s: path too long (%zu bytes)", what, strlen(dir));
-    for (char *p = path + 1; *p; p++) {
+    for (char *p = path + 1; parents && *p; p++) {
         if (*p != '/') continue;
         *p = '\0';
         if (mkdir(path, 0777) != 0 && errno != EEXIST)
@@ -32,3 +32,7 @@ int ars_make_directories(const char *what, const char *dir)
         return ars_error(ARS_EIO, "%s %s: not writable: %s", what, dir, strerror(errno));
     return 0;
 }
+
+int ars_make_directories(const char *what, const char *dir) { return make(what, dir, 1); }
+
+int ars_make_directory(const char *what, const char *dir) { return make(what, dir, 0); }

@@ -7,5 +7,7 @@
  * directory. Errors name the option the user gave (what, e.g. "--ckpt-dir"),
  * DIR and the component that failed. */
 int ars_make_directories(const char *what, const char *dir);
+/* The same without the parents: only DIR itself is created. */
+int ars_make_directory(const char *what, const char *dir);
 
 #endif

@@ -98,13 +98,19 @@ static int write_checkpoint(ars_trainer *t)
     return 0;
 }
 
+static int make_ckpt_dir(const ars_trainer *t)
+{
+    return t->options->ckpt_dir_in_place ? ars_make_directory("--ckpt-dir", t->options->ckpt_dir)
+                                         : ars_make_directories("--ckpt-dir", t->options->ckpt_dir);
+}
+
 int ars_trainer_checkpoint(ars_trainer *t)
 {
     if (!t->options->ckpt_dir || t->last_ckpt_step == t->step) return 0;
     int rc = 0;
     if (t->rank == 0) {
         ars_ckpt_dir_lock();
-        rc = ars_make_directories("--ckpt-dir", t->options->ckpt_dir);
+        rc = make_ckpt_dir(t);
         if (!rc) rc = write_checkpoint(t);
         ars_ckpt_dir_unlock();
     }
@@ -123,7 +129,7 @@ int ars_trainer_resume_prepare(ars_trainer *t)
     int rc = 0;
     if (t->options->ckpt_dir && t->rank == 0) {   /* fail early */
         ars_ckpt_dir_lock();
-        rc = ars_make_directories("--ckpt-dir", t->options->ckpt_dir);
+        rc = make_ckpt_dir(t);
         ars_ckpt_dir_unlock();
     }
     TRY_RC(ars_trainer_agree(t, rc));

@@ -74,6 +74,8 @@ int ars_load_run_data(const ars_run_config *run, int rank, int train_limit, stru
 typedef struct ars_train_options {
     const char *metrics_path; /* JSON lines, or NULL */
     const char *ckpt_dir;     /* NULL = no checkpoints */
+    int ckpt_dir_in_place;    /* 1: create only ckpt_dir itself, never its parents (arsenal experiment: a
+                               * cleanup may remove the parent under it, which must then stay gone) */
     const char *resume_path;  /* NULL = fresh start */
     int quiet;
     const char *config_text;  /* resolved run file, stored in checkpoints */
@@ -102,7 +104,9 @@ int ars_train(const ars_run_config *run, const ars_layer_spec *specs, int count,
  * checkpoint, latest.h5, pruning) under this process-wide lock. A cleanup
  * that must remove the directory for good (arsenal experiment on SIGINT or
  * SIGTERM) takes it and never gives it back, so that training, which goes
- * on meanwhile, cannot recreate what it removed afterwards. */
+ * on meanwhile, cannot recreate what it removed afterwards. Until it has
+ * the lock, ckpt_dir_in_place keeps training from recreating the parent it
+ * removed (a SIGKILL may end the process before it gets the lock). */
 void ars_ckpt_dir_lock(void);
 int ars_ckpt_dir_trylock(void);   /* 1 when taken */
 void ars_ckpt_dir_unlock(void);

@@ -303,7 +303,9 @@ int ars_exp_train(ars_exp *e, const char *key, const char *config_text, ars_exp_
     char dir[1200];
     snprintf(dir, sizeof dir, "%s/%s", e->runs_dir, run->key);
     char *resolved = ars_config_to_string(&config);
-    ars_train_options options = {.ckpt_dir = dir, .quiet = 1, .config_text = resolved};
+    /* in place: the runs directory exists (the experiment made it), and a
+     * cleanup on SIGINT/SIGTERM may remove it under training */
+    ars_train_options options = {.ckpt_dir = dir, .ckpt_dir_in_place = 1, .quiet = 1, .config_text = resolved};
     ars_train_result result;
     rc = ars_train(&settings, specs, count, e->dist, &options, &result);
     free(resolved);

@@ -75,7 +75,11 @@ static int prepare_directories(ars_exp *e)
  * async-signal-safe calls); a thread waiting on the pipe removes runs_dir,
  * then lets the process die of the same signal, as it would have. A run
  * can take minutes, so waiting for the next one to check a flag would be
- * too late for mpirun, which follows its SIGTERM with SIGKILL. */
+ * too late for mpirun, which follows its SIGTERM with SIGKILL. The other
+ * ranks get the signal too and take it the same way, minus the removal,
+ * after a grace: mpirun kills the whole job as soon as one rank dies, and
+ * on a busy machine that came before rank 0's thread had run. */
+enum { OTHER_RANKS_GRACE_SECONDS = 3 };
 enum { CLEANUP_SIGNALS = 2 };
 static const int cleanup_signals[CLEANUP_SIGNALS] = {SIGINT, SIGTERM};
 static int cleanup_pipe[2] = {-1, -1};
@@ -96,12 +100,30 @@ static void on_signal(int sig)
     errno = saved;
 }
 
+/* The default action of sig, for the whole process: raised in this thread,
+ * which gets it unblocked. */
+static void die_of(int sig)
+{
+    signal(sig, SIG_DFL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    raise(sig);
+}
+
 static void *cleanup_main(void *arg)
 {
     const cleanup *c = arg;
     unsigned char sig = 0;
     while (read(cleanup_pipe[0], &sig, 1) < 0 && errno == EINTR) {}
     if (sig == 0) return NULL;   /* the experiment ended */
+    if (!c->dir) {   /* not rank 0: die later, rank 0's death usually ends the job first */
+        const struct timespec grace = {OTHER_RANKS_GRACE_SECONDS, 0};
+        nanosleep(&grace, NULL);
+        die_of(sig);
+        return NULL;
+    }
     fprintf(stderr, "arsenal experiment: %s: removing %s\n", sig == SIGINT ? "interrupted" : "terminated", c->dir);
     fflush(stderr);
     signal(sig, SIG_DFL);
@@ -118,11 +140,7 @@ static void *cleanup_main(void *arg)
         nanosleep(&nap, NULL);
     }
     for (int pass = 0; pass < 100 && access(c->dir, F_OK) == 0; pass++) ars_exp_remove_tree(c->dir);
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, sig);
-    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-    raise(sig);   /* this thread gets it: the default action ends the process */
+    die_of(sig);
     return NULL;
 }
 
@@ -212,7 +230,7 @@ int ars_experiment_run(const ars_experiment_options *options, ars_dist *dist, in
     const double start = now_seconds();
     int rc = e.rank == 0 ? prepare_directories(&e) : 0;
     cleanup on_kill = {0};
-    if (!rc && e.rank == 0 && !e.keep_runs) cleanup_start(&on_kill, e.runs_dir);
+    if (!rc && !options->runs_dir) cleanup_start(&on_kill, e.rank == 0 ? e.runs_dir : NULL);
     rc = agree(&e, rc);
     if (!rc) rc = ars_dist_broadcast_bytes(dist, e.runs_dir, sizeof e.runs_dir, 0);
     if (!rc && e.rank == 0) {
