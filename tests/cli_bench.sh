@@ -14,10 +14,7 @@ src="${ARSENAL_SOURCE_DIR:?ARSENAL_SOURCE_DIR is not set (run through ctest)}"
 work="$(mktemp -d /tmp/arsenal-cli-bench.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 
-fail=0
-check() {   # check DESCRIPTION COMMAND...
-    if "${@:2}"; then echo "ok: $1"; else echo "FAIL: $1"; fail=1; fi
-}
+source "$(dirname "$0")/testutil.sh"
 
 tta=()
 if [[ ! -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]]; then   # ARS_FASHION_MNIST_DIR
@@ -42,4 +39,5 @@ check "every result line is JSON" python3 -c '
 import json, sys
 for n, line in enumerate(open(sys.argv[1]), 1):
     json.loads(line)' "$work/results.jsonl"
-exit $fail
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -24,9 +24,8 @@ command -v h5diff >/dev/null || { echo "SKIP: h5diff not found (apt-get install 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 export OPENBLAS_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-mpi=("${ARSENAL_MPIEXEC:-mpiexec}")
-grep -q "Open MPI" <<< "$("${mpi[0]}" --version 2>&1)" && mpi+=(--oversubscribe --mca mpi_yield_when_idle 1)
 source "$(dirname "$0")/testutil.sh"
+set_mpi_launcher
 same_state() { h5diff -q "$1" "$2" /model /model >/dev/null 2>&1 && h5diff -q "$1" "$2" /optimizer /optimizer >/dev/null 2>&1; }
 
 # train NAME BINARY CONFIG [arsenal train options]: final checkpoint in $work/NAME/latest.h5

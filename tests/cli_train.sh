@@ -10,9 +10,8 @@ src="${ARSENAL_SOURCE_DIR:?}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 export OPENBLAS_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-mpi=("${ARSENAL_MPIEXEC:-mpiexec}")
-grep -q "Open MPI" <<< "$("${mpi[0]}" --version 2>&1)" && mpi+=(--oversubscribe --mca mpi_yield_when_idle 1)
 source "$(dirname "$0")/testutil.sh"
+set_mpi_launcher
 contains() { grep -q -- "$2" "$1"; }
 
 # Help and usage errors.

@@ -7,3 +7,12 @@ check() {   # check NAME COMMAND...: one command, its status is the verdict
     if "$@"; then passed=$((passed + 1)); echo "ok   $name"
     else failed=$((failed + 1)); echo "FAIL $name"; fi
 }
+
+# set_mpi_launcher: $mpi = the build's MPI launcher (ARSENAL_MPIEXEC, else
+# mpiexec), with Open MPI's flags for a machine with fewer cores than ranks.
+set_mpi_launcher() {
+    mpi=("${ARSENAL_MPIEXEC:-mpiexec}")
+    if grep -q "Open MPI" <<< "$("${mpi[0]}" --version 2>&1)"; then
+        mpi+=(--oversubscribe --mca mpi_yield_when_idle 1)
+    fi
+}
