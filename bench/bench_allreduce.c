@@ -88,7 +88,7 @@ static int setup(trainer *t)
     specs[3] = specs[1];
     ars_layer_spec_defaults(&specs[4], "dense");
     specs[4].units = CLASSES;
-    TRY_RC(ars_model_create(&t->model, specs, 5, IN_DIM, BATCH));
+    TRY_RC(ars_model_create(&t->model, specs, 5, ars_shape_vector(IN_DIM), BATCH));
     TRY_RC(ars_init_model(&t->model, 1));   /* same seed: replicas start equal */
     ars_optim_config adam;
     ars_optim_config_defaults(&adam, ARS_OPT_ADAM);

@@ -60,7 +60,7 @@ static void build(ars_model *model, const int *widths, int layers, int in_dim, i
         strcpy(specs[n++].init, "he_normal");
         if (i + 1 < layers) ars_layer_spec_defaults(&specs[n++], "relu");
     }
-    if (ars_model_create(model, specs, n, in_dim, rows) || ars_init_model(model, 1)) die("model");
+    if (ars_model_create(model, specs, n, ars_shape_vector(in_dim), rows) || ars_init_model(model, 1)) die("model");
 }
 
 /* Removes a written file outside the timed regions, and lets the file

@@ -219,7 +219,7 @@ static int load_workload(workload *w, const char *path)
 static int bench_setup(bench *b)
 {
     const workload *w = &b->w;
-    TRY_RC(ars_model_create(&b->model, w->specs, w->count, w->in_dim, w->batch));
+    TRY_RC(ars_model_create(&b->model, w->specs, w->count, ars_shape_vector(w->in_dim), w->batch));
     TRY_RC(ars_init_model(&b->model, 1));
     TRY_RC(ars_optimizer_create(&b->opt, &w->optim, b->model.param_count));
     b->dlogits = alloc_floats((size_t)w->batch * (size_t)b->model.out_dim);

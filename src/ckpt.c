@@ -63,16 +63,12 @@ static int checking_child;   /* this process is the child of ars_ckpt_validate *
  * files, which libhdf5 complains about at exit; the child leaves by _exit). */
 static void quiet_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, checking_child ? on_hdf5_error : NULL, NULL); }
 
-static void view_dims(const ars_tensor_view *view, int *rank, hsize_t dims[2])
+/* A tensor is stored in its own shape: a vector 1-D, a dense weight [out,
+ * in], a convolution's [out, in / groups, kh, kw]. */
+static void view_dims(const ars_tensor_view *view, int *rank, hsize_t dims[ARS_SHAPE_MAX_RANK])
 {
-    if (view->rows == 1) {
-        *rank = 1;
-        dims[0] = (hsize_t)view->cols;
-    } else {
-        *rank = 2;
-        dims[0] = (hsize_t)view->rows;
-        dims[1] = (hsize_t)view->cols;
-    }
+    *rank = view->shape.rank;
+    for (int i = 0; i < view->shape.rank; i++) dims[i] = (hsize_t)view->shape.dims[i];
 }
 
 /* ---- float tensors, written chunk by chunk ---------------------------------- */
@@ -128,7 +124,8 @@ static int write_floats(hid_t group, const char *name, int rank, const hsize_t *
                         chunk_buffer *buffer)
 {
     if (H5Tequal(H5T_NATIVE_FLOAT, H5T_IEEE_F32LE) <= 0) return ars_h5_write_floats(group, name, rank, dims, data);
-    hsize_t chunk[2], row = rank == 2 ? dims[1] : 1;
+    hsize_t chunk[ARS_SHAPE_MAX_RANK], row = 1;
+    for (int i = 1; i < rank; i++) row *= dims[i];
     ars_h5_float_chunk(rank, dims, chunk);
     size_t row_bytes = sizeof(float) * (size_t)row, chunk_bytes = row_bytes * (size_t)chunk[0];
     if (buffer->size < chunk_bytes + 4) {
@@ -151,7 +148,7 @@ static int write_floats(hid_t group, const char *name, int rank, const hsize_t *
         memset(buffer->bytes + row_bytes * (size_t)rows, 0, chunk_bytes - row_bytes * (size_t)rows);
         uint32_t sum = fletcher32(buffer->bytes, chunk_bytes);
         for (int k = 0; k < 4; k++) buffer->bytes[chunk_bytes + (size_t)k] = (unsigned char)(sum >> (8 * k));
-        hsize_t offset[2] = {first, 0};
+        hsize_t offset[ARS_SHAPE_MAX_RANK] = {first};
         status = H5Dwrite_chunk(set, H5P_DEFAULT, 0, offset, chunk_bytes + 4, buffer->bytes);
     }
     if (set >= 0) H5Dclose(set);
@@ -185,14 +182,14 @@ static int write_tensors(hid_t file, const char *root, const ars_model *model, c
         }
         for (int p = 0; p < layer->param_count && !rc; p++) {
             int rank;
-            hsize_t dims[2];
+            hsize_t dims[ARS_SHAPE_MAX_RANK];
             view_dims(&layer->params[p], &rank, dims);
             rc = write_floats(group, layer->params[p].name, rank, dims,
                               params + layer->param_offset + layer->params[p].offset, buffer);
         }
         for (int b = 0; state && b < layer->buffer_count && !rc; b++) {
             int rank;
-            hsize_t dims[2];
+            hsize_t dims[ARS_SHAPE_MAX_RANK];
             view_dims(&layer->buffers[b], &rank, dims);
             rc = write_floats(group, layer->buffers[b].name, rank, dims,
                               state + layer->state_offset + layer->buffers[b].offset, buffer);
@@ -642,14 +639,14 @@ static int read_tensors(hid_t file, const char *path, const char *root, const ar
         }
         for (int p = 0; p < layer->param_count && !rc; p++) {
             int rank;
-            hsize_t dims[2];
+            hsize_t dims[ARS_SHAPE_MAX_RANK];
             view_dims(&layer->params[p], &rank, dims);
             rc = ars_h5_read_floats(group, where, layer->params[p].name, rank, dims,
                                     params + layer->param_offset + layer->params[p].offset);
         }
         for (int b = 0; state && b < layer->buffer_count && !rc; b++) {
             int rank;
-            hsize_t dims[2];
+            hsize_t dims[ARS_SHAPE_MAX_RANK];
             view_dims(&layer->buffers[b], &rank, dims);
             rc = ars_h5_read_floats(group, where, layer->buffers[b].name, rank, dims,
                                     state + layer->state_offset + layer->buffers[b].offset);

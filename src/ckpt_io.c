@@ -174,18 +174,20 @@ int ars_h5_attr_read_string(hid_t object, const char *path, const char *name, ch
 }
 
 /* chunks of about 1 MiB: big enough for fast I/O, small enough for the checksum filter */
-void ars_h5_float_chunk(int rank, const hsize_t *dims, hsize_t chunk[2])
+void ars_h5_float_chunk(int rank, const hsize_t *dims, hsize_t *chunk)
 {
-    hsize_t row = rank == 2 ? dims[1] : 1, rows_per_chunk = row ? (262144 + row - 1) / row : 1;
+    hsize_t row = 1;
+    for (int i = 1; i < rank; i++) row *= dims[i];
+    hsize_t rows_per_chunk = row ? (262144 + row - 1) / row : 1;
     chunk[0] = dims[0] ? (dims[0] < rows_per_chunk ? dims[0] : rows_per_chunk) : 1;
-    chunk[1] = rank == 2 && dims[1] ? dims[1] : 1;
+    for (int i = 1; i < rank; i++) chunk[i] = dims[i] ? dims[i] : 1;
 }
 
 int ars_h5_write_floats(hid_t group, const char *name, int rank, const hsize_t *dims, const float *data)
 {
     hid_t space = H5Screate_simple(rank, dims, NULL);
     hid_t plist = H5Pcreate(H5P_DATASET_CREATE);
-    hsize_t chunk[2];
+    hsize_t chunk[4];
     ars_h5_float_chunk(rank, dims, chunk);
     H5Pset_chunk(plist, rank, chunk);
     H5Pset_fletcher32(plist);
@@ -332,9 +334,9 @@ int ars_h5_check_floats(hid_t group, const char *path, const char *name)
     if (space >= 0) H5Sclose(space);
     if (set >= 0) H5Dclose(set);
     if (set < 0) return ars_error(ARS_EFORMAT, "%s/%s cannot be opened (corrupted file?)", path, name);
-    if (rank != 1 && rank != 2)
-        return ars_error(ARS_EFORMAT, "%s/%s has %d dimensions, expected 1 or 2", path, name, rank);
-    hsize_t dims[2];
+    if (rank < 1 || rank > 4)
+        return ars_error(ARS_EFORMAT, "%s/%s has %d dimensions, expected 1 to 4", path, name, rank);
+    hsize_t dims[4];
     void *data = NULL;
     int rc = ars_h5_read_series(group, path, name, H5T_NATIVE_FLOAT, rank, dims, &data);
     free(data);

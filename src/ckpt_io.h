@@ -23,13 +23,13 @@ int ars_h5_attr_write_string(hid_t object, const char *name, const char *value);
 int ars_h5_attr_read(hid_t object, const char *path, const char *name, hid_t type, void *value);
 int ars_h5_attr_read_string(hid_t object, const char *path, const char *name, char *out, size_t size);
 
-/* A float32 tensor (rank 1 or 2), chunked with a Fletcher-32 checksum so
+/* A float32 tensor (rank 1 to 4), chunked with a Fletcher-32 checksum so
  * that corrupted bytes are detected on read. */
 int ars_h5_write_floats(hid_t group, const char *name, int rank, const hsize_t *dims, const float *data);
 
-/* The chunk shape ars_h5_write_floats gives a tensor of dims: whole rows,
- * about 1 MiB (chunk[1] is 1 for rank 1). */
-void ars_h5_float_chunk(int rank, const hsize_t *dims, hsize_t chunk[2]);
+/* The chunk shape ars_h5_write_floats gives a tensor of dims (chunk has
+ * rank entries): whole rows of dims[1..], about 1 MiB. */
+void ars_h5_float_chunk(int rank, const hsize_t *dims, hsize_t *chunk);
 
 /* Reads a float32 tensor after checking it exists with exactly dims. */
 int ars_h5_read_floats(hid_t group, const char *path, const char *name, int rank, const hsize_t *dims,

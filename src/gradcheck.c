@@ -340,7 +340,9 @@ void ars_gradcheck_randomize(ars_layer *layer, uint64_t seed)
     uint32_t base = GC_PARAMS + 16 * (uint32_t)layer->index;
     for (int t = 0; t < layer->param_count; t++) {
         const ars_tensor_view *v = &layer->params[t];
-        fill_role(layer->param + v->offset, v->count, v->role, v->cols, seed, ars_stream(ARS_STREAM_DATA, base + t));
+        int fan_in, fan_out;
+        ars_tensor_fans(v, &fan_in, &fan_out);
+        fill_role(layer->param + v->offset, v->count, v->role, fan_in, seed, ars_stream(ARS_STREAM_DATA, base + t));
     }
     for (int t = 0; t < layer->buffer_count; t++) {
         const ars_tensor_view *v = &layer->buffers[t];
@@ -349,7 +351,7 @@ void ars_gradcheck_randomize(ars_layer *layer, uint64_t seed)
         if (v->role == ARS_ROLE_ONES)   /* a variance: keep it positive */
             ars_rng_uniform(p, v->count, 0.5f, 1.5f, seed, stream, 0);
         else
-            fill_role(p, v->count, v->role, v->cols, seed, stream);
+            fill_role(p, v->count, v->role, v->shape.dims[v->shape.rank - 1], seed, stream);
     }
 }
 
@@ -358,19 +360,20 @@ void ars_gradcheck_randomize_model(ars_model *model, uint64_t seed)
     for (int i = 0; i < model->layer_count; i++) ars_gradcheck_randomize(&model->layers[i], seed);
 }
 
-int ars_gradcheck_layer(const ars_layer_spec *spec, int in_dim, int rows, uint64_t seed,
+int ars_gradcheck_layer(const ars_layer_spec *spec, ars_shape in, int rows, uint64_t seed,
                         const ars_gradcheck_options *options, ars_gradcheck_result *result)
 {
     result_init(result, spec->kind);
-    if (strcmp(spec->kind, "residual") == 0 || strcmp(spec->kind, "residual_add") == 0)
+    if (ars_layer_kind_has(spec->kind, ARS_KIND_RESIDUAL) && !ars_layer_kind_has(spec->kind, ARS_KIND_SUGAR))
         return ars_error(ARS_EINVAL, "gradcheck: '%s' is half of a residual block; check it in a model "
                          "(ars_gradcheck_model)", spec->kind);
     if (rows <= 0) return ars_error(ARS_EINVAL, "gradcheck: %d rows", rows);
     ars_layer layer;
     memset(&layer, 0, sizeof layer);
     snprintf(layer.name, sizeof layer.name, "000_%s", spec->kind);
-    int rc = ars_layer_setup(&layer, spec, in_dim, rows);
+    int rc = ars_layer_setup(&layer, spec, &in, rows);
     float *param = NULL, *grad = NULL, *state = NULL, *x = NULL;
+    const int in_dim = layer.in_dim;
     if (rc) goto done;
     param = calloc(layer.param_size + 1, sizeof(float));
     grad = calloc(layer.param_size + 1, sizeof(float));

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "arsenal/error.h"
+#include "arsenal/layer.h"
 
 #define TRY(expr)                    \
     do {                             \
@@ -197,22 +198,21 @@ static void join_remedies(const char *const *items, int count, char *out, size_t
 
 static int kind_is(const char *kind, const char *name) { return strcmp(kind, name) == 0; }
 
-static int kind_is_saturating(const char *kind) { return kind_is(kind, "sigmoid") || kind_is(kind, "tanh"); }
+/* What the registry says of a kind (health works from names: a monitor
+ * can be built from a checkpoint's history without the model). */
+static ars_activation kind_activation(const char *kind) { return ars_activation_from_name(kind); }
 
-static int kind_in(const char *kind, const char *const *list)
+static int kind_is_saturating(const char *kind)
 {
-    for (; *list; list++)
-        if (kind_is(kind, *list)) return 1;
-    return 0;
+    const ars_activation act = kind_activation(kind);
+    return act == ARS_ACT_SIGMOID || act == ARS_ACT_TANH;
 }
 
-/* Kinds that always have trainable parameters. Others (residual_add with a
- * projection, future kinds) count when the history shows a weight norm. */
-static const char *const param_kinds[] = {"dense", "batchnorm", "layernorm", "embedding", "seq_dense",
-                                          "attention", "seq_layernorm", "transformer", "rnn", NULL};
-static const char *const norm_kinds[] = {"batchnorm", "layernorm", "seq_layernorm", "transformer", NULL};
-static const char *const residual_kinds[] = {"residual", "residual_add", "transformer", NULL};
-static const char *const relu_kinds[] = {"relu", "leaky_relu", "elu", "selu", "gelu", NULL};
+/* ReLU and the activations built on it (leaky, ELU, SELU, GELU). */
+static int kind_is_relu_family(const char *kind)
+{
+    return kind_activation(kind) != ARS_ACT_NONE && !kind_is_saturating(kind);
+}
 
 static int max3(int a, int b, int c)
 {
@@ -258,9 +258,9 @@ int ars_health_init(ars_health_monitor *m, const ars_health_config *config, int 
                  kinds ? kinds[l] : underscore ? underscore + 1 : m->names[l]);
         const char *k = m->kinds[l];
         m->has_saturating |= kind_is_saturating(k);
-        m->has_relu |= kind_in(k, relu_kinds);
-        m->has_norm |= kind_in(k, norm_kinds);
-        m->has_residual |= kind_in(k, residual_kinds);
+        m->has_relu |= kind_is_relu_family(k);
+        m->has_norm |= ars_layer_kind_has(k, ARS_KIND_NORMALIZATION);
+        m->has_residual |= ars_layer_kind_has(k, ARS_KIND_RESIDUAL);
         m->has_rnn |= kind_is(k, "rnn");
         m->has_attention |= kind_is(k, "attention") || kind_is(k, "transformer");
     }
@@ -317,7 +317,7 @@ static double value_at(const ars_history *h, size_t record, ars_history_column c
 
 int ars_health_layer_has_params(const ars_health_monitor *m, const ars_history *h, int layer)
 {
-    if (kind_in(m->kinds[layer], param_kinds)) return 1;
+    if (ars_layer_kind_has(m->kinds[layer], ARS_KIND_PARAMS)) return 1;
     if (!h || layer >= h->layer_count) return 0;
     for (size_t r = 0; r < h->count && r < 4; r++)
         if (value_at(h, r, ARS_HIST_WEIGHT_NORM, layer) > 0) return 1;
@@ -337,7 +337,7 @@ static void setup_candidates(ars_health_monitor *m, const ars_history *h)
         candidates_of(m, ARS_HEALTH_VANISHING)[l] = inner;
         candidates_of(m, ARS_HEALTH_EXPLODING)[l] = inner;
         candidates_of(m, ARS_HEALTH_SATURATION)[l] = (unsigned char)kind_is_saturating(m->kinds[l]);
-        candidates_of(m, ARS_HEALTH_DEAD_RELU)[l] = (unsigned char)kind_is(m->kinds[l], "relu");
+        candidates_of(m, ARS_HEALTH_DEAD_RELU)[l] = (unsigned char)(kind_activation(m->kinds[l]) == ARS_ACT_RELU);
     }
     m->ready = 1;
 }

@@ -128,9 +128,11 @@ static double kind_arg(ars_init_kind kind, float arg)
 }
 
 /* ars_init_fill at a counter offset, so several tensors of one layer can
- * share the layer's stream without sharing draws. */
-static int fill_at(float *w, int rows, int cols, ars_init_kind kind, float arg, int fan_out_mode,
-                   uint64_t seed, uint64_t stream, uint64_t offset)
+ * share the layer's stream without sharing draws, and with the fans given
+ * apart from the [rows, cols] matrix (a convolution weight [out, in, kh,
+ * kw] is a [out, in * kh * kw] matrix whose fan_out is out * kh * kw). */
+static int fill_at(float *w, int rows, int cols, int fan_in, int fan_out, ars_init_kind kind, float arg,
+                   int fan_out_mode, uint64_t seed, uint64_t stream, uint64_t offset)
 {
     if (!w || rows <= 0 || cols <= 0)
         return ars_error(ARS_EINVAL, "init: weight must be a non-empty [rows, cols], found %dx%d",
@@ -139,8 +141,8 @@ static int fill_at(float *w, int rows, int cols, ars_init_kind kind, float arg, 
         return ars_error(ARS_EINVAL, "init: unknown initializer kind %d", (int)kind);
     size_t n = (size_t)rows * (size_t)cols;
     double a = kind_arg(kind, arg);
-    double fan_sum = (double)rows + (double)cols;
-    double fan = fan_out_mode ? rows : cols;
+    double fan_sum = (double)fan_in + (double)fan_out;
+    double fan = fan_out_mode ? fan_out : fan_in;
     double he_std = sqrt(2.0 / (1.0 + a * a)) / sqrt(fan);
     switch (kind) {
     case ARS_INIT_ZEROS:
@@ -179,7 +181,7 @@ static int fill_at(float *w, int rows, int cols, ars_init_kind kind, float arg, 
 int ars_init_fill(float *weight, int rows, int cols, ars_init_kind kind, float arg,
                   int fan_out_mode, uint64_t seed, uint64_t stream)
 {
-    return fill_at(weight, rows, cols, kind, arg, fan_out_mode, seed, stream, 0);
+    return fill_at(weight, rows, cols, cols, rows, kind, arg, fan_out_mode, seed, stream, 0);
 }
 
 static void fill_constant(float *x, size_t n, float value)
@@ -219,7 +221,10 @@ static int init_view(const ars_layer *layer, float *base, const ars_tensor_view 
     if (rc) return rc;
     /* The first weight of a layer uses counter offset 0: the same values as
      * ars_init_fill(..., seed, ars_stream(ARS_STREAM_INIT, index)). */
-    rc = fill_at(x, view->rows, view->cols, kind, layer->spec.init_arg, fan_out_mode, seed,
+    const int rows = view->shape.rank >= 2 ? view->shape.dims[0] : 1, cols = (int)(view->count / (size_t)rows);
+    int fan_in, fan_out;
+    ars_tensor_fans(view, &fan_in, &fan_out);
+    rc = fill_at(x, rows, cols, fan_in, fan_out, kind, layer->spec.init_arg, fan_out_mode, seed,
                  ars_stream(ARS_STREAM_INIT, (uint32_t)layer->index), view->offset);
     if (rc) return ars_error_context(rc, "layer %s, tensor %s", layer->name, view->name);
     return 0;
@@ -253,28 +258,14 @@ static double output_variance(const float *y, size_t n)
     return sq / (double)n;
 }
 
-/* Layer kinds LSUV calibrates: those whose output is linear in one weight
- * (biases, zero at init, aside), so scaling that weight by 1/sqrt(var)
- * gives the output unit variance. An attention layer's output is linear in
- * its output projection; its in_proj_weight keeps the pre-init (scaling
- * queries and keys would change the softmax temperature, not the output's
- * scale). An RNN's output passes through tanh (bounded, not linear in its
- * weights): it is not rescaled. */
-static const struct {
-    const char *kind, *weight;
-} lsuv_kinds[] = {
-    {"dense", "weight"},
-    {"seq_dense", "weight"},
-    {"embedding", "weight"},
-    {"attention", "out_proj_weight"},
-};
-
-/* The weight LSUV rescales in layer, NULL when its kind is not calibrated. */
+/* Layer kinds LSUV calibrates name the weight in their registry entry:
+ * those whose output is linear in one weight (biases, zero at init, aside),
+ * so scaling that weight by 1/sqrt(var) gives the output unit variance. */
+/* The weight LSUV rescales in layer (its kind's lsuv_weight), NULL when
+ * its kind is not calibrated. */
 static const char *lsuv_weight_name(const ars_layer *layer)
 {
-    for (size_t i = 0; i < sizeof lsuv_kinds / sizeof lsuv_kinds[0]; i++)
-        if (strcmp(layer->spec.kind, lsuv_kinds[i].kind) == 0) return lsuv_kinds[i].weight;
-    return NULL;
+    return layer->kind ? layer->kind->lsuv_weight : NULL;
 }
 
 static ars_tensor_view *find_param(ars_layer *layer, const char *name)

@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "arsenal/model.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -72,15 +73,32 @@ static int checked_add(size_t *total, size_t a, size_t b)
     return 0;
 }
 
-int ars_model_create(ars_model *model, const ars_layer_spec *specs, int count, int in_dim, int max_rows)
+/* The input shape and batch a model can be built for. */
+static int check_input(ars_shape input, int max_rows)
+{
+    char text[48];
+    if (input.rank < 1 || input.rank > ARS_SHAPE_MAX_RANK || !(ars_shape_count(&input) >= 1) ||
+        ars_shape_count(&input) > INT_MAX || max_rows <= 0)
+        return ars_error(ARS_EINVAL, "model: input shape %s and batch %d must be positive",
+                         ars_shape_text(&input, text, sizeof text), max_rows);
+    for (int i = 0; i < input.rank; i++)
+        if (input.dims[i] <= 0)
+            return ars_error(ARS_EINVAL, "model: input shape %s must be positive",
+                             ars_shape_text(&input, text, sizeof text));
+    return 0;
+}
+
+int ars_model_create(ars_model *model, const ars_layer_spec *specs, int count, ars_shape input, int max_rows)
 {
     memset(model, 0, sizeof *model);
     if (count <= 0) return ars_error(ARS_EINVAL, "model: no layers");
-    if (in_dim <= 0 || max_rows <= 0)
-        return ars_error(ARS_EINVAL, "model: input width %d and batch %d must be positive", in_dim, max_rows);
+    int rc = check_input(input, max_rows);
+    if (rc) return rc;
+    const int in_dim = (int)ars_shape_count(&input);
     model->layers = calloc((size_t)count, sizeof *model->layers);
     if (!model->layers) return ars_error(ARS_ENOMEM, "model: out of memory for %d layers", count);
     model->layer_count = count;
+    model->in_shape = input;
     model->in_dim = in_dim;
     model->max_rows = max_rows;
     int *partner = malloc(sizeof(int) * (size_t)count);
@@ -89,19 +107,19 @@ int ars_model_create(ars_model *model, const ars_layer_spec *specs, int count, i
         model->layers = NULL;
         return ars_error(ARS_ENOMEM, "model: out of memory for %d layers", count);
     }
-    int rc = match_residuals(specs, count, partner);
+    rc = match_residuals(specs, count, partner);
     for (int i = 0; !rc && i < count; i++)
         if (partner[i] >= 0) model->layers[i].partner = &model->layers[partner[i]];
     free(partner);
     if (rc) goto fail;
 
     size_t act_total = 0, max_width = (size_t)in_dim;
-    int width = in_dim;
+    ars_shape shape = input;
     for (int i = 0; i < count; i++) {
         ars_layer *layer = &model->layers[i];
         layer->index = i;
         layer_name(layer->name, sizeof layer->name, i, specs[i].kind);
-        rc = ars_layer_setup(layer, &specs[i], width, max_rows);
+        rc = ars_layer_setup(layer, &specs[i], &shape, max_rows);
         if (rc) {
             ars_error_context(rc, ARS_SPEC_AT ": layer %s", ARS_SPEC_AT_ARGS(&specs[i]), layer->name);
             goto fail;
@@ -115,9 +133,10 @@ int ars_model_create(ars_model *model, const ars_layer_spec *specs, int count, i
             goto fail;
         }
         if ((size_t)layer->out_dim > max_width) max_width = (size_t)layer->out_dim;
-        width = layer->out_dim;
+        shape = layer->out_shape;
     }
-    model->out_dim = width;
+    model->out_shape = shape;
+    model->out_dim = model->layers[count - 1].out_dim;
     model->max_width = max_width;
 
     model->params = alloc_floats(model->param_count);
@@ -187,26 +206,30 @@ static double float_bytes(double count)
     return 64.0 * ceil(4.0 * (count > 0 ? count : 1) / 64.0);
 }
 
-int ars_model_estimate(const ars_layer_spec *specs, int count, int in_dim, int max_rows, ars_model_size *size)
+int ars_model_estimate(const ars_layer_spec *specs, int count, ars_shape input, int max_rows, ars_model_size *size)
 {
     memset(size, 0, sizeof *size);
     size->largest_layer = -1;
     if (count <= 0) return ars_error(ARS_EINVAL, "model: no layers");
-    if (in_dim <= 0 || max_rows <= 0)
-        return ars_error(ARS_EINVAL, "model: input width %d and batch %d must be positive", in_dim, max_rows);
-    /* two ints per layer: the matching and the widths along the way */
-    int *partner = malloc(sizeof(int) * 2 * (size_t)count);
-    if (!partner) return ars_error(ARS_ENOMEM, "model: out of memory for %d layers", count);
-    int *in_width = partner + count;
-    int rc = match_residuals(specs, count, partner);
-    double outputs = 0, max_width = in_dim;
-    int width = in_dim;
+    int rc = check_input(input, max_rows);
+    if (rc) return rc;
+    /* per layer: the matching and the input shape along the way */
+    int *partner = malloc(sizeof(int) * (size_t)count);
+    ars_shape *in_shape = malloc(sizeof *in_shape * (size_t)count);
+    if (!partner || !in_shape) {
+        free(partner);
+        free(in_shape);
+        return ars_error(ARS_ENOMEM, "model: out of memory for %d layers", count);
+    }
+    rc = match_residuals(specs, count, partner);
+    double outputs = 0, max_width = ars_shape_count(&input);
+    ars_shape shape = input;
     for (int i = 0; !rc && i < count; i++) {
         ars_layer_size layer;
-        in_width[i] = width;
-        /* residual_add closes the block opened before it: its input width is known */
-        const int skip = strcmp(specs[i].kind, "residual_add") == 0 && partner[i] >= 0 ? in_width[partner[i]] : 0;
-        rc = ars_layer_size_of(&specs[i], width, skip, max_rows, &layer);
+        in_shape[i] = shape;
+        /* the end of a block opened before it: the shape at its start is known */
+        const ars_shape *skip = partner[i] >= 0 && partner[i] < i ? &in_shape[partner[i]] : NULL;
+        rc = ars_layer_size_of(&specs[i], &shape, skip, max_rows, &layer);
         if (rc) {
             char name[40];
             layer_name(name, sizeof name, i, specs[i].kind);
@@ -222,11 +245,13 @@ int ars_model_estimate(const ars_layer_spec *specs, int count, int in_dim, int m
         }
         outputs += layer.out_dim;
         if (layer.out_dim > max_width) max_width = layer.out_dim;
-        width = layer.out_dim;
+        shape = layer.out;
     }
     free(partner);
+    free(in_shape);
     if (rc) return rc;
-    size->out_dim = width;
+    size->out_shape = shape;
+    size->out_dim = (int)ars_shape_count(&shape);
     /* every layer's output is kept for backward; dL/d(activation) ping-pongs */
     size->activations = float_bytes((double)max_rows * outputs) + 2 * float_bytes((double)max_rows * max_width);
     size->bytes = (double)count * sizeof(ars_layer) + 2 * float_bytes(size->params) + float_bytes(size->state) +

@@ -1,7 +1,10 @@
 /* run_config: maps the run file onto an ars_run_config and the layer specs,
  * validating every key (range, choices); unknown keys are caught at the end
- * by ars_config_check_unused. */
+ * by ars_config_check_unused. A layer section is read by its kind's entry
+ * in the registry (ars_layer_kind.parse), through the ars_layer_parse_*
+ * getters defined here. */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,8 +148,51 @@ static int load_run_section(ars_config *c, ars_config_section *s, ars_run_config
     return 0;
 }
 
-/* The initializer keys of a dense layer (or a residual projection). */
-static int load_init_keys(ars_config *c, ars_config_section *s, ars_layer_spec *spec)
+/* ---- a layer section: what every kind shares, then the kind's own keys ---- */
+
+struct ars_layer_parser {
+    ars_config *config;
+    ars_config_section *section;
+    ars_layer_spec **specs;
+    int *count, *capacity;
+    char activation[24];   /* `activation = ...` sugar: a layer to append after this one */
+};
+
+int ars_layer_parse_int(ars_layer_parser *p, const char *key, long fallback, long min, long max, int *out)
+{
+    return get_int(p->config, p->section, key, fallback, min, max, out);
+}
+
+int ars_layer_parse_float(ars_layer_parser *p, const char *key, double fallback, double min, double max,
+                          float *out)
+{
+    return get_float(p->config, p->section, key, fallback, min, max, out);
+}
+
+int ars_layer_parse_bool(ars_layer_parser *p, const char *key, int fallback, int *out)
+{
+    return ars_config_get_bool(p->config, p->section, key, fallback, out);
+}
+
+int ars_layer_parse_string(ars_layer_parser *p, const char *key, const char *fallback,
+                           const char *const *choices, char *out, size_t size)
+{
+    return ars_config_get_string(p->config, p->section, key, fallback, choices, out, size);
+}
+
+int ars_layer_parse_has(ars_layer_parser *p, const char *key) { return ars_config_has(p->section, key); }
+
+int ars_layer_parse_error(ars_layer_parser *p, const char *fmt, ...)
+{
+    char message[512];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(message, sizeof message, fmt, args);
+    va_end(args);
+    return ars_error(ARS_EINVAL, "%s:%d: [%s] %s", p->config->path, p->section->line, p->section->name, message);
+}
+
+int ars_layer_parse_init(ars_layer_parser *p, ars_layer_spec *spec)
 {
     static const char *const modes[] = {"fan_in", "fan_out", NULL};
     static const struct { const char *key; const char *kinds; } args[] = {
@@ -155,6 +201,8 @@ static int load_init_keys(ars_config *c, ars_config_section *s, ars_layer_spec *
         {"init_gain", "xavier_uniform xavier_normal orthogonal lsuv"},
         {"init_slope", "he_uniform he_normal"},
     };
+    ars_config *c = p->config;
+    ars_config_section *s = p->section;
     char name[24];
     ars_init_kind kind;
     TRY(ars_config_get_string(c, s, "init", "xavier_uniform", NULL, name, sizeof name));
@@ -177,6 +225,24 @@ static int load_init_keys(ars_config *c, ars_config_section *s, ars_layer_spec *
     return 0;
 }
 
+int ars_layer_parse_activation_name(ars_layer_parser *p, const char *key, const char *fallback, int allow_none,
+                                    char *out, size_t size)
+{
+    const char *names[64];
+    int n = 0;
+    const ars_layer_kind *kind;
+    if (allow_none) names[n++] = "none";
+    for (int i = 0; (kind = ars_layer_kind_at(i)) != NULL && n < 63; i++)
+        if (kind->activation != ARS_ACT_NONE) names[n++] = kind->name;
+    names[n] = NULL;
+    return ars_config_get_string(p->config, p->section, key, fallback, names, out, size);
+}
+
+int ars_layer_parse_activation(ars_layer_parser *p)
+{
+    return ars_layer_parse_activation_name(p, "activation", "none", 1, p->activation, sizeof p->activation);
+}
+
 static int push_spec(ars_layer_spec **specs, int *count, int *capacity, const ars_layer_spec *spec)
 {
     if (*count == *capacity) {
@@ -190,120 +256,50 @@ static int push_spec(ars_layer_spec **specs, int *count, int *capacity, const ar
     return 0;
 }
 
-/* time: the default sequence length, that of the nearest sequence layer
- * before this section (0 if none, or if a readout ended the sequence). */
-static int load_layer_section(ars_config *c, ars_config_section *s, int time, ars_layer_spec **specs, int *count,
+int ars_layer_parse_emit(ars_layer_parser *p, ars_layer_spec *spec)
+{
+    spec->source_line = p->section->line;
+    return push_spec(p->specs, p->count, p->capacity, spec);
+}
+
+/* "unknown section [x] (expected [run], [health], a layer: dense, ...)",
+ * the layers listed from the registry. */
+static int unknown_section(const ars_config *c, const ars_config_section *s)
+{
+    char kinds[1024] = "";
+    size_t used = 0;
+    const ars_layer_kind *kind;
+    for (int i = 0; (kind = ars_layer_kind_at(i)) != NULL && used < sizeof kinds; i++) {
+        /* the ends of a residual block are written [residual] ... [end] */
+        if ((kind->flags & ARS_KIND_RESIDUAL) && !(kind->flags & ARS_KIND_SUGAR)) continue;
+        used += (size_t)snprintf(kinds + used, sizeof kinds - used, "%s%s", used ? ", " : "", kind->name);
+    }
+    return ars_error(ARS_EINVAL, "%s:%d: unknown section [%s] (expected [run], [health], a layer: %s, or a "
+                     "block: [residual] ... [end], [repeat] ... [end])", c->path, s->line, s->name, kinds);
+}
+
+static int load_layer_section(ars_config *c, ars_config_section *s, ars_layer_spec **specs, int *count,
                               int *capacity)
 {
-    static const char *const activations[] = {"none", "sigmoid", "tanh", "relu", "leaky_relu", "elu",
-                                              "selu", "gelu", NULL};
-    const char *kind = s->name;
-    if (!ars_layer_kind_known(kind))
-        return ars_error(ARS_EINVAL, "%s:%d: unknown section [%s] (expected [run], a layer: dense, sigmoid, "
-                         "tanh, relu, leaky_relu, elu, selu, gelu, batchnorm, layernorm, dropout, a sequence "
-                         "layer: embedding, seq_dense, positional, attention, seq_layernorm, rnn, mean_pool, "
-                         "last_step, or a block: [residual] ... [end], [repeat] ... [end], [transformer])",
-                         c->path, s->line, kind);
+    const ars_layer_kind *kind = ars_layer_kind_find(s->name);
+    if (!kind) return unknown_section(c, s);
+    ars_layer_parser parser = {c, s, specs, count, capacity, "none"};
     ars_layer_spec spec;
-    ars_layer_spec_defaults(&spec, kind);
+    ars_layer_spec_defaults(&spec, kind->name);
     spec.source_line = s->line;
-    char activation[24] = "none";
-    const int sequence = strcmp(kind, "embedding") == 0 || strcmp(kind, "seq_dense") == 0 ||
-                         strcmp(kind, "positional") == 0 || strcmp(kind, "attention") == 0 ||
-                         strcmp(kind, "seq_layernorm") == 0 || strcmp(kind, "rnn") == 0 ||
-                         strcmp(kind, "mean_pool") == 0 || strcmp(kind, "last_step") == 0 ||
-                         strcmp(kind, "transformer") == 0;
-    if (sequence) {
-        /* embedding takes its steps from its input width unless told */
-        TRY(get_int(c, s, "time", strcmp(kind, "embedding") == 0 ? 0 : time, 1, 1 << 24, &spec.time));
-        const int needs_units = strcmp(kind, "embedding") == 0 || strcmp(kind, "seq_dense") == 0 ||
-                                strcmp(kind, "rnn") == 0 || strcmp(kind, "transformer") == 0;
-        if (needs_units && !ars_config_has(s, "units"))
-            return ars_error(ARS_EINVAL, "%s:%d: [%s] needs units = <width per step>", c->path, s->line, kind);
-        if (needs_units) TRY(get_int(c, s, "units", 0, 1, 1 << 24, &spec.units));
-    }
-    if (strcmp(kind, "embedding") == 0) {
-        if (!ars_config_has(s, "vocab"))
-            return ars_error(ARS_EINVAL, "%s:%d: [embedding] needs vocab = <number of token ids>", c->path, s->line);
-        TRY(get_int(c, s, "vocab", 0, 1, 1 << 24, &spec.vocab));
-        if (ars_config_has(s, "init")) TRY(load_init_keys(c, s, &spec));   /* default N(0, 1) */
-    } else if (strcmp(kind, "seq_dense") == 0) {
-        TRY(get_int(c, s, "patch", 0, 0, 1 << 12, &spec.patch));
-        TRY(ars_config_get_bool(c, s, "bias", 1, &spec.bias));
-        TRY(load_init_keys(c, s, &spec));
-        TRY(ars_config_get_string(c, s, "activation", "none", activations, activation, sizeof activation));
-    } else if (strcmp(kind, "positional") == 0) {
-        static const char *const encodings[] = {"learned", "sinusoidal", NULL};
-        TRY(ars_config_get_string(c, s, "encoding", "learned", encodings, spec.encoding, sizeof spec.encoding));
-        if (ars_config_has(s, "init")) TRY(load_init_keys(c, s, &spec));   /* default N(0, 0.02^2) */
-    } else if (strcmp(kind, "attention") == 0) {
-        TRY(get_int(c, s, "heads", 1, 1, 1 << 16, &spec.heads));
-        TRY(ars_config_get_bool(c, s, "causal", 0, &spec.causal));
-        TRY(load_init_keys(c, s, &spec));
-    } else if (strcmp(kind, "seq_layernorm") == 0) {
-        TRY(get_float(c, s, "eps", 1e-5, 1e-12, 1, &spec.eps));
-    } else if (strcmp(kind, "rnn") == 0) {
-        if (ars_config_has(s, "init")) TRY(load_init_keys(c, s, &spec));   /* default U(+-1/sqrt(units)) */
-    } else if (strcmp(kind, "transformer") == 0) {
-        /* Sugar for the pre-LayerNorm block x + MHA(LN(x)), then x + MLP(LN(x))
-         * (src/layers/transformer.c): ten layers of the same time. units =
-         * the block's width, checked against its input by the attention. */
-        int hidden;
-        char mlp_activation[24];
-        TRY(get_int(c, s, "heads", 1, 1, 1 << 16, &spec.heads));
-        TRY(ars_config_get_bool(c, s, "causal", 0, &spec.causal));
-        TRY(get_int(c, s, "hidden", 4L * spec.units, 1, 1 << 24, &hidden));
-        TRY(get_float(c, s, "eps", 1e-5, 1e-12, 1, &spec.eps));
-        TRY(ars_config_get_string(c, s, "activation", "gelu", activations + 1, mlp_activation,
-                                  sizeof mlp_activation));
-        const char *block[] = {"residual", "seq_layernorm", "attention", "residual_add", "residual",
-                               "seq_layernorm", "seq_dense", mlp_activation, "seq_dense", "residual_add"};
-        for (int i = 0; i < 10; i++) {
-            ars_layer_spec part;
-            ars_layer_spec_defaults(&part, block[i]);
-            part.source_line = s->line;
-            part.time = spec.time;
-            part.eps = spec.eps;
-            if (i == 2) {
-                part.heads = spec.heads;
-                part.causal = spec.causal;
-                part.units = spec.units;
-            }
-            if (i == 6) part.units = hidden;
-            if (i == 8) part.units = spec.units;
-            TRY(push_spec(specs, count, capacity, &part));
-        }
-        return 0;
-    } else if (strcmp(kind, "dense") == 0) {
-        long units;
+    /* 0: the steps of its input [time, features] (the registry resolves it) */
+    if (kind->flags & ARS_KIND_SEQUENCE) TRY(get_int(c, s, "time", 0, 1, 1 << 24, &spec.time));
+    if (kind->units) {
         if (!ars_config_has(s, "units"))
-            return ars_error(ARS_EINVAL, "%s:%d: [dense] needs units = <output width>", c->path, s->line);
-        TRY(ars_config_get_int(c, s, "units", 0, 1, 1 << 24, &units));
-        spec.units = (int)units;
-        TRY(ars_config_get_bool(c, s, "bias", 1, &spec.bias));
-        TRY(load_init_keys(c, s, &spec));
-        TRY(ars_config_get_string(c, s, "activation", "none", activations, activation, sizeof activation));
-    } else if (strcmp(kind, "residual_add") == 0) {
-        TRY(load_init_keys(c, s, &spec));   /* the projection, when widths differ */
-    } else if (strcmp(kind, "leaky_relu") == 0) {
-        TRY(get_float(c, s, "slope", 0.01, 0, 1, &spec.alpha));
-    } else if (strcmp(kind, "elu") == 0) {
-        TRY(get_float(c, s, "alpha", 1.0, 0, 100, &spec.alpha));
-    } else if (strcmp(kind, "batchnorm") == 0) {
-        TRY(get_float(c, s, "momentum", 0.1, 0, 1, &spec.momentum));
-        TRY(get_float(c, s, "eps", 1e-5, 1e-12, 1, &spec.eps));
-        TRY(ars_config_get_bool(c, s, "sync", 1, &spec.sync));
-    } else if (strcmp(kind, "layernorm") == 0) {
-        TRY(get_float(c, s, "eps", 1e-5, 1e-12, 1, &spec.eps));
-    } else if (strcmp(kind, "dropout") == 0) {
-        TRY(get_float(c, s, "rate", 0.5, 0, 0.999, &spec.rate));
+            return ars_error(ARS_EINVAL, "%s:%d: [%s] needs units = %s", c->path, s->line, kind->name, kind->units);
+        TRY(get_int(c, s, "units", 0, 1, 1 << 24, &spec.units));
     }
-    TRY(push_spec(specs, count, capacity, &spec));
-    if (strcmp(activation, "none") != 0) {   /* [dense] activation = relu: sugar for a [relu] after it */
+    if (kind->parse) TRY(kind->parse(&parser, &spec));
+    if (!(kind->flags & ARS_KIND_SUGAR)) TRY(push_spec(specs, count, capacity, &spec));
+    if (strcmp(parser.activation, "none") != 0) {   /* [dense] activation = relu: a [relu] after it */
         ars_layer_spec act;
-        ars_layer_spec_defaults(&act, activation);
-        act.source_line = s->line;
-        TRY(push_spec(specs, count, capacity, &act));
+        ars_layer_spec_defaults(&act, parser.activation);
+        TRY(ars_layer_parse_emit(&parser, &act));
     }
     return 0;
 }
@@ -312,7 +308,6 @@ int ars_run_config_load(ars_config *config, ars_run_config *run, ars_layer_spec 
 {
     ars_layer_spec *specs = NULL;
     int count = 0, capacity = 0, runs = 0, rc = 0;
-    int time = 0;   /* carried forward, so that mapping stays linear in the layers */
     *specs_out = NULL;
     *count_out = 0;
     for (int i = 0; i < config->section_count && !rc; i++) {
@@ -324,14 +319,7 @@ int ars_run_config_load(ars_config *config, ars_run_config *run, ars_layer_spec 
                                config->path, s->line, ars_config_find(config, "run")->line);
             else rc = load_run_section(config, s, run);
         } else {
-            int first = count;
-            rc = load_layer_section(config, s, time, &specs, &count, &capacity);
-            /* Sequence layers set the time of those after them; a readout
-             * (mean_pool, last_step) ends the sequence. */
-            for (int k = first; k < count && !rc; k++) {
-                if (strcmp(specs[k].kind, "mean_pool") == 0 || strcmp(specs[k].kind, "last_step") == 0) time = 0;
-                else if (specs[k].time) time = specs[k].time;
-            }
+            rc = load_layer_section(config, s, &specs, &count, &capacity);
         }
     }
     if (!rc && runs == 0) rc = ars_error(ARS_EINVAL, "%s: no [run] section (it says what to train on and how)",

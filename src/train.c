@@ -142,7 +142,7 @@ static int check_model_fits(ars_trainer *t, const ars_layer_spec *specs, int cou
 {
     const ars_optim_config *optim = &t->run->optim;
     ars_model_size size;
-    TRY_RC(ars_model_estimate(specs, count, t->train.dim, t->local_capacity, &size));
+    TRY_RC(ars_model_estimate(specs, count, ars_dataset_shape(&t->train), t->local_capacity, &size));
     const int moments = optim->kind != ARS_OPT_SGD ? 2 : optim->momentum > 0;
     const int copies = 2 + moments + 1;   /* weights, gradients, moments, probe copy */
     const double parameter_bytes = 4.0 * size.params * copies;
@@ -169,7 +169,7 @@ static int setup_model(ars_trainer *t, const ars_layer_spec *specs, int count)
 {
     const ars_run_config *run = t->run;
     int rc = check_model_fits(t, specs, count);
-    if (!rc) rc = ars_model_create(&t->model, specs, count, t->train.dim, t->local_capacity);
+    if (!rc) rc = ars_model_create(&t->model, specs, count, ars_dataset_shape(&t->train), t->local_capacity);
     if (rc) return rc;
     int classes = t->train.labels ? t->train.classes : t->train.target_dim;
     if (t->model.out_dim != classes)
@@ -260,7 +260,7 @@ static int record_probes(ars_trainer *t, const ars_history_step *record, const f
             row[ARS_HIST_UPDATE_RATIO * layers + l] = weight > 0 ? sqrt(update) / weight : 0;
         }
         row[ARS_HIST_OUTPUT_GRAD_NORM * layers + l] = layer->output_grad_norm;
-        if (layer->is_activation && layer->stats.valid) {
+        if (layer->kind->activation != ARS_ACT_NONE && layer->stats.valid) {
             row[ARS_HIST_ACT_MEAN * layers + l] = layer->stats.mean;
             row[ARS_HIST_ACT_STD * layers + l] = layer->stats.std;
             row[ARS_HIST_ACT_SATURATED * layers + l] = layer->stats.saturated;

@@ -84,7 +84,7 @@ static void make_replica(replica *r, ars_grad_sync mode)
     specs[n++].units = 12;
     ars_layer_spec_defaults(&specs[n], "dense");
     specs[n++].units = CLASSES;
-    ARS_ASSERT_OK(ars_model_create(&r->model, specs, n, IN_DIM, ROWS));
+    ARS_ASSERT_OK(ars_model_create(&r->model, specs, n, ars_shape_vector(IN_DIM), ROWS));
     ARS_ASSERT_OK(ars_init_model(&r->model, 17));
     /* tiny buckets: several all-reduces in flight during backward */
     ARS_ASSERT_OK(ars_dist_plan_buckets(&world, &r->model, 64, 64, mode));

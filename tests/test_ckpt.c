@@ -43,7 +43,7 @@ static void build_model(ars_model *model, int hidden)
     ars_layer_spec_defaults(&specs[2], "relu");
     ars_layer_spec_defaults(&specs[3], "dense");
     specs[3].units = 3;
-    ARS_ASSERT_OK(ars_model_create(model, specs, 4, 5, 4));
+    ARS_ASSERT_OK(ars_model_create(model, specs, 4, ars_shape_vector(5), 4));
     ARS_ASSERT_OK(ars_init_model(model, 11));
 }
 
@@ -536,7 +536,7 @@ static void test_chunks_are_stored_as_hdf5_filters_them(void **state)
     ars_layer_spec_defaults(&specs[3], "dense");
     specs[3].units = 2;
     ars_model model;
-    ARS_ASSERT_OK(ars_model_create(&model, specs, 4, 3, 2));
+    ARS_ASSERT_OK(ars_model_create(&model, specs, 4, ars_shape_vector(3), 2));
     ARS_ASSERT_OK(ars_init_model(&model, 5));
     for (size_t i = 0; i < model.param_count; i++) model.grads[i] = (float)i * 0.25f - 7.0f;
     for (size_t i = 0; i < model.state_count; i++) model.state[i] = 1.0f + (float)i;
@@ -563,7 +563,7 @@ static void test_chunks_are_stored_as_hdf5_filters_them(void **state)
 
     ars_model copy;
     ars_optimizer opt_copy;
-    ARS_ASSERT_OK(ars_model_create(&copy, specs, 4, 3, 2));
+    ARS_ASSERT_OK(ars_model_create(&copy, specs, 4, ars_shape_vector(3), 2));
     ARS_ASSERT_OK(ars_optimizer_create(&opt_copy, &config, copy.param_count));
     ARS_ASSERT_OK(ars_ckpt_load(f->path, &copy, &opt_copy));
     assert_memory_equal(copy.params, model.params, sizeof(float) * model.param_count);

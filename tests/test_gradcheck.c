@@ -38,7 +38,7 @@ static void check_kind(ars_layer_spec *spec, int in_dim, int rows, uint64_t seed
     ars_gradcheck_options options = {0};
     options.eval = eval;
     ars_gradcheck_result result;
-    ARS_ASSERT_OK(ars_gradcheck_layer(spec, in_dim, rows, seed, &options, &result));
+    ARS_ASSERT_OK(ars_gradcheck_layer(spec, ars_shape_vector(in_dim), rows, seed, &options, &result));
     print_result(&result);
     assert_true(result.checked > 0);
     /* gradients stand above the noise (except exact zeros: relu's dead
@@ -107,7 +107,7 @@ static void test_dropout(void **state)
 static void check_model(const ars_layer_spec *specs, int count, int in_dim, int rows, uint64_t seed)
 {
     ars_model model;
-    ARS_ASSERT_OK(ars_model_create(&model, specs, count, in_dim, rows));
+    ARS_ASSERT_OK(ars_model_create(&model, specs, count, ars_shape_vector(in_dim), rows));
     ars_gradcheck_randomize_model(&model, seed);
     float *x = malloc(sizeof(float) * (size_t)rows * (size_t)in_dim);
     ars_rng_normal(x, (size_t)rows * (size_t)in_dim, 0.0f, 1.0f, seed, ars_stream(ARS_STREAM_DATA, 99), 0);
@@ -183,7 +183,7 @@ static void test_kinks_tolerated(void **state)
     enum { ROWS = 4, DIM = 6 };
     ars_model model;
     ars_layer_spec spec = make_spec("relu", 0);
-    ARS_ASSERT_OK(ars_model_create(&model, &spec, 1, DIM, ROWS));
+    ARS_ASSERT_OK(ars_model_create(&model, &spec, 1, ars_shape_vector(DIM), ROWS));
     float x[ROWS * DIM];
     /* every third input 1e-3 from the corner (h = 3e-3) */
     for (int i = 0; i < ROWS * DIM; i++) x[i] = (i % 3 == 1 ? 1e-3f : 0.7f) * (i % 2 ? 1.0f : -1.0f);
@@ -295,7 +295,7 @@ static ars_gradcheck_result check_broken(ars_layer_spec spec, int in_dim, int ro
                                                          const float *, const float *, float *))
 {
     ars_model model;
-    ARS_ASSERT_OK(ars_model_create(&model, &spec, 1, in_dim, rows));
+    ARS_ASSERT_OK(ars_model_create(&model, &spec, 1, ars_shape_vector(in_dim), rows));
     ars_layer *layer = &model.layers[0];
     ars_gradcheck_randomize(layer, 7);
     wrapped_ops wrapper = {*layer->ops, layer->ops};
@@ -356,7 +356,7 @@ typedef struct {
 
 static void one_layer_create(one_layer *o, ars_layer_spec spec, int in_dim, int rows)
 {
-    ARS_ASSERT_OK(ars_model_create(&o->model, &spec, 1, in_dim, rows));
+    ARS_ASSERT_OK(ars_model_create(&o->model, &spec, 1, ars_shape_vector(in_dim), rows));
     o->layer = &o->model.layers[0];
 }
 

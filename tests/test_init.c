@@ -227,7 +227,7 @@ static void test_init_model_roles(void **state)
     specs[3].init_arg = 0.1f;   /* leaky slope a */
     strcpy(specs[3].init_mode, "fan_out");
     ars_model model;
-    ARS_ASSERT_OK(ars_model_create(&model, specs, 5, 32, 8));
+    ARS_ASSERT_OK(ars_model_create(&model, specs, 5, ars_shape_vector(32), 8));
     /* Make every value non-default first, so the test sees writes. */
     for (size_t i = 0; i < model.param_count; i++) model.params[i] = 7.0f;
     for (size_t i = 0; i < model.state_count; i++) model.state[i] = 7.0f;
@@ -272,7 +272,7 @@ static void test_init_model_errors(void **state)
     ars_layer_spec specs[2] = {dense(8, ""), dense(4, "glorot")};
     specs[1].source_line = 17;
     ars_model model;
-    ARS_ASSERT_OK(ars_model_create(&model, specs, 2, 8, 4));
+    ARS_ASSERT_OK(ars_model_create(&model, specs, 2, ars_shape_vector(8), 4));
     assert_int_equal(ars_init_model(&model, 1), ARS_EINVAL);
     const char *msg = ars_error_message();
     assert_non_null(strstr(msg, "glorot"));
@@ -282,7 +282,7 @@ static void test_init_model_errors(void **state)
 
     specs[1] = dense(4, "he_uniform");
     strcpy(specs[1].init_mode, "fan_up");
-    ARS_ASSERT_OK(ars_model_create(&model, specs, 2, 8, 4));
+    ARS_ASSERT_OK(ars_model_create(&model, specs, 2, ars_shape_vector(8), 4));
     assert_int_equal(ars_init_model(&model, 1), ARS_EINVAL);
     assert_non_null(strstr(ars_error_message(), "fan_up"));
     ars_model_destroy(&model);
@@ -325,7 +325,7 @@ static void test_lsuv_unit_variance(void **state)
                                     plain("relu"),     dense(64, "lsuv"), plain("relu"),
                                     dense(10, "lsuv")};
     ars_model model;
-    ARS_ASSERT_OK(ars_model_create(&model, specs, LAYERS, IN, ROWS_X));
+    ARS_ASSERT_OK(ars_model_create(&model, specs, LAYERS, ars_shape_vector(IN), ROWS_X));
     ARS_ASSERT_OK(ars_init_model(&model, 5));
     /* Inputs far from unit scale so the rescaling has work to do. */
     float *x = malloc((size_t)ROWS_X * IN * sizeof *x);
@@ -375,7 +375,7 @@ static void check_lsuv_model(const char *text, const ars_dataset *data, int rows
     int count;
     ars_layer_spec *specs = ars_test_load_specs(text, &count);
     ars_model model;
-    ARS_ASSERT_OK(ars_model_create(&model, specs, count, data->dim, rows));
+    ARS_ASSERT_OK(ars_model_create(&model, specs, count, ars_dataset_shape(data), rows));
     free(specs);
     ARS_ASSERT_OK(ars_init_model(&model, 21));
 
@@ -437,7 +437,7 @@ static void test_lsuv_zero_variance(void **state)
     ars_layer_spec specs[1] = {dense(8, "lsuv")};
     specs[0].bias = 0;
     ars_model model;
-    ARS_ASSERT_OK(ars_model_create(&model, specs, 1, 4, 16));
+    ARS_ASSERT_OK(ars_model_create(&model, specs, 1, ars_shape_vector(4), 16));
     ARS_ASSERT_OK(ars_init_model(&model, 1));
     float x[16 * 4] = {0};
     assert_int_equal(ars_init_lsuv(&model, x, 16, 0.01, 5), ARS_ENUMERIC);

@@ -30,10 +30,10 @@ static void check_estimate(const char *label, const char *text, int in_dim, int 
     int count;
     ars_layer_spec *specs = ars_test_load_specs(text, &count);
     ars_model_size size;
-    ARS_ASSERT_OK(ars_model_estimate(specs, count, in_dim, rows, &size));
+    ARS_ASSERT_OK(ars_model_estimate(specs, count, ars_shape_vector(in_dim), rows, &size));
     const double before = heap_bytes();
     ars_model model;
-    ARS_ASSERT_OK(ars_model_create(&model, specs, count, in_dim, rows));
+    ARS_ASSERT_OK(ars_model_create(&model, specs, count, ars_shape_vector(in_dim), rows));
     const double built = heap_bytes() - before;
     assert_int_equal(size.out_dim, model.out_dim);
     assert_true(size.params == (double)model.param_count);
@@ -76,7 +76,7 @@ static void test_attention_scores_are_counted(void **state)
     ars_layer_spec *specs = ars_test_load_specs(RUN "[attention]\ntime = 1024\nheads = 8\n[mean_pool]\n[dense]\nunits = 3\n",
                                        &count);
     ars_model_size size;
-    ARS_ASSERT_OK(ars_model_estimate(specs, count, 1024 * 16, 64, &size));
+    ARS_ASSERT_OK(ars_model_estimate(specs, count, ars_shape_vector(1024 * 16), 64, &size));
     const double scores = 4.0 * 64 * 8 * 1024 * 1024;
     print_message("  attention T=1024, 8 heads, batch 64: workspace %.2f GiB (scores %.2f GiB)\n",
                   size.workspace / 1073741824.0, scores / 1073741824.0);
@@ -92,7 +92,7 @@ static void test_absurd_sizes_do_not_overflow(void **state)
     ars_layer_spec *specs = ars_test_load_specs(RUN "[dense]\nunits = 16777216\n[dense]\nunits = 16777216\n"
                                            "[dense]\nunits = 16777216\n[dense]\nunits = 3\n", &count);
     ars_model_size size;
-    ARS_ASSERT_OK(ars_model_estimate(specs, count, 16777216, 16777216, &size));
+    ARS_ASSERT_OK(ars_model_estimate(specs, count, ars_shape_vector(16777216), 16777216, &size));
     assert_true(isfinite(size.bytes));
     assert_true(size.params > 5e14);
     assert_true(size.activations > 4.0 * 16777216.0 * 16777216.0 * 3);
@@ -100,17 +100,17 @@ static void test_absurd_sizes_do_not_overflow(void **state)
 
     /* time x units past INT_MAX: refused by name, where an int would wrap */
     specs = ars_test_load_specs(RUN "[rnn]\ntime = 65536\nunits = 65536\n[last_step]\n[dense]\nunits = 3\n", &count);
-    assert_int_equal(ars_model_estimate(specs, count, 65536, 1, &size), ARS_EINVAL);
+    assert_int_equal(ars_model_estimate(specs, count, ars_shape_vector(65536), 1, &size), ARS_EINVAL);
     assert_non_null(strstr(ars_error_message(), "test.cfg:3: layer 000_rnn: [rnn] output of 65536 steps"));
     ars_model model;
-    assert_int_equal(ars_model_create(&model, specs, count, 65536, 1), ARS_EINVAL);
+    assert_int_equal(ars_model_create(&model, specs, count, ars_shape_vector(65536), 1), ARS_EINVAL);
     free(specs);
 
     /* batch x time past INT_MAX: the rows of one cblas product, an int */
     specs = ars_test_load_specs(RUN "[attention]\ntime = 65536\nheads = 1\n[mean_pool]\n[dense]\nunits = 3\n", &count);
-    assert_int_equal(ars_model_estimate(specs, count, 65536, 65536, &size), ARS_EINVAL);
+    assert_int_equal(ars_model_estimate(specs, count, ars_shape_vector(65536), 65536, &size), ARS_EINVAL);
     assert_non_null(strstr(ars_error_message(), "[attention] a batch of 65536 rows x 65536 steps"));
-    assert_int_equal(ars_model_create(&model, specs, count, 65536, 65536), ARS_EINVAL);
+    assert_int_equal(ars_model_create(&model, specs, count, ars_shape_vector(65536), 65536), ARS_EINVAL);
     free(specs);
 }
 
@@ -136,10 +136,10 @@ static void test_model_errors_name_file_and_line(void **state)
         ars_layer_spec *specs = ars_test_load_specs(cases[i].text, &count);
         ars_model_size size;
         ars_model model;
-        assert_int_equal(ars_model_estimate(specs, count, cases[i].in_dim, 4, &size), ARS_EINVAL);
+        assert_int_equal(ars_model_estimate(specs, count, ars_shape_vector(cases[i].in_dim), 4, &size), ARS_EINVAL);
         if (!strstr(ars_error_message(), cases[i].fragment))
             fail_msg("estimate: '%s' does not contain '%s'", ars_error_message(), cases[i].fragment);
-        assert_int_equal(ars_model_create(&model, specs, count, cases[i].in_dim, 4), ARS_EINVAL);
+        assert_int_equal(ars_model_create(&model, specs, count, ars_shape_vector(cases[i].in_dim), 4), ARS_EINVAL);
         if (!strstr(ars_error_message(), cases[i].fragment))
             fail_msg("create: '%s' does not contain '%s'", ars_error_message(), cases[i].fragment);
         free(specs);

@@ -307,9 +307,12 @@ static float *unpack(reference *ref, ars_model *model, int buffer, const float *
                 fail_msg("%s: no %s tensor '%s' in index/name; regenerate with %s", REFERENCE_FILE,
                          buffer ? "state" : "parameter", name, REGENERATE);
             const int64_t *m = ref->meta[t];
-            if (m[2] != views[v].rows || m[3] != views[v].cols)
+            /* the file's (rows, cols): vectors rows 1 */
+            const ars_shape *shape = &views[v].shape;
+            const int rows = shape->rank == 2 ? shape->dims[0] : 1, cols = shape->dims[shape->rank - 1];
+            if (shape->rank > 2 || m[2] != rows || m[3] != cols)
                 fail_msg("%s: '%s' is [%lld, %lld] in the file, [%d, %d] in arsenal", REFERENCE_FILE, name,
-                         (long long)m[2], (long long)m[3], views[v].rows, views[v].cols);
+                         (long long)m[2], (long long)m[3], rows, cols);
             if (m[1] < 0 || (size_t)m[1] + views[v].count > packed_count)
                 fail_msg("%s: '%s' lies outside its packed vector", REFERENCE_FILE, name);
             memcpy(flat + base + views[v].offset, packed + m[1], views[v].count * sizeof *flat);
@@ -436,7 +439,7 @@ static void fixture_open(fixture *fx)
     fx->count = make_specs(fx->specs);
     ref_open(&fx->ref, fx->specs, fx->count);
     reference *ref = &fx->ref;
-    ARS_ASSERT_OK(ars_model_create(&fx->model, fx->specs, fx->count, ref->in_dim, ref->rows));
+    ARS_ASSERT_OK(ars_model_create(&fx->model, fx->specs, fx->count, ars_shape_vector(ref->in_dim), ref->rows));
     ars_model *model = &fx->model;
     assert_int_equal(model->out_dim, ref->out_dim);
     assert_int_equal(model->param_count, (size_t)ref->param_count);

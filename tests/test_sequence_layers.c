@@ -50,7 +50,7 @@ static ars_layer_spec seq_spec(const char *kind, int time, int units)
 static void check_kind(const ars_layer_spec *spec, int in_dim, int rows, uint64_t seed)
 {
     ars_gradcheck_result result;
-    ARS_ASSERT_OK(ars_gradcheck_layer(spec, in_dim, rows, seed, NULL, &result));
+    ARS_ASSERT_OK(ars_gradcheck_layer(spec, ars_shape_vector(in_dim), rows, seed, NULL, &result));
     snprintf(result.name, sizeof result.name, "%s%s", spec->kind, spec->causal ? " (causal)" : "");
     assert_passed(&result);
 }
@@ -76,7 +76,7 @@ static void test_patch_order(void **state)
     spec.patch = 2;
     spec.bias = 0;
     ars_model model;
-    ARS_ASSERT_OK(ars_model_create(&model, &spec, 1, 16, 1));
+    ARS_ASSERT_OK(ars_model_create(&model, &spec, 1, ars_shape_vector(16), 1));
     assert_int_equal(model.layers[0].spec.time, 4);
     assert_int_equal(model.out_dim, 16);
     for (int i = 0; i < 4; i++) model.params[i * 4 + i] = 1.0f;
@@ -100,7 +100,7 @@ static void test_positional(void **state)
 
     /* the sinusoidal table: P[t, 2i] = sin(t / 10000^(2i/d)), P[t, 2i+1] = cos(...) */
     ars_model model;
-    ARS_ASSERT_OK(ars_model_create(&model, &spec, 1, 5 * 4, 1));
+    ARS_ASSERT_OK(ars_model_create(&model, &spec, 1, ars_shape_vector(5 * 4), 1));
     assert_int_equal(model.param_count, 0);
     float x[20] = {0};
     ars_pass pass = {.mode = ARS_MODE_EVAL, .rows = 1, .global_rows = 1};
@@ -143,7 +143,7 @@ static void attention_by_hand(int causal, const float expect[4])
     ars_layer_spec spec = seq_spec("attention", 2, 0);
     spec.causal = causal;
     ars_model model;
-    ARS_ASSERT_OK(ars_model_create(&model, &spec, 1, 4, 1));
+    ARS_ASSERT_OK(ars_model_create(&model, &spec, 1, ars_shape_vector(4), 1));
     const ars_layer *layer = &model.layers[0];
     assert_int_equal(layer->param_count, 4);
     float *w_in = model.params + layer->params[0].offset;    /* [6, 2]: W_q; W_k; W_v */
@@ -182,7 +182,7 @@ static void test_causal_mask_blocks_the_future(void **state)
     spec.heads = 2;
     spec.causal = 1;
     ars_model model;
-    ARS_ASSERT_OK(ars_model_create(&model, &spec, 1, T * D, 1));
+    ARS_ASSERT_OK(ars_model_create(&model, &spec, 1, ars_shape_vector(T * D), 1));
     ars_gradcheck_randomize_model(&model, 5);
     float x[T * D], y0[T * D];
     ars_rng_normal(x, T * D, 0.0f, 1.0f, 5, ars_stream(ARS_STREAM_DATA, 77), 0);
@@ -207,7 +207,7 @@ static void test_seq_layernorm(void **state)
 
     /* each step normalized on its own: mean 0, variance 1 per step */
     ars_model model;
-    ARS_ASSERT_OK(ars_model_create(&model, &spec, 1, 4 * 5, 2));
+    ARS_ASSERT_OK(ars_model_create(&model, &spec, 1, ars_shape_vector(4 * 5), 2));
     ARS_ASSERT_OK(ars_init_model(&model, 1));
     float x[2 * 20];
     for (int i = 0; i < 40; i++) x[i] = (float)(i * i % 7) + (float)(i / 5) * 10.0f;
@@ -247,7 +247,7 @@ static void test_pooling(void **state)
     for (int k = 0; k < 2; k++) {
         spec = seq_spec(kinds[k], 3, 0);
         ars_model model;
-        ARS_ASSERT_OK(ars_model_create(&model, &spec, 1, 6, 1));
+        ARS_ASSERT_OK(ars_model_create(&model, &spec, 1, ars_shape_vector(6), 1));
         ars_pass pass = {.mode = ARS_MODE_EVAL, .rows = 1, .global_rows = 1};
         ARS_ASSERT_OK(ars_model_forward(&model, &pass, x));
         assert_float_equal(ars_model_output(&model)[0], expect[k][0], 1e-6);
@@ -265,7 +265,7 @@ static void test_embedding(void **state)
     ars_layer_spec spec = seq_spec("embedding", 0, 4);
     spec.vocab = VOCAB;
     ars_model model;
-    ARS_ASSERT_OK(ars_model_create(&model, &spec, 1, T, ROWS));
+    ARS_ASSERT_OK(ars_model_create(&model, &spec, 1, ars_shape_vector(T), ROWS));
     assert_int_equal(model.out_dim, T * 4);
     ars_gradcheck_randomize_model(&model, 161);
     float x[ROWS * T];
@@ -291,7 +291,7 @@ static void check_model_text(const char *text, int in_dim, int rows, uint64_t se
     int count;
     ars_layer_spec *specs = ars_test_load_specs(text, &count);
     ars_model model;
-    ARS_ASSERT_OK(ars_model_create(&model, specs, count, in_dim, rows));
+    ARS_ASSERT_OK(ars_model_create(&model, specs, count, ars_shape_vector(in_dim), rows));
     ars_gradcheck_randomize_model(&model, seed);
     float *x = malloc(sizeof(float) * (size_t)rows * (size_t)in_dim);
     ars_rng_normal(x, (size_t)rows * (size_t)in_dim, 0.0f, 1.0f, seed, ars_stream(ARS_STREAM_DATA, 99), 0);
@@ -329,7 +329,8 @@ static void test_transformer_model_gradients(void **state)
     check_model_text(text, 5 * 2, 3, 172, "rnn");
 }
 
-/* [transformer] expands into ten layers; time flows from the layer before. */
+/* [transformer] expands into ten layers; time flows from the layer before
+ * (through the shapes: the specs leave it 0, the model resolves it). */
 static void test_transformer_sugar(void **state)
 {
     (void)state;
@@ -342,11 +343,20 @@ static void test_transformer_sugar(void **state)
     const char *kinds[] = {"seq_dense", "residual", "seq_layernorm", "attention", "residual_add", "residual",
                            "seq_layernorm", "seq_dense", "gelu", "seq_dense", "residual_add", "mean_pool"};
     assert_int_equal(count, 12);
+    ars_model model;
+    ARS_ASSERT_OK(ars_model_create(&model, specs, count, ars_shape_vector(14), 2));
     for (int i = 0; i < count; i++) {
         assert_string_equal(specs[i].kind, kinds[i]);
         if (strcmp(kinds[i], "residual") && strcmp(kinds[i], "residual_add") && strcmp(kinds[i], "gelu"))
-            assert_int_equal(specs[i].time, 7);
+            assert_int_equal(model.layers[i].spec.time, 7);
+        if (i > 0 && i < count - 1) {   /* [7, 8] from the seq_dense to the pooling */
+            assert_int_equal(model.layers[i].out_shape.rank, 2);
+            assert_int_equal(model.layers[i].out_shape.dims[0], 7);
+        }
     }
+    assert_int_equal(model.layers[count - 1].out_shape.rank, 1);
+    assert_int_equal(model.layers[count - 1].out_dim, 8);
+    ars_model_destroy(&model);
     assert_int_equal(specs[3].heads, 4);
     assert_int_equal(specs[3].causal, 1);
     assert_int_equal(specs[7].units, 32);   /* hidden defaults to 4 x units */
@@ -357,8 +367,7 @@ static void test_transformer_sugar(void **state)
     snprintf(text, sizeof text, "%s[seq_dense]\ntime = 7\nunits = 8\n[transformer]\nunits = 6\n[mean_pool]\n",
              run_header);
     specs = ars_test_load_specs(text, &count);
-    ars_model model;
-    assert_int_equal(ars_model_create(&model, specs, count, 14, 2), ARS_EINVAL);
+    assert_int_equal(ars_model_create(&model, specs, count, ars_shape_vector(14), 2), ARS_EINVAL);
     assert_non_null(strstr(ars_error_message(), "[transformer] units = 6"));
     free(specs);
 }
@@ -372,7 +381,7 @@ static void test_rnn_time_gradient_norms(void **state)
     enum { T = 12, F = 2, H = 16, ROWS = 8 };
     ars_layer_spec specs[3] = {seq_spec("rnn", T, H), seq_spec("last_step", T, 0), seq_spec("dense", 0, 1)};
     ars_model model;
-    ARS_ASSERT_OK(ars_model_create(&model, specs, 3, T * F, ROWS));
+    ARS_ASSERT_OK(ars_model_create(&model, specs, 3, ars_shape_vector(T * F), ROWS));
     ARS_ASSERT_OK(ars_init_model(&model, 3));
     float x[ROWS * T * F], dout[ROWS];
     ars_rng_uniform(x, ROWS * T * F, 0.0f, 1.0f, 3, ars_stream(ARS_STREAM_DATA, 5), 0);

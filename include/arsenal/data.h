@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "arsenal/shape.h"
+
 /* Debian's dataset-fashion-mnist puts the files here. */
 #define ARS_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
 
@@ -14,6 +16,7 @@ typedef struct ars_dataset {
     char name[64];
     int count;           /* samples */
     int dim;             /* features per sample */
+    ars_shape shape;     /* of one sample, dim values: [1, 28, 28] for images; rank 0: [dim] */
     float *x;            /* [count, dim] */
     int32_t *labels;     /* [count] class ids, or NULL for regression */
     int classes;         /* number of classes (0 for regression) */
@@ -22,6 +25,9 @@ typedef struct ars_dataset {
 } ars_dataset;
 
 void ars_dataset_free(ars_dataset *data);
+
+/* The shape of one sample of data: data->shape, or [dim] when it has none. */
+ars_shape ars_dataset_shape(const ars_dataset *data);
 
 /* A raw IDX file: magic 0x00 0x00 type ndim, big-endian dims, then data.
  * Only unsigned byte (0x08) data is accepted (what (Fashion-)MNIST use).

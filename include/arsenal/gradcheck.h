@@ -87,7 +87,7 @@ int ars_gradcheck_passed(const ars_gradcheck_result *result);
  * (ars_gradcheck_randomize), x ~ N(0, 1) of [rows, in_dim]. Checks dx and
  * every parameter gradient. pass: mode from options, step 1, no dist,
  * sample ids = row index (a fixed dropout mask). */
-int ars_gradcheck_layer(const ars_layer_spec *spec, int in_dim, int rows, uint64_t seed,
+int ars_gradcheck_layer(const ars_layer_spec *spec, ars_shape in, int rows, uint64_t seed,
                         const ars_gradcheck_options *options, ars_gradcheck_result *result);
 
 /* The same for a layer that is already set up, with its param, grad and

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "arsenal/shape.h"
+
 typedef struct ars_layer ars_layer;
 typedef struct ars_dist ars_dist;
 
@@ -35,14 +37,20 @@ typedef enum {
 } ars_role;
 
 /* A named tensor inside a flat buffer. Shapes follow PyTorch: a dense
- * weight is [out, in]; vectors have rows = 1. */
+ * weight is [out, in], a convolution's [out, in / groups, kh, kw]; bias,
+ * gamma and the like are vectors (rank 1). */
 typedef struct ars_tensor_view {
     char name[16];
-    int rows, cols;
+    ars_shape shape;
     size_t offset;      /* from the start of the layer's slice */
     size_t count;
     ars_role role;
 } ars_tensor_view;
+
+/* The fans PyTorch's initializers use: fan_in = dims[1] * receptive field,
+ * fan_out = dims[0] * receptive field (a vector: fan_in = its length,
+ * fan_out = 1, as a [1, n] row). */
+void ars_tensor_fans(const ars_tensor_view *view, int *fan_in, int *fan_out);
 
 /* Activation statistics, filled by activation layers on probe steps. */
 typedef struct ars_activation_stats {
@@ -98,17 +106,20 @@ const char *ars_layer_source_name(const char *path);
  * memory estimate cannot drift from what a built model takes. Counts are
  * doubles: an absurd spec gives a large number, never an overflow. */
 typedef struct ars_layer_size {
-    int out_dim;          /* features per sample out */
+    ars_shape out;        /* per-sample shape out (set by the kind's size function) */
+    int out_dim;          /* its count (set by ars_layer_size_of) */
     double params;        /* trainable floats (the model keeps as many gradients) */
     double state;         /* buffer floats (running statistics) */
     double workspace;     /* bytes of the layer's own buffers: caches for backward,
                              masks, attention probabilities, per-step states */
 } ars_layer_size;
 
-/* Validates spec for inputs of width in_dim and batches of max_rows (the
+/* Validates spec for inputs of shape in and batches of max_rows (the
  * errors of ars_layer_setup, without the location: the model adds it) and
- * fills *size. skip_dim: for residual_add, the width at its [residual]. */
-int ars_layer_size_of(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size);
+ * fills *size. skip: for residual_add, the shape at its [residual] (else
+ * NULL). */
+int ars_layer_size_of(const ars_layer_spec *spec, const ars_shape *in, const ars_shape *skip, int max_rows,
+                      ars_layer_size *size);
 
 typedef struct ars_layer_ops {
     const char *kind;
@@ -126,11 +137,13 @@ enum { ARS_MAX_TENSORS = 4 };
 
 struct ars_layer {
     const ars_layer_ops *ops;
+    const struct ars_layer_kind *kind;  /* its registry entry */
     char name[40];            /* "003_dense": index + kind, unique in a model */
     int index;
-    int in_dim, out_dim;      /* features per sample */
+    ars_shape in_shape, out_shape;  /* per sample */
+    int in_dim, out_dim;      /* their counts: floats per sample */
     int max_rows;             /* batch capacity */
-    ars_layer_spec spec;
+    ars_layer_spec spec;      /* as parsed; a sequence layer's time resolved from its input */
 
     ars_tensor_view params[ARS_MAX_TENSORS];   /* trainable: weight, bias, gamma, beta */
     int param_count;
@@ -144,8 +157,7 @@ struct ars_layer {
 
     ars_layer *partner;       /* residual: begin <-> add */
     float *skip_grad;         /* residual begin: gradient arriving over the skip path */
-    int is_activation;        /* 1 for elementwise activations (probe statistics) */
-    ars_activation_stats stats;
+    ars_activation_stats stats;  /* activation kinds, on probe steps */
     double output_grad_norm;  /* ||dL/dy|| arriving at this layer, on probe steps */
     void *impl;               /* kind-specific options and workspace */
     /* Sequence layers, on probe steps: the gradient norm per time step over
@@ -156,17 +168,14 @@ struct ars_layer {
     int time_grad_count;
 };
 
-/* Sets up a layer of spec->kind for inputs of width in_dim: out_dim,
+/* Sets up a layer of spec->kind for inputs of shape in: out_shape,
  * parameter views, workspace for max_rows. Errors name the kind; the model
  * prefixes the run-file location. */
-int ars_layer_setup(ars_layer *layer, const ars_layer_spec *spec, int in_dim, int max_rows);
-
-/* 1 if kind names a layer (or a config-only block keyword). */
-int ars_layer_kind_known(const char *kind);
+int ars_layer_setup(ars_layer *layer, const ars_layer_spec *spec, const ars_shape *in, int max_rows);
 
 /* Helper for kinds: add a parameter or buffer view and grow the slice. */
-void ars_layer_add_param(ars_layer *layer, const char *name, int rows, int cols, ars_role role);
-void ars_layer_add_buffer(ars_layer *layer, const char *name, int rows, int cols, ars_role role);
+void ars_layer_add_param(ars_layer *layer, const char *name, ars_shape shape, ars_role role);
+void ars_layer_add_buffer(ars_layer *layer, const char *name, ars_shape shape, ars_role role);
 
 /* Elementwise activation function kinds, shared by the activation layers,
  * the probes and the initializers' gain. */
@@ -174,6 +183,84 @@ typedef enum {
     ARS_ACT_NONE, ARS_ACT_SIGMOID, ARS_ACT_TANH, ARS_ACT_RELU, ARS_ACT_LEAKY_RELU,
     ARS_ACT_ELU, ARS_ACT_SELU, ARS_ACT_GELU
 } ars_activation;
+
+/* ---- the registry: everything arsenal knows of a layer kind -------------- */
+
+/* The run-file section a kind's parse function reads (run_config.c). */
+typedef struct ars_layer_parser ars_layer_parser;
+
+/* What the rest of arsenal asks of a kind (health rules, inspect, init,
+ * the run-file reader) instead of lists of names. */
+enum {
+    ARS_KIND_SEQUENCE = 1 << 0,       /* [time, features] in: reads `time` (else its input's) */
+    ARS_KIND_READOUT = 1 << 1,        /* ends a sequence: [time, features] -> [features] */
+    ARS_KIND_NORMALIZATION = 1 << 2,  /* BatchNorm, LayerNorm and the blocks holding one */
+    ARS_KIND_RESIDUAL = 1 << 3,       /* an end of a residual block, or a block holding one */
+    ARS_KIND_PARAMS = 1 << 4,         /* always has trainable parameters */
+    ARS_KIND_SUGAR = 1 << 5           /* run-file only: its parse function emits other kinds */
+};
+
+typedef struct ars_layer_kind {
+    const char *name;          /* the run-file section, the "<kind>" of layer names */
+    const char *summary;       /* a few words for the unknown-kind message and docs */
+    unsigned flags;
+    ars_activation activation; /* elementwise activation kinds: which one (else ARS_ACT_NONE) */
+    const char *lsuv_weight;   /* the tensor LSUV rescales to unit output variance; NULL: none */
+    /* Reads the kind's own keys of its run-file section into spec (NULL:
+     * none). spec comes with the kind's defaults (ars_layer_spec_defaults)
+     * and `units` / `time` read by the flags; sugar kinds emit their parts
+     * with ars_layer_parse_emit instead. */
+    int (*parse)(ars_layer_parser *parser, ars_layer_spec *spec);
+    /* Validates spec for an input shape and fills *size (see above); skip
+     * is the shape at the block's start for residual ends, else NULL. */
+    int (*size)(const ars_layer_spec *spec, const ars_shape *in, const ars_shape *skip, int max_rows,
+                ars_layer_size *size);
+    /* Declares the layer's tensors and allocates exactly size->workspace
+     * bytes; in_shape, out_shape, max_rows and spec are set. */
+    int (*setup)(ars_layer *layer, const ars_layer_size *size);
+    /* Defaults beyond ars_layer_spec_defaults' common ones (NULL: none). */
+    void (*defaults)(ars_layer_spec *spec);
+    const char *units;         /* the section requires units = <this>; NULL: no units key */
+} ars_layer_kind;
+
+/* The kind named name, or NULL. */
+const ars_layer_kind *ars_layer_kind_find(const char *name);
+/* Kinds in registry order: i from 0 until NULL. */
+const ars_layer_kind *ars_layer_kind_at(int i);
+/* Adds a kind defined outside the library (a test, an extension) to the
+ * registry for the life of the process; ARS_EINVAL if its name is taken. */
+int ars_layer_kind_register(const ars_layer_kind *kind);
+/* 1 if kind names a layer (or a run-file sugar kind). */
+int ars_layer_kind_known(const char *kind);
+/* 1 if the kind named name has flag (0 for unknown names). */
+int ars_layer_kind_has(const char *name, unsigned flag);
+
+/* ---- parsing a layer's section (implemented by run_config.c) ------------- */
+
+/* Typed getters for the section being read, with FILE:LINE messages. */
+int ars_layer_parse_int(ars_layer_parser *p, const char *key, long fallback, long min, long max, int *out);
+int ars_layer_parse_float(ars_layer_parser *p, const char *key, double fallback, double min, double max,
+                          float *out);
+int ars_layer_parse_bool(ars_layer_parser *p, const char *key, int fallback, int *out);
+/* One of choices (NULL-terminated; NULL choices: any text). */
+int ars_layer_parse_string(ars_layer_parser *p, const char *key, const char *fallback,
+                           const char *const *choices, char *out, size_t size);
+int ars_layer_parse_has(ars_layer_parser *p, const char *key);
+/* The initializer keys (init, init_std, init_gain, ..., init_mode). */
+int ars_layer_parse_init(ars_layer_parser *p, ars_layer_spec *spec);
+/* The name of an activation kind (allow_none: or "none"). */
+int ars_layer_parse_activation_name(ars_layer_parser *p, const char *key, const char *fallback, int allow_none,
+                                    char *out, size_t size);
+/* `activation = <kind>`: an activation layer after this one (sugar). */
+int ars_layer_parse_activation(ars_layer_parser *p);
+/* Appends a layer (sugar kinds); spec->source_line is set here. */
+int ars_layer_parse_emit(ars_layer_parser *p, ars_layer_spec *spec);
+/* An error at the section: "FILE:LINE: [kind] " + message. */
+int ars_layer_parse_error(ars_layer_parser *p, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
 
 ars_activation ars_activation_from_name(const char *name);
 const char *ars_activation_name(ars_activation act);

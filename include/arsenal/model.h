@@ -10,7 +10,8 @@
 typedef struct ars_model {
     ars_layer *layers;
     int layer_count;
-    int in_dim, out_dim;
+    ars_shape in_shape, out_shape;   /* per sample */
+    int in_dim, out_dim;             /* their counts */
     int max_rows;
     float *params, *grads, *state;
     size_t param_count, state_count;
@@ -26,10 +27,10 @@ typedef struct ars_model {
 } ars_model;
 
 /* Builds the layers of specs (residual blocks as "residual" ... "residual_add"
- * pairs) for inputs of width in_dim and batches up to max_rows. Parameters
- * are zero until ars_init_model(). */
+ * pairs) for samples of shape input and batches up to max_rows; the shapes
+ * flow from layer to layer. Parameters are zero until ars_init_model(). */
 int ars_model_create(ars_model *model, const ars_layer_spec *specs, int count,
-                     int in_dim, int max_rows);
+                     ars_shape input, int max_rows);
 void ars_model_destroy(ars_model *model);
 
 /* What ars_model_create would allocate for these specs, computed without
@@ -37,6 +38,7 @@ void ars_model_destroy(ars_model *model);
  * to refuse a model that cannot fit before building it. Validates the specs
  * as ars_model_create does, with the same messages. */
 typedef struct ars_model_size {
+    ars_shape out_shape;
     int out_dim;
     double params;             /* trainable floats (as many gradients again) */
     double state;              /* buffer floats */
@@ -47,7 +49,7 @@ typedef struct ars_model_size {
     double bytes;              /* all of it, with the parameter and gradient arrays and the layer list */
 } ars_model_size;
 
-int ars_model_estimate(const ars_layer_spec *specs, int count, int in_dim, int max_rows,
+int ars_model_estimate(const ars_layer_spec *specs, int count, ars_shape input, int max_rows,
                        ars_model_size *size);
 
 /* Moves the gradients into buffer (param_count floats owned by the caller,

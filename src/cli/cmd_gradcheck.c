@@ -75,7 +75,7 @@ int ars_cmd_gradcheck(int argc, char **argv)
     ars_gradcheck_result *results = NULL;
     int rc = ars_run_config_load(&config, &run, &specs, &count);
     if (!rc) rc = ars_load_run_data(&run, 0, rows, &train, &test);
-    if (!rc) rc = ars_model_create(&model, specs, count, train.dim, rows);
+    if (!rc) rc = ars_model_create(&model, specs, count, ars_dataset_shape(&train), rows);
     if (!rc) rc = ars_init_model(&model, run.seed);
     if (!rc && !(results = calloc((size_t)model.layer_count, sizeof *results)))
         rc = ars_error(ARS_ENOMEM, "gradcheck: out of memory");

@@ -41,6 +41,11 @@ void ars_dataset_free(ars_dataset *data)
     memset(data, 0, sizeof *data);
 }
 
+ars_shape ars_dataset_shape(const ars_dataset *data)
+{
+    return data->shape.rank > 0 ? data->shape : ars_shape_vector(data->dim);
+}
+
 /* Allocates x [count, dim] (zeroed), and labels [count] when with_labels. */
 static int dataset_alloc(ars_dataset *data, const char *name, int count, int dim, int with_labels)
 {
@@ -132,6 +137,7 @@ static int mnist_fill(ars_dataset *data, const char *name, const ars_idx *images
     }
     int rc = dataset_alloc(data, name, count, dim, 1);
     if (rc) return rc;
+    data->shape = ars_shape_image(1, images->dims[1], images->dims[2]);
 
     /* Pixels are bytes, so x is in [0, 1]. */
     size_t values = (size_t)count * (size_t)dim;
@@ -246,6 +252,7 @@ int ars_dataset_split(ars_dataset *data, int keep, ars_dataset *rest)
     snprintf(name, sizeof name, "%.58s-rest", data->name);
     int rc = dataset_alloc(rest, name, moved, data->dim, data->labels != NULL);
     if (rc) return rc;
+    rest->shape = data->shape;
     if (data->targets) {
         rest->targets = malloc((size_t)moved * (size_t)data->target_dim * sizeof *rest->targets);
         if (!rest->targets) {

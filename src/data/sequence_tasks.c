@@ -36,6 +36,7 @@ int ars_dataset_adding(ars_dataset *data, int count, int time, uint64_t seed)
     if (time < 2 || time > (1 << 24))
         return ars_error(ARS_EINVAL, "adding: seq_len %d: expected 2 to %d (two marked steps)", time, 1 << 24);
     int rc = alloc_sequences(data, "adding", count, 2 * time);
+    if (!rc) data->shape = ars_shape_matrix(time, 2);   /* (value, marker) per step */
     if (rc) return rc;
     data->targets = malloc((size_t)count * sizeof *data->targets);
     if (!data->targets) {
@@ -72,6 +73,7 @@ int ars_dataset_copy(ars_dataset *data, int count, int time, int symbols, uint64
     if (symbols < 2 || symbols > (1 << 16))
         return ars_error(ARS_EINVAL, "copy: %d symbols: expected 2 to %d", symbols, 1 << 16);
     int rc = alloc_sequences(data, "copy", count, time);
+    if (!rc) data->shape = ars_shape_vector(time);   /* one token id per step */
     if (rc) return rc;
     data->labels = malloc((size_t)count * sizeof *data->labels);
     if (!data->labels) {

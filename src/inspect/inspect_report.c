@@ -10,6 +10,7 @@
 
 #include "arsenal/config.h"
 #include "arsenal/error.h"
+#include "arsenal/layer.h"
 
 enum { REPORT_WIDTH = 100, MAX_EVENTS_SHOWN = 24 };
 
@@ -28,13 +29,7 @@ double ars_inspect_median(double *values, size_t n)
     return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
 
-int ars_inspect_is_activation(const char *kind)
-{
-    static const char *const kinds[] = {"sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu"};
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
-        if (strcmp(kind, kinds[i]) == 0) return 1;
-    return 0;
-}
+int ars_inspect_is_activation(const char *kind) { return ars_activation_from_name(kind) != ARS_ACT_NONE; }
 
 int ars_inspect_record_finite(const ars_history *h, size_t r)
 {
@@ -129,8 +124,11 @@ static void summarize_model(ars_inspect_run *run)
     int counts[32], kinds = 0, blocks = 0;
     for (int l = 0; l < L; l++) {
         const char *kind = run->health.kinds[l];
-        if (strcmp(kind, "residual_add") == 0) blocks++;
-        if (strcmp(kind, "residual") == 0 || strcmp(kind, "residual_add") == 0) continue;
+        /* the ends of a block count as one residual block, not as layers */
+        if (ars_layer_kind_has(kind, ARS_KIND_RESIDUAL) && !ars_layer_kind_has(kind, ARS_KIND_SUGAR)) {
+            blocks += strcmp(kind, "residual_add") == 0;
+            continue;
+        }
         int k = 0;
         while (k < kinds && strcmp(seen[k], kind) != 0) k++;
         if (k == kinds) {
@@ -196,9 +194,10 @@ static int summarize_layer(ars_inspect_run *run, int l, ars_inspect_layer *out, 
     if (out->activation >= 0 && h->count > 0) {
         const char *kind = run->health.kinds[out->activation];
         size_t r = h->count - 1;
-        if (strcmp(kind, "sigmoid") == 0 || strcmp(kind, "tanh") == 0)
+        const ars_activation act = ars_activation_from_name(kind);
+        if (act == ARS_ACT_SIGMOID || act == ARS_ACT_TANH)
             out->saturated = ars_inspect_value(h, r, ARS_HIST_ACT_SATURATED, out->activation);
-        else if (strcmp(kind, "relu") == 0)
+        else if (act == ARS_ACT_RELU)
             out->dead = ars_inspect_value(h, r, ARS_HIST_ACT_DEAD, out->activation);
     }
     return 0;

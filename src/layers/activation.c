@@ -140,24 +140,53 @@ static int activation_backward(ars_layer *layer, const ars_pass *pass, const flo
 
 static const ars_layer_ops activation_ops = {"activation", activation_forward, activation_backward, NULL};
 
-int ars_activation_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
+static int activation_size(const ars_layer_spec *spec, const ars_shape *in, const ars_shape *skip, int max_rows,
+                           ars_layer_size *size)
 {
     if (ars_activation_from_name(spec->kind) == ARS_ACT_NONE)
         return ars_error(ARS_EINVAL, "'%s' is not an activation", spec->kind);
-    size->out_dim = in_dim;
+    size->out = *in;
     size->workspace = sizeof(activation_impl);
     return 0;
 }
 
-int ars_activation_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+static int activation_setup(ars_layer *layer, const ars_layer_size *size)
 {
     activation_impl *impl = calloc(1, (size_t)size->workspace);
     if (!impl) return ars_error(ARS_ENOMEM, "activation: out of memory");
-    impl->act = ars_activation_from_name(layer->spec.kind);
+    impl->act = layer->kind->activation;
     impl->alpha = layer->spec.alpha;
     layer->impl = impl;
     layer->ops = &activation_ops;
-    layer->out_dim = in_dim;
-    layer->is_activation = 1;
     return 0;
 }
+
+static int leaky_relu_parse(ars_layer_parser *p, ars_layer_spec *spec)
+{
+    return ars_layer_parse_float(p, "slope", 0.01, 0, 1, &spec->alpha);
+}
+
+static void leaky_relu_defaults(ars_layer_spec *spec) { spec->alpha = 0.01f; }
+
+static int elu_parse(ars_layer_parser *p, ars_layer_spec *spec)
+{
+    return ars_layer_parse_float(p, "alpha", 1.0, 0, 100, &spec->alpha);
+}
+
+#define ACTIVATION_KIND(kind_name, act_enum, what, ...) \
+    const ars_layer_kind ars_kind_##kind_name = {       \
+        .name = #kind_name,                             \
+        .summary = what,                                \
+        .activation = act_enum,                         \
+        .size = activation_size,                        \
+        .setup = activation_setup,                      \
+        __VA_ARGS__};
+
+ACTIVATION_KIND(sigmoid, ARS_ACT_SIGMOID, "1 / (1 + e^-x)")
+ACTIVATION_KIND(tanh, ARS_ACT_TANH, "tanh x")
+ACTIVATION_KIND(relu, ARS_ACT_RELU, "max(0, x)")
+ACTIVATION_KIND(leaky_relu, ARS_ACT_LEAKY_RELU, "max(slope x, x)", .parse = leaky_relu_parse,
+                .defaults = leaky_relu_defaults)
+ACTIVATION_KIND(elu, ARS_ACT_ELU, "x, or alpha (e^x - 1) below 0", .parse = elu_parse)
+ACTIVATION_KIND(selu, ARS_ACT_SELU, "scaled ELU")
+ACTIVATION_KIND(gelu, ARS_ACT_GELU, "x Phi(x)")

@@ -201,9 +201,11 @@ static double attention_floats(double rows, double T, double D, double heads)
            + T * T;                  /* datt */
 }
 
-int ars_attention_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
+static int attention_size(const ars_layer_spec *spec, const ars_shape *in, const ars_shape *skip, int max_rows,
+                          ars_layer_size *size)
 {
-    int D, rc = ars_seq_features(spec, in_dim, max_rows, &D);
+    const int in_dim = (int)ars_shape_count(in);
+    int D, rc = ars_seq_features(spec, in, max_rows, &D);
     if (rc) return rc;
     if (spec->heads <= 0 || D % spec->heads != 0)
         return ars_error(ARS_EINVAL, "[attention] heads = %d must divide the %d features per step", spec->heads, D);
@@ -213,17 +215,17 @@ int ars_attention_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int
     if (3.0 * D > INT_MAX)
         return ars_error(ARS_EINVAL, "[attention] %d features per step: the q, k, v projection of 3 x %d is "
                          "more than %d", D, D, INT_MAX);
-    size->out_dim = in_dim;
+    size->out = ars_shape_matrix(spec->time, D);
     size->params = 3.0 * D * D + 3.0 * D + (double)D * D + D;
     size->workspace = sizeof(attention_impl) + sizeof(double) * (double)spec->time +
                       sizeof(float) * attention_floats(max_rows, spec->time, D, spec->heads);
     return 0;
 }
 
-int ars_attention_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+static int attention_setup(ars_layer *layer, const ars_layer_size *size)
 {
     const ars_layer_spec *spec = &layer->spec;
-    const int D = in_dim / spec->time;
+    const int D = layer->in_dim / spec->time;
     const size_t T = (size_t)spec->time, rows = layer->max_rows > 0 ? (size_t)layer->max_rows : 0;
     attention_impl *a = calloc(1, (size_t)size->workspace);
     if (!a)
@@ -244,12 +246,31 @@ int ars_attention_setup(ars_layer *layer, int in_dim, const ars_layer_size *size
     layer->time_grad_norm = a->norms;
     layer->time_grad_count = spec->time;
     layer->ops = &attention_ops;
-    layer->out_dim = in_dim;
     /* PyTorch's names and shapes; both weights xavier_uniform by default,
      * as MultiheadAttention's in_proj_weight */
-    ars_layer_add_param(layer, "in_proj_weight", 3 * D, D, ARS_ROLE_WEIGHT);
-    ars_layer_add_param(layer, "in_proj_bias", 1, 3 * D, ARS_ROLE_BIAS);
-    ars_layer_add_param(layer, "out_proj_weight", D, D, ARS_ROLE_WEIGHT);
-    ars_layer_add_param(layer, "out_proj_bias", 1, D, ARS_ROLE_BIAS);
+    ars_layer_add_param(layer, "in_proj_weight", ars_shape_matrix(3 * D, D), ARS_ROLE_WEIGHT);
+    ars_layer_add_param(layer, "in_proj_bias", ars_shape_vector(3 * D), ARS_ROLE_BIAS);
+    ars_layer_add_param(layer, "out_proj_weight", ars_shape_matrix(D, D), ARS_ROLE_WEIGHT);
+    ars_layer_add_param(layer, "out_proj_bias", ars_shape_vector(D), ARS_ROLE_BIAS);
     return 0;
 }
+
+static int attention_parse(ars_layer_parser *p, ars_layer_spec *spec)
+{
+    int rc = ars_layer_parse_int(p, "heads", 1, 1, 1 << 16, &spec->heads);
+    if (!rc) rc = ars_layer_parse_bool(p, "causal", 0, &spec->causal);
+    if (!rc) rc = ars_layer_parse_init(p, spec);
+    return rc;
+}
+
+/* LSUV calibrates the output projection only: scaling the queries and keys
+ * would change the softmax temperature, not the output's scale. */
+const ars_layer_kind ars_kind_attention = {
+    .name = "attention",
+    .summary = "multi-head self-attention over the time steps",
+    .flags = ARS_KIND_SEQUENCE | ARS_KIND_PARAMS,
+    .lsuv_weight = "out_proj_weight",
+    .parse = attention_parse,
+    .size = attention_size,
+    .setup = attention_setup,
+};

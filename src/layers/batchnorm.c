@@ -234,21 +234,24 @@ static int batchnorm_backward(ars_layer *layer, const ars_pass *pass, const floa
 
 static const ars_layer_ops batchnorm_ops = {"batchnorm", batchnorm_forward, batchnorm_backward, NULL};
 
-int ars_batchnorm_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
+static int batchnorm_size(const ars_layer_spec *spec, const ars_shape *in, const ars_shape *skip, int max_rows,
+                          ars_layer_size *size)
 {
+    const int in_dim = (int)ars_shape_count(in);
     if (!(spec->eps > 0.0f))
         return ars_error(ARS_EINVAL, "[batchnorm] eps must be positive (found %g)", (double)spec->eps);
     if (!(spec->momentum >= 0.0f && spec->momentum <= 1.0f))
         return ars_error(ARS_EINVAL, "[batchnorm] momentum must be in [0, 1] (found %g)", (double)spec->momentum);
-    size->out_dim = in_dim;
+    size->out = *in;
     size->params = 2.0 * in_dim;   /* gamma, beta */
     size->state = 2.0 * in_dim;    /* running mean and variance */
     size->workspace = sizeof(batchnorm_impl) + sizeof(double) * (4.0 * in_dim + 1) + sizeof(float) * 5.0 * in_dim;
     return 0;
 }
 
-int ars_batchnorm_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+static int batchnorm_setup(ars_layer *layer, const ars_layer_size *size)
 {
+    const int in_dim = layer->in_dim;
     /* one block: the model frees impl with free() */
     batchnorm_impl *bn = calloc(1, (size_t)size->workspace);
     if (!bn) return ars_error(ARS_ENOMEM, "batchnorm: out of memory for width %d", in_dim);
@@ -262,10 +265,26 @@ int ars_batchnorm_setup(ars_layer *layer, int in_dim, const ars_layer_size *size
     bn->c = bn->b + in_dim;
     layer->impl = bn;
     layer->ops = &batchnorm_ops;
-    layer->out_dim = in_dim;
-    ars_layer_add_param(layer, "gamma", 1, in_dim, ARS_ROLE_ONES);
-    ars_layer_add_param(layer, "beta", 1, in_dim, ARS_ROLE_ZEROS);
-    ars_layer_add_buffer(layer, "running_mean", 1, in_dim, ARS_ROLE_ZEROS);
-    ars_layer_add_buffer(layer, "running_var", 1, in_dim, ARS_ROLE_ONES);
+    ars_layer_add_param(layer, "gamma", ars_shape_vector(in_dim), ARS_ROLE_ONES);
+    ars_layer_add_param(layer, "beta", ars_shape_vector(in_dim), ARS_ROLE_ZEROS);
+    ars_layer_add_buffer(layer, "running_mean", ars_shape_vector(in_dim), ARS_ROLE_ZEROS);
+    ars_layer_add_buffer(layer, "running_var", ars_shape_vector(in_dim), ARS_ROLE_ONES);
     return 0;
 }
+
+static int batchnorm_parse(ars_layer_parser *p, ars_layer_spec *spec)
+{
+    int rc = ars_layer_parse_float(p, "momentum", 0.1, 0, 1, &spec->momentum);
+    if (!rc) rc = ars_layer_parse_float(p, "eps", 1e-5, 1e-12, 1, &spec->eps);
+    if (!rc) rc = ars_layer_parse_bool(p, "sync", 1, &spec->sync);
+    return rc;
+}
+
+const ars_layer_kind ars_kind_batchnorm = {
+    .name = "batchnorm",
+    .summary = "normalizes each feature over the batch (of every rank with sync)",
+    .flags = ARS_KIND_PARAMS | ARS_KIND_NORMALIZATION,
+    .parse = batchnorm_parse,
+    .size = batchnorm_size,
+    .setup = batchnorm_setup,
+};

@@ -51,20 +51,39 @@ static int dense_backward(ars_layer *layer, const ars_pass *pass, const float *x
 
 static const ars_layer_ops dense_ops = {"dense", dense_forward, dense_backward, NULL};
 
-int ars_dense_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
+static int dense_size(const ars_layer_spec *spec, const ars_shape *in, const ars_shape *skip, int max_rows,
+                      ars_layer_size *size)
 {
     if (spec->units <= 0)
         return ars_error(ARS_EINVAL, "[dense] needs units = a positive width (found %d)", spec->units);
-    size->out_dim = spec->units;
-    size->params = (double)spec->units * in_dim + (spec->bias ? spec->units : 0);
+    size->out = ars_shape_vector(spec->units);   /* any input shape is read flat */
+    size->params = (double)spec->units * ars_shape_count(in) + (spec->bias ? spec->units : 0);
     return 0;
 }
 
-int ars_dense_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+static int dense_setup(ars_layer *layer, const ars_layer_size *size)
 {
     layer->ops = &dense_ops;
-    layer->out_dim = layer->spec.units;
-    ars_layer_add_param(layer, "weight", layer->spec.units, in_dim, ARS_ROLE_WEIGHT);
-    if (layer->spec.bias) ars_layer_add_param(layer, "bias", 1, layer->spec.units, ARS_ROLE_BIAS);
+    ars_layer_add_param(layer, "weight", ars_shape_matrix(layer->spec.units, layer->in_dim), ARS_ROLE_WEIGHT);
+    if (layer->spec.bias) ars_layer_add_param(layer, "bias", ars_shape_vector(layer->spec.units), ARS_ROLE_BIAS);
     return 0;
 }
+
+static int dense_parse(ars_layer_parser *p, ars_layer_spec *spec)
+{
+    int rc = ars_layer_parse_bool(p, "bias", 1, &spec->bias);
+    if (!rc) rc = ars_layer_parse_init(p, spec);
+    if (!rc) rc = ars_layer_parse_activation(p);
+    return rc;
+}
+
+const ars_layer_kind ars_kind_dense = {
+    .name = "dense",
+    .summary = "y = x W^T + b",
+    .flags = ARS_KIND_PARAMS,
+    .lsuv_weight = "weight",
+    .units = "<output width>",
+    .parse = dense_parse,
+    .size = dense_size,
+    .setup = dense_setup,
+};

@@ -72,16 +72,18 @@ static int dropout_backward(ars_layer *layer, const ars_pass *pass, const float 
 
 static const ars_layer_ops dropout_ops = {"dropout", dropout_forward, dropout_backward, NULL};
 
-int ars_dropout_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
+static int dropout_size(const ars_layer_spec *spec, const ars_shape *in, const ars_shape *skip, int max_rows,
+                        ars_layer_size *size)
 {
+    const int in_dim = (int)ars_shape_count(in);
     if (!(spec->rate >= 0.0f && spec->rate <= 1.0f))
         return ars_error(ARS_EINVAL, "[dropout] rate must be in [0, 1] (found %g)", (double)spec->rate);
-    size->out_dim = in_dim;
+    size->out = *in;
     size->workspace = sizeof(dropout_impl) + (double)max_rows * in_dim;   /* a byte of mask per value */
     return 0;
 }
 
-int ars_dropout_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+static int dropout_setup(ars_layer *layer, const ars_layer_size *size)
 {
     const float rate = layer->spec.rate;
     dropout_impl *dp = calloc(1, (size_t)size->workspace);   /* one block: freed by the model */
@@ -89,6 +91,18 @@ int ars_dropout_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
     dp->scale = rate < 1.0f ? 1.0f / (1.0f - rate) : 0.0f;
     layer->impl = dp;
     layer->ops = &dropout_ops;
-    layer->out_dim = in_dim;
     return 0;
 }
+
+static int dropout_parse(ars_layer_parser *p, ars_layer_spec *spec)
+{
+    return ars_layer_parse_float(p, "rate", 0.5, 0, 0.999, &spec->rate);
+}
+
+const ars_layer_kind ars_kind_dropout = {
+    .name = "dropout",
+    .summary = "zeroes each value with probability rate while training",
+    .parse = dropout_parse,
+    .size = dropout_size,
+    .setup = dropout_setup,
+};

@@ -85,18 +85,21 @@ static int layernorm_backward(ars_layer *layer, const ars_pass *pass, const floa
 
 static const ars_layer_ops layernorm_ops = {"layernorm", layernorm_forward, layernorm_backward, NULL};
 
-int ars_layernorm_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
+static int layernorm_size(const ars_layer_spec *spec, const ars_shape *in, const ars_shape *skip, int max_rows,
+                          ars_layer_size *size)
 {
+    const int in_dim = (int)ars_shape_count(in);
     if (!(spec->eps > 0.0f))
         return ars_error(ARS_EINVAL, "[layernorm] eps must be positive (found %g)", (double)spec->eps);
-    size->out_dim = in_dim;
+    size->out = *in;
     size->params = 2.0 * in_dim;   /* gamma, beta */
     size->workspace = sizeof(layernorm_impl) + sizeof(double) * (2.0 * max_rows + 2.0 * in_dim);
     return 0;
 }
 
-int ars_layernorm_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+static int layernorm_setup(ars_layer *layer, const ars_layer_size *size)
 {
+    const int in_dim = layer->in_dim;
     const size_t rows = layer->max_rows > 0 ? (size_t)layer->max_rows : 0;
     /* one block: the model frees impl with free() */
     layernorm_impl *ln = calloc(1, (size_t)size->workspace);
@@ -107,8 +110,21 @@ int ars_layernorm_setup(ars_layer *layer, int in_dim, const ars_layer_size *size
     ln->dbeta = ln->dgamma + in_dim;
     layer->impl = ln;
     layer->ops = &layernorm_ops;
-    layer->out_dim = in_dim;
-    ars_layer_add_param(layer, "gamma", 1, in_dim, ARS_ROLE_ONES);
-    ars_layer_add_param(layer, "beta", 1, in_dim, ARS_ROLE_ZEROS);
+    ars_layer_add_param(layer, "gamma", ars_shape_vector(in_dim), ARS_ROLE_ONES);
+    ars_layer_add_param(layer, "beta", ars_shape_vector(in_dim), ARS_ROLE_ZEROS);
     return 0;
 }
+
+static int layernorm_parse(ars_layer_parser *p, ars_layer_spec *spec)
+{
+    return ars_layer_parse_float(p, "eps", 1e-5, 1e-12, 1, &spec->eps);
+}
+
+const ars_layer_kind ars_kind_layernorm = {
+    .name = "layernorm",
+    .summary = "normalizes each sample over its features",
+    .flags = ARS_KIND_PARAMS | ARS_KIND_NORMALIZATION,
+    .parse = layernorm_parse,
+    .size = layernorm_size,
+    .setup = layernorm_setup,
+};

@@ -56,14 +56,16 @@ static int positional_backward(ars_layer *layer, const ars_pass *pass, const flo
 
 static const ars_layer_ops positional_ops = {"positional", positional_forward, positional_backward, NULL};
 
-int ars_positional_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
+static int positional_size(const ars_layer_spec *spec, const ars_shape *in, const ars_shape *skip, int max_rows,
+                           ars_layer_size *size)
 {
-    int features, rc = ars_seq_features(spec, in_dim, max_rows, &features);
+    const int in_dim = (int)ars_shape_count(in);
+    int features, rc = ars_seq_features(spec, in, max_rows, &features);
     if (rc) return rc;
     const int learned = strcmp(spec->encoding, "learned") == 0;
     if (!learned && strcmp(spec->encoding, "sinusoidal") != 0)
         return ars_error(ARS_EINVAL, "[positional] encoding = '%s': expected learned or sinusoidal", spec->encoding);
-    size->out_dim = in_dim;
+    size->out = ars_shape_matrix(spec->time, features);
     size->params = learned ? in_dim : 0;
     /* per-step norms, then the sinusoidal table */
     size->workspace = sizeof(positional_impl) + sizeof(double) * (double)spec->time +
@@ -71,8 +73,9 @@ int ars_positional_size(const ars_layer_spec *spec, int in_dim, int skip_dim, in
     return 0;
 }
 
-int ars_positional_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+static int positional_setup(ars_layer *layer, const ars_layer_size *size)
 {
+    const int in_dim = layer->in_dim;
     ars_layer_spec *spec = &layer->spec;
     const int learned = strcmp(spec->encoding, "learned") == 0;
     const int time = spec->time, features = in_dim / time;
@@ -92,13 +95,29 @@ int ars_positional_setup(ars_layer *layer, int in_dim, const ars_layer_size *siz
     layer->time_grad_norm = pe->norms;
     layer->time_grad_count = time;
     layer->ops = &positional_ops;
-    layer->out_dim = in_dim;
     if (learned) {
         if (spec->init[0] == '\0') {
             strcpy(spec->init, "normal");
             spec->init_arg = 0.02f;
         }
-        ars_layer_add_param(layer, "weight", time, features, ARS_ROLE_WEIGHT);
+        ars_layer_add_param(layer, "weight", ars_shape_matrix(time, features), ARS_ROLE_WEIGHT);
     }
     return 0;
 }
+
+static int positional_parse(ars_layer_parser *p, ars_layer_spec *spec)
+{
+    static const char *const encodings[] = {"learned", "sinusoidal", NULL};
+    int rc = ars_layer_parse_string(p, "encoding", "learned", encodings, spec->encoding, sizeof spec->encoding);
+    if (!rc && ars_layer_parse_has(p, "init")) rc = ars_layer_parse_init(p, spec);   /* default N(0, 0.02^2) */
+    return rc;
+}
+
+const ars_layer_kind ars_kind_positional = {
+    .name = "positional",
+    .summary = "adds a learned or sinusoidal encoding of each step's position",
+    .flags = ARS_KIND_SEQUENCE,
+    .parse = positional_parse,
+    .size = positional_size,
+    .setup = positional_setup,
+};

@@ -37,18 +37,17 @@ static void begin_destroy(ars_layer *layer) { free(layer->skip_grad); }
 
 static const ars_layer_ops begin_ops = {"residual", begin_forward, begin_backward, begin_destroy};
 
-int ars_residual_begin_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows,
-                            ars_layer_size *size)
+static int residual_begin_size(const ars_layer_spec *spec, const ars_shape *in, const ars_shape *skip,
+                               int max_rows, ars_layer_size *size)
 {
-    size->out_dim = in_dim;
-    size->workspace = sizeof(float) * (double)max_rows * in_dim;   /* the skip path's gradient */
+    size->out = *in;
+    size->workspace = sizeof(float) * (double)max_rows * ars_shape_count(in);   /* the skip path's gradient */
     return 0;
 }
 
-int ars_residual_begin_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+static int residual_begin_setup(ars_layer *layer, const ars_layer_size *size)
 {
     layer->ops = &begin_ops;
-    layer->out_dim = in_dim;
     layer->skip_grad = calloc(1, size->workspace > 0 ? (size_t)size->workspace : 1);
     if (!layer->skip_grad) return ars_error(ARS_ENOMEM, "residual: out of memory");
     return 0;
@@ -95,20 +94,40 @@ static int add_backward(ars_layer *layer, const ars_pass *pass, const float *x, 
 
 static const ars_layer_ops add_ops = {"residual_add", add_forward, add_backward, NULL};
 
-int ars_residual_add_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows,
-                          ars_layer_size *size)
+static int residual_add_size(const ars_layer_spec *spec, const ars_shape *in, const ars_shape *skip, int max_rows,
+                             ars_layer_size *size)
 {
-    if (skip_dim <= 0) return ars_error(ARS_EINVAL, "residual_add without a matching [residual]");
-    size->out_dim = in_dim;
-    size->params = skip_dim != in_dim ? (double)in_dim * skip_dim : 0;   /* the projection */
+    if (!skip) return ars_error(ARS_EINVAL, "residual_add without a matching [residual]");
+    const double in_dim = ars_shape_count(in), skip_dim = ars_shape_count(skip);
+    size->out = *in;
+    size->params = skip_dim != in_dim ? in_dim * skip_dim : 0;   /* the projection */
     return 0;
 }
 
-int ars_residual_add_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+static int residual_add_setup(ars_layer *layer, const ars_layer_size *size)
 {
+    const int in_dim = layer->in_dim, skip_dim = layer->partner->in_dim;
     layer->ops = &add_ops;
-    layer->out_dim = in_dim;
-    int skip_dim = layer->partner->in_dim;
-    if (skip_dim != in_dim) ars_layer_add_param(layer, "projection", in_dim, skip_dim, ARS_ROLE_WEIGHT);
+    if (skip_dim != in_dim)
+        ars_layer_add_param(layer, "projection", ars_shape_matrix(in_dim, skip_dim), ARS_ROLE_WEIGHT);
     return 0;
 }
+
+/* [residual] ... [end]: the config expands the block's [end] into a
+ * residual_add, whose keys are those of the projection's initializer. */
+const ars_layer_kind ars_kind_residual = {
+    .name = "residual",
+    .summary = "starts a block y = x + F(x) (closed by [end])",
+    .flags = ARS_KIND_RESIDUAL,
+    .size = residual_begin_size,
+    .setup = residual_begin_setup,
+};
+
+const ars_layer_kind ars_kind_residual_add = {
+    .name = "residual_add",
+    .summary = "ends a residual block, projecting x when widths differ",
+    .flags = ARS_KIND_RESIDUAL,
+    .parse = ars_layer_parse_init,
+    .size = residual_add_size,
+    .setup = residual_add_setup,
+};

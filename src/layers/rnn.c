@@ -118,13 +118,14 @@ static int rnn_backward(ars_layer *layer, const ars_pass *pass, const float *x, 
 
 static const ars_layer_ops rnn_ops = {"rnn", rnn_forward, rnn_backward, NULL};
 
-int ars_rnn_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
+static int rnn_size(const ars_layer_spec *spec, const ars_shape *in, const ars_shape *skip, int max_rows,
+                    ars_layer_size *size)
 {
     int F, rc;
     if (spec->units <= 0)
         return ars_error(ARS_EINVAL, "[rnn] needs units = <hidden width> (found %d)", spec->units);
-    if ((rc = ars_seq_features(spec, in_dim, max_rows, &F)) != 0) return rc;
-    if ((rc = ars_seq_width(spec, spec->time, spec->units, &size->out_dim)) != 0) return rc;
+    if ((rc = ars_seq_features(spec, in, max_rows, &F)) != 0) return rc;
+    if ((rc = ars_seq_shape(spec, spec->time, spec->units, &size->out)) != 0) return rc;
     const double H = spec->units;
     size->params = H * F + H * H + 2 * H;
     /* da and h_{t-1}: two [rows, time, units] per-step states for BPTT */
@@ -133,10 +134,10 @@ int ars_rnn_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_r
     return 0;
 }
 
-int ars_rnn_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+static int rnn_setup(ars_layer *layer, const ars_layer_size *size)
 {
     ars_layer_spec *spec = &layer->spec;
-    const int H = spec->units, F = in_dim / spec->time;
+    const int H = spec->units, F = layer->in_dim / spec->time;
     const size_t T = (size_t)spec->time, rows = layer->max_rows > 0 ? (size_t)layer->max_rows : 0;
     rnn_impl *n = calloc(1, (size_t)size->workspace);
     if (!n) return ars_error(ARS_ENOMEM, "rnn: out of memory for %zu rows of %zu steps x %d units", rows, T, H);
@@ -154,10 +155,26 @@ int ars_rnn_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
     layer->time_grad_norm = n->norms;
     layer->time_grad_count = spec->time;
     layer->ops = &rnn_ops;
-    layer->out_dim = size->out_dim;
-    ars_layer_add_param(layer, "weight_ih", H, F, ARS_ROLE_WEIGHT);
-    ars_layer_add_param(layer, "weight_hh", H, H, ARS_ROLE_WEIGHT);
-    ars_layer_add_param(layer, "bias_ih", 1, H, ARS_ROLE_BIAS);
-    ars_layer_add_param(layer, "bias_hh", 1, H, ARS_ROLE_BIAS);
+    ars_layer_add_param(layer, "weight_ih", ars_shape_matrix(H, F), ARS_ROLE_WEIGHT);
+    ars_layer_add_param(layer, "weight_hh", ars_shape_matrix(H, H), ARS_ROLE_WEIGHT);
+    ars_layer_add_param(layer, "bias_ih", ars_shape_vector(H), ARS_ROLE_BIAS);
+    ars_layer_add_param(layer, "bias_hh", ars_shape_vector(H), ARS_ROLE_BIAS);
     return 0;
 }
+
+static int rnn_parse(ars_layer_parser *p, ars_layer_spec *spec)
+{
+    return ars_layer_parse_has(p, "init") ? ars_layer_parse_init(p, spec) : 0;   /* default U(+-1/sqrt(units)) */
+}
+
+/* Not calibrated by LSUV: its output passes through tanh (bounded, not
+ * linear in its weights). */
+const ars_layer_kind ars_kind_rnn = {
+    .name = "rnn",
+    .summary = "Elman tanh recurrence, h_t = tanh(W x_t + U h_t-1 + b)",
+    .flags = ARS_KIND_SEQUENCE | ARS_KIND_PARAMS,
+    .units = "<width per step>",
+    .parse = rnn_parse,
+    .size = rnn_size,
+    .setup = rnn_setup,
+};

@@ -8,11 +8,13 @@
 #include "arsenal/error.h"
 #include "layers_internal.h"
 
-int ars_seq_features(const ars_layer_spec *spec, int in_dim, int max_rows, int *features)
+int ars_seq_features(const ars_layer_spec *spec, const ars_shape *in, int max_rows, int *features)
 {
+    const int in_dim = (int)ars_shape_count(in);
+    char text[48];
     if (spec->time <= 0)
-        return ars_error(ARS_EINVAL, "[%s] needs time = <steps> (the run file takes it from the sequence layer "
-                         "before when absent)", spec->kind);
+        return ars_error(ARS_EINVAL, "[%s] needs time = <steps>: its input %s is not a sequence [time, "
+                         "features]", spec->kind, ars_shape_text(in, text, sizeof text));
     if (in_dim % spec->time != 0)
         return ars_error(ARS_EINVAL, "[%s] time = %d does not divide its input width %d (rows are time * "
                          "features)", spec->kind, spec->time, in_dim);
@@ -24,12 +26,12 @@ int ars_seq_features(const ars_layer_spec *spec, int in_dim, int max_rows, int *
     return 0;
 }
 
-int ars_seq_width(const ars_layer_spec *spec, double time, double per_step, int *width)
+int ars_seq_shape(const ars_layer_spec *spec, double time, double per_step, ars_shape *shape)
 {
     if (time * per_step > INT_MAX)
         return ars_error(ARS_EINVAL, "[%s] output of %.0f steps x %.0f values is %.0f values per sample: more "
                          "than %d", spec->kind, time, per_step, time * per_step, INT_MAX);
-    *width = (int)(time * per_step);
+    *shape = ars_shape_matrix((int)time, (int)per_step);
     return 0;
 }
 

@@ -123,7 +123,7 @@ static inline int fuzz_ckpt_model(ars_model *model, ars_optimizer *opt, ars_opti
     ars_layer_spec_defaults(&specs[2], "relu");
     ars_layer_spec_defaults(&specs[3], "dense");
     specs[3].units = FUZZ_CKPT_OUT;
-    int rc = ars_model_create(model, specs, FUZZ_CKPT_LAYERS, FUZZ_CKPT_IN, FUZZ_CKPT_ROWS);
+    int rc = ars_model_create(model, specs, FUZZ_CKPT_LAYERS, ars_shape_vector(FUZZ_CKPT_IN), FUZZ_CKPT_ROWS);
     if (!rc) rc = ars_init_model(model, 11);
     ars_optim_config config;
     ars_optim_config_defaults(&config, kind);

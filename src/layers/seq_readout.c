@@ -1,4 +1,4 @@
-/* pooling: sequence readouts, [rows, time * features] -> [rows, features].
+/* seq_readout: sequence readouts, [rows, time * features] -> [rows, features].
  *   mean_pool  y = (1/time) sum_t x_t   (sums in double)
  *   last_step  y = x_{time-1}: the RNN's final hidden state (with a causal
  *              Transformer, the only step that has seen the whole input). */
@@ -11,11 +11,11 @@
 typedef struct {
     int time, features, last;
     double sum[];     /* [features] accumulators of one row */
-} pooling_impl;
+} readout_impl;
 
-static int pooling_forward(ars_layer *layer, const ars_pass *pass, const float *x, float *y)
+static int readout_forward(ars_layer *layer, const ars_pass *pass, const float *x, float *y)
 {
-    pooling_impl *pl = layer->impl;
+    readout_impl *pl = layer->impl;
     const int T = pl->time, F = pl->features;
     for (int r = 0; r < pass->rows; r++) {
         const float *xr = x + (size_t)r * T * F;
@@ -32,10 +32,10 @@ static int pooling_forward(ars_layer *layer, const ars_pass *pass, const float *
     return 0;
 }
 
-static int pooling_backward(ars_layer *layer, const ars_pass *pass, const float *x, const float *y,
+static int readout_backward(ars_layer *layer, const ars_pass *pass, const float *x, const float *y,
                             const float *dy, float *dx)
 {
-    pooling_impl *pl = layer->impl;
+    readout_impl *pl = layer->impl;
     const int T = pl->time, F = pl->features;
     if (!dx) return 0;
     const float scale = 1.0f / (float)T;
@@ -53,27 +53,43 @@ static int pooling_backward(ars_layer *layer, const ars_pass *pass, const float 
     return 0;
 }
 
-static const ars_layer_ops mean_ops = {"mean_pool", pooling_forward, pooling_backward, NULL};
-static const ars_layer_ops last_ops = {"last_step", pooling_forward, pooling_backward, NULL};
+static const ars_layer_ops mean_ops = {"mean_pool", readout_forward, readout_backward, NULL};
+static const ars_layer_ops last_ops = {"last_step", readout_forward, readout_backward, NULL};
 
-int ars_pooling_size(const ars_layer_spec *spec, int in_dim, int skip_dim, int max_rows, ars_layer_size *size)
+static int readout_size(const ars_layer_spec *spec, const ars_shape *in, const ars_shape *skip, int max_rows,
+                        ars_layer_size *size)
 {
-    int F, rc = ars_seq_features(spec, in_dim, max_rows, &F);
+    int F, rc = ars_seq_features(spec, in, max_rows, &F);
     if (rc) return rc;
-    size->out_dim = F;
-    size->workspace = sizeof(pooling_impl) + sizeof(double) * (double)F;   /* one row's sums */
+    size->out = ars_shape_vector(F);
+    size->workspace = sizeof(readout_impl) + sizeof(double) * (double)F;   /* one row's sums */
     return 0;
 }
 
-int ars_pooling_setup(ars_layer *layer, int in_dim, const ars_layer_size *size)
+static int readout_setup(ars_layer *layer, const ars_layer_size *size)
 {
-    pooling_impl *pl = calloc(1, (size_t)size->workspace);
-    if (!pl) return ars_error(ARS_ENOMEM, "pooling: out of memory");
+    readout_impl *pl = calloc(1, (size_t)size->workspace);
+    if (!pl) return ars_error(ARS_ENOMEM, "sequence readout: out of memory");
     pl->time = layer->spec.time;
-    pl->features = size->out_dim;
-    pl->last = strcmp(layer->spec.kind, "last_step") == 0;
+    pl->features = layer->out_dim;
+    pl->last = strcmp(layer->kind->name, "last_step") == 0;
     layer->impl = pl;
     layer->ops = pl->last ? &last_ops : &mean_ops;
-    layer->out_dim = size->out_dim;
     return 0;
 }
+
+const ars_layer_kind ars_kind_mean_pool = {
+    .name = "mean_pool",
+    .summary = "the mean over the time steps",
+    .flags = ARS_KIND_SEQUENCE | ARS_KIND_READOUT,
+    .size = readout_size,
+    .setup = readout_setup,
+};
+
+const ars_layer_kind ars_kind_last_step = {
+    .name = "last_step",
+    .summary = "the last time step",
+    .flags = ARS_KIND_SEQUENCE | ARS_KIND_READOUT,
+    .size = readout_size,
+    .setup = readout_setup,
+};
