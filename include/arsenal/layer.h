@@ -1,8 +1,10 @@
 /* layer: the contract every layer kind implements. A layer is a struct with a
  * small operations table: forward and backward over row-major [rows, dim]
- * float arrays (llm.c style), plus the parameter views it owns inside the
- * model's flat buffers. Adding a layer kind = one file in src/layers/ and
- * one line in src/layers/registry.c. */
+ * float arrays (llm.c style; dim = the count of its per-sample shape), plus
+ * the parameter views it owns inside the model's flat buffers. A kind is
+ * described by its registry entry (ars_layer_kind, below). Adding a layer
+ * kind = one file in src/layers/ defining `const ars_layer_kind
+ * ars_kind_<name>` and one line in src/layers/registry.c. */
 #ifndef ARSENAL_LAYER_H
 #define ARSENAL_LAYER_H
 
