@@ -179,6 +179,8 @@ static int write_tensors(hid_t file, const char *root, const ars_model *model, c
             if (!rc) rc = ars_h5_attr_write(group, "index", H5T_NATIVE_INT32, &index);
             if (!rc) rc = ars_h5_attr_write(group, "in_dim", H5T_NATIVE_INT32, &in);
             if (!rc) rc = ars_h5_attr_write(group, "out_dim", H5T_NATIVE_INT32, &out);
+            int32_t tuning = layer->tuning;   /* what setup measured (conv2d's layout), for the same rounding */
+            if (!rc && tuning) rc = ars_h5_attr_write(group, "tuning", H5T_NATIVE_INT32, &tuning);
         }
         for (int p = 0; p < layer->param_count && !rc; p++) {
             int rank;
@@ -611,6 +613,28 @@ int ars_ckpt_read_info(const char *path, ars_ckpt_info *info)
     return rc;
 }
 
+/* A resumed run keeps the tunings the checkpoint was trained with (the
+ * same rounding as an uninterrupted run); files without them keep what
+ * setup measured. */
+static int read_tunings(hid_t file, const char *path, ars_model *model)
+{
+    int rc = 0;
+    for (int l = 0; l < model->layer_count && !rc; l++) {
+        ars_layer *layer = &model->layers[l];
+        if (!layer->tuning) continue;
+        char name[64], where[600];
+        snprintf(name, sizeof name, "/model/%s", layer->name);
+        snprintf(where, sizeof where, "%s:%s", path, name);
+        hid_t group = H5Gopen2(file, name, H5P_DEFAULT);
+        if (group < 0) return ars_error(ARS_EFORMAT, "%s cannot be opened", where);
+        int32_t tuning = 0;
+        if (H5Aexists(group, "tuning") > 0) rc = ars_h5_attr_read(group, where, "tuning", H5T_NATIVE_INT32, &tuning);
+        if (!rc && tuning > 0) layer->tuning = tuning;
+        H5Gclose(group);
+    }
+    return rc;
+}
+
 /* Reads every tensor of every layer under /<root> into the flat buffers
  * params (and state), checking each layer's kind and each tensor's shape. */
 static int read_tensors(hid_t file, const char *path, const char *root, const ars_model *model, float *params,
@@ -675,6 +699,7 @@ int ars_ckpt_load(const char *path, ars_model *model, ars_optimizer *opt)
     int64_t step = 0;
     if (!params || !state || (opt->m && !m) || (opt->v && !v)) rc = ars_error(ARS_ENOMEM, "out of memory");
     if (!rc) rc = read_tensors(file, path, "model", model, params, state, 1);
+    if (!rc) rc = read_tunings(file, path, model);
     hid_t group = -1;
     if (!rc) {
         group = H5Lexists(file, "optimizer", H5P_DEFAULT) > 0 ? H5Gopen2(file, "optimizer", H5P_DEFAULT) : -1;

@@ -182,6 +182,29 @@ int ars_layer_parse_string(ars_layer_parser *p, const char *key, const char *fal
 
 int ars_layer_parse_has(ars_layer_parser *p, const char *key) { return ars_config_has(p->section, key); }
 
+int ars_layer_parse_pair(ars_layer_parser *p, const char *key, int fallback, int min, int max, int out[2])
+{
+    out[0] = out[1] = fallback;
+    if (!ars_config_has(p->section, key)) return 0;
+    char text[64];
+    TRY(ars_config_get_string(p->config, p->section, key, "", NULL, text, sizeof text));
+    char *end;
+    long h = strtol(text, &end, 10), w = h;   /* strtol skips leading blanks */
+    int ok = end != text;
+    if (ok && (*end == 'x' || *end == ',')) {
+        const char *second = end + 1;
+        w = strtol(second, &end, 10);
+        ok = end != second;
+    }
+    while (ok && *end == ' ') end++;
+    if (!ok || *end != '\0' || h < min || h > max || w < min || w > max)
+        return ars_error(ARS_EINVAL, "%s:%d: [%s] %s = %s: expected a size N or HxW, each from %d to %d",
+                         p->config->path, p->section->line, p->section->name, key, text, min, max);
+    out[0] = (int)h;
+    out[1] = (int)w;
+    return 0;
+}
+
 int ars_layer_parse_error(ars_layer_parser *p, const char *fmt, ...)
 {
     char message[512];

@@ -165,12 +165,26 @@ static int check_model_fits(ars_trainer *t, const ars_layer_spec *specs, int cou
                      ars_memory_format(budget.bytes, left, sizeof left), where);
 }
 
+int ars_trainer_share_tunings(ars_trainer *t)
+{
+    const int count = t->model.layer_count;
+    int *tunings = malloc(sizeof(int) * (size_t)count);
+    if (!tunings) return ars_error(ARS_ENOMEM, "out of memory for %d layers", count);
+    for (int i = 0; i < count; i++) tunings[i] = t->model.layers[i].tuning;
+    int rc = ars_dist_broadcast_bytes(t->dist, tunings, sizeof(int) * (size_t)count, 0);
+    for (int i = 0; !rc && i < count; i++) t->model.layers[i].tuning = tunings[i];
+    free(tunings);
+    return rc;
+}
+
 static int setup_model(ars_trainer *t, const ars_layer_spec *specs, int count)
 {
     const ars_run_config *run = t->run;
     int rc = check_model_fits(t, specs, count);
     if (!rc) rc = ars_model_create(&t->model, specs, count, ars_dataset_shape(&t->train), t->local_capacity);
     if (rc) return rc;
+    /* what each rank measured may differ; replicas must round alike */
+    TRY_RC(ars_trainer_share_tunings(t));
     int classes = t->train.labels ? t->train.classes : t->train.target_dim;
     if (t->model.out_dim != classes)
         return ars_error(ARS_EINVAL, "the last layer has %d outputs but data '%s' has %d %s", t->model.out_dim,
@@ -345,8 +359,10 @@ static void print_header(ars_trainer *t, const ars_layer_spec *specs, int count)
 {
     if (t->rank != 0 || t->options->quiet) return;
     const ars_run_config *run = t->run;
-    printf("arsenal %s: %s, %d train / %d test samples, %d features\n", ARSENAL_VERSION, run->data,
-           t->train.count, t->test.count, t->train.dim);
+    char shape[48];
+    const ars_shape input = ars_dataset_shape(&t->train);
+    printf("arsenal %s: %s, %d train / %d test samples of %s\n", ARSENAL_VERSION, run->data, t->train.count,
+           t->test.count, ars_shape_text(&input, shape, sizeof shape));
     printf("model: %d layers, %zu parameters; optimizer %s lr %g; clip_norm %g\n", t->model.layer_count,
            t->model.param_count, ars_optimizer_name(run->optim.kind), run->optim.lr, run->clip_norm);
     printf("ranks: %d, batch %d per rank, global batch %d, %d steps per epoch\n", t->world,
@@ -358,6 +374,14 @@ static void print_header(ars_trainer *t, const ars_layer_spec *specs, int count)
     if (t->world > 1)
         printf("gradient sync: %s (gradient_sync = %s%s%s)\n", how[t->dist->mode], ars_grad_sync_name(run->grad_sync),
                t->dist->sync_note[0] ? ": " : "", t->dist->sync_note);
+    int tuned = 0;
+    for (int i = 0; i < t->model.layer_count; i++) {
+        const ars_layer *layer = &t->model.layers[i];
+        if (strcmp(layer->spec.kind, "conv2d") != 0) continue;
+        printf("%s %03d %s", tuned++ ? "," : "conv2d product layouts (measured on rank 0; layout = ... fixes one):",
+               i, layer->tuning == 2 ? "batched" : "per_sample");
+    }
+    if (tuned) printf("\n");
     fflush(stdout);
 }
 

@@ -47,6 +47,8 @@ typedef struct ars_trainer {
 } ars_trainer;
 
 int ars_trainer_agree(ars_trainer *t, int rc);
+/* Gives every rank rank 0's layer tunings (layer->tuning). */
+int ars_trainer_share_tunings(ars_trainer *t);
 
 /* trainer_ckpt.c. All are called on every rank; they agree on failure. */
 int ars_trainer_resume_prepare(ars_trainer *t);   /* --resume: step and global batch */

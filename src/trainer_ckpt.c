@@ -188,6 +188,7 @@ int ars_trainer_resume(ars_trainer *t)
         if (rc) ars_error_context(rc, "--resume");
     }
     TRY_RC(ars_trainer_agree(t, rc));
+    TRY_RC(ars_trainer_share_tunings(t));   /* the checkpoint's, read on rank 0 */
     const size_t n = t->model.param_count;
     TRY_RC(ars_dist_broadcast_float(t->dist, t->model.params, n, 0));
     TRY_RC(ars_dist_broadcast_float(t->dist, t->model.state, t->model.state_count, 0));

@@ -87,6 +87,15 @@ typedef struct ars_layer_spec {
     int vocab;           /* embedding: number of token ids */
     int patch;           /* seq_dense: side of square patches of a square image (0: rows) */
     char encoding[16];   /* positional: "learned" | "sinusoidal" */
+    /* Convolution and pooling over images [channels, height, width]
+     * (docs/convolution.md); pairs are (height, width). */
+    int channels;        /* conv2d: output channels */
+    int kernel[2];       /* conv2d, pooling: the window */
+    int stride[2];       /* conv2d: 1; pooling: 0 = the window */
+    int padding[2];      /* zeros (conv2d, avgpool2d) or -inf (maxpool2d) on each side */
+    int dilation[2];     /* conv2d */
+    int groups;          /* conv2d: channel groups (1; the input channels for depthwise) */
+    int layout;          /* conv2d: product layout, 0 = measured at setup, 1 per sample, 2 batched */
 } ars_layer_spec;
 
 void ars_layer_spec_defaults(ars_layer_spec *spec, const char *kind);
@@ -162,6 +171,11 @@ struct ars_layer {
     ars_activation_stats stats;  /* activation kinds, on probe steps */
     double output_grad_norm;  /* ||dL/dy|| arriving at this layer, on probe steps */
     void *impl;               /* kind-specific options and workspace */
+    /* A choice the kind made by measuring this machine at setup (conv2d:
+     * its product layout; 0 = none). Results may differ in rounding from
+     * one choice to another, so the trainer gives every rank rank 0's and
+     * checkpoints record it for a bit-exact resume. */
+    int tuning;
     /* Sequence layers, on probe steps: the gradient norm per time step over
      * the local batch (rnn: ||dL/dh_t|| through time; others: ||dL/dy_t||).
      * time_grad_count = time steps (0: not a sequence layer); the array
@@ -248,6 +262,9 @@ int ars_layer_parse_bool(ars_layer_parser *p, const char *key, int fallback, int
 int ars_layer_parse_string(ars_layer_parser *p, const char *key, const char *fallback,
                            const char *const *choices, char *out, size_t size);
 int ars_layer_parse_has(ars_layer_parser *p, const char *key);
+/* A size pair: "3" (3 x 3) or "3x2" / "3,2" (height 3, width 2), each in
+ * [min, max]; fallback used for both when the key is absent. */
+int ars_layer_parse_pair(ars_layer_parser *p, const char *key, int fallback, int min, int max, int out[2]);
 /* The initializer keys (init, init_std, init_gain, ..., init_mode). */
 int ars_layer_parse_init(ars_layer_parser *p, ars_layer_spec *spec);
 /* The name of an activation kind (allow_none: or "none"). */

@@ -13,9 +13,10 @@
  * Adding a kind: its file in src/layers/ defines `const ars_layer_kind
  * ars_kind_<name>` and gets one line here. */
 #define BUILTIN_KINDS(X)                                                                            \
-    X(dense) X(sigmoid) X(tanh) X(relu) X(leaky_relu) X(elu) X(selu) X(gelu) X(batchnorm) X(layernorm) \
-    X(dropout) X(residual) X(residual_add) X(embedding) X(seq_dense) X(positional) X(attention)     \
-    X(seq_layernorm) X(transformer) X(rnn) X(mean_pool) X(last_step)
+    X(dense) X(sigmoid) X(tanh) X(relu) X(leaky_relu) X(elu) X(selu) X(gelu) X(batchnorm) X(batchnorm2d) \
+    X(layernorm) X(dropout) X(residual) X(residual_add) X(embedding) X(seq_dense) X(positional)     \
+    X(attention) X(seq_layernorm) X(transformer) X(rnn) X(mean_pool) X(last_step) X(conv2d) X(maxpool2d)   \
+    X(avgpool2d) X(global_avgpool) X(flatten)
 
 #define DECLARE_KIND(name) extern const ars_layer_kind ars_kind_##name;
 #define KIND_ADDRESS(name) &ars_kind_##name,
@@ -79,6 +80,9 @@ void ars_layer_spec_defaults(ars_layer_spec *spec, const char *kind)
     strcpy(spec->init_mode, "fan_in");
     spec->heads = 1;
     strcpy(spec->encoding, "learned");
+    spec->stride[0] = spec->stride[1] = 1;
+    spec->dilation[0] = spec->dilation[1] = 1;
+    spec->groups = 1;
     const ars_layer_kind *entry = ars_layer_kind_find(kind);
     if (entry && entry->defaults) entry->defaults(spec);
 }

@@ -1,0 +1,158 @@
+/* conv_kernels: the numerical core of the convolutional layers (issue 15):
+ * conv2d, maxpool2d, avgpool2d and global average pooling on NCHW float32
+ * tensors, with the semantics and parameter layout of PyTorch's
+ * nn.Conv2d (weight [out, in/groups, kh, kw], bias [out]), nn.MaxPool2d,
+ * nn.AvgPool2d (count_include_pad = True, ceil_mode = False) and
+ * nn.AdaptiveAvgPool2d(1). The layer glue owns parameters, activations and
+ * the layer interface; these functions only compute. Forward and backward
+ * allocate nothing: the caller provides a workspace of
+ * ars_conv2d_workspace_floats() floats.
+ *
+ * Products. A convolution is, per group, the matrix product
+ *   Y_g [O/g, cols] = W_g [O/g, K] x col_g [K, cols],   K = C/g * kh * kw
+ * where col (im2col) holds the input pixel under every kernel tap for every
+ * output position. Backward: dW_g = dY_g col_g^T, dcol_g = W_g^T dY_g,
+ * scattered back into dx (col2im). Two layouts of the columns
+ * (ars_conv_strategy):
+ *   ARS_CONV_PER_SAMPLE  one sample at a time: cols = oh*ow, Y_g is already
+ *                        the NCHW output of that sample. The column matrix
+ *                        of one sample stays in L2 between im2col and GEMM,
+ *                        but stride-2 and late stages give narrow products
+ *                        (7x7 outputs: 49 columns) and dW accumulates over
+ *                        N products of depth oh*ow.
+ *   ARS_CONV_BATCHED     a block of B samples (ars_conv2d_chunk) at once:
+ *                        cols = B*oh*ow, one wide product per block, then
+ *                        the output rows copied back to NCHW (and dY copied
+ *                        into the same layout in backward): one extra pass
+ *                        over y and dy, and a column matrix that leaves L2.
+ * A 1x1 kernel with stride 1 and no padding needs no im2col: under
+ * PER_SAMPLE, x itself is the column matrix and dx is written by the GEMM.
+ *
+ * Which one wins depends on the shape and the machine, so the layer picks
+ * at setup with ars_conv_plan_choose(), which times both. Measured with
+ * bench/bench_conv (batch 128, 1 OpenBLAS thread, forward + backward with
+ * dx; the figures and where each wins are in the commit message of this
+ * file and printed by the bench):
+ *   AMD EPYC (Zen, 2 cores, 512 KiB L2), OpenBLAS 0.3.21 core Zen:
+ *   see MEASURED below.
+ *
+ * MEASURED: (filled in from bench/bench_conv, see below the API) */
+#ifndef ARSENAL_CONV_KERNELS_H
+#define ARSENAL_CONV_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The shape of one convolution. The caller sets every field but out_h and
+ * out_w (no defaults: stride, dilation and groups are 1 in PyTorch's
+ * default), then ars_conv_geometry_init() checks it and sets those two. */
+typedef struct ars_conv_geometry {
+    int in_channels, in_h, in_w;
+    int out_channels;
+    int kernel_h, kernel_w;
+    int stride_h, stride_w;
+    int pad_h, pad_w;
+    int dilation_h, dilation_w;
+    int groups;
+    int out_h, out_w;   /* set by ars_conv_geometry_init */
+} ars_conv_geometry;
+
+typedef enum ars_conv_strategy {
+    ARS_CONV_PER_SAMPLE = 0,
+    ARS_CONV_BATCHED = 1
+} ars_conv_strategy;
+enum { ARS_CONV_STRATEGIES = 2 };
+
+/* ARS_CONV_BATCHED puts as many samples in one block as keep the block's
+ * column matrix and output block within this many floats (at least one
+ * sample): see ars_conv2d_chunk. */
+enum { ARS_CONV_BLOCK_FLOATS = 1 << 20 };
+/* ARS_CONV_PER_SAMPLE im2cols a tile of output rows at a time, as many as
+ * keep the tile's column matrix within this many floats. */
+enum { ARS_CONV_TILE_FLOATS = 1 << 15 };
+
+/* Validates g (positive sizes, strides, dilations and groups, non-negative
+ * padding, channels divisible by groups, the dilated kernel within the
+ * padded input, every tensor size and matrix dimension within an int) and
+ * sets g->out_h, g->out_w = floor((in + 2 pad - dilation (k - 1) - 1) /
+ * stride) + 1. ARS_EINVAL with a message stating the shapes otherwise. */
+int ars_conv_geometry_init(ars_conv_geometry *g);
+
+/* "strategy" names: "per_sample", "batched". */
+const char *ars_conv_strategy_name(ars_conv_strategy strategy);
+
+/* Floats of the weight [out, in/groups, kh, kw]; of one sample's input
+ * [C, H, W] and output [O, oh, ow]. */
+size_t ars_conv2d_weight_floats(const ars_conv_geometry *g);
+size_t ars_conv2d_in_floats(const ars_conv_geometry *g);
+size_t ars_conv2d_out_floats(const ars_conv_geometry *g);
+
+/* Samples per block under strategy for a call on rows samples (1 under
+ * ARS_CONV_PER_SAMPLE; under ARS_CONV_BATCHED min(rows, the samples that
+ * fit ARS_CONV_BLOCK_FLOATS), at least 1). */
+int ars_conv2d_chunk(const ars_conv_geometry *g, int rows, ars_conv_strategy strategy);
+
+/* Exact workspace, in floats, of forward and backward on up to max_rows
+ * samples with strategy (0 for a 1x1 stride-1 unpadded kernel under
+ * ARS_CONV_PER_SAMPLE). */
+size_t ars_conv2d_workspace_floats(const ars_conv_geometry *g, int max_rows, ars_conv_strategy strategy);
+
+/* y [n, O, oh, ow] = conv(x [n, C, H, W], w) + b; b may be NULL (no bias).
+ * workspace: ars_conv2d_workspace_floats(g, >= n, strategy) floats, its
+ * content on entry ignored. n may be 0. */
+void ars_conv2d_forward(const ars_conv_geometry *g, ars_conv_strategy strategy, int n, const float *x,
+                        const float *w, const float *b, float *y, float *workspace);
+
+/* From dy [n, O, oh, ow] and the forward's x: dw [O, C/g, kh, kw] and db [O]
+ * overwritten with the gradient summed over the n samples (zero when n is
+ * 0), dx [n, C, H, W] overwritten. db NULL: no bias gradient; dx NULL: the
+ * input gradient is skipped (the first layer). workspace as forward. */
+void ars_conv2d_backward(const ars_conv_geometry *g, ars_conv_strategy strategy, int n, const float *x,
+                         const float *w, const float *dy, float *dw, float *db, float *dx, float *workspace);
+
+/* Times forward + backward (with dx) of both strategies on one block of
+ * the batched strategy (min(max_rows, its chunk) samples), interleaved,
+ * median of three, and sets *best to the faster one. seconds (may be NULL)
+ * gets each strategy's median per call. A setup-time call: it allocates
+ * its own buffers (ARS_ENOMEM if it cannot) and takes a few to a few tens
+ * of milliseconds for the shapes of a ResNet on 28x28 images. */
+int ars_conv_plan_choose(const ars_conv_geometry *g, int max_rows, ars_conv_strategy *best,
+                         double seconds[ARS_CONV_STRATEGIES]);
+
+/* ---- pooling ------------------------------------------------------------ */
+
+/* The shape of a max or average pooling over each of channels planes. The
+ * caller sets channels, in_h, in_w, kernel, stride (0 = the kernel size, as
+ * PyTorch's stride=None) and padding; ars_pool_geometry_init() checks them
+ * (positive kernel, padding at most half the kernel as PyTorch requires, the
+ * kernel within the padded input, sizes within an int) and sets out_h,
+ * out_w = floor((in + 2 pad - k) / stride) + 1 (ceil_mode = False). */
+typedef struct ars_pool_geometry {
+    int channels, in_h, in_w;
+    int kernel_h, kernel_w;
+    int stride_h, stride_w;
+    int pad_h, pad_w;
+    int out_h, out_w;   /* set by ars_pool_geometry_init */
+} ars_pool_geometry;
+
+int ars_pool_geometry_init(ars_pool_geometry *g);
+
+/* y [n, C, oh, ow] = the max of each window (padding counts as -inf, a NaN
+ * wins, ties go to the first in row-major scan order, as PyTorch);
+ * argmax [n, C, oh, ow] = its index iy * in_w + ix within the input plane. */
+void ars_maxpool2d_forward(const ars_pool_geometry *g, int n, const float *x, float *y, int32_t *argmax);
+/* dx [n, C, H, W] overwritten: dy routed to the saved argmax positions. */
+void ars_maxpool2d_backward(const ars_pool_geometry *g, int n, const float *dy, const int32_t *argmax,
+                            float *dx);
+
+/* y = the window mean, padded zeros included in the count. */
+void ars_avgpool2d_forward(const ars_pool_geometry *g, int n, const float *x, float *y);
+/* dx [n, C, H, W] overwritten. */
+void ars_avgpool2d_backward(const ars_pool_geometry *g, int n, const float *dy, float *dx);
+
+/* [n, channels, hw] -> [n, channels]: the mean of each plane of hw floats. */
+void ars_global_avgpool_forward(int n, int channels, int hw, const float *x, float *y);
+/* dx [n, channels, hw] = dy / hw, overwritten. */
+void ars_global_avgpool_backward(int n, int channels, int hw, const float *dy, float *dx);
+
+#endif
