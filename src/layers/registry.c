@@ -16,7 +16,7 @@
     X(dense) X(sigmoid) X(tanh) X(relu) X(leaky_relu) X(elu) X(selu) X(gelu) X(batchnorm) X(batchnorm2d) \
     X(layernorm) X(dropout) X(residual) X(residual_add) X(embedding) X(seq_dense) X(positional)     \
     X(attention) X(seq_layernorm) X(transformer) X(rnn) X(mean_pool) X(last_step) X(conv2d) X(maxpool2d)   \
-    X(avgpool2d) X(global_avgpool) X(flatten)
+    X(avgpool2d) X(global_avgpool) X(flatten) X(basic_block)
 
 #define DECLARE_KIND(name) extern const ars_layer_kind ars_kind_##name;
 #define KIND_ADDRESS(name) &ars_kind_##name,
