@@ -61,6 +61,8 @@ static int load_run_section(ars_config *c, ars_config_section *s, ars_run_config
     TRY(get_int(c, s, "train_samples", 4000, 1, 100000000, &run->train_samples));
     TRY(get_int(c, s, "test_samples", 1000, 1, 100000000, &run->test_samples));
     TRY(ars_config_get_bool(c, s, "standardize", 1, &run->standardize));
+    TRY(get_int(c, s, "augment_crop", 0, 0, 1 << 16, &run->augment_crop));   /* the trainer checks the image */
+    TRY(ars_config_get_bool(c, s, "augment_flip", 0, &run->augment_flip));
     if (strcmp(run->data, "adding") == 0 || strcmp(run->data, "copy") == 0)   /* elsewhere: an unknown key */
         TRY(get_int(c, s, "seq_len", 50, 2, 1 << 24, &run->seq_len));
 

@@ -134,6 +134,30 @@ static int load_data(ars_trainer *t)
     return ars_load_run_data(t->run, t->rank, t->run->train_limit, &t->train, &t->test);
 }
 
+/* [run] augment_crop / augment_flip need an image set, and a crop that
+ * leaves something of the image. Every rank holds the same data set, so
+ * every rank refuses alike. */
+static int setup_augment(ars_trainer *t)
+{
+    const ars_run_config *run = t->run;
+    t->augment.crop = run->augment_crop;
+    t->augment.flip = run->augment_flip;
+    if (!t->augment.crop && !t->augment.flip) return 0;
+    char keys[80];
+    if (t->augment.crop && t->augment.flip) snprintf(keys, sizeof keys, "augment_crop = %d and augment_flip = true",
+                                                     t->augment.crop);
+    else if (t->augment.crop) snprintf(keys, sizeof keys, "augment_crop = %d", t->augment.crop);
+    else snprintf(keys, sizeof keys, "augment_flip = true");
+    int *shape = t->image_shape;
+    if (ars_dataset_image_shape(&t->train, &shape[0], &shape[1], &shape[2]))
+        return ars_error_context(ARS_EINVAL, "[run] %s with data = %s", keys, run->data);
+    const int side = shape[1] < shape[2] ? shape[1] : shape[2];
+    if (t->augment.crop >= side)
+        return ars_error(ARS_EINVAL, "[run] augment_crop = %d with data = %s: expected 0 to %d (the images are %d x %d)",
+                         t->augment.crop, run->data, side - 1, shape[1], shape[2]);
+    return 0;
+}
+
 /* Refuses a model that cannot fit, before allocating any of it: the
  * model (parameters, gradients, activations for the batch, the layers'
  * workspaces) and what the trainer keeps per parameter (optimizer moments,
@@ -367,6 +391,11 @@ static void print_header(ars_trainer *t, const ars_layer_spec *specs, int count)
            t->model.param_count, ars_optimizer_name(run->optim.kind), run->optim.lr, run->clip_norm);
     printf("ranks: %d, batch %d per rank, global batch %d, %d steps per epoch\n", t->world,
            t->local_capacity, t->global_batch, t->steps_per_epoch);
+    if (t->augment.crop)
+        printf("augmentation of training images: random crop after %d pixels of zero padding%s\n", t->augment.crop,
+               t->augment.flip ? ", random horizontal flip" : "");
+    else if (t->augment.flip)
+        printf("augmentation of training images: random horizontal flip\n");
     static const char *const how[] = {
         [ARS_SYNC_ALLREDUCE] = "one MPI_Allreduce after backward",
         [ARS_SYNC_OVERLAP] = "bucketed all-reduces overlapping backward",
@@ -397,6 +426,9 @@ static int train_loop(ars_trainer *t)
         int epoch = (int)(t->step / t->steps_per_epoch);
         int in_epoch = (int)(t->step % t->steps_per_epoch);
         rc = ars_sampler_fill(&t->sampler, epoch, in_epoch, &t->batch);
+        if (!rc && (t->augment.crop || t->augment.flip))   /* evaluate() fills its own batches: never augmented */
+            rc = ars_augment_apply(&t->augment, run->seed, epoch, t->batch.x, t->batch.rows, t->batch.ids,
+                                   t->image_shape[0], t->image_shape[1], t->image_shape[2]);
         rc = ars_trainer_agree(t, rc);
         if (rc) break;
         int probe = t->step % run->probe_every == 0;
@@ -513,6 +545,7 @@ static int trainer_setup(ars_trainer *t, const ars_layer_spec *specs, int count)
     TRY_RC(ars_trainer_resume_prepare(t));   /* a resumed run keeps its checkpoint's global batch */
     t->local_capacity = (t->global_batch + t->world - 1) / t->world;
     TRY_RC(ars_trainer_agree(t, load_data(t)));
+    TRY_RC(ars_trainer_agree(t, setup_augment(t)));
     int rc = ars_sampler_create(&t->sampler, &t->train, t->global_batch, t->rank, t->world, run->seed, 1);
     if (!rc) rc = ars_batch_alloc(&t->batch, &t->sampler);
     TRY_RC(ars_trainer_agree(t, rc));

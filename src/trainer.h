@@ -30,6 +30,8 @@ typedef struct ars_trainer {
     ars_dataset train, test;
     ars_sampler sampler;
     ars_batch batch;
+    ars_augment augment;      /* [run] augment_crop / augment_flip, on training batches only */
+    int image_shape[3];       /* channels, height, width of the training images when augmenting */
     ars_model model;
     ars_optimizer opt;
     ars_history history;

@@ -131,4 +131,35 @@ void ars_batch_free(ars_batch *batch);
 /* Fills batch with this rank's share of step `step` of `epoch`. */
 int ars_sampler_fill(ars_sampler *s, int epoch, int step, ars_batch *batch);
 
+/* Augmentation of image batches (src/data/augment.c), as torchvision's
+ * RandomCrop(padding = crop) followed by RandomHorizontalFlip(): pad crop
+ * pixels of 0 on each side, cut the image back to height x width at an
+ * offset (oy, ox) in [0, 2 crop]^2 of the padded image, then flip it left
+ * to right with probability 1/2. The draw of a sample is a pure function
+ * of (seed, epoch, global sample id) (Philox stream ARS_STREAM_AUGMENT,
+ * instance epoch, counter id): the same sample of the same epoch gets the
+ * same transform on any number of ranks. Nothing is allocated. */
+typedef struct ars_augment {
+    int crop;            /* padding per side in pixels, 0 = no crop */
+    int flip;            /* 1: random horizontal flip */
+} ars_augment;
+
+/* The transform of sample id in epoch: crop offsets, and flip 0 or 1
+ * (always 0 without a->flip; offsets 0 without a->crop). */
+void ars_augment_draw(const ars_augment *a, uint64_t seed, int epoch, uint32_t id, int *oy, int *ox, int *flip);
+
+/* Transforms one CHW image in place: output (c, y, x) = input (c, y + oy -
+ * crop, x + ox - crop), 0 outside the input; then mirrored when flip. */
+void ars_augment_transform(float *image, int channels, int height, int width, int crop, int oy, int ox, int flip);
+
+/* Transforms the rows NCHW images of x in place, row r as sample ids[r].
+ * With crop = 0 and flip = 0 it returns at once: x is left bit for bit. */
+int ars_augment_apply(const ars_augment *a, uint64_t seed, int epoch, float *x, int rows, const uint32_t *ids,
+                      int channels, int height, int width);
+
+/* The (channels, height, width) of an image set's samples: 1 x 28 x 28 for
+ * the sets of the IDX loader (fashion-mnist, mnist); an error naming the
+ * set for any other. A stopgap until data sets carry their shape. */
+int ars_dataset_image_shape(const ars_dataset *data, int *channels, int *height, int *width);
+
 #endif

@@ -15,7 +15,8 @@ enum {
     ARS_STREAM_SHUFFLE = 2,  /* epoch permutation, low bits = epoch */
     ARS_STREAM_DROPOUT = 3,  /* dropout masks, low bits = layer; counter from step */
     ARS_STREAM_DATA = 4,     /* synthetic data sets */
-    ARS_STREAM_LSUV = 5      /* LSUV calibration batch */
+    ARS_STREAM_LSUV = 5,     /* LSUV calibration batch */
+    ARS_STREAM_AUGMENT = 6   /* image augmentation, low bits = epoch; counter = sample id */
 };
 
 static inline uint64_t ars_stream(uint32_t kind, uint32_t instance)

@@ -26,6 +26,8 @@ typedef struct ars_run_config {
     int train_limit, test_limit;      /* 0 = the whole split */
     int train_samples, test_samples;  /* synthetic sets */
     int standardize;
+    int augment_crop;         /* training images: zero padding per side of the random crop, 0 = off */
+    int augment_flip;         /* training images: random horizontal flip */
     /* schedule of the run */
     int epochs;
     int64_t max_steps;        /* 0 = no limit; a step limit overrides epochs */
