@@ -157,9 +157,9 @@ void ars_augment_transform(float *image, int channels, int height, int width, in
 int ars_augment_apply(const ars_augment *a, uint64_t seed, int epoch, float *x, int rows, const uint32_t *ids,
                       int channels, int height, int width);
 
-/* The (channels, height, width) of an image set's samples: 1 x 28 x 28 for
- * the sets of the IDX loader (fashion-mnist, mnist); an error naming the
- * set for any other. A stopgap until data sets carry their shape. */
+/* The (channels, height, width) of an image set's samples (its shape
+ * [C, H, W]: 1 x 28 x 28 for fashion-mnist and mnist); an error naming the
+ * set and its shape for any other. */
 int ars_dataset_image_shape(const ars_dataset *data, int *channels, int *height, int *width);
 
 #endif

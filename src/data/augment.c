@@ -96,18 +96,14 @@ int ars_augment_apply(const ars_augment *a, uint64_t seed, int epoch, float *x, 
 int ars_dataset_image_shape(const ars_dataset *data, int *channels, int *height, int *width)
 {
     if (!data) return ars_error(ARS_EINVAL, "image shape: data is NULL");
-    /* Stopgap until ars_dataset carries a per-sample shape: the IDX loader
-     * alone makes image sets, and names them "<dir>/train" or "<dir>/t10k"
-     * (mnist_name in dataset.c); (Fashion-)MNIST images are 1 x 28 x 28. */
-    const char *slash = strrchr(data->name, '/');
-    if (!slash || (strcmp(slash, "/train") != 0 && strcmp(slash, "/t10k") != 0))
-        return ars_error(ARS_EINVAL, "data set '%s' is not an image set (augmentation needs images: "
-                         "fashion-mnist or mnist)", data->name);
-    if (data->dim != 28 * 28)
-        return ars_error(ARS_EINVAL, "data set '%s' has %d pixels per image: only 28 x 28 images have a known "
-                         "shape", data->name, data->dim);
-    *channels = 1;
-    *height = 28;
-    *width = 28;
+    const ars_shape shape = ars_dataset_shape(data);
+    char text[48];
+    if (shape.rank != 3)
+        return ars_error(ARS_EINVAL, "data set '%s' is not an image set: its samples are %s, not [channels, "
+                         "height, width] (augmentation needs images: fashion-mnist or mnist)", data->name,
+                         ars_shape_text(&shape, text, sizeof text));
+    *channels = shape.dims[0];
+    *height = shape.dims[1];
+    *width = shape.dims[2];
     return 0;
 }
