@@ -65,22 +65,23 @@ int ars_conv_geometry_init(ars_conv_geometry *g)
                          padded_h, padded_w, g->in_h, g->in_w, pair_text(t2, sizeof t2, g->pad_h, g->pad_w));
     }
     const long long out_h = (padded_h - span_h) / g->stride_h + 1, out_w = (padded_w - span_w) / g->stride_w + 1;
-    const long long cg = g->in_channels / g->groups;
-    const long long in_size = (long long)g->in_channels * g->in_h * g->in_w;
-    const long long out_size = (long long)g->out_channels * out_h * out_w;
-    const long long rows = cg * g->kernel_h * g->kernel_w;   /* K of the products */
-    /* cblas takes int dimensions; the sizes of one sample are indexed in int */
-    if (in_size > INT_MAX)
+    const int cg = g->in_channels / g->groups;
+    /* cblas takes int dimensions and one sample's tensors are indexed in
+     * int; the products in double, exact up to 2^53, so they cannot wrap */
+    const double rows = (double)cg * g->kernel_h * g->kernel_w;   /* K of the products */
+    if ((double)g->in_channels * g->in_h * g->in_w > INT_MAX)
         return ars_error(ARS_EINVAL, "the input %dx%dx%d (channels x height x width) has more than %d floats per sample",
                          g->in_channels, g->in_h, g->in_w, INT_MAX);
-    if (out_size > INT_MAX)
+    if ((double)g->out_channels * out_h * out_w > INT_MAX)
         return ars_error(ARS_EINVAL,
                          "the output %dx%lldx%lld (channels x height x width) has more than %d floats per sample",
                          g->out_channels, out_h, out_w, INT_MAX);
-    if (rows * g->out_channels > INT_MAX || rows * out_h * out_w > INT_MAX)
-        return ars_error(ARS_EINVAL,
-                         "the weight %dx%lldx%dx%d or the column matrix %lldx%lld of one sample has more than %d floats",
-                         g->out_channels, cg, g->kernel_h, g->kernel_w, rows, out_h * out_w, INT_MAX);
+    if (rows * g->out_channels > INT_MAX)
+        return ars_error(ARS_EINVAL, "the weight %dx%dx%dx%d has more than %d floats", g->out_channels, cg,
+                         g->kernel_h, g->kernel_w, INT_MAX);
+    if (rows * (double)(out_h * out_w) > INT_MAX)
+        return ars_error(ARS_EINVAL, "the column matrix %.0fx%lld of one sample (in_channels/groups x kernel, "
+                         "output positions) has more than %d floats", rows, out_h * out_w, INT_MAX);
     g->out_h = (int)out_h;
     g->out_w = (int)out_w;
     return 0;
@@ -125,13 +126,6 @@ static size_t batched_sample_floats(const ars_conv_geometry *g)
     return (col_rows(g) + (size_t)(g->out_channels / g->groups)) * (size_t)g->out_h * (size_t)g->out_w;
 }
 
-static size_t tile_floats(void)
-{
-    const char *e = getenv("ARS_CONV_TILE");   /* EXPERIMENT */
-    return e ? (size_t)atol(e) : (size_t)ARS_CONV_TILE_FLOATS;
-}
-static int tile_rows(const ars_conv_geometry *g);
-
 int ars_conv2d_chunk(const ars_conv_geometry *g, int rows, ars_conv_strategy strategy)
 {
     if (strategy != ARS_CONV_BATCHED || rows <= 1) return 1;
@@ -148,7 +142,7 @@ size_t ars_conv2d_workspace_floats(const ars_conv_geometry *g, int max_rows, ars
     if (max_rows <= 0) return 0;
     if (strategy == ARS_CONV_BATCHED)
         return (size_t)ars_conv2d_chunk(g, max_rows, strategy) * batched_sample_floats(g);
-    return is_pointwise(g) ? 0 : col_rows(g) * (size_t)tile_rows(g) * (size_t)g->out_w;
+    return is_pointwise(g) ? 0 : col_rows(g) * (size_t)g->out_h * (size_t)g->out_w;
 }
 
 /* ---- im2col / col2im --------------------------------------------------- */
@@ -176,101 +170,94 @@ static int is_contiguous(const ars_conv_geometry *g)
     return g->stride_h == 1 && g->stride_w == 1 && g->out_w == g->in_w;
 }
 
-/* The output rows [*ylo, *yhi) of tap row y0 within the tile [oy0, oy1). */
-static void tile_range(const ars_conv_geometry *g, int y0, int oy0, int oy1, int *ylo, int *yhi)
+/* Zeroes columns [0, xlo) and [xhi, ow) of rows [0, rows) of a tap's
+ * row-major [rows, ow] block: the taps that fall in the left and right
+ * padding. Column by column on purpose: a short zero loop per row becomes
+ * a memset call per row, which cost more than the whole copy. */
+static void zero_side_columns(float *block, int rows, int ow, int xlo, int xhi)
 {
-    tap_range(y0, g->stride_h, g->in_h, g->out_h, ylo, yhi);
-    if (*ylo < oy0) *ylo = oy0;
-    if (*ylo > oy1) *ylo = oy1;
-    if (*yhi > oy1) *yhi = oy1;
-    if (*yhi < *ylo) *yhi = *ylo;
+    for (int ox = 0; ox < xlo; ox++)
+        for (int r = 0; r < rows; r++) block[(size_t)r * ow + ox] = 0.0f;
+    for (int ox = xhi; ox < ow; ox++)
+        for (int r = 0; r < rows; r++) block[(size_t)r * ow + ox] = 0.0f;
 }
 
-/* col[(c, ki, kj), (oy - oy0) * ow + ox] for the output rows [oy0, oy1)
- * (col rows ld floats apart) = the input pixel under tap (ki, kj) of
- * output (oy, ox) of channel c, 0 in the padding; x: channels planes of
- * one sample. */
+/* col[(c, ki, kj), oy * ow + ox] (rows ld floats apart) = the input pixel
+ * under tap (ki, kj) of output (oy, ox) of channel c, 0 in the padding;
+ * x: channels planes of one sample. */
 ARS_VECTOR_CLONES
-static void im2col(const ars_conv_geometry *g, int channels, const float *x, int oy0, int oy1, float *col, size_t ld)
+static void im2col(const ars_conv_geometry *g, int channels, const float *x, float *col, size_t ld)
 {
-    const int H = g->in_h, W = g->in_w, ow = g->out_w, sh = g->stride_h, sw = g->stride_w;
+    const int H = g->in_h, W = g->in_w, oh = g->out_h, ow = g->out_w, sh = g->stride_h, sw = g->stride_w;
     const int contiguous = is_contiguous(g);
     for (int c = 0; c < channels; c++) {
         const float *xc = x + (size_t)c * H * W;
         for (int ki = 0; ki < g->kernel_h; ki++) {
             const int y0 = ki * g->dilation_h - g->pad_h;
             int ylo, yhi;
-            tile_range(g, y0, oy0, oy1, &ylo, &yhi);
+            tap_range(y0, sh, H, oh, &ylo, &yhi);
             for (int kj = 0; kj < g->kernel_w; kj++) {
                 const int x0 = kj * g->dilation_w - g->pad_w;
                 int xlo, xhi;
                 tap_range(x0, sw, W, ow, &xlo, &xhi);
                 float *row = col + ((size_t)(c * g->kernel_h + ki) * g->kernel_w + kj) * ld;
                 const int yend = xhi > xlo ? yhi : ylo;   /* no valid column: all padding */
-                memset(row, 0, sizeof(float) * (size_t)(ylo - oy0) * ow);
-                if (contiguous && yend > ylo) {
-                    const size_t first = (size_t)(ylo - oy0) * ow + xlo, last = (size_t)(yend - 1 - oy0) * ow + xhi;
+                memset(row, 0, sizeof(float) * (size_t)ylo * ow);
+                memset(row + (size_t)yend * ow, 0, sizeof(float) * (size_t)(oh - yend) * ow);
+                if (yend == ylo) continue;
+                float *block = row + (size_t)ylo * ow;
+                if (contiguous) {
+                    /* the wrapped entries between rows are zeroed below */
                     const float *src = xc + (size_t)((ylo + y0) * W + xlo + x0);
-                    float *dst = row + first;
-                    for (size_t j = 0; j < last - first; j++) dst[j] = src[j];
-                    for (int oy = ylo; oy < yend; oy++) {
-                        float *r = row + (size_t)(oy - oy0) * ow;
-                        for (int ox = 0; ox < xlo; ox++) r[ox] = 0.0f;
-                        for (int ox = xhi; ox < ow; ox++) r[ox] = 0.0f;
-                    }
+                    memcpy(block + xlo, src, sizeof(float) * ((size_t)(yend - ylo - 1) * ow + (size_t)(xhi - xlo)));
                 } else {
                     for (int oy = ylo; oy < yend; oy++) {
                         const float *xr = xc + (size_t)(oy * sh + y0) * W;
-                        float *r = row + (size_t)(oy - oy0) * ow;
-                        for (int ox = 0; ox < xlo; ox++) r[ox] = 0.0f;
+                        float *r = row + (size_t)oy * ow;
                         if (sw == 1) memcpy(r + xlo, xr + xlo + x0, sizeof(float) * (size_t)(xhi - xlo));
                         else
                             for (int ox = xlo; ox < xhi; ox++) r[ox] = xr[ox * sw + x0];
-                        for (int ox = xhi; ox < ow; ox++) r[ox] = 0.0f;
                     }
                 }
-                memset(row + (size_t)(yend - oy0) * ow, 0, sizeof(float) * (size_t)(oy1 - yend) * ow);
+                zero_side_columns(block, yend - ylo, ow, xlo, xhi);
             }
         }
     }
 }
 
-/* The adjoint of im2col over the same tile: dx (channels planes of one
- * sample) += every column entry at the pixel it was read from. The
- * contiguous path first zeroes the entries that fall in the padding (col
- * is scratch). */
+/* The adjoint of im2col: dx (channels planes of one sample) += every
+ * column entry at the pixel it was read from. The contiguous path first
+ * zeroes the entries that fall in the padding (col is scratch), then adds
+ * a tap's rows as one run. */
 ARS_VECTOR_CLONES
-static void col2im(const ars_conv_geometry *g, int channels, float *col, size_t ld, int oy0, int oy1, float *dx)
+static void col2im(const ars_conv_geometry *g, int channels, float *col, size_t ld, float *dx)
 {
-    const int H = g->in_h, W = g->in_w, ow = g->out_w, sh = g->stride_h, sw = g->stride_w;
+    const int H = g->in_h, W = g->in_w, oh = g->out_h, ow = g->out_w, sh = g->stride_h, sw = g->stride_w;
     const int contiguous = is_contiguous(g);
     for (int c = 0; c < channels; c++) {
         float *dc = dx + (size_t)c * H * W;
         for (int ki = 0; ki < g->kernel_h; ki++) {
             const int y0 = ki * g->dilation_h - g->pad_h;
             int ylo, yhi;
-            tile_range(g, y0, oy0, oy1, &ylo, &yhi);
+            tap_range(y0, sh, H, oh, &ylo, &yhi);
             for (int kj = 0; kj < g->kernel_w; kj++) {
                 const int x0 = kj * g->dilation_w - g->pad_w;
                 int xlo, xhi;
                 tap_range(x0, sw, W, ow, &xlo, &xhi);
-                float *row = col + ((size_t)(c * g->kernel_h + ki) * g->kernel_w + kj) * ld;
                 if (xhi == xlo || yhi == ylo) continue;
+                float *row = col + ((size_t)(c * g->kernel_h + ki) * g->kernel_w + kj) * ld;
                 if (contiguous) {
-                    for (int oy = ylo; oy < yhi; oy++) {
-                        float *r = row + (size_t)(oy - oy0) * ow;
-                        for (int ox = 0; ox < xlo; ox++) r[ox] = 0.0f;
-                        for (int ox = xhi; ox < ow; ox++) r[ox] = 0.0f;
-                    }
-                    const size_t first = (size_t)(ylo - oy0) * ow + xlo, last = (size_t)(yhi - 1 - oy0) * ow + xhi;
+                    float *block = row + (size_t)ylo * ow;
+                    zero_side_columns(block, yhi - ylo, ow, xlo, xhi);
                     float *dst = dc + (size_t)((ylo + y0) * W + xlo + x0);
-                    const float *src = row + first;
-                    for (size_t j = 0; j < last - first; j++) dst[j] += src[j];
+                    const float *src = block + xlo;
+                    const size_t count = (size_t)(yhi - ylo - 1) * ow + (size_t)(xhi - xlo);
+                    for (size_t j = 0; j < count; j++) dst[j] += src[j];
                     continue;
                 }
                 for (int oy = ylo; oy < yhi; oy++) {
                     float *dr = dc + (size_t)(oy * sh + y0) * W;
-                    const float *r = row + (size_t)(oy - oy0) * ow;
+                    const float *r = row + (size_t)oy * ow;
                     if (sw == 1) {
                         float *d = dr + (x0 + xlo);   /* x0 + xlo >= 0 */
                         const float *v = r + xlo;
@@ -311,42 +298,31 @@ static void bias_grad(const ars_conv_geometry *g, int n, const float *dy, float 
 
 /* ---- conv2d ----------------------------------------------------------------- */
 
-/* Output rows per tile under ARS_CONV_PER_SAMPLE: the tile's column matrix
- * within ARS_CONV_TILE_FLOATS, the tiles of a sample as equal as can be
- * (28 rows at 9 per tile would leave a tile of 1). */
-static int tile_rows(const ars_conv_geometry *g)
-{
-    const int oh = g->out_h;
-    if (is_pointwise(g)) return oh;
-    size_t fit = tile_floats() / (col_rows(g) * (size_t)g->out_w);
-    if (fit < 1) fit = 1;
-    if (fit >= (size_t)oh) return oh;
-    const int tiles = (oh + (int)fit - 1) / (int)fit;
-    return (oh + tiles - 1) / tiles;
-}
-
 /* Products of one group gi (weights w_g = w + gi * Og * K, input channels
  * gi * Cg ..., output channels gi * Og ...):
  *   forward  Y [Og, cols] = W_g [Og, K] col [K, cols]
  *   dW_g [Og, K] (+)= dY [Og, cols] col^T
  *   dcol [K, cols] = W_g^T dY
- * PER_SAMPLE: cols = the output positions of a tile of output rows of one
- * sample (so the column matrix stays in L2 for the GEMM), Y and dY read in
- * place with leading dimension oh * ow. BATCHED: cols = all positions of
- * nb samples, Y and dY copied from and to NCHW. */
+ * PER_SAMPLE: cols = oh * ow of one sample, Y and dY in place in NCHW.
+ * BATCHED: cols = nb * oh * ow of a block of samples, Y and dY copied
+ * from and to NCHW. */
 
 static void forward_per_sample(const ars_conv_geometry *g, int n, const float *x, const float *w, const float *b,
                                float *y, float *ws)
 {
     const int G = g->groups, Cg = g->in_channels / G, Og = g->out_channels / G;
-    const int K = (int)col_rows(g), P = g->out_h * g->out_w, T = tile_rows(g);
+    const int K = (int)col_rows(g), P = g->out_h * g->out_w;
     const size_t in = ars_conv2d_in_floats(g), out = ars_conv2d_out_floats(g), plane = (size_t)g->in_h * g->in_w;
     const int direct = is_pointwise(g);
     for (int i = 0; i < n; i++) {
         for (int gi = 0; gi < G; gi++) {
             const float *xg = x + i * in + (size_t)gi * Cg * plane;
-            const float *wg = w + (size_t)gi * Og * K;
             float *yg = y + i * out + (size_t)gi * Og * P;
+            const float *col = xg;
+            if (!direct) {
+                im2col(g, Cg, xg, ws, (size_t)P);
+                col = ws;
+            }
             float beta = 0.0f;
             if (b) {
                 /* preload the bias so the GEMM accumulates onto it */
@@ -357,16 +333,8 @@ static void forward_per_sample(const ars_conv_geometry *g, int n, const float *x
                 }
                 beta = 1.0f;
             }
-            if (direct) {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Og, P, K, 1.0f, wg, K, xg, P, beta, yg, P);
-                continue;
-            }
-            for (int oy0 = 0; oy0 < g->out_h; oy0 += T) {
-                const int oy1 = oy0 + T < g->out_h ? oy0 + T : g->out_h, cols = (oy1 - oy0) * g->out_w;
-                im2col(g, Cg, xg, oy0, oy1, ws, (size_t)cols);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Og, cols, K, 1.0f, wg, K, ws, cols, beta,
-                            yg + (size_t)oy0 * g->out_w, P);
-            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Og, P, K, 1.0f, w + (size_t)gi * Og * K, K, col, P,
+                        beta, yg, P);
         }
     }
 }
@@ -382,8 +350,7 @@ static void forward_batched(const ars_conv_geometry *g, int n, const float *x, c
         float *col = ws, *res = ws + (size_t)K * cols;
         for (int gi = 0; gi < G; gi++) {
             for (int s = 0; s < nb; s++)
-                im2col(g, Cg, x + (size_t)(i0 + s) * in + (size_t)gi * Cg * plane, 0, g->out_h, col + (size_t)s * P,
-                       (size_t)cols);
+                im2col(g, Cg, x + (size_t)(i0 + s) * in + (size_t)gi * Cg * plane, col + (size_t)s * P, (size_t)cols);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Og, cols, K, 1.0f, w + (size_t)gi * Og * K, K, col,
                         cols, 0.0f, res, cols);
             /* res[o, s * P + p] -> y[i0 + s, gi * Og + o, p], plus the bias */
@@ -410,7 +377,7 @@ static void backward_per_sample(const ars_conv_geometry *g, int n, const float *
                                 float *dw, float *dx, float *ws)
 {
     const int G = g->groups, Cg = g->in_channels / G, Og = g->out_channels / G;
-    const int K = (int)col_rows(g), P = g->out_h * g->out_w, T = tile_rows(g);
+    const int K = (int)col_rows(g), P = g->out_h * g->out_w;
     const size_t in = ars_conv2d_in_floats(g), out = ars_conv2d_out_floats(g), plane = (size_t)g->in_h * g->in_w;
     const int direct = is_pointwise(g);
     for (int i = 0; i < n; i++) {
@@ -418,27 +385,24 @@ static void backward_per_sample(const ars_conv_geometry *g, int n, const float *
             const float *xg = x + i * in + (size_t)gi * Cg * plane;
             const float *dyg = dy + i * out + (size_t)gi * Og * P;
             const float *wg = w + (size_t)gi * Og * K;
-            float *dwg = dw + (size_t)gi * Og * K, *dxg = dx ? dx + i * in + (size_t)gi * Cg * plane : NULL;
+            const float *col = xg;
+            if (!direct) {
+                im2col(g, Cg, xg, ws, (size_t)P);
+                col = ws;
+            }
+            /* the first sample overwrites dW, the others accumulate */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Og, K, P, 1.0f, dyg, P, col, P, i == 0 ? 0.0f : 1.0f,
+                        dw + (size_t)gi * Og * K, K);
+            if (!dx) continue;
+            float *dxg = dx + i * in + (size_t)gi * Cg * plane;
             if (direct) {
-                /* the first sample overwrites dW, the others accumulate */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Og, K, P, 1.0f, dyg, P, xg, P,
-                            i == 0 ? 0.0f : 1.0f, dwg, K);
-                if (dx)
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, Og, 1.0f, wg, K, dyg, P, 0.0f, dxg, P);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, Og, 1.0f, wg, K, dyg, P, 0.0f, dxg, P);
                 continue;
             }
-            if (dx) memset(dxg, 0, sizeof(float) * (size_t)Cg * plane);
-            for (int oy0 = 0; oy0 < g->out_h; oy0 += T) {
-                const int oy1 = oy0 + T < g->out_h ? oy0 + T : g->out_h, cols = (oy1 - oy0) * g->out_w;
-                const float *dyt = dyg + (size_t)oy0 * g->out_w;
-                im2col(g, Cg, xg, oy0, oy1, ws, (size_t)cols);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Og, K, cols, 1.0f, dyt, P, ws, cols,
-                            i == 0 && oy0 == 0 ? 0.0f : 1.0f, dwg, K);
-                if (!dx) continue;
-                /* ws held the columns of x; dW has used them */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, cols, Og, 1.0f, wg, K, dyt, P, 0.0f, ws, cols);
-                col2im(g, Cg, ws, (size_t)cols, oy0, oy1, dxg);
-            }
+            /* ws held the columns of x; dW has used them */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, Og, 1.0f, wg, K, dyg, P, 0.0f, ws, P);
+            memset(dxg, 0, sizeof(float) * (size_t)Cg * plane);
+            col2im(g, Cg, ws, (size_t)P, dxg);
         }
     }
 }
@@ -455,8 +419,7 @@ static void backward_batched(const ars_conv_geometry *g, int n, const float *x, 
         for (int gi = 0; gi < G; gi++) {
             const float *wg = w + (size_t)gi * Og * K;
             for (int s = 0; s < nb; s++)
-                im2col(g, Cg, x + (size_t)(i0 + s) * in + (size_t)gi * Cg * plane, 0, g->out_h, col + (size_t)s * P,
-                       (size_t)cols);
+                im2col(g, Cg, x + (size_t)(i0 + s) * in + (size_t)gi * Cg * plane, col + (size_t)s * P, (size_t)cols);
             /* dy[i0 + s, gi * Og + o, p] -> dyt[o, s * P + p] */
             for (int s = 0; s < nb; s++)
                 for (int o = 0; o < Og; o++)
@@ -469,7 +432,7 @@ static void backward_batched(const ars_conv_geometry *g, int n, const float *x, 
             for (int s = 0; s < nb; s++) {
                 float *dxg = dx + (size_t)(i0 + s) * in + (size_t)gi * Cg * plane;
                 memset(dxg, 0, sizeof(float) * (size_t)Cg * plane);
-                col2im(g, Cg, col + (size_t)s * P, (size_t)cols, 0, g->out_h, dxg);
+                col2im(g, Cg, col + (size_t)s * P, (size_t)cols, dxg);
             }
         }
     }
@@ -512,7 +475,7 @@ static int compare_doubles(const void *a, const void *b)
 int ars_conv_plan_choose(const ars_conv_geometry *g, int max_rows, ars_conv_strategy *best,
                          double seconds[ARS_CONV_STRATEGIES])
 {
-    enum { ROUNDS = 3 };
+    enum { ROUNDS = 5 };
     const int rows = max_rows < 1 ? 1 : ars_conv2d_chunk(g, max_rows, ARS_CONV_BATCHED);
     const size_t in = (size_t)rows * ars_conv2d_in_floats(g), out = (size_t)rows * ars_conv2d_out_floats(g);
     const size_t wn = ars_conv2d_weight_floats(g);
@@ -529,23 +492,36 @@ int ars_conv_plan_choose(const ars_conv_geometry *g, int max_rows, ars_conv_stra
     fill_pattern(dy, out, 2);
     fill_pattern(w, wn, 3);
     fill_pattern(b, (size_t)g->out_channels, 4);
-    double t[ARS_CONV_STRATEGIES][ROUNDS + 1];
-    /* round 0 warms caches and OpenBLAS's buffers; interleaved so that a
-     * busy moment of the machine hits both */
-    for (int r = 0; r <= ROUNDS; r++)
+    /* a warm-up call of each (caches, OpenBLAS's buffers) also sets how
+     * many calls make a trial of about a millisecond, then interleaved
+     * trials so that a busy moment of the machine hits both */
+    int calls = 1;
+    for (int s = 0; s < ARS_CONV_STRATEGIES; s++) {
+        const double t0 = now_seconds();
+        ars_conv2d_forward(g, (ars_conv_strategy)s, rows, x, w, b, y, work);
+        ars_conv2d_backward(g, (ars_conv_strategy)s, rows, x, w, dy, dw, db, dx, work);
+        const double took = now_seconds() - t0;
+        const int c = took > 0 ? (int)(1e-3 / took) : 8;
+        if (c > calls) calls = c > 8 ? 8 : c;
+    }
+    double t[ARS_CONV_STRATEGIES][ROUNDS];
+    for (int r = 0; r < ROUNDS; r++)
         for (int s = 0; s < ARS_CONV_STRATEGIES; s++) {
             const double t0 = now_seconds();
-            ars_conv2d_forward(g, (ars_conv_strategy)s, rows, x, w, b, y, work);
-            ars_conv2d_backward(g, (ars_conv_strategy)s, rows, x, w, dy, dw, db, dx, work);
-            t[s][r] = now_seconds() - t0;
+            for (int k = 0; k < calls; k++) {
+                ars_conv2d_forward(g, (ars_conv_strategy)s, rows, x, w, b, y, work);
+                ars_conv2d_backward(g, (ars_conv_strategy)s, rows, x, w, dy, dw, db, dx, work);
+            }
+            t[s][r] = (now_seconds() - t0) / calls;
         }
     free(buf);
+    double med[ARS_CONV_STRATEGIES];
     for (int s = 0; s < ARS_CONV_STRATEGIES; s++) {
-        qsort(t[s] + 1, ROUNDS, sizeof(double), compare_doubles);
-        if (seconds) seconds[s] = t[s][1 + ROUNDS / 2];
+        qsort(t[s], ROUNDS, sizeof(double), compare_doubles);
+        med[s] = t[s][ROUNDS / 2];
+        if (seconds) seconds[s] = med[s];
     }
-    *best = t[ARS_CONV_BATCHED][1 + ROUNDS / 2] < t[ARS_CONV_PER_SAMPLE][1 + ROUNDS / 2] ? ARS_CONV_BATCHED
-                                                                                       : ARS_CONV_PER_SAMPLE;
+    *best = med[ARS_CONV_BATCHED] < med[ARS_CONV_PER_SAMPLE] ? ARS_CONV_BATCHED : ARS_CONV_PER_SAMPLE;
     return 0;
 }
 
@@ -569,17 +545,19 @@ int ars_pool_geometry_init(ars_pool_geometry *g)
     if (g->pad_h > g->kernel_h / 2 || g->pad_w > g->kernel_w / 2)
         return ars_error(ARS_EINVAL, "padding %s is more than half the kernel %dx%d",
                          pair_text(t1, sizeof t1, g->pad_h, g->pad_w), g->kernel_h, g->kernel_w);
-    if ((long long)g->channels * g->in_h * g->in_w > INT_MAX)
+    if ((double)g->channels * g->in_h * g->in_w > INT_MAX)
         return ars_error(ARS_EINVAL, "the input %dx%dx%d (channels x height x width) has more than %d floats per sample",
                          g->channels, g->in_h, g->in_w, INT_MAX);
-    /* pad <= kernel / 2 and in * channels <= INT_MAX: no overflow below */
-    const int padded_h = g->in_h + 2 * g->pad_h, padded_w = g->in_w + 2 * g->pad_w;
+    const long long padded_h = (long long)g->in_h + 2LL * g->pad_h, padded_w = (long long)g->in_w + 2LL * g->pad_w;
+    if (padded_h > INT_MAX || padded_w > INT_MAX)
+        return ars_error(ARS_EINVAL, "the padded input %lldx%lld (input %dx%d, padding %s) does not fit in an int",
+                         padded_h, padded_w, g->in_h, g->in_w, pair_text(t1, sizeof t1, g->pad_h, g->pad_w));
     if (g->kernel_h > padded_h || g->kernel_w > padded_w)
-        return ars_error(ARS_EINVAL, "kernel %dx%d is larger than the padded input %dx%d (input %dx%d, padding %s)",
+        return ars_error(ARS_EINVAL, "kernel %dx%d is larger than the padded input %lldx%lld (input %dx%d, padding %s)",
                          g->kernel_h, g->kernel_w, padded_h, padded_w, g->in_h, g->in_w,
                          pair_text(t1, sizeof t1, g->pad_h, g->pad_w));
-    g->out_h = (padded_h - g->kernel_h) / g->stride_h + 1;
-    g->out_w = (padded_w - g->kernel_w) / g->stride_w + 1;
+    g->out_h = (int)((padded_h - g->kernel_h) / g->stride_h + 1);
+    g->out_w = (int)((padded_w - g->kernel_w) / g->stride_w + 1);
     return 0;
 }
 

@@ -15,28 +15,56 @@
  * scattered back into dx (col2im). Two layouts of the columns
  * (ars_conv_strategy):
  *   ARS_CONV_PER_SAMPLE  one sample at a time: cols = oh*ow, Y_g is already
- *                        the NCHW output of that sample. The column matrix
- *                        of one sample stays in L2 between im2col and GEMM,
- *                        but stride-2 and late stages give narrow products
- *                        (7x7 outputs: 49 columns) and dW accumulates over
- *                        N products of depth oh*ow.
+ *                        the NCHW output of that sample, dY is read in
+ *                        place. Narrow products where outputs are small
+ *                        (7x7: 49 columns), N products per pass.
  *   ARS_CONV_BATCHED     a block of B samples (ars_conv2d_chunk) at once:
  *                        cols = B*oh*ow, one wide product per block, then
  *                        the output rows copied back to NCHW (and dY copied
- *                        into the same layout in backward): one extra pass
- *                        over y and dy, and a column matrix that leaves L2.
+ *                        into the same layout in backward): one more pass
+ *                        over y and dy.
  * A 1x1 kernel with stride 1 and no padding needs no im2col: under
  * PER_SAMPLE, x itself is the column matrix and dx is written by the GEMM.
  *
  * Which one wins depends on the shape and the machine, so the layer picks
  * at setup with ars_conv_plan_choose(), which times both. Measured with
- * bench/bench_conv (batch 128, 1 OpenBLAS thread, forward + backward with
- * dx; the figures and where each wins are in the commit message of this
- * file and printed by the bench):
- *   AMD EPYC (Zen, 2 cores, 512 KiB L2), OpenBLAS 0.3.21 core Zen:
- *   see MEASURED below.
- *
- * MEASURED: (filled in from bench/bench_conv, see below the API) */
+ * bench/bench_conv (batch 128, OPENBLAS_NUM_THREADS=1, process CPU time,
+ * median of 5 interleaved rounds, forward + backward with dx except for the
+ * 1-channel first layers) on an AMD EPYC (Zen, 2 cores with 512 KiB L2
+ * each, shared with other work), OpenBLAS 0.3.21 core Zen; the quietest of
+ * three runs. Kernel time / raw cblas_sgemm time of the same products (of
+ * the cheaper layout), and the faster strategy at the whole batch:
+ *                                 per_sample  batched  faster
+ *   ResNet stem 1->16 3x3 28x28       1.41      2.02   per_sample 1.43x
+ *   16->16 3x3 28x28                  1.26      1.31   per_sample 1.04x
+ *   16->32 3x3 stride 2 28->14        1.87      1.92   per_sample 1.03x
+ *   16->32 1x1 stride 2 projection    2.03      2.42   per_sample 1.19x
+ *   32->32 3x3 14x14                  1.21      1.26   per_sample 1.04x
+ *   32->64 3x3 stride 2 14->7         1.60      1.57   batched    1.02x
+ *   32->64 1x1 stride 2 projection    1.70      1.77   per_sample 1.04x
+ *   64->64 3x3 7x7                    1.30      1.29   batched    1.01x
+ *   small CNN 1->32 3x3 28x28         1.42      2.08   per_sample 1.46x
+ *   small CNN 32->64 3x3 14x14        1.11      1.17   per_sample 1.05x
+ *   small CNN 1->32 5x5 28x28         1.32      1.66   per_sample 1.25x
+ *   small CNN 32->64 5x5 14x14        1.12      1.12   per_sample 1.01x
+ * The ResNet-20 convolutions of one step: per_sample 480 ms, batched
+ * 495 ms, as ars_conv_plan_choose picked per shape 479 ms: 1.28x the raw
+ * sgemm time of their products (1.34x in a busier run). The batched layout
+ * wins reliably only on the 7x7 stage, by 1-7% over four runs; its blocks
+ * are best at 2^18 floats (tried 2^16 .. 2^24: larger blocks leave the
+ * caches and lose up to 1.5x). Winners within 5% swap from run to run (and
+ * one disturbed run turned 16->32 stride 2 to batched by 1.23x); those of
+ * 1-channel inputs and 1x1 convolutions (per_sample, 1.2-1.5x) never did.
+ * Where the rest goes: im2col and col2im (one copy per kernel tap for
+ * stride 1 with "same" padding; a gather per output row for stride 2,
+ * hence the 1.6-2.4x of the stride-2 layers, whose products are also the
+ * smallest), OpenBLAS zeroing the dcol product's output (beta = 0,
+ * K x oh*ow floats), the bias and db passes. Tried and dropped: im2col by
+ * tiles of output rows sized for L2 (2^13 .. 2^16 floats): no faster,
+ * slower below 2^15. Not tried: dx as a transposed convolution (im2col of
+ * dy, a product of depth O*kh*kw instead of O, no col2im): for 16
+ * channels at 28x28 the raw dcol product takes 1.6x the forward one's
+ * time, so it could save a few per cent of a step. */
 #ifndef ARSENAL_CONV_KERNELS_H
 #define ARSENAL_CONV_KERNELS_H
 
@@ -66,10 +94,7 @@ enum { ARS_CONV_STRATEGIES = 2 };
 /* ARS_CONV_BATCHED puts as many samples in one block as keep the block's
  * column matrix and output block within this many floats (at least one
  * sample): see ars_conv2d_chunk. */
-enum { ARS_CONV_BLOCK_FLOATS = 1 << 20 };
-/* ARS_CONV_PER_SAMPLE im2cols a tile of output rows at a time, as many as
- * keep the tile's column matrix within this many floats. */
-enum { ARS_CONV_TILE_FLOATS = 1 << 15 };
+enum { ARS_CONV_BLOCK_FLOATS = 1 << 18 };
 
 /* Validates g (positive sizes, strides, dilations and groups, non-negative
  * padding, channels divisible by groups, the dilated kernel within the
@@ -111,11 +136,12 @@ void ars_conv2d_backward(const ars_conv_geometry *g, ars_conv_strategy strategy,
                          const float *w, const float *dy, float *dw, float *db, float *dx, float *workspace);
 
 /* Times forward + backward (with dx) of both strategies on one block of
- * the batched strategy (min(max_rows, its chunk) samples), interleaved,
- * median of three, and sets *best to the faster one. seconds (may be NULL)
- * gets each strategy's median per call. A setup-time call: it allocates
- * its own buffers (ARS_ENOMEM if it cannot) and takes a few to a few tens
- * of milliseconds for the shapes of a ResNet on 28x28 images. */
+ * the batched strategy (min(max_rows, its chunk) samples): a warm-up call
+ * each, then 5 interleaved trials of about a millisecond, and sets *best to
+ * the one with the smaller median. seconds (may be NULL) gets each one's
+ * median time of one forward + backward on that block. A setup-time call:
+ * it allocates its own buffers (ARS_ENOMEM if it cannot) and takes 5-20 ms
+ * for the shapes of a ResNet on 28x28 images. */
 int ars_conv_plan_choose(const ars_conv_geometry *g, int max_rows, ars_conv_strategy *best,
                          double seconds[ARS_CONV_STRATEGIES]);
 
