@@ -12,12 +12,6 @@
 #include "arsenal/train.h"
 #include "arsenal/watchdog.h"
 
-#define TRY_RC(expr)                 \
-    do {                             \
-        int try_rc_ = (expr);        \
-        if (try_rc_) return try_rc_; \
-    } while (0)
-
 typedef struct ars_trainer {
     const ars_run_config *run;
     const ars_train_options *options;
