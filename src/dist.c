@@ -18,6 +18,7 @@
 #include "arsenal/clip.h"
 #include "arsenal/error.h"
 #include "arsenal/model.h"
+#include "dist_ranks.h"
 #include "simd.h"
 
 static int mpi_failed(int rc, const char *what)
@@ -73,6 +74,8 @@ const char *ars_grad_sync_name(ars_grad_sync mode)
     }
     return "unknown";
 }
+
+int ars_dist_spans_ranks(const ars_dist *dist) { return ars_dist_active(dist); }
 
 int ars_dist_allreduce_double(const ars_dist *dist, double *values, int count)
 {

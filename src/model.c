@@ -10,8 +10,8 @@
 #include <string.h>
 
 #include "arsenal/clip.h"
-#include "arsenal/dist.h"
 #include "arsenal/error.h"
+#include "dist_ranks.h"
 
 /* 64-byte aligned, zeroed; count may be 0. */
 static float *alloc_floats(size_t count)
@@ -305,7 +305,7 @@ int ars_model_backward(ars_model *model, const ars_pass *pass, const float *dout
      * squares (the clip norm, the non-finite check) right after each layer
      * writes them, from cache, rather than in a pass over the whole buffer
      * from memory afterwards. Across ranks the sum comes after the sync. */
-    const int final_grads = !ars_dist_active(pass->dist);
+    const int final_grads = !ars_dist_spans_ranks(pass->dist);
     double sum_squares = 0;
     model->grad_sum_squares_ready = 0;
     int prefetched = model->layer_count;

@@ -38,19 +38,6 @@ static double cpu_seconds(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-/* Every rank learns whether any rank failed, so none is left waiting in a
- * collective. Returns rc on the failing rank, ARS_EPEER on the others;
- * records how far the failure is agreed (ars_dist_agree). */
-int ars_trainer_agree(ars_trainer *t, int rc)
-{
-    int agreed;
-    ars_watchdog_enter(t->watchdog, t->step, "agreement all-reduce");
-    rc = ars_dist_agree(t->dist, rc, &agreed);
-    ars_watchdog_leave(t->watchdog);
-    if (rc) t->agreed = agreed;
-    return rc;
-}
-
 /* The synthetic sets as ars_load_run_data makes them. */
 enum { BLOBS_CLASSES = 4, BLOBS_DIM = 16, TEACHER_DIM = 16, TEACHER_HIDDEN = 32, TEACHER_OUT = 4 };
 

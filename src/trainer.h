@@ -1,11 +1,13 @@
-/* trainer: the state of one training run, shared by train.c (the loop)
- * and trainer_ckpt.c (checkpoints and resume). Internal to the library. */
+/* trainer: the state of one training run and the agreement on failures
+ * over it, shared by train.c (the loop) and trainer_ckpt.c (checkpoints and
+ * resume), which train.c calls. Internal to the library. */
 #ifndef ARSENAL_TRAINER_H
 #define ARSENAL_TRAINER_H
 
 #include <stdio.h>
 
 #include "arsenal/data.h"
+#include "arsenal/dist.h"
 #include "arsenal/health.h"
 #include "arsenal/history.h"
 #include "arsenal/model.h"
@@ -40,7 +42,20 @@ typedef struct ars_trainer {
     int64_t last_ckpt_step;
 } ars_trainer;
 
-int ars_trainer_agree(ars_trainer *t, int rc);
+/* Every rank learns whether any rank failed, so none is left waiting in a
+ * collective. Returns rc on the failing rank, ARS_EPEER on the others;
+ * records how far the failure is agreed (ars_dist_agree). Here rather than
+ * in train.c: trainer_ckpt.c agrees too, and train.c calls trainer_ckpt.c,
+ * not the other way round. */
+static inline int ars_trainer_agree(ars_trainer *t, int rc)
+{
+    int agreed;
+    ars_watchdog_enter(t->watchdog, t->step, "agreement all-reduce");
+    rc = ars_dist_agree(t->dist, rc, &agreed);
+    ars_watchdog_leave(t->watchdog);
+    if (rc) t->agreed = agreed;
+    return rc;
+}
 
 /* trainer_ckpt.c. All are called on every rank; they agree on failure. */
 int ars_trainer_resume_prepare(ars_trainer *t);   /* --resume: step and global batch */
