@@ -96,13 +96,6 @@ int ars_dist_allreduce_float(const ars_dist *dist, float *values, size_t count)
     return 0;
 }
 
-int ars_dist_allreduce_int64(const ars_dist *dist, int64_t *values, int count)
-{
-    if (!ars_dist_active(dist) || count == 0) return 0;
-    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, values, count, MPI_INT64_T, MPI_SUM, dist->comm), "MPI_Allreduce");
-    return 0;
-}
-
 int ars_dist_allreduce_max_int(const ars_dist *dist, int *value)
 {
     if (!ars_dist_active(dist)) return 0;

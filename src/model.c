@@ -326,10 +326,3 @@ int ars_model_backward(ars_model *model, const ars_pass *pass, const float *dout
     model->grad_sum_squares_ready = final_grads;
     return 0;
 }
-
-ars_layer *ars_model_find(ars_model *model, const char *name)
-{
-    for (int i = 0; i < model->layer_count; i++)
-        if (strcmp(model->layers[i].name, name) == 0) return &model->layers[i];
-    return NULL;
-}

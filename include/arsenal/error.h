@@ -46,7 +46,4 @@ const char *ars_error_message(void);
 
 void ars_error_clear(void);
 
-/* A short name for a code ("invalid argument", ...). */
-const char *ars_error_name(int code);
-
 #endif
