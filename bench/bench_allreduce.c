@@ -33,12 +33,6 @@
 #include "arsenal/optim.h"
 #include "arsenal/rng.h"
 
-#define TRY_RC(call)              \
-    do {                          \
-        int rc_ = (call);         \
-        if (rc_) return rc_;      \
-    } while (0)
-
 enum { POOL = 4, BATCH = 128, IN_DIM = 784, CLASSES = 10 };
 
 typedef struct options {
@@ -88,12 +82,12 @@ static int setup(trainer *t)
     specs[3] = specs[1];
     ars_layer_spec_defaults(&specs[4], "dense");
     specs[4].units = CLASSES;
-    TRY_RC(ars_model_create(&t->model, specs, 5, ars_shape_vector(IN_DIM), BATCH));
-    TRY_RC(ars_init_model(&t->model, 1));   /* same seed: replicas start equal */
+    TRY(ars_model_create(&t->model, specs, 5, ars_shape_vector(IN_DIM), BATCH));
+    TRY(ars_init_model(&t->model, 1));   /* same seed: replicas start equal */
     ars_optim_config adam;
     ars_optim_config_defaults(&adam, ARS_OPT_ADAM);
-    TRY_RC(ars_optimizer_create(&t->opt, &adam, t->model.param_count));
-    TRY_RC(ars_dist_create(&t->dist, MPI_COMM_WORLD));
+    TRY(ars_optimizer_create(&t->opt, &adam, t->model.param_count));
+    TRY(ars_dist_create(&t->dist, MPI_COMM_WORLD));
     t->dlogits = calloc((size_t)BATCH * CLASSES, sizeof(float));
     t->ids = malloc(sizeof(uint32_t) * BATCH);
     if (!t->dlogits || !t->ids) return ars_error(ARS_ENOMEM, "out of memory");
@@ -133,13 +127,13 @@ static int train_step(trainer *t, ars_dist *dist)
     const int p = (int)(t->step % POOL), world = dist ? dist->size : 1;
     ars_pass pass = {.mode = ARS_MODE_TRAIN, .rows = BATCH, .global_rows = BATCH * world, .sample_ids = t->ids,
                      .seed = 1, .step = t->step, .dist = dist};
-    TRY_RC(ars_model_forward(m, &pass, t->x[p]));
+    TRY(ars_model_forward(m, &pass, t->x[p]));
     double loss_sum = 0;
-    TRY_RC(ars_loss_compute(ARS_LOSS_CROSS_ENTROPY, ars_model_output(m), BATCH, m->out_dim, t->labels[p], NULL,
-                            pass.global_rows, &loss_sum, t->dlogits));
-    TRY_RC(ars_dist_start_side_sum(dist, &loss_sum, 1));   /* summed during backward */
-    TRY_RC(ars_model_backward(m, &pass, t->dlogits, ars_dist_backward_hook, dist));
-    TRY_RC(ars_dist_finish_gradients(dist));
+    TRY(ars_loss_compute(ARS_LOSS_CROSS_ENTROPY, ars_model_output(m), BATCH, m->out_dim, t->labels[p], NULL,
+                         pass.global_rows, &loss_sum, t->dlogits));
+    TRY(ars_dist_start_side_sum(dist, &loss_sum, 1));   /* summed during backward */
+    TRY(ars_model_backward(m, &pass, t->dlogits, ars_dist_backward_hook, dist));
+    TRY(ars_dist_finish_gradients(dist));
     if (dist) t->wait_seconds += dist->sync_seconds;
     double norm = sqrt(ars_dist_grad_sum_squares(dist, m));
     if (isfinite(norm) && isfinite(loss_sum)) {
@@ -155,7 +149,7 @@ static int time_steps(trainer *t, ars_dist *dist, int steps, double *seconds)
 {
     MPI_Barrier(MPI_COMM_WORLD);
     double s = now();
-    for (int i = 0; i < steps; i++) TRY_RC(train_step(t, dist));
+    for (int i = 0; i < steps; i++) TRY(train_step(t, dist));
     double mine = (now() - s) / steps;
     MPI_Allreduce(&mine, seconds, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     return 0;
@@ -169,7 +163,7 @@ static int time_one_rank(trainer *t, int steps, double *seconds)
     double result = 0;
     if (rank_ == 0) {
         double s = now();
-        for (int i = 0; i < steps; i++) TRY_RC(train_step(t, NULL));
+        for (int i = 0; i < steps; i++) TRY(train_step(t, NULL));
         result = (now() - s) / steps;
         for (int r = 1; r < world_; r++) MPI_Send(&result, 1, MPI_DOUBLE, r, 7, MPI_COMM_WORLD);
     } else {
@@ -194,8 +188,8 @@ static int time_dist_sync(trainer *t, int iters, double *seconds)
     double s = now();
     for (int i = 0; i < iters; i++) {
         for (int l = t->model.layer_count - 1; l >= 0; l--)
-            TRY_RC(ars_dist_backward_hook(&t->dist, &t->model.layers[l]));
-        TRY_RC(ars_dist_finish_gradients(&t->dist));
+            TRY(ars_dist_backward_hook(&t->dist, &t->model.layers[l]));
+        TRY(ars_dist_finish_gradients(&t->dist));
     }
     double mine = (now() - s) / iters;
     MPI_Allreduce(&mine, seconds, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
@@ -242,7 +236,7 @@ static int run(const options *o)
     const int threads = openblas_get_num_threads();
     trainer t;
     memset(&t, 0, sizeof t);
-    TRY_RC(setup(&t));
+    TRY(setup(&t));
     const double bytes = 4.0 * (double)t.model.param_count;
     static const double sweep_mb[] = {0.03, 0.5, 4, 32};
     const int sweeps = (int)(sizeof sweep_mb / sizeof sweep_mb[0]);
@@ -255,25 +249,25 @@ static int run(const options *o)
     /* warm-up: every path once */
     memset(t.model.grads, 0, sizeof(float) * t.model.param_count);
     for (ars_grad_sync mode = ARS_SYNC_ALLREDUCE; mode <= ARS_SYNC_SHARED; mode++) {
-        TRY_RC(plan(&t, 4, 1, mode));
-        for (int i = 0; i < o->warmup; i++) TRY_RC(train_step(&t, &t.dist));
+        TRY(plan(&t, 4, 1, mode));
+        for (int i = 0; i < o->warmup; i++) TRY(train_step(&t, &t.dist));
     }
-    for (int i = 0; i < o->warmup; i++) TRY_RC(train_step(&t, NULL));
+    for (int i = 0; i < o->warmup; i++) TRY(train_step(&t, NULL));
     double dummy;
-    TRY_RC(time_raw_allreduce(&t, 2, &dummy));
+    TRY(time_raw_allreduce(&t, 2, &dummy));
 
     /* the trainer's default (gradient_sync = auto): shared memory when every
      * rank is on one host, overlapped buckets across hosts */
     int single_host;
-    TRY_RC(ars_dist_single_host(&t.dist, &single_host));
+    TRY(ars_dist_single_host(&t.dist, &single_host));
     const ars_grad_sync default_mode = single_host ? ARS_SYNC_SHARED : ARS_SYNC_OVERLAP;
     for (int rep = 0; rep < o->reps; rep++) {
         /* sync alone: arsenal (default buckets and mode) vs raw */
         double sync_dist, sync_raw, one, nocomm, on, off, shared, wait_on, wait_off, wait_shared, chosen;
-        TRY_RC(plan(&t, 4, 1, default_mode));
+        TRY(plan(&t, 4, 1, default_mode));
         memset(t.model.grads, 0, sizeof(float) * t.model.param_count);
-        TRY_RC(time_dist_sync(&t, o->sync_iters, &sync_dist));
-        TRY_RC(time_raw_allreduce(&t, o->sync_iters, &sync_raw));
+        TRY(time_dist_sync(&t, o->sync_iters, &sync_dist));
+        TRY(time_raw_allreduce(&t, o->sync_iters, &sync_raw));
         if (rank_ == 0) {
             head("sync", threads);
             printf(",\"rep\":%d,\"buckets\":%d,\"mode\":\"%s\",\"dist_ms\":%.4f,\"raw_ms\":%.4f,"
@@ -282,19 +276,19 @@ static int run(const options *o)
         }
         /* scaling and overlap: 1 rank, all ranks without communication,
          * all ranks with each gradient sum (overlap on, off, shared memory) */
-        TRY_RC(time_one_rank(&t, o->steps, &one));
-        TRY_RC(time_steps(&t, NULL, o->steps, &nocomm));
-        TRY_RC(plan(&t, 4, 1, ARS_SYNC_OVERLAP));
+        TRY(time_one_rank(&t, o->steps, &one));
+        TRY(time_steps(&t, NULL, o->steps, &nocomm));
+        TRY(plan(&t, 4, 1, ARS_SYNC_OVERLAP));
         t.wait_seconds = 0;
-        TRY_RC(time_steps(&t, &t.dist, o->steps, &on));
+        TRY(time_steps(&t, &t.dist, o->steps, &on));
         wait_on = t.wait_seconds / o->steps;
-        TRY_RC(plan(&t, 4, 1, ARS_SYNC_ALLREDUCE));
+        TRY(plan(&t, 4, 1, ARS_SYNC_ALLREDUCE));
         t.wait_seconds = 0;
-        TRY_RC(time_steps(&t, &t.dist, o->steps, &off));
+        TRY(time_steps(&t, &t.dist, o->steps, &off));
         wait_off = t.wait_seconds / o->steps;
-        TRY_RC(plan(&t, 4, 1, ARS_SYNC_SHARED));
+        TRY(plan(&t, 4, 1, ARS_SYNC_SHARED));
         t.wait_seconds = 0;
-        TRY_RC(time_steps(&t, &t.dist, o->steps, &shared));
+        TRY(time_steps(&t, &t.dist, o->steps, &shared));
         wait_shared = t.wait_seconds / o->steps;
         /* the scaling the trainer gets by default */
         chosen = default_mode == ARS_SYNC_SHARED ? shared : on;
@@ -320,10 +314,10 @@ static int run(const options *o)
         /* bucket-size sweep: sync alone and full steps, overlap on */
         for (int s = 0; s < sweeps; s++) {
             double mb = sweep_mb[s], first = mb < 1 ? mb : 1, sync, step;
-            TRY_RC(plan(&t, mb, first, ARS_SYNC_OVERLAP));
+            TRY(plan(&t, mb, first, ARS_SYNC_OVERLAP));
             memset(t.model.grads, 0, sizeof(float) * t.model.param_count);
-            TRY_RC(time_dist_sync(&t, o->sync_iters, &sync));
-            TRY_RC(time_steps(&t, &t.dist, o->steps, &step));
+            TRY(time_dist_sync(&t, o->sync_iters, &sync));
+            TRY(time_steps(&t, &t.dist, o->steps, &step));
             if (rank_ == 0) {
                 head("bucket", threads);
                 printf(",\"rep\":%d,\"bucket_mb\":%g,\"first_bucket_mb\":%g,\"buckets\":%d,\"sync_ms\":%.4f,"

@@ -27,12 +27,6 @@
 #include "arsenal/rng.h"
 #include "arsenal/train.h"
 
-#define TRY_RC(call)              \
-    do {                          \
-        int rc_ = (call);         \
-        if (rc_) return rc_;      \
-    } while (0)
-
 enum { POOL = 8 };   /* distinct random batches, used round-robin */
 
 typedef struct workload {
@@ -219,9 +213,9 @@ static int load_workload(workload *w, const char *path)
 static int bench_setup(bench *b)
 {
     const workload *w = &b->w;
-    TRY_RC(ars_model_create(&b->model, w->specs, w->count, ars_shape_vector(w->in_dim), w->batch));
-    TRY_RC(ars_init_model(&b->model, 1));
-    TRY_RC(ars_optimizer_create(&b->opt, &w->optim, b->model.param_count));
+    TRY(ars_model_create(&b->model, w->specs, w->count, ars_shape_vector(w->in_dim), w->batch));
+    TRY(ars_init_model(&b->model, 1));
+    TRY(ars_optimizer_create(&b->opt, &w->optim, b->model.param_count));
     b->dlogits = alloc_floats((size_t)w->batch * (size_t)b->model.out_dim);
     b->layer_fwd = calloc((size_t)b->model.layer_count, sizeof(double));
     b->layer_bwd = calloc((size_t)b->model.layer_count, sizeof(double));
@@ -276,14 +270,14 @@ static int train_step(bench *b, int profile)
     ars_dist *dist = NULL;
     double t0 = profile ? now() : 0, t1 = 0;
     if (!profile) {
-        TRY_RC(ars_model_forward(m, &pass, b->x[p]));
+        TRY(ars_model_forward(m, &pass, b->x[p]));
     } else {
         m->input = b->x[p];
         const float *in = b->x[p];
         for (int i = 0; i < m->layer_count; i++) {
             ars_layer *layer = &m->layers[i];
             double s = now();
-            TRY_RC(layer->ops->forward(layer, &pass, in, layer->output));
+            TRY(layer->ops->forward(layer, &pass, in, layer->output));
             b->layer_fwd[i] += now() - s;
             in = layer->output;
         }
@@ -292,23 +286,23 @@ static int train_step(bench *b, int profile)
         t0 = t1;
     }
     double loss_sum = 0;
-    TRY_RC(ars_loss_compute(w->loss, ars_model_output(m), w->batch, m->out_dim, b->labels[p], b->targets[p],
-                            w->batch, &loss_sum, b->dlogits));
-    TRY_RC(ars_dist_start_side_sum(dist, &loss_sum, 1));
+    TRY(ars_loss_compute(w->loss, ars_model_output(m), w->batch, m->out_dim, b->labels[p], b->targets[p],
+                         w->batch, &loss_sum, b->dlogits));
+    TRY(ars_dist_start_side_sum(dist, &loss_sum, 1));
     if (profile) {
         t1 = now();
         b->phase[1] += t1 - t0;
         t0 = t1;
     }
     if (!profile) {
-        TRY_RC(ars_model_backward(m, &pass, b->dlogits, ars_dist_backward_hook, dist));
+        TRY(ars_model_backward(m, &pass, b->dlogits, ars_dist_backward_hook, dist));
     } else {
         /* the library's own backward; a layer's time runs from the previous
          * layer's hook to its own (its gradient's sum of squares included) */
         b->layer_mark = now();
-        TRY_RC(ars_model_backward(m, &pass, b->dlogits, time_layer_backward, b));
+        TRY(ars_model_backward(m, &pass, b->dlogits, time_layer_backward, b));
     }
-    TRY_RC(ars_dist_finish_gradients(dist));   /* the loss sum was started before backward */
+    TRY(ars_dist_finish_gradients(dist));   /* the loss sum was started before backward */
     if (profile) {
         t1 = now();
         b->phase[2] += t1 - t0;
@@ -426,10 +420,10 @@ static int list_products(bench *b)
             continue;
         }
         int bias = strcmp(l->ops->kind, "dense") == 0 ? l->spec.bias : 1;
-        TRY_RC(add_product(b, 0, rows, out, in, 0, 1, bias ? 1.0f : 0.0f, i));
-        TRY_RC(add_product(b, 1, out, in, rows, 1, 0, 0.0f, i));
+        TRY(add_product(b, 0, rows, out, in, 0, 1, bias ? 1.0f : 0.0f, i));
+        TRY(add_product(b, 1, out, in, rows, 1, 0, 0.0f, i));
         if (i > 0 || strcmp(l->ops->kind, "residual_add") == 0)
-            TRY_RC(add_product(b, 2, rows, in, out, 0, 0, 0.0f, i));
+            TRY(add_product(b, 2, rows, in, out, 0, 0, 0.0f, i));
     }
     return 0;
 }
@@ -448,7 +442,7 @@ static int time_products(bench *b, gemm_buffers *g, double budget, double *total
         size_t need = (size_t)p->m * (size_t)p->k;
         if ((size_t)p->k * (size_t)p->n > need) need = (size_t)p->k * (size_t)p->n;
         if ((size_t)p->m * (size_t)p->n > need) need = (size_t)p->m * (size_t)p->n;
-        TRY_RC(buffers_fit(g, need));
+        TRY(buffers_fit(g, need));
         p->raw_seconds = time_gemm(g, p->m, p->n, p->k, p->ta, p->tb, p->beta, budget, 3);
         *total += p->raw_seconds * p->uses;
     }
@@ -703,32 +697,32 @@ static int run(const options *o)
     if (o->threads > 0) openblas_set_num_threads(o->threads);
     const int threads = openblas_get_num_threads();
     if (threads == 1) timing_clock = CLOCK_PROCESS_CPUTIME_ID;
-    TRY_RC(o->config ? load_workload(&b.w, o->config) : build_workload(&b.w, o->workload));
+    TRY(o->config ? load_workload(&b.w, o->config) : build_workload(&b.w, o->workload));
     if (o->batch > 0) b.w.batch = o->batch;
     if (o->in_dim > 0) b.w.in_dim = o->in_dim;
     const int steps = o->steps > 0 ? o->steps : default_steps(b.w.name);
 
     /* Baseline: data and a first sgemm (OpenBLAS's buffers) before the model. */
     gemm_buffers g = {0};
-    TRY_RC(buffers_fit(&g, 256 * 256));
+    TRY(buffers_fit(&g, 256 * 256));
     run_gemm(&g, 256, 256, 256, 0, 0, 0.0f);
     int out_dim = b.w.specs[b.w.count - 1].units > 0 ? b.w.specs[b.w.count - 1].units : 10;
-    TRY_RC(data_setup(&b, out_dim));
+    TRY(data_setup(&b, out_dim));
     double baseline = current_rss_mb();
-    TRY_RC(bench_setup(&b));
+    TRY(bench_setup(&b));
     if (b.model.out_dim != out_dim) return ars_error(ARS_EINVAL, "model output width %d, expected %d",
                                                      b.model.out_dim, out_dim);
-    TRY_RC(list_products(&b));
+    TRY(list_products(&b));
 
     printf("{\"bench\":\"meta\",\"impl\":\"arsenal\",\"workload\":\"%s\",\"threads\":%d,\"batch\":%d,"
            "\"params\":%zu,\"layers\":%d,\"openblas\":\"%s\",\"corename\":\"%s\"}\n",
            b.w.name, threads, b.w.batch, b.model.param_count, b.model.layer_count, openblas_get_config(),
            openblas_get_corename());
 
-    for (int i = 0; i < o->warmup; i++) TRY_RC(train_step(&b, 0));
+    for (int i = 0; i < o->warmup; i++) TRY(train_step(&b, 0));
 
     /* Peak RSS once the model has trained (before any raw-GEMM buffer). */
-    for (int i = 0; i < 2; i++) TRY_RC(train_step(&b, 0));
+    for (int i = 0; i < 2; i++) TRY(train_step(&b, 0));
     double peak = peak_rss_mb();
     size_t slots = 2 + (b.opt.m ? 1 : 0) + (b.opt.v ? 1 : 0);
     double activations = (double)b.w.batch * b.w.in_dim;
@@ -751,12 +745,12 @@ static int run(const options *o)
     if (!ratios || !step_ms) return ars_error(ARS_ENOMEM, "out of memory");
     for (int r = 0; r < o->reps; r++) {
         double s = now(), wall = clock_seconds(CLOCK_MONOTONIC), cpu = clock_seconds(CLOCK_PROCESS_CPUTIME_ID);
-        for (int i = 0; i < steps; i++) TRY_RC(train_step(&b, 0));
+        for (int i = 0; i < steps; i++) TRY(train_step(&b, 0));
         double per_step = (now() - s) / steps;
         wall = (clock_seconds(CLOCK_MONOTONIC) - wall) / steps;
         cpu = (clock_seconds(CLOCK_PROCESS_CPUTIME_ID) - cpu) / steps;
         double gemm_total;
-        TRY_RC(time_products(&b, &g, o->gemm_budget, &gemm_total, NULL));
+        TRY(time_products(&b, &g, o->gemm_budget, &gemm_total, NULL));
         ratios[r] = per_step / gemm_total;
         step_ms[r] = wall * 1e3;
         json_head("step", &b, threads);
@@ -776,8 +770,8 @@ static int run(const options *o)
 
     if (o->products) {
         double peak_gflops = NAN;
-        TRY_RC(report_profile(&b, &g, threads, steps, o->rounds, o->gemm_budget, &peak_gflops));
-        TRY_RC(report_product_variants(&b, &g, threads, o->gemm_budget, o->rounds, peak_gflops));
+        TRY(report_profile(&b, &g, threads, steps, o->rounds, o->gemm_budget, &peak_gflops));
+        TRY(report_product_variants(&b, &g, threads, o->gemm_budget, o->rounds, peak_gflops));
     }
 
     free(g.a);

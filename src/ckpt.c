@@ -30,12 +30,6 @@
 #include "ckpt_sink.h"
 #include "simd.h"
 
-#define TRY(expr)                  \
-    do {                           \
-        int try_rc_ = (expr);      \
-        if (try_rc_) return try_rc_; \
-    } while (0)
-
 /* Set when a failed HDF5 call could not allocate memory: the checking
  * child reports it as its memory limit reached. */
 static int hdf5_out_of_memory;

@@ -10,12 +10,6 @@
 
 #include "arsenal/error.h"
 
-#define TRY_IO(expr)                 \
-    do {                             \
-        int try_rc_ = (expr);        \
-        if (try_rc_) return try_rc_; \
-    } while (0)
-
 /* Format 2 stores fixed-length strings only; format 1 stored variable-length
  * ones, whose lengths and global-heap addresses libhdf5 trusts from the file
  * (findings F11-F13: gigabyte allocations, crashes, endless loops). The
@@ -301,7 +295,7 @@ static int read_whole(hid_t set, const char *path, const char *name, hid_t type,
     if (count > ((hsize_t)1 << 34) / elem_size)
         return ars_error(ARS_EFORMAT, "%s/%s claims %llu elements: too large", path, name, (unsigned long long)count);
     if (count == 0) return 0;
-    TRY_IO(check_storage(set, path, name, count * elem_size));
+    TRY(check_storage(set, path, name, count * elem_size));
     *data = malloc((size_t)count * elem_size);
     if (!*data) return ars_error(ARS_ENOMEM, "%s/%s: out of memory", path, name);
     if (H5Dread(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, *data) < 0) {

@@ -1,8 +1,10 @@
-/* config: the run file. Owns reading it (a prescan for what inih cannot
- * tell us -- section order, sections without keys, line numbers -- then
- * inih for the key = value lines), --set overrides, [repeat]/[residual]
- * block expansion, the typed getters with file:line messages, the
- * unused-key check and printing the resolved file back as INI. */
+/* config: the run file. Owns reading it, --set overrides, [repeat]/
+ * [residual] block expansion, the typed getters with file:line messages,
+ * the unused-key check and printing the resolved file back as INI.
+ * Reading is one pass of one parser: inih (ini_parse_stream) splits the
+ * key = value lines, which it reads from our reader; the reader counts the
+ * lines and takes what inih cannot tell us itself: section order, sections
+ * without keys, the line of each key, long lines (see "loading" below). */
 #define _POSIX_C_SOURCE 200809L
 #include "arsenal/config.h"
 
@@ -21,7 +23,7 @@
 #include "arsenal/error.h"
 
 /* inih reads a line into a fixed buffer and silently splits longer ones
- * (which shifts its line count), so longer lines are rejected up front. */
+ * (which would shift its line count), so the reader rejects longer lines. */
 enum { MAX_LINE = INI_MAX_LINE - 3 };
 
 #define KEY_MAX ((int)sizeof(((ars_config_entry *)0)->key) - 1)
@@ -66,23 +68,6 @@ static int equals_ignore_case(const char *a, const char *b)
 
 static int is_named(const ars_config_section *s, const char *name) { return strcmp(s->name, name) == 0; }
 static int is_opener(const ars_config_section *s) { return is_named(s, "repeat") || is_named(s, "residual"); }
-
-typedef struct int_vec {
-    int *v;
-    size_t n, cap;
-} int_vec;
-
-static int int_vec_push(int_vec *vec, int x)
-{
-    if (vec->n == vec->cap) {
-        size_t cap = vec->cap ? vec->cap * 2 : 64;
-        int *v = realloc(vec->v, cap * sizeof *v);
-        if (!v) return ars_error(ARS_ENOMEM, "config: out of memory");
-        vec->v = v, vec->cap = cap;
-    }
-    vec->v[vec->n++] = x;
-    return 0;
-}
 
 /* A growing string; remembers allocation failure instead of reporting it
  * at every append. */
@@ -211,12 +196,27 @@ static void list_names(char *out, size_t size, const ars_config_section *section
     free(refs);
 }
 
-/* ---- loading: prescan --------------------------------------------------- */
+/* ---- loading: one pass, inih reading from our reader --------------------- */
 
+/* inih alone would lose what the run file needs: its handler gets no line
+ * numbers and no call for a section without keys, cannot tell two
+ * consecutive sections of one name apart, sees section names cut at 49
+ * characters, and inih splits a long line silently and takes an indented
+ * line for a continuation. So inih reads its lines from read_line (an
+ * ini_parse_stream reader), which counts them, takes the comments, blank
+ * lines and [section] headers itself (recording each section, in order),
+ * checks what inih would get wrong, and hands inih the key lines
+ * unindented and without their comment, and an empty line for every other
+ * line, so that inih counts lines as the file does. inih splits each key
+ * line (key = value, or key: value) and calls on_entry while that line is
+ * the reader's current one. */
 typedef struct parse_state {
     ars_config *config;
-    int_vec first_key;  /* per written section: its first index in key_lines */
-    int_vec key_lines;  /* line of every key line, in file order */
+    const char *next;   /* the source not read yet */
+    int line;           /* the line last handed to inih */
+    long section_keys;  /* key lines in the current section */
+    long keys;          /* key lines in all sections */
+    int read_error;     /* the reader's first error: ends the parse and wins */
     int error_line;     /* first error found by the handler (0: none) */
     int error_code;
 } parse_state;
@@ -229,10 +229,8 @@ static int syntax_error(const ars_config *c, int line, const char *text, size_t 
     return ars_error(ARS_EINVAL, "%s:%d: syntax error: %s, found '%s'", c->path, line, what, shown);
 }
 
-/* A "[name]" line: records the section and writes "[index]" to the copy
- * given to inih, which makes every section distinct (inih merges
- * consecutive sections of one name and cuts names at 49 characters). */
-static int prescan_header(parse_state *st, strbuf *copy, int line, const char *s, size_t len)
+/* A "[name]" line: records the section. */
+static int read_header(parse_state *st, int line, const char *s, size_t len)
 {
     ars_config *c = st->config;
     const char *close = memchr(s, ']', len);
@@ -267,23 +265,21 @@ static int prescan_header(parse_state *st, strbuf *copy, int line, const char *s
     memcpy(sec->name, name, name_len);
     sec->name[name_len] = '\0';
     sec->line = line;
-    int rc = int_vec_push(&st->first_key, (int)st->key_lines.n);
-    if (rc) return rc;
-    char header[32];
-    int n = snprintf(header, sizeof header, "[%d]", c->written_count - 1);
-    sb_append(copy, header, (size_t)n);
+    st->section_keys = 0;
     return 0;
 }
 
-/* One line of the source. Comments and blank lines go to the copy empty,
- * everything else without its indentation and comment, so line numbers
- * stay put and inih never sees a continuation line. */
-static int prescan_line(parse_state *st, strbuf *copy, int line, const char *s, size_t len)
+/* One line of the source. A key line goes to inih (*key_line, *key_len)
+ * without its indentation and comment, so that inih never sees a
+ * continuation line; other lines give it nothing (*key_len = 0). */
+static int read_source_line(parse_state *st, int line, const char *s, size_t len, const char **key_line,
+                            size_t *key_len)
 {
     ars_config *c = st->config;
+    *key_len = 0;
     trim(&s, &len);
     if (len == 0 || s[0] == ';' || s[0] == '#') return 0;
-    if (s[0] == '[') return prescan_header(st, copy, line, s, len);
+    if (s[0] == '[') return read_header(st, line, s, len);
 
     /* Drop an inline comment (';' after a space, where inih cuts too) so it
      * does not count against the line limit. */
@@ -300,45 +296,39 @@ static int prescan_line(parse_state *st, strbuf *copy, int line, const char *s, 
     if (len > MAX_LINE)
         return ars_error(ARS_EINVAL, "%s:%d: line is %zu characters long, at most %d are allowed ('%s')", c->path,
                          line, len, MAX_LINE, shown);
-    size_t in_section = st->key_lines.n - (size_t)st->first_key.v[st->first_key.n - 1];
-    if (in_section >= ARS_CONFIG_MAX_KEYS)
+    if (st->section_keys >= ARS_CONFIG_MAX_KEYS)
         return ars_error(ARS_EINVAL, "%s:%d: [%s] has more than %d keys", c->path, line,
                          c->written[c->written_count - 1].name, ARS_CONFIG_MAX_KEYS);
-    if (st->key_lines.n >= ARS_CONFIG_MAX_ENTRIES)
+    if (st->keys >= ARS_CONFIG_MAX_ENTRIES)
         return ars_error(ARS_EINVAL, "%s:%d: more than %d keys", c->path, line, ARS_CONFIG_MAX_ENTRIES);
-    int rc = int_vec_push(&st->key_lines, line);
-    if (rc) return rc;
-    sb_append(copy, s, len);
+    st->section_keys++;
+    st->keys++;
+    *key_line = s;
+    *key_len = len;
     return 0;
 }
 
-static int prescan(parse_state *st, strbuf *copy)
+/* The ini_reader (fgets-style): exactly one source line per call. */
+static char *read_line(char *str, int num, void *stream)
 {
-    const char *p = st->config->source;
-    if (strncmp(p, "\xEF\xBB\xBF", 3) == 0) p += 3; /* UTF-8 BOM, as inih */
-    sb_puts(copy, "");
-    for (int line = 1; *p; line++) {
-        const char *eol = strchr(p, '\n');
-        size_t len = eol ? (size_t)(eol - p) : strlen(p);
-        int rc = prescan_line(st, copy, line, p, len);
-        if (rc) return rc;
-        sb_append(copy, "\n", 1);
-        p += len + (eol != NULL);
+    parse_state *st = stream;
+    if (st->read_error || !*st->next) return NULL;
+    const char *s = st->next, *eol = strchr(s, '\n'), *key_line = NULL;
+    size_t len = eol ? (size_t)(eol - s) : strlen(s), key_len;
+    st->next = s + len + (eol != NULL);
+    int rc = read_source_line(st, ++st->line, s, len, &key_line, &key_len);
+    if (!rc && key_len + 2 > (size_t)num) /* MAX_LINE leaves room for "\n" and NUL in INI_MAX_LINE */
+        rc = ars_error(ARS_EINVAL, "%s:%d: line of %zu characters: inih's buffer holds %d", st->config->path,
+                       st->line, key_len, num);
+    if (rc) {
+        st->read_error = rc;
+        return NULL;
     }
-    if (copy->failed) return ars_error(ARS_ENOMEM, "%s: out of memory", st->config->path);
-
-    ars_config *c = st->config;
-    name_ref *refs = sorted_names(c->written, c->written_count);
-    if (!refs) return ars_error(ARS_ENOMEM, "%s: out of memory", c->path);
-    for (int i = 0; i < c->written_count; i++) {
-        int same = i > 0 && strcmp(refs[i].name, refs[i - 1].name) == 0;
-        c->written[refs[i].index].occurrence = same ? c->written[refs[i - 1].index].occurrence + 1 : 1;
-    }
-    free(refs);
-    return 0;
+    if (key_len) memcpy(str, key_line, key_len);
+    str[key_len] = '\n';
+    str[key_len + 1] = '\0';
+    return str;
 }
-
-/* ---- loading: inih ------------------------------------------------------ */
 
 /* Records the handler's first error; inih goes on parsing regardless. */
 static int handler_error(parse_state *st, int line, int code)
@@ -348,22 +338,18 @@ static int handler_error(parse_state *st, int line, int code)
     return 1;
 }
 
+/* section is always "": the reader hands inih no headers; the entry
+ * belongs to the section the reader read last. */
 static int on_entry(void *user, const char *section, const char *name, const char *value)
 {
     parse_state *st = user;
     ars_config *c = st->config;
+    (void)section;
     if (st->error_line) return 1;
-    char *end;
-    long k = strtol(section, &end, 10);
-    if (end == section || *end || k < 0 || k >= c->written_count || !value) return 0; /* inih flags the line */
+    if (!value || c->written_count == 0) return 0; /* inih flags the line */
 
-    ars_config_section *s = &c->written[k];
-    /* The n-th key of section k is its n-th key line in the prescan (exact
-     * as long as inih found no syntax error before it, which would win). */
-    size_t index = (size_t)st->first_key.v[k] + (size_t)s->entry_count;
-    size_t next = k + 1 < c->written_count ? (size_t)st->first_key.v[k + 1] : st->key_lines.n;
-    int line = index < next ? st->key_lines.v[index] : s->line;
-
+    ars_config_section *s = &c->written[c->written_count - 1];
+    int line = st->line;
     char shown[96];
     size_t key_len = strlen(name);
     excerpt(shown, sizeof shown, name, key_len, 60);
@@ -403,10 +389,28 @@ static void source_line(const char *source, int line, const char **start, size_t
     *len = eol ? (size_t)(eol - p) : strlen(p);
 }
 
-static int run_inih(parse_state *st, const char *copy)
+/* Which error wins: the reader's, wherever it is; else the first in the
+ * file of inih's syntax errors and the handler's. */
+static int parse(parse_state *st)
 {
     ars_config *c = st->config;
-    int r = ini_parse_string(copy, on_entry, st);
+    st->next = c->source;
+    if (strncmp(st->next, "\xEF\xBB\xBF", 3) == 0) st->next += 3; /* UTF-8 BOM, as inih */
+    int r = ini_parse_stream(read_line, st, on_entry, st);
+    /* An inih built to stop at its first error leaves lines unread; the
+     * reader's checks still see every line. */
+    char rest[MAX_LINE + 2];
+    while (read_line(rest, (int)sizeof rest, st)) continue;
+    if (st->read_error) return st->read_error;
+
+    name_ref *refs = sorted_names(c->written, c->written_count);
+    if (!refs) return ars_error(ARS_ENOMEM, "%s: out of memory", c->path);
+    for (int i = 0; i < c->written_count; i++) {
+        int same = i > 0 && strcmp(refs[i].name, refs[i - 1].name) == 0;
+        c->written[refs[i].index].occurrence = same ? c->written[refs[i - 1].index].occurrence + 1 : 1;
+    }
+    free(refs);
+
     if (r > 0 && (!st->error_line || r <= st->error_line)) {
         const char *text;
         size_t len;
@@ -598,17 +602,12 @@ static int load_text(ars_config *config, const char *text, size_t len, const cha
     config->source[len] = '\0';
 
     parse_state st = {.config = config};
-    strbuf copy = {0};
-    int rc = prescan(&st, &copy);
-    if (!rc) rc = run_inih(&st, copy.s);
+    int rc = parse(&st);
     if (!rc) { /* block structure cannot change with overrides: report it now */
         int *match = malloc((size_t)(config->written_count ? config->written_count : 1) * sizeof *match);
         rc = match ? match_blocks(config, match) : ars_error(ARS_ENOMEM, "%s: out of memory", config->path);
         free(match);
     }
-    free(copy.s);
-    free(st.first_key.v);
-    free(st.key_lines.v);
     if (rc) ars_config_free(config);
     return rc;
 }

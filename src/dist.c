@@ -18,6 +18,7 @@
 #include "arsenal/clip.h"
 #include "arsenal/error.h"
 #include "arsenal/model.h"
+#include "dist_ranks.h"
 #include "simd.h"
 
 static int mpi_failed(int rc, const char *what)
@@ -74,6 +75,8 @@ const char *ars_grad_sync_name(ars_grad_sync mode)
     return "unknown";
 }
 
+int ars_dist_spans_ranks(const ars_dist *dist) { return ars_dist_active(dist); }
+
 int ars_dist_allreduce_double(const ars_dist *dist, double *values, int count)
 {
     if (!ars_dist_active(dist) || count == 0) return 0;
@@ -90,13 +93,6 @@ int ars_dist_allreduce_float(const ars_dist *dist, float *values, size_t count)
                   "MPI_Allreduce");
         done += (size_t)chunk;
     }
-    return 0;
-}
-
-int ars_dist_allreduce_int64(const ars_dist *dist, int64_t *values, int count)
-{
-    if (!ars_dist_active(dist) || count == 0) return 0;
-    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, values, count, MPI_INT64_T, MPI_SUM, dist->comm), "MPI_Allreduce");
     return 0;
 }
 

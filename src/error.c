@@ -41,19 +41,3 @@ int ars_error_context(int code, const char *fmt, ...)
 const char *ars_error_message(void) { return message; }
 
 void ars_error_clear(void) { message[0] = '\0'; }
-
-const char *ars_error_name(int code)
-{
-    switch (code) {
-    case ARS_OK: return "ok";
-    case ARS_EINVAL: return "invalid argument";
-    case ARS_ENOMEM: return "out of memory";
-    case ARS_EIO: return "I/O error";
-    case ARS_EFORMAT: return "bad file format";
-    case ARS_EMPI: return "MPI error";
-    case ARS_ENUMERIC: return "non-finite values";
-    case ARS_ESTOP: return "stopped";
-    case ARS_EPEER: return "another rank failed";
-    default: return "unknown error";
-    }
-}

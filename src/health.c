@@ -13,12 +13,6 @@
 #include "arsenal/error.h"
 #include "arsenal/layer.h"
 
-#define TRY(expr)                    \
-    do {                             \
-        int try_rc_ = (expr);        \
-        if (try_rc_) return try_rc_; \
-    } while (0)
-
 static const char *const problem_names[ARS_HEALTH_PROBLEMS] = {
     "vanishing gradient", "exploding gradient", "non-finite loss or gradient", "sigmoid/tanh saturation",
     "dead ReLU units", "loss plateau", "loss oscillation"};

@@ -11,8 +11,8 @@
 #include <string.h>
 
 #include "arsenal/clip.h"
-#include "arsenal/dist.h"
 #include "arsenal/error.h"
+#include "dist_ranks.h"
 
 /* 64-byte aligned, zeroed; count may be 0. */
 static float *alloc_floats(size_t count)
@@ -330,7 +330,7 @@ int ars_model_backward(ars_model *model, const ars_pass *pass, const float *dout
      * squares (the clip norm, the non-finite check) right after each layer
      * writes them, from cache, rather than in a pass over the whole buffer
      * from memory afterwards. Across ranks the sum comes after the sync. */
-    const int final_grads = !ars_dist_active(pass->dist);
+    const int final_grads = !ars_dist_spans_ranks(pass->dist);
     double sum_squares = 0;
     model->grad_sum_squares_ready = 0;
     int prefetched = model->layer_count;
@@ -350,11 +350,4 @@ int ars_model_backward(ars_model *model, const ars_pass *pass, const float *dout
     model->grad_sum_squares = sum_squares;
     model->grad_sum_squares_ready = final_grads;
     return 0;
-}
-
-ars_layer *ars_model_find(ars_model *model, const char *name)
-{
-    for (int i = 0; i < model->layer_count; i++)
-        if (strcmp(model->layers[i].name, name) == 0) return &model->layers[i];
-    return NULL;
 }

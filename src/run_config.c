@@ -14,12 +14,6 @@
 #include "arsenal/init.h"
 #include "arsenal/train.h"
 
-#define TRY(expr)                  \
-    do {                           \
-        int try_rc_ = (expr);      \
-        if (try_rc_) return try_rc_; \
-    } while (0)
-
 static int get_int(ars_config *c, ars_config_section *s, const char *key, long fallback, long min, long max,
                    int *out)
 {

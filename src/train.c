@@ -38,19 +38,6 @@ static double cpu_seconds(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-/* Every rank learns whether any rank failed, so none is left waiting in a
- * collective. Returns rc on the failing rank, ARS_EPEER on the others;
- * records how far the failure is agreed (ars_dist_agree). */
-int ars_trainer_agree(ars_trainer *t, int rc)
-{
-    int agreed;
-    ars_watchdog_enter(t->watchdog, t->step, "agreement all-reduce");
-    rc = ars_dist_agree(t->dist, rc, &agreed);
-    ars_watchdog_leave(t->watchdog);
-    if (rc) t->agreed = agreed;
-    return rc;
-}
-
 /* The synthetic sets as ars_load_run_data makes them. */
 enum { BLOBS_CLASSES = 4, BLOBS_DIM = 16, TEACHER_DIM = 16, TEACHER_HIDDEN = 32, TEACHER_OUT = 4 };
 
@@ -166,7 +153,7 @@ static int check_model_fits(ars_trainer *t, const ars_layer_spec *specs, int cou
 {
     const ars_optim_config *optim = &t->run->optim;
     ars_model_size size;
-    TRY_RC(ars_model_estimate(specs, count, ars_dataset_shape(&t->train), t->local_capacity, &size));
+    TRY(ars_model_estimate(specs, count, ars_dataset_shape(&t->train), t->local_capacity, &size));
     const int moments = optim->kind != ARS_OPT_SGD ? 2 : optim->momentum > 0;
     const int copies = 2 + moments + 1;   /* weights, gradients, moments, probe copy */
     const double parameter_bytes = 4.0 * size.params * copies;
@@ -189,18 +176,6 @@ static int check_model_fits(ars_trainer *t, const ars_layer_spec *specs, int cou
                      ars_memory_format(budget.bytes, left, sizeof left), where);
 }
 
-int ars_trainer_share_tunings(ars_trainer *t)
-{
-    const int count = t->model.layer_count;
-    int *tunings = malloc(sizeof(int) * (size_t)count);
-    if (!tunings) return ars_error(ARS_ENOMEM, "out of memory for %d layers", count);
-    for (int i = 0; i < count; i++) tunings[i] = t->model.layers[i].tuning;
-    int rc = ars_dist_broadcast_bytes(t->dist, tunings, sizeof(int) * (size_t)count, 0);
-    for (int i = 0; !rc && i < count; i++) t->model.layers[i].tuning = tunings[i];
-    free(tunings);
-    return rc;
-}
-
 static int setup_model(ars_trainer *t, const ars_layer_spec *specs, int count)
 {
     const ars_run_config *run = t->run;
@@ -208,19 +183,19 @@ static int setup_model(ars_trainer *t, const ars_layer_spec *specs, int count)
     if (!rc) rc = ars_model_create(&t->model, specs, count, ars_dataset_shape(&t->train), t->local_capacity);
     if (rc) return rc;
     /* what each rank measured may differ; replicas must round alike */
-    TRY_RC(ars_trainer_share_tunings(t));
+    TRY(ars_trainer_share_tunings(t));
     int classes = t->train.labels ? t->train.classes : t->train.target_dim;
     if (t->model.out_dim != classes)
         return ars_error(ARS_EINVAL, "the last layer has %d outputs but data '%s' has %d %s", t->model.out_dim,
                          run->data, classes, t->train.labels ? "classes" : "targets");
-    TRY_RC(ars_init_model(&t->model, run->seed));
+    TRY(ars_init_model(&t->model, run->seed));
     int lsuv = 0;
     for (int i = 0; i < count; i++) lsuv |= strcmp(specs[i].init, "lsuv") == 0;
     if (lsuv) {
         /* Every rank calibrates on the same rows, so replicas stay equal. */
         ars_sampler calibration;
         ars_batch batch;
-        TRY_RC(ars_sampler_create(&calibration, &t->train, t->local_capacity, 0, 1, run->seed ^ 0x15u, 1));
+        TRY(ars_sampler_create(&calibration, &t->train, t->local_capacity, 0, 1, run->seed ^ 0x15u, 1));
         rc = ars_batch_alloc(&batch, &calibration);
         if (!rc) rc = ars_sampler_fill(&calibration, 0, 0, &batch);
         if (!rc) rc = ars_init_lsuv(&t->model, batch.x, batch.rows, run->lsuv_tol, run->lsuv_iterations);
@@ -230,8 +205,8 @@ static int setup_model(ars_trainer *t, const ars_layer_spec *specs, int count)
     }
     /* Replicas start equal: rank 0's parameters and state go to everyone. */
     ars_watchdog_enter(t->watchdog, 0, "parameter broadcast");
-    TRY_RC(ars_dist_broadcast_float(t->dist, t->model.params, t->model.param_count, 0));
-    TRY_RC(ars_dist_broadcast_float(t->dist, t->model.state, t->model.state_count, 0));
+    TRY(ars_dist_broadcast_float(t->dist, t->model.params, t->model.param_count, 0));
+    TRY(ars_dist_broadcast_float(t->dist, t->model.state, t->model.state_count, 0));
     ars_watchdog_leave(t->watchdog);
     return ars_optimizer_create(&t->opt, &run->optim, t->model.param_count);
 }
@@ -240,7 +215,7 @@ static int evaluate(ars_trainer *t, double *accuracy, double *loss)
 {
     ars_sampler sampler;
     ars_batch batch;
-    TRY_RC(ars_sampler_create(&sampler, &t->test, t->global_batch, t->rank, t->world, t->run->seed, 0));
+    TRY(ars_sampler_create(&sampler, &t->test, t->global_batch, t->rank, t->world, t->run->seed, 0));
     int rc = ars_batch_alloc(&batch, &sampler);
     double totals[3] = {0, 0, 0};   /* loss sum, correct, rows */
     int steps = ars_sampler_steps_per_epoch(&sampler);
@@ -274,7 +249,7 @@ static int evaluate(ars_trainer *t, double *accuracy, double *loss)
 static int record_probes(ars_trainer *t, const ars_history_step *record, const float *params_before, int probed)
 {
     double *row;
-    TRY_RC(ars_history_append(&t->history, record, &row));
+    TRY(ars_history_append(&t->history, record, &row));
     /* sequence layers: the gradient norm per time step (NaN when not probed) */
     for (int k = 0; probed && k < t->history.time_layer_count; k++) {
         const ars_layer *layer = &t->model.layers[t->history.time_layer[k]];
@@ -328,14 +303,14 @@ static int train_step(ars_trainer *t, ars_batch *batch, int epoch, int64_t step,
                      .sample_ids = batch->ids, .seed = run->seed, .step = (uint64_t)step,
                      .dist = t->dist, .probe = probe};
     ars_watchdog_enter(t->watchdog, step, "forward/backward (SyncBatchNorm, gradient buckets)");
-    TRY_RC(ars_model_forward(&t->model, &pass, batch->x));
+    TRY(ars_model_forward(&t->model, &pass, batch->x));
     double loss_sum = 0;
-    TRY_RC(ars_loss_compute(run->loss, ars_model_output(&t->model), batch->rows, t->model.out_dim,
-                            batch->labels, batch->targets, batch->global_rows, &loss_sum, t->dlogits));
-    TRY_RC(ars_dist_start_side_sum(t->dist, &loss_sum, 1));   /* summed during backward */
-    TRY_RC(ars_model_backward(&t->model, &pass, t->dlogits, ars_dist_backward_hook, t->dist));
+    TRY(ars_loss_compute(run->loss, ars_model_output(&t->model), batch->rows, t->model.out_dim,
+                         batch->labels, batch->targets, batch->global_rows, &loss_sum, t->dlogits));
+    TRY(ars_dist_start_side_sum(t->dist, &loss_sum, 1));   /* summed during backward */
+    TRY(ars_model_backward(&t->model, &pass, t->dlogits, ars_dist_backward_hook, t->dist));
     ars_watchdog_enter(t->watchdog, step, "gradient and loss all-reduce");
-    TRY_RC(ars_dist_finish_gradients(t->dist));
+    TRY(ars_dist_finish_gradients(t->dist));
     ars_watchdog_leave(t->watchdog);
 
     const size_t n = t->model.param_count;
@@ -531,7 +506,7 @@ static int trainer_setup(ars_trainer *t, const ars_layer_spec *specs, int count)
 {
     const ars_run_config *run = t->run;
     if (ars_dist_active(t->dist))   /* one process has no collective to wait for */
-        TRY_RC(ars_trainer_agree(t, ars_watchdog_start(&t->watchdog, run->watchdog_seconds, t->rank)));
+        TRY(ars_trainer_agree(t, ars_watchdog_start(&t->watchdog, run->watchdog_seconds, t->rank)));
     if (run->batch_is_global) {
         t->global_batch = run->batch;
         if (t->global_batch < t->world) {
@@ -542,17 +517,17 @@ static int trainer_setup(ars_trainer *t, const ars_layer_spec *specs, int count)
     } else {
         t->global_batch = run->batch * t->world;
     }
-    TRY_RC(ars_trainer_resume_prepare(t));   /* a resumed run keeps its checkpoint's global batch */
+    TRY(ars_trainer_resume_prepare(t));   /* a resumed run keeps its checkpoint's global batch */
     t->local_capacity = (t->global_batch + t->world - 1) / t->world;
-    TRY_RC(ars_trainer_agree(t, load_data(t)));
-    TRY_RC(ars_trainer_agree(t, setup_augment(t)));
+    TRY(ars_trainer_agree(t, load_data(t)));
+    TRY(ars_trainer_agree(t, setup_augment(t)));
     int rc = ars_sampler_create(&t->sampler, &t->train, t->global_batch, t->rank, t->world, run->seed, 1);
     if (!rc) rc = ars_batch_alloc(&t->batch, &t->sampler);
-    TRY_RC(ars_trainer_agree(t, rc));
+    TRY(ars_trainer_agree(t, rc));
     t->steps_per_epoch = ars_sampler_steps_per_epoch(&t->sampler);
     t->total_steps = run->max_steps > 0 ? run->max_steps : (int64_t)run->epochs * t->steps_per_epoch;
     t->schedule = run->schedule;
-    TRY_RC(ars_trainer_agree(t, setup_model(t, specs, count)));
+    TRY(ars_trainer_agree(t, setup_model(t, specs, count)));
     const ars_model *m = &t->model;
     t->dlogits = calloc((size_t)m->max_rows * (size_t)m->out_dim, sizeof(float));
     t->params_before = malloc(sizeof(float) * (m->param_count ? m->param_count : 1));

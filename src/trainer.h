@@ -1,22 +1,18 @@
-/* trainer: the state of one training run, shared by train.c (the loop)
- * and trainer_ckpt.c (checkpoints and resume). Internal to the library. */
+/* trainer: the state of one training run and the agreement on failures
+ * over it, shared by train.c (the loop) and trainer_ckpt.c (checkpoints and
+ * resume), which train.c calls. Internal to the library. */
 #ifndef ARSENAL_TRAINER_H
 #define ARSENAL_TRAINER_H
 
 #include <stdio.h>
 
 #include "arsenal/data.h"
+#include "arsenal/dist.h"
 #include "arsenal/health.h"
 #include "arsenal/history.h"
 #include "arsenal/model.h"
 #include "arsenal/train.h"
 #include "arsenal/watchdog.h"
-
-#define TRY_RC(expr)                 \
-    do {                             \
-        int try_rc_ = (expr);        \
-        if (try_rc_) return try_rc_; \
-    } while (0)
 
 typedef struct ars_trainer {
     const ars_run_config *run;
@@ -48,11 +44,23 @@ typedef struct ars_trainer {
     int64_t last_ckpt_step;
 } ars_trainer;
 
-int ars_trainer_agree(ars_trainer *t, int rc);
-/* Gives every rank rank 0's layer tunings (layer->tuning). */
-int ars_trainer_share_tunings(ars_trainer *t);
+/* Every rank learns whether any rank failed, so none is left waiting in a
+ * collective. Returns rc on the failing rank, ARS_EPEER on the others;
+ * records how far the failure is agreed (ars_dist_agree). Here rather than
+ * in train.c: trainer_ckpt.c agrees too, and train.c calls trainer_ckpt.c,
+ * not the other way round. */
+static inline int ars_trainer_agree(ars_trainer *t, int rc)
+{
+    int agreed;
+    ars_watchdog_enter(t->watchdog, t->step, "agreement all-reduce");
+    rc = ars_dist_agree(t->dist, rc, &agreed);
+    ars_watchdog_leave(t->watchdog);
+    if (rc) t->agreed = agreed;
+    return rc;
+}
 
 /* trainer_ckpt.c. All are called on every rank; they agree on failure. */
+int ars_trainer_share_tunings(ars_trainer *t);   /* rank 0's layer tunings (layer->tuning) to all */
 int ars_trainer_resume_prepare(ars_trainer *t);   /* --resume: step and global batch */
 int ars_trainer_resume(ars_trainer *t);       /* --resume: tensors, optimizer, history */
 int ars_trainer_checkpoint(ars_trainer *t);   /* no-op without --ckpt-dir */

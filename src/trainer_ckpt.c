@@ -132,7 +132,7 @@ int ars_trainer_resume_prepare(ars_trainer *t)
         rc = make_ckpt_dir(t);
         ars_ckpt_dir_unlock();
     }
-    TRY_RC(ars_trainer_agree(t, rc));
+    TRY(ars_trainer_agree(t, rc));
     if (!t->options->resume_path) return 0;
     int64_t facts[3] = {0, 0, 0};   /* step, global batch, non-finite steps */
     if (t->rank == 0) {
@@ -158,13 +158,25 @@ int ars_trainer_resume_prepare(ars_trainer *t)
             ars_ckpt_info_free(&info);
         }
     }
-    TRY_RC(ars_trainer_agree(t, rc));
-    TRY_RC(ars_dist_broadcast_bytes(t->dist, facts, sizeof facts, 0));
+    TRY(ars_trainer_agree(t, rc));
+    TRY(ars_dist_broadcast_bytes(t->dist, facts, sizeof facts, 0));
     t->step = facts[0];
     t->global_batch = (int)facts[1];
     t->nonfinite_steps = facts[2];
     t->last_ckpt_step = t->step;   /* do not rewrite the checkpoint we start from */
     return 0;
+}
+
+int ars_trainer_share_tunings(ars_trainer *t)
+{
+    const int count = t->model.layer_count;
+    int *tunings = malloc(sizeof(int) * (size_t)count);
+    if (!tunings) return ars_error(ARS_ENOMEM, "out of memory for %d layers", count);
+    for (int i = 0; i < count; i++) tunings[i] = t->model.layers[i].tuning;
+    int rc = ars_dist_broadcast_bytes(t->dist, tunings, sizeof(int) * (size_t)count, 0);
+    for (int i = 0; !rc && i < count; i++) t->model.layers[i].tuning = tunings[i];
+    free(tunings);
+    return rc;
 }
 
 int ars_trainer_resume(ars_trainer *t)
@@ -187,16 +199,16 @@ int ars_trainer_resume(ars_trainer *t)
         }
         if (rc) ars_error_context(rc, "--resume");
     }
-    TRY_RC(ars_trainer_agree(t, rc));
-    TRY_RC(ars_trainer_share_tunings(t));   /* the checkpoint's, read on rank 0 */
+    TRY(ars_trainer_agree(t, rc));
+    TRY(ars_trainer_share_tunings(t));   /* the checkpoint's, read on rank 0 */
     const size_t n = t->model.param_count;
-    TRY_RC(ars_dist_broadcast_float(t->dist, t->model.params, n, 0));
-    TRY_RC(ars_dist_broadcast_float(t->dist, t->model.state, t->model.state_count, 0));
-    if (t->opt.m) TRY_RC(ars_dist_broadcast_float(t->dist, t->opt.m, n, 0));
-    if (t->opt.v) TRY_RC(ars_dist_broadcast_float(t->dist, t->opt.v, n, 0));
-    TRY_RC(ars_dist_broadcast_bytes(t->dist, &t->opt.step, sizeof t->opt.step, 0));
+    TRY(ars_dist_broadcast_float(t->dist, t->model.params, n, 0));
+    TRY(ars_dist_broadcast_float(t->dist, t->model.state, t->model.state_count, 0));
+    if (t->opt.m) TRY(ars_dist_broadcast_float(t->dist, t->opt.m, n, 0));
+    if (t->opt.v) TRY(ars_dist_broadcast_float(t->dist, t->opt.v, n, 0));
+    TRY(ars_dist_broadcast_bytes(t->dist, &t->opt.step, sizeof t->opt.step, 0));
     double figures[3] = {t->test_accuracy, t->test_loss, t->last_loss};
-    TRY_RC(ars_dist_broadcast_bytes(t->dist, figures, sizeof figures, 0));
+    TRY(ars_dist_broadcast_bytes(t->dist, figures, sizeof figures, 0));
     t->test_accuracy = figures[0];
     t->test_loss = figures[1];
     t->last_loss = figures[2];

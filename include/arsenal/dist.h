@@ -62,7 +62,6 @@ static inline int ars_dist_active(const ars_dist *dist) { return dist && dist->s
 /* In-place sums over ranks; no-ops without an active dist. */
 int ars_dist_allreduce_double(const ars_dist *dist, double *values, int count);
 int ars_dist_allreduce_float(const ars_dist *dist, float *values, size_t count);
-int ars_dist_allreduce_int64(const ars_dist *dist, int64_t *values, int count);
 /* Max over ranks of an int (e.g. "did any rank fail?"). */
 int ars_dist_allreduce_max_int(const ars_dist *dist, int *value);
 int ars_dist_broadcast_bytes(const ars_dist *dist, void *bytes, size_t size, int root);

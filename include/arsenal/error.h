@@ -24,6 +24,15 @@ enum {
 #define ARS_PRINTF(a, b)
 #endif
 
+/* Returns from the calling function with expr's code when it is not 0
+ * (an error already recorded): the one way the library, its tests and the
+ * benches pass an error up. */
+#define TRY(expr)                    \
+    do {                             \
+        int try_rc_ = (expr);        \
+        if (try_rc_) return try_rc_; \
+    } while (0)
+
 /* Records a message (printf-style) and returns code, so callers can write
  * `return ars_error(ARS_EINVAL, "...", ...);`. */
 int ars_error(int code, const char *fmt, ...) ARS_PRINTF(2, 3);
@@ -36,8 +45,5 @@ int ars_error_context(int code, const char *fmt, ...) ARS_PRINTF(2, 3);
 const char *ars_error_message(void);
 
 void ars_error_clear(void);
-
-/* A short name for a code ("invalid argument", ...). */
-const char *ars_error_name(int code);
 
 #endif

@@ -69,10 +69,4 @@ typedef int (*ars_backward_hook)(void *context, const ars_layer *layer);
 int ars_model_backward(ars_model *model, const ars_pass *pass, const float *dout,
                        ars_backward_hook hook, void *context);
 
-/* Layer by name ("003_dense") or NULL. */
-ars_layer *ars_model_find(ars_model *model, const char *name);
-
-/* Number of trainable parameters. */
-static inline size_t ars_model_param_count(const ars_model *model) { return model->param_count; }
-
 #endif
