@@ -246,8 +246,6 @@ const ars_layer_kind *ars_layer_kind_at(int i);
 /* Adds a kind defined outside the library (a test, an extension) to the
  * registry for the life of the process; ARS_EINVAL if its name is taken. */
 int ars_layer_kind_register(const ars_layer_kind *kind);
-/* 1 if kind names a layer (or a run-file sugar kind). */
-int ars_layer_kind_known(const char *kind);
 /* 1 if the kind named name has flag (0 for unknown names). */
 int ars_layer_kind_has(const char *name, unsigned flag);
 
@@ -281,7 +279,7 @@ int ars_layer_parse_error(ars_layer_parser *p, const char *fmt, ...)
 #endif
     ;
 
+/* The activation of the kind named name (ARS_ACT_NONE: not an activation). */
 ars_activation ars_activation_from_name(const char *name);
-const char *ars_activation_name(ars_activation act);
 
 #endif

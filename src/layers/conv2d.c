@@ -18,9 +18,10 @@ typedef struct {
     float workspace[];   /* the larger of the layouts' workspaces */
 } conv2d_impl;
 
+/* layer->tuning and spec.layout hold a strategy + 1 (0: none chosen yet). */
 static ars_conv_strategy strategy_of(const ars_layer *layer)
 {
-    return layer->tuning == 2 ? ARS_CONV_BATCHED : ARS_CONV_PER_SAMPLE;
+    return layer->tuning == ARS_CONV_BATCHED + 1 ? ARS_CONV_BATCHED : ARS_CONV_PER_SAMPLE;
 }
 
 static int conv2d_forward(ars_layer *layer, const ars_pass *pass, const float *x, float *y)
@@ -106,13 +107,12 @@ static int conv2d_setup(ars_layer *layer, const ars_layer_size *size)
     c->g = g;
     layer->impl = c;
     layer->ops = &conv2d_ops;
-    /* 1 = per sample, 2 = batched; the run file may have fixed it */
-    layer->tuning = layer->spec.layout;
+    layer->tuning = layer->spec.layout;   /* fixed by the run file, or measured here */
     if (layer->tuning == 0) {
         ars_conv_strategy best = ARS_CONV_PER_SAMPLE;
         if (layer->max_rows > 0 && (rc = ars_conv_plan_choose(&g, layer->max_rows, &best, NULL)) != 0)
             return ars_error_context(rc, "conv2d: measuring its product layouts");
-        layer->tuning = best == ARS_CONV_BATCHED ? 2 : 1;
+        layer->tuning = (int)best + 1;
     }
     const ars_layer_spec *spec = &layer->spec;
     ars_layer_add_param(layer, "weight", (ars_shape){4, {g.out_channels, g.in_channels / g.groups, g.kernel_h,
@@ -137,7 +137,9 @@ static int conv2d_parse(ars_layer_parser *p, ars_layer_spec *spec)
     if ((rc = ars_layer_parse_int(p, "groups", 1, 1, 1 << 20, &spec->groups)) != 0) return rc;
     if ((rc = ars_layer_parse_bool(p, "bias", 1, &spec->bias)) != 0) return rc;
     if ((rc = ars_layer_parse_string(p, "layout", "measure", layouts, layout, sizeof layout)) != 0) return rc;
-    spec->layout = strcmp(layout, "per_sample") == 0 ? 1 : strcmp(layout, "batched") == 0 ? 2 : 0;
+    spec->layout = strcmp(layout, "per_sample") == 0   ? ARS_CONV_PER_SAMPLE + 1
+                   : strcmp(layout, "batched") == 0 ? ARS_CONV_BATCHED + 1
+                                                    : 0;
     if ((rc = ars_layer_parse_init(p, spec)) != 0) return rc;
     return ars_layer_parse_activation(p);
 }

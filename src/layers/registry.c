@@ -59,8 +59,6 @@ int ars_layer_kind_register(const ars_layer_kind *kind)
     return 0;
 }
 
-int ars_layer_kind_known(const char *kind) { return ars_layer_kind_find(kind) != NULL; }
-
 int ars_layer_kind_has(const char *name, unsigned flag)
 {
     const ars_layer_kind *kind = ars_layer_kind_find(name);
@@ -222,13 +220,4 @@ ars_activation ars_activation_from_name(const char *name)
 {
     const ars_layer_kind *kind = ars_layer_kind_find(name);
     return kind ? kind->activation : ARS_ACT_NONE;
-}
-
-const char *ars_activation_name(ars_activation act)
-{
-    const ars_layer_kind *kind;
-    if (act == ARS_ACT_NONE) return "none";
-    for (int i = 0; (kind = ars_layer_kind_at(i)) != NULL; i++)
-        if (kind->activation == act) return kind->name;
-    return "none";
 }
