@@ -145,7 +145,8 @@ static int setup_augment(ars_trainer *t)
     return 0;
 }
 
-/* Refuses a model that cannot fit, before allocating any of it: the
+/* Refuses a model whose output does not match the data, or that cannot
+ * fit, before allocating any of it: the
  * model (parameters, gradients, activations for the batch, the layers'
  * workspaces) and what the trainer keeps per parameter (optimizer moments,
  * the probe's copy of the parameters before a step) and per output row. */
@@ -154,6 +155,11 @@ static int check_model_fits(ars_trainer *t, const ars_layer_spec *specs, int cou
     const ars_optim_config *optim = &t->run->optim;
     ars_model_size size;
     TRY(ars_model_estimate(specs, count, ars_dataset_shape(&t->train), t->local_capacity, &size));
+    const int classes = t->train.labels ? t->train.classes : t->train.target_dim;
+    if (size.out_dim != classes)
+        return ars_error(ARS_EINVAL, ARS_SPEC_AT ": the last layer has %d outputs but data '%s' has %d %s",
+                         ARS_SPEC_AT_ARGS(&specs[count - 1]), size.out_dim, t->run->data, classes,
+                         t->train.labels ? "classes" : "targets");
     const int moments = optim->kind != ARS_OPT_SGD ? 2 : optim->momentum > 0;
     const int copies = 2 + moments + 1;   /* weights, gradients, moments, probe copy */
     const double parameter_bytes = 4.0 * size.params * copies;
@@ -184,10 +190,6 @@ static int setup_model(ars_trainer *t, const ars_layer_spec *specs, int count)
     if (rc) return rc;
     /* what each rank measured may differ; replicas must round alike */
     TRY(ars_trainer_share_tunings(t));
-    int classes = t->train.labels ? t->train.classes : t->train.target_dim;
-    if (t->model.out_dim != classes)
-        return ars_error(ARS_EINVAL, "the last layer has %d outputs but data '%s' has %d %s", t->model.out_dim,
-                         run->data, classes, t->train.labels ? "classes" : "targets");
     TRY(ars_init_model(&t->model, run->seed));
     int lsuv = 0;
     for (int i = 0; i < count; i++) lsuv |= strcmp(specs[i].init, "lsuv") == 0;

@@ -3,8 +3,8 @@
  * false: none, as before a BatchNorm), stride, zero padding, dilation and
  * groups (depthwise: groups = C). The products run through OpenBLAS in
  * conv_kernels.c, in the layout this machine runs fastest for the layer's
- * shape: measured at setup (ars_conv_plan_choose) unless [run]
- * conv_layout fixes it, and kept in layer->tuning so that the trainer can
+ * shape: measured at setup (ars_conv_plan_choose) unless the section's
+ * `layout` key fixes it, and kept in layer->tuning so that the trainer can
  * give every rank the same choice and a checkpoint can record it. */
 #include <stdlib.h>
 #include <string.h>
@@ -54,7 +54,7 @@ static int conv2d_geometry(const ars_layer_spec *spec, const ars_shape *in, ars_
     if (in->rank != 3)
         return ars_error(ARS_EINVAL, "[conv2d] needs an image input [channels, height, width], found %s%s",
                          ars_shape_text(in, text, sizeof text),
-                         in->rank == 1 ? " (a [dense] or [flatten] before it reads images flat)" : "");
+                         in->rank == 1 ? " (image layers go before [dense] and [flatten], which give vectors)" : "");
     if (spec->channels <= 0)
         return ars_error(ARS_EINVAL, "[conv2d] needs channels = <output channels> (found %d)", spec->channels);
     memset(g, 0, sizeof *g);
