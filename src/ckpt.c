@@ -609,12 +609,14 @@ int ars_ckpt_read_info(const char *path, ars_ckpt_info *info)
 
 /* A resumed run keeps the tunings the checkpoint was trained with (the
  * same rounding as an uninterrupted run); files without them keep what
- * setup measured. */
-static int read_tunings(hid_t file, const char *path, ars_model *model)
+ * setup measured. Read into tunings[layer_count] (0: keep the layer's),
+ * for the caller to apply when the whole load succeeded. */
+static int read_tunings(hid_t file, const char *path, const ars_model *model, int32_t *tunings)
 {
     int rc = 0;
     for (int l = 0; l < model->layer_count && !rc; l++) {
-        ars_layer *layer = &model->layers[l];
+        const ars_layer *layer = &model->layers[l];
+        tunings[l] = 0;
         if (!layer->tuning) continue;
         char name[64], where[600];
         snprintf(name, sizeof name, "/model/%s", layer->name);
@@ -623,7 +625,7 @@ static int read_tunings(hid_t file, const char *path, ars_model *model)
         if (group < 0) return ars_error(ARS_EFORMAT, "%s cannot be opened", where);
         int32_t tuning = 0;
         if (H5Aexists(group, "tuning") > 0) rc = ars_h5_attr_read(group, where, "tuning", H5T_NATIVE_INT32, &tuning);
-        if (!rc && tuning > 0) layer->tuning = tuning;
+        if (!rc && tuning > 0) tunings[l] = tuning;
         H5Gclose(group);
     }
     return rc;
@@ -690,10 +692,12 @@ int ars_ckpt_load(const char *path, ars_model *model, ars_optimizer *opt)
     size_t n = model->param_count, s = model->state_count;
     float *params = malloc(sizeof(float) * (n + 1)), *state = malloc(sizeof(float) * (s + 1));
     float *m = opt->m ? malloc(sizeof(float) * (n + 1)) : NULL, *v = opt->v ? malloc(sizeof(float) * (n + 1)) : NULL;
+    int32_t *tunings = malloc(sizeof(int32_t) * (size_t)(model->layer_count + 1));
     int64_t step = 0;
-    if (!params || !state || (opt->m && !m) || (opt->v && !v)) rc = ars_error(ARS_ENOMEM, "out of memory");
+    if (!params || !state || (opt->m && !m) || (opt->v && !v) || !tunings)
+        rc = ars_error(ARS_ENOMEM, "out of memory");
     if (!rc) rc = read_tensors(file, path, "model", model, params, state, 1);
-    if (!rc) rc = read_tunings(file, path, model);
+    if (!rc) rc = read_tunings(file, path, model, tunings);
     hid_t group = -1;
     if (!rc) {
         group = H5Lexists(file, "optimizer", H5P_DEFAULT) > 0 ? H5Gopen2(file, "optimizer", H5P_DEFAULT) : -1;
@@ -718,7 +722,10 @@ int ars_ckpt_load(const char *path, ars_model *model, ars_optimizer *opt)
         if (m) memcpy(opt->m, m, sizeof(float) * n);
         if (v) memcpy(opt->v, v, sizeof(float) * n);
         opt->step = step;
+        for (int l = 0; l < model->layer_count; l++)
+            if (tunings[l]) model->layers[l].tuning = tunings[l];
     }
+    free(tunings);
     free(params);
     free(state);
     free(m);
