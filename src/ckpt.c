@@ -625,6 +625,10 @@ static int read_tunings(hid_t file, const char *path, const ars_model *model, in
         if (group < 0) return ars_error(ARS_EFORMAT, "%s cannot be opened", where);
         int32_t tuning = 0;
         if (H5Aexists(group, "tuning") > 0) rc = ars_h5_attr_read(group, where, "tuning", H5T_NATIVE_INT32, &tuning);
+        /* the only tunings so far: a convolution's layout, strategy + 1 */
+        if (!rc && (tuning < 0 || tuning > 2))
+            rc = ars_error(ARS_EFORMAT, "%s: attribute tuning = %d, expected 1 (per_sample) or 2 (batched)", where,
+                           (int)tuning);
         if (!rc && tuning > 0) tunings[l] = tuning;
         H5Gclose(group);
     }

@@ -141,6 +141,9 @@ static int load_run_section(ars_config *c, ars_config_section *s, ars_run_config
     TRY(ars_config_get_double(c, s, "lsuv_tol", 0.05, 1e-6, 1, &value));
     run->lsuv_tol = value;
     TRY(get_int(c, s, "lsuv_iterations", 10, 1, 1000, &run->lsuv_iterations));
+    static const char *const layouts[] = {"measure", "per_sample", "batched", NULL};
+    TRY(ars_config_get_string(c, s, "conv_layout", "measure", layouts, text, sizeof text));
+    run->conv_layout = strcmp(text, "per_sample") == 0 ? 1 : strcmp(text, "batched") == 0 ? 2 : 0;
     return 0;
 }
 
@@ -350,9 +353,13 @@ int ars_run_config_load(ars_config *config, ars_run_config *run, ars_layer_spec 
         free(specs);
         return rc;
     }
-    /* the model's messages then say FILE:LINE, as the parser's do */
+    /* the model's messages then say FILE:LINE, as the parser's do; [run]
+     * conv_layout is the layout of every convolution without its own */
     const char *source = ars_layer_source_name(config->path);
-    for (int i = 0; i < count; i++) specs[i].source_file = source;
+    for (int i = 0; i < count; i++) {
+        specs[i].source_file = source;
+        if (specs[i].layout == 0) specs[i].layout = run->conv_layout;
+    }
     *specs_out = specs;
     *count_out = count;
     return 0;

@@ -384,7 +384,7 @@ static void print_header(ars_trainer *t, const ars_layer_spec *specs, int count)
     for (int i = 0; i < t->model.layer_count; i++) {
         const ars_layer *layer = &t->model.layers[i];
         if (!layer->tuning) continue;   /* conv2d and an image shortcut's convolution: strategy + 1 */
-        printf("%s %03d %s", tuned++ ? "," : "convolution layouts (measured on rank 0; conv2d layout = ... fixes one):",
+        printf("%s %03d %s", tuned++ ? "," : "convolution layouts (rank 0's; [run] conv_layout fixes them):",
                i, layer->tuning == 2 ? "batched" : "per_sample");
     }
     if (tuned) printf("\n");

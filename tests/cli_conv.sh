@@ -110,7 +110,7 @@ CFG
 "$bin" train "$work/resnet.cfg" > "$work/out" 2>&1
 check "a CNN with a basic block trains" [ $? -eq 0 ]
 check "the run names the input shape" contains "$work/out" "samples of \[1, 28, 28\]"
-check "the run prints the measured layouts" contains "$work/out" "convolution layouts (measured on rank 0"
+check "the run prints the measured layouts" contains "$work/out" "convolution layouts (rank 0's"
 check "it ends with a test accuracy" contains "$work/out" "done: 4 steps"
 
 # Impossible shapes: refused at load, one line naming file:line, layer and shapes.

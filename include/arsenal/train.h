@@ -59,6 +59,7 @@ typedef struct ars_run_config {
     int lsuv_iterations;
     /* sequence tasks (data = adding | copy) */
     int seq_len;              /* time steps per sample */
+    int conv_layout;          /* convolutions' product layout: 0 measured, 1 per_sample, 2 batched */
 } ars_run_config;
 
 /* Reads [run] and the layer sections (after ars_config_expand), validating

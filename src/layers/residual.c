@@ -185,6 +185,7 @@ static int shortcut_specs(const ars_layer_spec *spec, const ars_shape *skip, con
     conv->kernel[0] = conv->kernel[1] = 1;
     conv->stride[0] = conv->stride[1] = stride;
     conv->bias = 0;
+    conv->layout = spec->layout;
     memcpy(conv->init, spec->init, sizeof conv->init);
     conv->init_arg = spec->init_arg;
     memcpy(conv->init_mode, spec->init_mode, sizeof conv->init_mode);
