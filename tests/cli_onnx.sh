@@ -9,8 +9,9 @@
 # present, else its numpy oracle). Models: an MLP with BatchNorm, LayerNorm,
 # dropout, every activation and residual blocks with and without a
 # projection; the same with the input standardization recorded in the
-# checkpoint; an MLP on images (BatchNorm1d, LayerNorm and dense layers on
-# [1, 28, 28], residual blocks that flatten); a small CNN (conv2d grouped,
+# checkpoint; an MLP on images (BatchNorm1d, LayerNorm and a dense layer
+# on [1, 28, 28], which arsenal reads flat, a residual block whose skip is
+# the image and whose F gives a vector of its size); a small CNN (conv2d grouped,
 # strided, dilated, batchnorm2d, max and average pooling, flatten, dense);
 # a ResNet of [basic_block]s with the projection shortcut and a global
 # average pool. Then the refusals: a kind without an ONNX equivalent, a
@@ -137,7 +138,6 @@ max_steps = 6
 [batchnorm]
 [layernorm]
 [residual]
-  [flatten]
   [dense]
   units = 784
 [end]
