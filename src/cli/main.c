@@ -12,7 +12,7 @@ static const char usage[] =
     "usage:\n"
     "  arsenal train FILE.cfg [--set section.key=value]... [--ckpt-dir DIR] [--resume CKPT.h5]\n"
     "                         [--metrics FILE.jsonl] [--quiet]\n"
-    "  arsenal gradcheck FILE.cfg [--set section.key=value]... [--rows N] [--coords N]\n"
+    "  arsenal gradcheck FILE.cfg [--set section.key=value]... [--rows N] [--coords N] [--step H]\n"
     "  arsenal inspect CKPT.h5 [CKPT2.h5] [--json] [--plot DIR]\n"
     "  arsenal export CKPT.h5 --onnx FILE.onnx   the trained model as an ONNX graph\n"
     "  arsenal experiment [--quick] [--out DIR]   reproduce the lecture's claims, measured\n"
