@@ -182,6 +182,17 @@ static int check_layout(ars_array *a, hid_t dataset, size_t type_size, double me
                                name[0] ? " (" : "", name, name[0] ? ")" : "");
             }
         }
+    } else if (layout == H5D_COMPACT || layout == H5D_CONTIGUOUS) {
+        /* The bytes the file stores must be what the shape needs: libhdf5
+         * 1.10 reads a compact dataset's shape from its stored bytes without
+         * that check (a heap overflow, found by fuzz_h5data). Contiguous
+         * storage never written (0 bytes) reads as fill values. */
+        double need = (double)type_size;
+        for (int d = 0; d < a->rank; d++) need *= (double)a->dims[d];
+        hsize_t stored = H5Dget_storage_size(dataset);
+        if ((double)stored != need && !(layout == H5D_CONTIGUOUS && stored == 0))
+            rc = ars_error(ARS_EFORMAT, "%s: its shape needs %.0f bytes but the file stores %llu for it (corrupted "
+                           "file?)", a->where, need, (unsigned long long)stored);
     } else if (layout < 0) {
         rc = ars_error(ARS_EFORMAT, "%s: cannot read the dataset's layout (corrupted file?)", a->where);
     }

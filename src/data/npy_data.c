@@ -31,6 +31,7 @@ typedef struct npyarray {
     char kind;                  /* 'f' float, 'i' signed, 'u' unsigned, 'b' bool */
     int item;                   /* bytes per value */
     unsigned char *scratch;
+    size_t scratch_size;        /* NPY_SCRATCH, or the whole data when smaller */
 } npyarray;
 
 static void npy_close(ars_array *a)
@@ -101,7 +102,7 @@ static int npy_read_block(ars_array *a, int64_t start, int64_t rows, int as_doub
 {
     npyarray *n = a->impl;
     const size_t values = (size_t)rows * (size_t)a->row_values;
-    const size_t chunk = NPY_SCRATCH / (size_t)n->item;
+    const size_t chunk = n->scratch_size / (size_t)n->item;
     const int64_t base = n->data_offset + start * a->row_values * n->item;
     for (size_t done = 0; done < values;) {
         size_t count = values - done < chunk ? values - done : chunk;
@@ -366,7 +367,8 @@ static int npy_setup(ars_array *a, npyarray *n, const char *path)
         return ars_error(ARS_EFORMAT, "%s: %lld extra bytes after the data (the header's shape does not match the "
                          "file size)", path, (long long)(have - (int64_t)values * n->item));
     a->integer = n->kind != 'f';
-    n->scratch = malloc(NPY_SCRATCH);
+    n->scratch_size = have < NPY_SCRATCH ? (size_t)(have > n->item ? have : n->item) : NPY_SCRATCH;
+    n->scratch = malloc(n->scratch_size);
     if (!n->scratch) return ars_error(ARS_ENOMEM, "%s: out of memory", path);
     return 0;
 }
