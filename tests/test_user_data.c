@@ -424,6 +424,26 @@ static void test_hdf5_bad_files_are_refused(void **state)
     ASSERT_FAILS(load(spec_of("hdf5", path, NULL), &o, &d), "has 'x_test' but no 'y_test'");
     o.test_part = 0;
 
+    /* a chunk stored without filters but shorter than its shape (libhdf5 1.10 would read past it) */
+    {
+        const char *short_chunk = file_in("short-chunk.h5");
+        hid_t f = H5Fcreate(short_chunk, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+        hsize_t sd[2] = {8, 2}, chunk[2] = {4, 2}, at0[2] = {0, 0}, at4[2] = {4, 0};
+        hid_t space = H5Screate_simple(2, sd, NULL), plist = H5Pcreate(H5P_DATASET_CREATE);
+        H5Pset_chunk(plist, 2, chunk);
+        hid_t ds = H5Dcreate2(f, "x", H5T_IEEE_F64LE, space, H5P_DEFAULT, plist, H5P_DEFAULT);
+        double values[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+        assert_true(H5Dwrite_chunk(ds, H5P_DEFAULT, 0, at0, sizeof values, values) >= 0);
+        assert_true(H5Dwrite_chunk(ds, H5P_DEFAULT, 0, at4, 42, values) >= 0);
+        H5Dclose(ds);
+        H5Pclose(plist);
+        H5Sclose(space);
+        H5Fclose(f);
+        h5_put(short_chunk, 0, "y", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, (hsize_t[]){8}, y, 0);
+        ASSERT_FAILS(load(spec_of("hdf5", short_chunk, NULL), &o, &d), "short-chunk.h5:/x: the chunk at sample 4 "
+                     "stores 42 bytes, its shape needs 64");
+    }
+
     /* not HDF5; missing; a directory; truncated (the checking child reports it) */
     const char *junk = file_in("junk.h5");
     text_put(junk, "this is not an HDF5 file\n");

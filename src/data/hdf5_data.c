@@ -28,7 +28,50 @@
 
 typedef struct h5array {
     hid_t file, dataset, space;
+    /* chunked: libhdf5 1.10 copies a whole chunk out of what the file
+     * stores for it without checking that an unfiltered chunk stores that
+     * many bytes (a heap overflow, found by fuzz_h5data), so each chunk a
+     * read touches is checked first (check_chunks) */
+    int chunked, filters;
+    hsize_t chunk[ARS_ARRAY_MAX_RANK];
+    hsize_t chunk_bytes;
+    int64_t checked_row;      /* the chunk row checked last, -1 none */
 } h5array;
+
+/* Chunks of rows [first, last] store what their shape needs when no filter
+ * applies to them (or nothing: never written, read as fill values). */
+static int check_chunks(ars_array *a, int64_t first, int64_t last)
+{
+    h5array *h = a->impl;
+    if (!h->chunked) return 0;
+    for (int64_t row = first / (int64_t)h->chunk[0]; row <= last / (int64_t)h->chunk[0]; row++) {
+        if (row == h->checked_row) continue;
+        hsize_t offset[ARS_ARRAY_MAX_RANK] = {(hsize_t)row * h->chunk[0]};
+        for (;;) {   /* every chunk of this chunk row: an odometer over dims 1.. */
+            unsigned mask = 0;
+            haddr_t address = HADDR_UNDEF;
+            hsize_t size = 0;
+            if (H5Dget_chunk_info_by_coord(h->dataset, offset, &mask, &address, &size) < 0)
+                return ars_error(ARS_EFORMAT, "%s: the chunk at sample %llu cannot be located (corrupted file?)",
+                                 a->where, (unsigned long long)offset[0]);
+            const unsigned all = h->filters >= 32 ? ~0u : (1u << h->filters) - 1;
+            const int raw = h->filters == 0 || (mask & all) == all;
+            if (address != HADDR_UNDEF && raw && size != h->chunk_bytes)
+                return ars_error(ARS_EFORMAT, "%s: the chunk at sample %llu stores %llu bytes, its shape needs %llu "
+                                 "(corrupted file?)", a->where, (unsigned long long)offset[0],
+                                 (unsigned long long)size, (unsigned long long)h->chunk_bytes);
+            int d = a->rank - 1;
+            for (; d >= 1; d--) {
+                offset[d] += h->chunk[d];
+                if (offset[d] < (hsize_t)a->dims[d]) break;
+                offset[d] = 0;
+            }
+            if (d < 1) break;
+        }
+        h->checked_row = row;
+    }
+    return 0;
+}
 
 /* HDF5 prints its error stack by default; arsenal reports its own. */
 static void quiet_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
@@ -49,6 +92,7 @@ static void h5_close(ars_array *a)
 static int h5_read_block(ars_array *a, int64_t start, int64_t n, int as_double, void *out)
 {
     h5array *h = a->impl;
+    if (n > 0) TRY(check_chunks(a, start, start + n - 1));
     hsize_t offset[ARS_ARRAY_MAX_RANK] = {(hsize_t)start}, count[ARS_ARRAY_MAX_RANK] = {(hsize_t)n};
     for (int d = 1; d < a->rank; d++) count[d] = (hsize_t)a->dims[d];
     hsize_t values = (hsize_t)n * (hsize_t)a->row_values;
@@ -72,6 +116,7 @@ static int h5_read_rows(ars_array *a, const int64_t *ids, int n, float *out)
     for (int i = 0; i < n && ok >= 0;) {   /* runs of consecutive rows, one hyperslab each */
         int j = i + 1;
         while (j < n && ids[j] == ids[j - 1] + 1) j++;
+        TRY(check_chunks(a, ids[i], ids[j - 1]));
         offset[0] = (hsize_t)ids[i];
         count[0] = (hsize_t)(j - i);
         ok = H5Sselect_hyperslab(h->space, H5S_SELECT_OR, offset, NULL, count, NULL);
@@ -156,18 +201,25 @@ static int check_layout(ars_array *a, hid_t dataset, size_t type_size, double me
     int rc = 0;
     H5D_layout_t layout = H5Pget_layout(plist);
     if (layout == H5D_CHUNKED) {
-        hsize_t chunk[ARS_ARRAY_MAX_RANK];
+        h5array *h = a->impl;
+        hsize_t *chunk = h->chunk;
         int rank = H5Pget_chunk(plist, ARS_ARRAY_MAX_RANK, chunk);
         double bytes = (double)type_size;
         for (int d = 0; d < rank && d < a->rank; d++) bytes *= (double)chunk[d];
+        for (int d = 0; d < rank && d < a->rank && !rc; d++)
+            if (chunk[d] < 1) rc = ars_error(ARS_EFORMAT, "%s: a chunk dimension of 0 (corrupted file?)", a->where);
+        h->chunked = 1;
+        h->chunk_bytes = (hsize_t)bytes;
         const double most = fmin(256.0 * (1 << 20), memory_limit / 2);
-        if (rank != a->rank) rc = ars_error(ARS_EFORMAT, "%s: chunks of rank %d for a dataset of rank %d (corrupted "
-                                            "file?)", a->where, rank, a->rank);
+        if (rc) {
+        } else if (rank != a->rank) rc = ars_error(ARS_EFORMAT, "%s: chunks of rank %d for a dataset of rank %d "
+                                                   "(corrupted file?)", a->where, rank, a->rank);
         else if (bytes > most)
             rc = ars_error(ARS_EFORMAT, "%s: chunks of %.0f MiB are read whole, more than the %.0f MiB allowed: "
                            "rewrite it with smaller chunks (h5py: chunks=(64, ...) or chunks=True)", a->where,
                            bytes / (1 << 20), most / (1 << 20));
         int filters = rc ? 0 : H5Pget_nfilters(plist);
+        h->filters = filters > 0 ? filters : 0;
         for (int i = 0; i < filters && !rc; i++) {
             unsigned flags = 0, config = 0;
             size_t elements = 0;
@@ -214,6 +266,7 @@ int ars_h5array_open(const char *path, const char *name, double memory_limit, ar
         return ars_error(ARS_ENOMEM, "%s: out of memory", path);
     }
     h->file = h->dataset = h->space = -1;
+    h->checked_row = -1;
     a->impl = h;
     a->close = h5_close;
     a->read_block = h5_read_block;
@@ -224,7 +277,9 @@ int ars_h5array_open(const char *path, const char *name, double memory_limit, ar
     if (is_hdf5 <= 0) rc = ars_error(ARS_EFORMAT, "%s: not an HDF5 file (no HDF5 signature)", path);
     if (!rc) {
         h->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-        if (h->file < 0) rc = ars_error(ARS_EFORMAT, "%s: cannot open as HDF5 (corrupted file?)", path);
+        if (h->file < 0)
+            rc = ars_error(ARS_EFORMAT, "%s: cannot open as HDF5 (a corrupted file, or one a writer holds locked: "
+                           "close it in h5py first)", path);
     }
     htri_t exists = rc ? 0 : H5Lexists(h->file, name, H5P_DEFAULT);
     if (!rc && exists < 0) rc = ars_error(ARS_EFORMAT, "%s: cannot list the file's root group (corrupted file?)", path);

@@ -435,6 +435,16 @@ int ars_dataset_validation_split(ars_dataset *train, double fraction, uint64_t s
         free(marks);
         return ars_error_context(held, "%s", train->name);
     }
+    if (train->x) {   /* the held-out rows are copied out of x */
+        char from[300], what[80];
+        double budget = ars_user_budget(NULL, from, sizeof from);
+        snprintf(what, sizeof what, "the %d samples held out for validation", held);
+        int rc = ars_user_check_fits(train->name, what, (double)held * (4.0 * dim + 4.0 + 4.0 * width), budget, from);
+        if (rc) {
+            free(marks);
+            return rc;
+        }
+    }
     ars_dataset *v = validation;
     snprintf(v->name, sizeof v->name, "%.52s-validation", train->name);
     v->count = held;
