@@ -68,6 +68,9 @@ static int check_synthetic_fits(const ars_run_config *run)
 
 int ars_load_run_data(const ars_run_config *run, int rank, int train_limit, ars_dataset *train, ars_dataset *test)
 {
+    /* a user's files (src/data/user_data.c): loading, validation split, checks and standardization there */
+    if (ars_user_format_of(run->data) != ARS_USER_NONE)
+        return ars_user_data_load_run(run, rank, train_limit, train, test);
     int rc = 0;
     if (strcmp(run->data, "fashion-mnist") == 0 || strcmp(run->data, "mnist") == 0) {
         rc = ars_mnist_load(run->data_dir, "train", train_limit, train);
@@ -97,6 +100,10 @@ int ars_load_run_data(const ars_run_config *run, int rank, int train_limit, ars_
             rc = ars_dataset_teacher(train, total, TEACHER_DIM, TEACHER_HIDDEN, TEACHER_OUT, run->seed);
         }
         if (!rc) rc = ars_dataset_split(train, run->train_samples, test);
+    }
+    if (!rc && run->validation > 0) {   /* the validation split replaces the test set as the evaluation set */
+        ars_dataset_free(test);
+        rc = ars_dataset_validation_split(train, run->validation, run->seed, test);
     }
     int bad;
     if (!rc && ars_dataset_find_nonfinite(train, &bad))
