@@ -89,6 +89,7 @@ static void raw_products(const ars_conv_geometry *g, ars_conv_strategy s, int n,
     const size_t in = ars_conv2d_in_floats(g), out = ars_conv2d_out_floats(g), plane = (size_t)g->in_h * g->in_w;
     const int direct = g->kernel_h == 1 && g->kernel_w == 1 && g->stride_h == 1 && g->stride_w == 1 &&
                        g->pad_h == 0 && g->pad_w == 0;
+    const int transposed = ars_conv2d_dx_as_convolution(g), Kt = Og * g->kernel_h * g->kernel_w;
     if (s == ARS_CONV_PER_SAMPLE) {
         for (int i = 0; i < n; i++)
             for (int gi = 0; gi < G; gi++) {
@@ -102,7 +103,10 @@ static void raw_products(const ars_conv_geometry *g, ars_conv_strategy s, int n,
                 }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Og, K, P, 1.0f, dyg, P, col, P,
                             i == 0 ? 0.0f : 1.0f, m->dw + (size_t)gi * Og * K, K);
-                if (need_dx)
+                if (need_dx && transposed)   /* dx = W_t [Cg, Og kh kw] col(dy) [Og kh kw, H W] */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cg, (int)plane, Kt, 1.0f, m->w, Kt,
+                                m->ws, (int)plane, 0.0f, m->dx + i * in + (size_t)gi * Cg * plane, (int)plane);
+                else if (need_dx)
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, Og, 1.0f, wg, K, dyg, P, 0.0f,
                                 direct ? m->dx + i * in + (size_t)gi * Cg * plane : m->ws, P);
             }

@@ -492,7 +492,9 @@ static int add_product(bench *b, int slot, int m, int n, int k, int ta, int tb, 
 /* The sgemm calls of one convolution on `rows` samples as conv_kernels.c
  * makes them (per group; per_sample: one per sample, the first sample's
  * weight-gradient product with beta 0, the others accumulating; batched:
- * one per block of ars_conv2d_chunk samples, the last block maybe smaller).
+ * one per block of ars_conv2d_chunk samples, the last block maybe smaller;
+ * per_sample's dx product is W_t col(dy) where conv_kernels.c computes dx
+ * as a convolution, W^T dY otherwise).
  * bias: the forward product accumulates onto the preloaded bias
  * (per_sample). need_dx: 0 for the first layer. */
 static int add_conv_products(bench *b, const ars_conv_geometry *g, ars_conv_strategy strategy, int rows, int bias,
@@ -504,7 +506,11 @@ static int add_conv_products(bench *b, const ars_conv_geometry *g, ars_conv_stra
         TRY(add_product(b, 0, Og, P, K, 0, 0, bias ? 1.0f : 0.0f, layer, rows * G));
         TRY(add_product(b, 1, Og, K, P, 0, 1, 0.0f, layer, G));
         if (rows > 1) TRY(add_product(b, 1, Og, K, P, 0, 1, 1.0f, layer, (rows - 1) * G));
-        if (need_dx) TRY(add_product(b, 2, K, P, Og, 1, 0, 0.0f, layer, rows * G));
+        if (need_dx && ars_conv2d_dx_as_convolution(g))   /* dx = W_t col(dy), of the input's size */
+            TRY(add_product(b, 2, g->in_channels / G, g->in_h * g->in_w, Og * g->kernel_h * g->kernel_w, 0, 0, 0.0f,
+                            layer, rows * G));
+        else if (need_dx)
+            TRY(add_product(b, 2, K, P, Og, 1, 0, 0.0f, layer, rows * G));
         return 0;
     }
     const int B = ars_conv2d_chunk(g, rows, ARS_CONV_BATCHED), full = rows / B, rest = rows % B;

@@ -137,12 +137,47 @@ int ars_conv2d_chunk(const ars_conv_geometry *g, int rows, ars_conv_strategy str
     return fit < (size_t)rows ? (int)fit : rows;
 }
 
+/* Under ARS_CONV_PER_SAMPLE, dx of a stride-1 convolution is the
+ * convolution of dy with the flipped, transposed weight (padding
+ * dilation (k - 1) - pad), when that padding is not negative and dy's
+ * columns for it fit where x's were: each sample's dx is then one product
+ * W_t [C/g, O/g kh kw] x col(dy) [O/g kh kw, H W] written straight into dx,
+ * instead of dcol = W^T dY [C/g kh kw, oh ow] scattered into dx by col2im.
+ * In a ResNet stage (16 channels at 28x28) the W^T dY product has a depth
+ * of only O/g = 16 and ran at 46% of the square-GEMM rate, W_t col(dy) has
+ * the forward's shape (70%); col2im and zeroing dx go away, an im2col of
+ * dy comes instead. *gt: the geometry of that convolution (dy -> dx). */
+static int dx_as_convolution(const ars_conv_geometry *g, ars_conv_geometry *gt)
+{
+    if (is_pointwise(g) || g->stride_h != 1 || g->stride_w != 1) return 0;
+    const int ph = g->dilation_h * (g->kernel_h - 1) - g->pad_h, pw = g->dilation_w * (g->kernel_w - 1) - g->pad_w;
+    if (ph < 0 || pw < 0) return 0;
+    const size_t og = (size_t)(g->out_channels / g->groups), kk = (size_t)g->kernel_h * (size_t)g->kernel_w;
+    if (og * kk * (size_t)g->in_h * (size_t)g->in_w > col_rows(g) * (size_t)g->out_h * (size_t)g->out_w) return 0;
+    *gt = (ars_conv_geometry){.in_channels = g->out_channels, .in_h = g->out_h, .in_w = g->out_w,
+                              .out_channels = g->in_channels, .kernel_h = g->kernel_h, .kernel_w = g->kernel_w,
+                              .stride_h = 1, .stride_w = 1, .pad_h = ph, .pad_w = pw,
+                              .dilation_h = g->dilation_h, .dilation_w = g->dilation_w, .groups = g->groups,
+                              .out_h = g->in_h, .out_w = g->in_w};
+    return 1;
+}
+
+int ars_conv2d_dx_as_convolution(const ars_conv_geometry *g)
+{
+    ars_conv_geometry gt;
+    return dx_as_convolution(g, &gt);
+}
+
 size_t ars_conv2d_workspace_floats(const ars_conv_geometry *g, int max_rows, ars_conv_strategy strategy)
 {
     if (max_rows <= 0) return 0;
     if (strategy == ARS_CONV_BATCHED)
         return (size_t)ars_conv2d_chunk(g, max_rows, strategy) * batched_sample_floats(g);
-    return is_pointwise(g) ? 0 : col_rows(g) * (size_t)g->out_h * (size_t)g->out_w;
+    if (is_pointwise(g)) return 0;
+    /* the columns; the flipped weight after them when dx is a convolution */
+    ars_conv_geometry gt;
+    return col_rows(g) * (size_t)g->out_h * (size_t)g->out_w +
+           (dx_as_convolution(g, &gt) ? ars_conv2d_weight_floats(g) : 0);
 }
 
 /* ---- im2col / col2im --------------------------------------------------- */
@@ -380,6 +415,18 @@ static void backward_per_sample(const ars_conv_geometry *g, int n, const float *
     const int K = (int)col_rows(g), P = g->out_h * g->out_w;
     const size_t in = ars_conv2d_in_floats(g), out = ars_conv2d_out_floats(g), plane = (size_t)g->in_h * g->in_w;
     const int direct = is_pointwise(g);
+    ars_conv_geometry gt;
+    const int transposed = dx && dx_as_convolution(g, &gt);
+    const int kh = g->kernel_h, kw = g->kernel_w, Kt = Og * kh * kw;
+    float *wt = ws + (size_t)K * P;   /* transposed: W_t [G][Cg][Og][kh][kw] */
+    if (transposed)
+        for (int gi = 0; gi < G; gi++)
+            for (int o = 0; o < Og; o++)
+                for (int c = 0; c < Cg; c++) {
+                    const float *src = w + ((size_t)gi * Og + o) * K + (size_t)c * kh * kw;
+                    float *dst = wt + ((size_t)gi * Cg + c) * Kt + (size_t)o * kh * kw;
+                    for (int a = 0; a < kh * kw; a++) dst[a] = src[kh * kw - 1 - a];   /* flipped in both axes */
+                }
     for (int i = 0; i < n; i++) {
         for (int gi = 0; gi < G; gi++) {
             const float *xg = x + i * in + (size_t)gi * Cg * plane;
@@ -400,6 +447,13 @@ static void backward_per_sample(const ars_conv_geometry *g, int n, const float *
                 continue;
             }
             /* ws held the columns of x; dW has used them */
+            if (transposed) {
+                const int HW = (int)plane;
+                im2col(&gt, Og, dyg, ws, plane);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cg, HW, Kt, 1.0f, wt + (size_t)gi * Cg * Kt, Kt,
+                            ws, HW, 0.0f, dxg, HW);
+                continue;
+            }
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, Og, 1.0f, wg, K, dyg, P, 0.0f, ws, P);
             memset(dxg, 0, sizeof(float) * (size_t)Cg * plane);
             col2im(g, Cg, ws, (size_t)P, dxg);
