@@ -419,9 +419,10 @@ def breakdown(wl, t):
 def is_image(wl):
     return any("conv" in l for l in pick(bench="layer", workload=wl))
 
-def step_sections(wls, title):
-    w(title)
-    w("")
+def step_sections(wls, title=None):
+    if title:
+        w(title)
+        w("")
     for wl in wls:
         w(f"### {wl}")
         w("")
@@ -552,12 +553,14 @@ if update:
     wls = [wl for wl in update.split() if wl in workloads]
     begin, end = f"<!-- bench/run.sh --update {update}: begin -->", f"<!-- bench/run.sh --update {update}: end -->"
     w(begin)
-    step_sections(wls, f"## Training step: {', '.join(wls)} (measured apart from the rest of this report)")
-    w(f"Measured by `bench/run.sh --update \"{update}\"` (the rest of this report is from the run it names "
-      "at the top):")
+    w(f"## Training step: {', '.join(wls)} (measured apart from the rest of this report)")
+    w("")
+    w(f"Measured by `bench/run.sh --update --workloads \"{update}\"`; the figures above this section are "
+      "from the run named at the top of the report:")
     w("")
     machine_lines()
     workload_table(wls)
+    step_sections(wls)
     product_sections(wls, f"## Matrix products against raw sgemm: {', '.join(wls)}")
     w(end)
 else:
