@@ -410,7 +410,8 @@ def breakdown(wl, t):
         if ph in phases:
             w(f"| {ph} | – | – | – | {phases[ph]:.2f} | {100 * phases[ph] / total:.1f}% | – | – | – |")
     rest = phases.get("forward", 0) + phases.get("backward", 0) - sum(p["f"] + p["b"] for p in parts.values())
-    w(f"| between the layers (prefetch, hooks, gradient sums of squares) | – | – | – | {rest:.2f} | "
+    w(f"| forward + backward outside the layers' calls (prefetch, hooks, gradient sums of squares; "
+      f"phase medians minus layer medians, so it can come out below 0) | – | – | – | {rest:.2f} | "
       f"{100 * rest / total:.1f}% | – | – | – |")
     w(f"| **step** | {sum(p['n'] for p in parts.values())} | {phases.get('forward', 0):.2f} | "
       f"{phases.get('backward', 0):.2f} | {total:.2f} | 100% | – | – | – |")
@@ -470,8 +471,10 @@ def product_sections(wls, title):
     w("")
     w("Every distinct sgemm of a step, raw (same shape and transposition as the layer passes: "
       "src/layers/dense.c forward `NT`, grad_weight `TN`, grad_input `NN`; src/layers/conv_kernels.c, "
-      "per group, forward `NN` W[O, K]·col[K, cols], grad_weight `NT` dY·colᵀ, grad_input `TN` Wᵀ·dY, "
-      "once per sample (per_sample) or per block of samples (batched), row-major), its "
+      "per group, forward `NN` W[O, K]·col[K, cols], grad_weight `NT` dY·colᵀ, grad_input `TN` Wᵀ·dY "
+      "before col2im, or `NN` W_t·col(dy) where the per-sample layout computes dx as a convolution "
+      "(stride 1, channels not widened), once per sample (per_sample) or per block of samples (batched), "
+      "row-major), its "
       "GFLOP/s and share of the square 1024³ sgemm rate measured in the same rounds; the best of the 8 "
       "layouts that compute the same product (`XY` = C = op(A)·op(B), `T:XY` = the transposed product "
       "Cᵀ = op(Bᵀ)·op(Aᵀ)) and its time relative to the library's layout; and each dense or convolution "
