@@ -1,9 +1,10 @@
 /* bench_conv: times the conv2d kernels of src/layers/conv_kernels.c under
  * each strategy (ARS_CONV_PER_SAMPLE, ARS_CONV_BATCHED) on the convolutions
  * of a ResNet-20 for 28x28 Fashion-MNIST (16/32/64 channels, 3x3, stride 1
- * and 2, 1x1 stride-2 projections) and of a small CNN (1->32->64, 3x3 and
- * 5x5), batch 128, against the raw cblas_sgemm calls of the same products
- * (same shapes, same buffers, without im2col, col2im, copies and bias):
+ * and 2, 1x1 stride-2 projections) and of a small CNN (1->32->64->128 at
+ * 28, 14 and 7 pixels as in examples/cnn-fmnist.cfg, and 5x5 kernels),
+ * batch 128, against the raw cblas_sgemm calls of the same products (same
+ * shapes, same buffers, without im2col, col2im, copies and bias):
  * "x raw" = kernel time / raw GEMM time of its own products; "x best raw"
  * = kernel time / the cheaper of the two strategies' raw GEMM times. Each
  * figure is the median over --reps rounds; in a round every variant of a
@@ -41,6 +42,7 @@ static const shape SHAPES[] = {
     {"resnet s3 64->64 3x3 7", 64, 7, 64, 3, 1, 1, 1, 5},
     {"cnn 1->32 3x3 28", 1, 28, 32, 3, 1, 1, 0, 0},
     {"cnn 32->64 3x3 14", 32, 14, 64, 3, 1, 1, 1, 0},
+    {"cnn 64->128 3x3 7", 64, 7, 128, 3, 1, 1, 1, 0},
     {"cnn 1->32 5x5 28", 1, 28, 32, 5, 1, 2, 0, 0},
     {"cnn 32->64 5x5 14", 32, 14, 64, 5, 1, 2, 1, 0},
     {"pointwise 16->32 1x1 28", 16, 28, 32, 1, 1, 0, 1, 0},
@@ -87,6 +89,7 @@ static void raw_products(const ars_conv_geometry *g, ars_conv_strategy s, int n,
     const size_t in = ars_conv2d_in_floats(g), out = ars_conv2d_out_floats(g), plane = (size_t)g->in_h * g->in_w;
     const int direct = g->kernel_h == 1 && g->kernel_w == 1 && g->stride_h == 1 && g->stride_w == 1 &&
                        g->pad_h == 0 && g->pad_w == 0;
+    const int transposed = ars_conv2d_dx_as_convolution(g), Kt = Og * g->kernel_h * g->kernel_w;
     if (s == ARS_CONV_PER_SAMPLE) {
         for (int i = 0; i < n; i++)
             for (int gi = 0; gi < G; gi++) {
@@ -100,7 +103,10 @@ static void raw_products(const ars_conv_geometry *g, ars_conv_strategy s, int n,
                 }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Og, K, P, 1.0f, dyg, P, col, P,
                             i == 0 ? 0.0f : 1.0f, m->dw + (size_t)gi * Og * K, K);
-                if (need_dx)
+                if (need_dx && transposed)   /* dx = W_t [Cg, Og kh kw] col(dy) [Og kh kw, H W] */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cg, (int)plane, Kt, 1.0f, m->w, Kt,
+                                m->ws, (int)plane, 0.0f, m->dx + i * in + (size_t)gi * Cg * plane, (int)plane);
+                else if (need_dx)
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, Og, 1.0f, wg, K, dyg, P, 0.0f,
                                 direct ? m->dx + i * in + (size_t)gi * Cg * plane : m->ws, P);
             }

@@ -3,8 +3,9 @@
  * in src/train.c) on random data of Fashion-MNIST shape, against the same
  * matrix products done by raw cblas_sgemm (the "GEMM roofline": step time /
  * sum of raw GEMM times), and reports peak RSS against the analytic minimum.
- * --products adds, per dense product, its time inside the step and raw
- * sgemm GFLOP/s in dense.c's transposition and the alternatives.
+ * --products adds, per dense or convolution product, its time inside the
+ * step and raw sgemm GFLOP/s in the library's transposition and the
+ * alternatives.
  * Output: one JSON line per measurement on stdout (see bench/README.md). */
 #define _POSIX_C_SOURCE 200809L
 #include <cblas.h>
@@ -26,6 +27,7 @@
 #include "arsenal/optim.h"
 #include "arsenal/rng.h"
 #include "arsenal/train.h"
+#include "../src/layers/conv_kernels.h"
 
 enum { POOL = 8 };   /* distinct random batches, used round-robin */
 
@@ -34,6 +36,7 @@ typedef struct workload {
     ars_layer_spec *specs;
     int count, capacity;
     int batch, in_dim;
+    ars_shape input;   /* per sample: [784] or the image [1, 28, 28] (in_dim floats either way) */
     ars_optim_config optim;
     float clip_norm;
     ars_loss_kind loss;
@@ -56,6 +59,14 @@ typedef struct product {
     double raw_seconds;   /* median raw sgemm time, this rep */
 } product;
 
+/* count calls of product `product` made by layer `layer` in pass slot
+ * `slot` (0 forward, 1 grad_weight, 2 grad_input) of one step: a dense
+ * layer makes one call per slot, a convolution one per sample (per_sample)
+ * or per block of samples (batched), in up to two shapes or betas. */
+typedef struct layer_call {
+    int layer, slot, product, count;
+} layer_call;
+
 typedef struct bench {
     workload w;
     ars_model model;
@@ -66,7 +77,9 @@ typedef struct bench {
     uint64_t step;
     product *products;
     int product_count;
-    int (*layer_products)[3];        /* per layer: forward, grad_weight, grad_input index or -1 */
+    int (*layer_products)[3];        /* per layer: its first forward, grad_weight, grad_input product or -1 */
+    layer_call *calls;
+    int call_count;
     double *layer_fwd, *layer_bwd;   /* per-layer accumulated seconds (profile) */
     double layer_mark;               /* profile: when the last layer's backward ended */
     double phase[5];                 /* forward, loss, backward+sync, norm+clip, optimizer */
@@ -144,6 +157,35 @@ static int push(workload *w, const char *kind, int units, const char *init)
     return 0;
 }
 
+/* conv2d of kernel x kernel, "same" padding for an odd kernel, no bias (a
+ * BatchNorm2d follows it in W5 and W6), He init with init_mode. */
+static int push_conv(workload *w, int channels, int kernel, int stride, const char *init_mode)
+{
+    if (push(w, "conv2d", 0, "he_normal")) return ARS_ENOMEM;
+    ars_layer_spec *s = &w->specs[w->count - 1];
+    s->channels = channels;
+    s->kernel[0] = s->kernel[1] = kernel;
+    s->stride[0] = s->stride[1] = stride;
+    s->padding[0] = s->padding[1] = kernel / 2;
+    s->bias = 0;
+    strncpy(s->init_mode, init_mode, sizeof s->init_mode - 1);
+    return 0;
+}
+
+/* What a run file's [basic_block] expands into (src/layers/basic_block.c):
+ * residual, conv2d 3x3 (stride), batchnorm2d, relu, conv2d 3x3,
+ * batchnorm2d, residual_add (a 1x1 stride projection + BatchNorm2d where
+ * the shape changes), relu; He init with fan_out, as torchvision. */
+static int push_basic_block(workload *w, int channels, int stride)
+{
+    if (push(w, "residual", 0, NULL) || push_conv(w, channels, 3, stride, "fan_out") ||
+        push(w, "batchnorm2d", 0, NULL) || push(w, "relu", 0, NULL) || push_conv(w, channels, 3, 1, "fan_out") ||
+        push(w, "batchnorm2d", 0, NULL) || push(w, "residual_add", 0, "he_normal"))
+        return ARS_ENOMEM;
+    strcpy(w->specs[w->count - 1].init_mode, "fan_out");
+    return push(w, "relu", 0, NULL);
+}
+
 /* x + Linear(ReLU(BatchNorm(x))), `blocks` times, at width `width`. */
 static int push_residual_blocks(workload *w, int blocks, int width)
 {
@@ -160,6 +202,7 @@ static int build_workload(workload *w, const char *name)
     memset(w, 0, sizeof *w);
     snprintf(w->name, sizeof w->name, "%s", name);
     w->in_dim = 784;
+    w->input = ars_shape_vector(784);
     w->loss = ARS_LOSS_CROSS_ENTROPY;
     ars_optim_config_defaults(&w->optim, ARS_OPT_ADAM);
     w->clip_norm = 1.0f;
@@ -181,8 +224,43 @@ static int build_workload(workload *w, const char *name)
         w->clip_norm = 0;
         for (int i = 0; i < 20 && !rc; i++) rc = push(w, "dense", 256, NULL) || push(w, "sigmoid", 0, NULL);
         if (!rc) rc = push(w, "dense", 10, NULL);
+    } else if (strcmp(name, "W5") == 0) {
+        /* ResNet-20: examples/resnet-fmnist.cfg's layers (stem conv3x3 16 +
+         * BN + ReLU, 3 stages of 3 basic blocks at 16/32/64 channels, stride
+         * 2 where stages 2 and 3 start, global average pool, 64-10), with
+         * Adam and clip 1.0 instead of its SGD */
+        w->batch = 128;
+        w->input = ars_shape_image(1, 28, 28);
+        rc = push_conv(w, 16, 3, 1, "fan_out") || push(w, "batchnorm2d", 0, NULL) || push(w, "relu", 0, NULL);
+        static const int stage_channels[3] = {16, 32, 64};
+        for (int stage = 0; stage < 3 && !rc; stage++)
+            for (int block = 0; block < 3 && !rc; block++)
+                rc = push_basic_block(w, stage_channels[stage], stage > 0 && block == 0 ? 2 : 1);
+        if (!rc) rc = push(w, "global_avgpool", 0, NULL) || push(w, "dense", 10, NULL);
+    } else if (strcmp(name, "W6") == 0) {
+        /* the small CNN of examples/cnn-fmnist.cfg: 3 x (conv3x3 + BN + ReLU +
+         * maxpool 2) at 32/64/128 channels, flatten, 1152-256 without bias,
+         * BatchNorm, ReLU, dropout 0.3, 256-10; Adam and clip 1.0 instead of
+         * its clip 5 and lr 2e-3 (the speed is the same) */
+        w->batch = 128;
+        w->input = ars_shape_image(1, 28, 28);
+        static const int stage_channels[3] = {32, 64, 128};
+        for (int stage = 0; stage < 3 && !rc; stage++) {
+            rc = push_conv(w, stage_channels[stage], 3, 1, "fan_in") || push(w, "batchnorm2d", 0, NULL) ||
+                 push(w, "relu", 0, NULL) || push(w, "maxpool2d", 0, NULL);
+            if (!rc) w->specs[w->count - 1].kernel[0] = w->specs[w->count - 1].kernel[1] = 2;
+        }
+        if (!rc) rc = push(w, "flatten", 0, NULL) || push(w, "dense", 256, "he_normal");
+        if (!rc) {
+            w->specs[w->count - 1].bias = 0;
+            rc = push(w, "batchnorm", 0, NULL) || push(w, "relu", 0, NULL) || push(w, "dropout", 0, NULL);
+        }
+        if (!rc) {
+            w->specs[w->count - 1].rate = 0.3f;
+            rc = push(w, "dense", 10, NULL);
+        }
     } else {
-        return ars_error(ARS_EINVAL, "unknown workload '%s' (W1, W2, W3, W4, or --config FILE)", name);
+        return ars_error(ARS_EINVAL, "unknown workload '%s' (W1 ... W6, or --config FILE)", name);
     }
     return rc ? ars_error(ARS_ENOMEM, "out of memory building %s", name) : 0;
 }
@@ -202,6 +280,8 @@ static int load_workload(workload *w, const char *path)
     w->capacity = w->count;
     w->batch = run.batch;
     w->in_dim = 784;
+    /* as the trainer gives the model a Fashion-MNIST sample ([dense] reads it flat) */
+    w->input = ars_shape_image(1, 28, 28);
     w->optim = run.optim;
     w->clip_norm = run.clip_norm;
     w->loss = run.loss;
@@ -213,7 +293,7 @@ static int load_workload(workload *w, const char *path)
 static int bench_setup(bench *b)
 {
     const workload *w = &b->w;
-    TRY(ars_model_create(&b->model, w->specs, w->count, ars_shape_vector(w->in_dim), w->batch));
+    TRY(ars_model_create(&b->model, w->specs, w->count, w->input, w->batch));
     TRY(ars_init_model(&b->model, 1));
     TRY(ars_optimizer_create(&b->opt, &w->optim, b->model.param_count));
     b->dlogits = alloc_floats((size_t)w->batch * (size_t)b->model.out_dim);
@@ -380,30 +460,110 @@ static double time_gemm(const gemm_buffers *g, int m, int n, int k, int ta, int 
 
 static double gflops(int m, int n, int k, double seconds) { return 2.0 * m * n * k / seconds * 1e-9; }
 
-static int add_product(bench *b, int slot, int m, int n, int k, int ta, int tb, float beta, int layer)
+/* count calls of C[m,n] = op(A) op(B) by layer `layer` in pass slot `slot`. */
+static int add_product(bench *b, int slot, int m, int n, int k, int ta, int tb, float beta, int layer, int count)
 {
     static const char *const roles[3] = {"forward", "grad_weight", "grad_input"};
     const char *role = roles[slot];
-    for (int i = 0; i < b->product_count; i++) {
+    int index = -1;
+    for (int i = 0; i < b->product_count && index < 0; i++) {
         product *p = &b->products[i];
         if (p->m == m && p->n == n && p->k == k && p->ta == ta && p->tb == tb && p->beta == beta &&
-            strcmp(p->role, role) == 0) {
-            p->uses++;
-            b->layer_products[layer][slot] = i;
-            return 0;
-        }
+            strcmp(p->role, role) == 0)
+            index = i;
     }
-    product *grown = realloc(b->products, sizeof *grown * (size_t)(b->product_count + 1));
-    if (!grown) return ars_error(ARS_ENOMEM, "out of memory");
-    b->products = grown;
-    b->products[b->product_count++] =
-        (product){.role = role, .m = m, .n = n, .k = k, .ta = ta, .tb = tb, .beta = beta, .layer = layer, .uses = 1};
-    b->layer_products[layer][slot] = b->product_count - 1;
+    if (index < 0) {
+        product *grown = realloc(b->products, sizeof *grown * (size_t)(b->product_count + 1));
+        if (!grown) return ars_error(ARS_ENOMEM, "out of memory");
+        b->products = grown;
+        b->products[b->product_count] = (product){.role = role, .m = m, .n = n, .k = k, .ta = ta, .tb = tb,
+                                                  .beta = beta, .layer = layer, .uses = 0};
+        index = b->product_count++;
+    }
+    b->products[index].uses += count;
+    if (b->layer_products[layer][slot] < 0) b->layer_products[layer][slot] = index;
+    layer_call *calls = realloc(b->calls, sizeof *calls * (size_t)(b->call_count + 1));
+    if (!calls) return ars_error(ARS_ENOMEM, "out of memory");
+    b->calls = calls;
+    b->calls[b->call_count++] = (layer_call){.layer = layer, .slot = slot, .product = index, .count = count};
     return 0;
 }
 
-/* The sgemm calls one step makes: dense.c and residual.c (projection), with
- * the shapes and transpositions they pass. */
+/* The sgemm calls of one convolution on `rows` samples as conv_kernels.c
+ * makes them (per group; per_sample: one per sample, the first sample's
+ * weight-gradient product with beta 0, the others accumulating; batched:
+ * one per block of ars_conv2d_chunk samples, the last block maybe smaller;
+ * per_sample's dx product is W_t col(dy) where conv_kernels.c computes dx
+ * as a convolution, W^T dY otherwise).
+ * bias: the forward product accumulates onto the preloaded bias
+ * (per_sample). need_dx: 0 for the first layer. */
+static int add_conv_products(bench *b, const ars_conv_geometry *g, ars_conv_strategy strategy, int rows, int bias,
+                             int need_dx, int layer)
+{
+    const int G = g->groups, Og = g->out_channels / G;
+    const int K = g->in_channels / G * g->kernel_h * g->kernel_w, P = g->out_h * g->out_w;
+    if (strategy == ARS_CONV_PER_SAMPLE) {
+        TRY(add_product(b, 0, Og, P, K, 0, 0, bias ? 1.0f : 0.0f, layer, rows * G));
+        TRY(add_product(b, 1, Og, K, P, 0, 1, 0.0f, layer, G));
+        if (rows > 1) TRY(add_product(b, 1, Og, K, P, 0, 1, 1.0f, layer, (rows - 1) * G));
+        if (need_dx && ars_conv2d_dx_as_convolution(g))   /* dx = W_t col(dy), of the input's size */
+            TRY(add_product(b, 2, g->in_channels / G, g->in_h * g->in_w, Og * g->kernel_h * g->kernel_w, 0, 0, 0.0f,
+                            layer, rows * G));
+        else if (need_dx)
+            TRY(add_product(b, 2, K, P, Og, 1, 0, 0.0f, layer, rows * G));
+        return 0;
+    }
+    const int B = ars_conv2d_chunk(g, rows, ARS_CONV_BATCHED), full = rows / B, rest = rows % B;
+    for (int part = 0; part < 2; part++) {
+        const int blocks = part == 0 ? full : (rest ? 1 : 0), cols = (part == 0 ? B : rest) * P;
+        if (!blocks) continue;
+        TRY(add_product(b, 0, Og, cols, K, 0, 0, 0.0f, layer, blocks * G));
+        if (part == 0) {
+            TRY(add_product(b, 1, Og, K, cols, 0, 1, 0.0f, layer, G));
+            if (blocks > 1) TRY(add_product(b, 1, Og, K, cols, 0, 1, 1.0f, layer, (blocks - 1) * G));
+        } else {
+            TRY(add_product(b, 1, Og, K, cols, 0, 1, 1.0f, layer, G));
+        }
+        if (need_dx) TRY(add_product(b, 2, K, cols, Og, 1, 0, 0.0f, layer, blocks * G));
+    }
+    return 0;
+}
+
+/* A conv2d layer, or a residual_add whose shortcut is a 1x1 convolution. */
+static int is_conv_layer(const ars_layer *l)
+{
+    return strcmp(l->ops->kind, "conv2d") == 0 ||
+           (strcmp(l->ops->kind, "residual_add") == 0 && l->param_count > 0 && l->out_shape.rank == 3);
+}
+
+/* A layer's convolution geometry: a conv2d's from its spec and input; an
+ * image residual_add's projection (src/layers/residual.c: 1x1, the stride
+ * that maps the block's input size onto its output size, no bias). */
+static int conv_geometry_of(const ars_layer *l, ars_conv_geometry *g)
+{
+    if (strcmp(l->ops->kind, "conv2d") == 0) {
+        const ars_layer_spec *s = &l->spec;
+        *g = (ars_conv_geometry){.in_channels = l->in_shape.dims[0], .in_h = l->in_shape.dims[1],
+                                 .in_w = l->in_shape.dims[2], .out_channels = s->channels, .kernel_h = s->kernel[0],
+                                 .kernel_w = s->kernel[1], .stride_h = s->stride[0], .stride_w = s->stride[1],
+                                 .pad_h = s->padding[0], .pad_w = s->padding[1], .dilation_h = s->dilation[0],
+                                 .dilation_w = s->dilation[1], .groups = s->groups};
+        return ars_conv_geometry_init(g);
+    }
+    const ars_shape *skip = &l->partner->out_shape, *out = &l->out_shape;
+    int stride = 0;
+    for (int st = 1; st <= skip->dims[1] && !stride; st++)
+        if ((skip->dims[1] - 1) / st + 1 == out->dims[1] && (skip->dims[2] - 1) / st + 1 == out->dims[2]) stride = st;
+    *g = (ars_conv_geometry){.in_channels = skip->dims[0], .in_h = skip->dims[1], .in_w = skip->dims[2],
+                             .out_channels = out->dims[0], .kernel_h = 1, .kernel_w = 1, .stride_h = stride,
+                             .stride_w = stride, .dilation_h = 1, .dilation_w = 1, .groups = 1};
+    return ars_conv_geometry_init(g);
+}
+
+/* The sgemm calls one step makes: dense.c, conv_kernels.c (conv2d layers
+ * in the layout each chose, layer->tuning) and residual.c's projections
+ * (a dense product for vectors, a 1x1 convolution for images), with the
+ * shapes and transpositions they pass. */
 static int list_products(bench *b)
 {
     const int rows = b->w.batch;
@@ -413,17 +573,24 @@ static int list_products(bench *b)
         const ars_layer *l = &b->model.layers[i];
         b->layer_products[i][0] = b->layer_products[i][1] = b->layer_products[i][2] = -1;
         int in = l->in_dim, out = l->out_dim;
-        if (strcmp(l->ops->kind, "residual_add") == 0) {
+        const int is_add = strcmp(l->ops->kind, "residual_add") == 0;
+        if (is_conv_layer(l)) {
+            ars_conv_geometry g;
+            TRY(conv_geometry_of(l, &g));
+            const ars_conv_strategy strategy = l->tuning == ARS_CONV_BATCHED + 1 ? ARS_CONV_BATCHED : ARS_CONV_PER_SAMPLE;
+            TRY(add_conv_products(b, &g, strategy, rows, !is_add && l->spec.bias, is_add || i > 0, i));
+            continue;
+        }
+        if (is_add) {
             if (l->param_count == 0) continue;
             in = l->partner->in_dim;
         } else if (strcmp(l->ops->kind, "dense") != 0) {
             continue;
         }
         int bias = strcmp(l->ops->kind, "dense") == 0 ? l->spec.bias : 1;
-        TRY(add_product(b, 0, rows, out, in, 0, 1, bias ? 1.0f : 0.0f, i));
-        TRY(add_product(b, 1, out, in, rows, 1, 0, 0.0f, i));
-        if (i > 0 || strcmp(l->ops->kind, "residual_add") == 0)
-            TRY(add_product(b, 2, rows, in, out, 0, 0, 0.0f, i));
+        TRY(add_product(b, 0, rows, out, in, 0, 1, bias ? 1.0f : 0.0f, i, 1));
+        TRY(add_product(b, 1, out, in, rows, 1, 0, 0.0f, i, 1));
+        if (i > 0 || is_add) TRY(add_product(b, 2, rows, in, out, 0, 0, 0.0f, i, 1));
     }
     return 0;
 }
@@ -514,6 +681,29 @@ static double square_gflops(gemm_buffers *g, int size, double budget)
     return gflops(size, size, size, time_gemm(g, size, size, size, 0, 0, 0.0f, budget, 1));
 }
 
+/* Raw seconds (raw: one round's time per product) and flops of layer
+ * `layer`'s products in pass slots [from, to] over one step. */
+static double layer_raw(const bench *b, const double *raw, int layer, int from, int to)
+{
+    double s = 0;
+    for (int i = 0; i < b->call_count; i++) {
+        const layer_call *c = &b->calls[i];
+        if (c->layer == layer && c->slot >= from && c->slot <= to) s += c->count * raw[c->product];
+    }
+    return s;
+}
+
+static double layer_flops(const bench *b, int layer, int from, int to)
+{
+    double s = 0;
+    for (int i = 0; i < b->call_count; i++) {
+        const layer_call *c = &b->calls[i];
+        const product *p = &b->products[c->product];
+        if (c->layer == layer && c->slot >= from && c->slot <= to) s += c->count * 2.0 * p->m * p->n * p->k;
+    }
+    return s;
+}
+
 /* Where the time goes, in `rounds` interleaved rounds of: the square-GEMM
  * rate, `steps` profiled steps (per layer, per phase), the raw products.
  * Reports medians; ratios are medians of per-round ratios. */
@@ -599,32 +789,35 @@ static int report_profile(bench *b, gemm_buffers *g, int threads, int steps, int
             for (int r = 0; r < rounds; r++) tmp[r] = gb[r];
             double bw = median(tmp, rounds);
             json_head("layer", b, threads);
-            printf(",\"layer\":\"%s\",\"layers\":%d,\"kind\":\"%s\",\"in\":%d,\"out\":%d,\"forward_ms\":%.6f,"
-                   "\"backward_ms\":%.6f",
-                   layer->name, count, layer->ops->kind, layer->in_dim, layer->out_dim, f * 1e3, bw * 1e3);
+            printf(",\"layer\":\"%s\",\"layers\":%d,\"kind\":\"%s\",\"spec\":\"%s\",\"in\":%d,\"out\":%d,"
+                   "\"forward_ms\":%.6f,\"backward_ms\":%.6f",
+                   layer->name, count, layer->ops->kind, layer->spec.kind, layer->in_dim, layer->out_dim, f * 1e3,
+                   bw * 1e3);
+            ars_conv_geometry cg;
+            if (is_conv_layer(layer) && conv_geometry_of(layer, &cg) == 0)
+                printf(",\"conv\":\"%d->%d %dx%d/%d %dx%d\",\"layout\":\"%s\"", cg.in_channels, cg.out_channels,
+                       cg.kernel_h, cg.kernel_w, cg.stride_h, cg.in_h, cg.in_w,
+                       ars_conv_strategy_name(layer->tuning == ARS_CONV_BATCHED + 1 ? ARS_CONV_BATCHED
+                                                                                  : ARS_CONV_PER_SAMPLE));
             if (lp[0] >= 0) {
                 /* raw products of this layer: forward; grad_weight + grad_input */
-                const product *pf = &b->products[lp[0]];
-                double flops_f = 2.0 * pf->m * pf->n * pf->k, flops_b = 0;
-                for (int j = 1; j < 3; j++)
-                    if (lp[j] >= 0) flops_b += 2.0 * b->products[lp[j]].m * b->products[lp[j]].n * b->products[lp[j]].k;
-#define RAW_B(r) (raw[(r) * P + lp[1]] + (lp[2] >= 0 ? raw[(r) * P + lp[2]] : 0))
-                for (int r = 0; r < rounds; r++) tmp[r] = raw[r * P + lp[0]];
+                const double flops_f = layer_flops(b, l, 0, 0), flops_b = layer_flops(b, l, 1, 2);
+                for (int r = 0; r < rounds; r++) tmp[r] = layer_raw(b, raw + (size_t)r * P, l, 0, 0);
                 double rf = median(tmp, rounds);
-                for (int r = 0; r < rounds; r++) tmp[r] = RAW_B(r);
+                for (int r = 0; r < rounds; r++) tmp[r] = layer_raw(b, raw + (size_t)r * P, l, 1, 2);
                 double rb = median(tmp, rounds);
-                for (int r = 0; r < rounds; r++) tmp[r] = gf[r] / raw[r * P + lp[0]];
+                for (int r = 0; r < rounds; r++) tmp[r] = gf[r] / layer_raw(b, raw + (size_t)r * P, l, 0, 0);
                 double over_f = median(tmp, rounds);
-                for (int r = 0; r < rounds; r++) tmp[r] = gb[r] / RAW_B(r);
+                for (int r = 0; r < rounds; r++) tmp[r] = gb[r] / layer_raw(b, raw + (size_t)r * P, l, 1, 2);
                 double over_b = median(tmp, rounds);
-#undef RAW_B
                 for (int r = 0; r < rounds; r++) tmp[r] = flops_f / gf[r] * 1e-9 / peak[r];
                 double peak_f = median(tmp, rounds);
                 for (int r = 0; r < rounds; r++) tmp[r] = flops_b / gb[r] * 1e-9 / peak[r];
                 double peak_b = median(tmp, rounds);
                 printf(",\"raw_forward_ms\":%.6f,\"raw_backward_ms\":%.6f,\"forward_over_raw\":%.4f,"
-                       "\"backward_over_raw\":%.4f,\"forward_of_peak\":%.4f,\"backward_of_peak\":%.4f",
-                       rf * 1e3, rb * 1e3, over_f, over_b, peak_f, peak_b);
+                       "\"backward_over_raw\":%.4f,\"forward_of_peak\":%.4f,\"backward_of_peak\":%.4f,"
+                       "\"forward_gflop\":%.6f,\"backward_gflop\":%.6f",
+                       rf * 1e3, rb * 1e3, over_f, over_b, peak_f, peak_b, flops_f * 1e-9, flops_b * 1e-9);
             }
             printf("}\n");
         }
@@ -646,7 +839,7 @@ static int report_profile(bench *b, gemm_buffers *g, int threads, int steps, int
 static void usage(FILE *to)
 {
     fprintf(to,
-            "usage: bench_step [--workload W1|W2|W3|W4 | --config FILE] [--steps N] [--warmup N]\n"
+            "usage: bench_step [--workload W1|...|W6 | --config FILE] [--steps N] [--warmup N]\n"
             "                  [--reps N] [--threads N] [--batch N] [--in-dim N]\n"
             "                  [--products [--rounds N]] [--gemm-budget SECONDS]\n"
             "Times full training steps and the same products as raw cblas_sgemm; one JSON line\n"
@@ -685,6 +878,8 @@ static int parse(int argc, char **argv, options *o)
 /* Steps per timed block when --steps is not given: about a second. */
 static int default_steps(const char *name)
 {
+    if (strcmp(name, "W5") == 0) return 3;
+    if (strcmp(name, "W6") == 0) return 5;
     if (strcmp(name, "W3") == 0) return 5;
     if (strcmp(name, "W2") == 0) return 20;
     return 30;
@@ -699,7 +894,10 @@ static int run(const options *o)
     if (threads == 1) timing_clock = CLOCK_PROCESS_CPUTIME_ID;
     TRY(o->config ? load_workload(&b.w, o->config) : build_workload(&b.w, o->workload));
     if (o->batch > 0) b.w.batch = o->batch;
-    if (o->in_dim > 0) b.w.in_dim = o->in_dim;
+    if (o->in_dim > 0) {
+        b.w.in_dim = o->in_dim;
+        b.w.input = ars_shape_vector(o->in_dim);
+    }
     const int steps = o->steps > 0 ? o->steps : default_steps(b.w.name);
 
     /* Baseline: data and a first sgemm (OpenBLAS's buffers) before the model. */
@@ -788,6 +986,7 @@ static int run(const options *o)
     free(b.layer_bwd);
     free(b.products);
     free(b.layer_products);
+    free(b.calls);
     ars_optimizer_destroy(&b.opt);
     ars_model_destroy(&b.model);
     free(b.w.specs);

@@ -9,23 +9,28 @@
 # time-to-accuracy runs cut to 1 epoch on 2000 samples; writes into the work
 # directory, not docs/ (for CI: it checks that the harness runs, never how
 # fast; it fails only when a program fails).
-#   bench/run.sh [--quick] [--reps N] [--threads "1 2"] [--workloads "W1 W2 W3 W4"]
+#   bench/run.sh [--quick] [--reps N] [--threads "1 2"] [--workloads "W1 W2 W3 W4 W5 W6"]
 #                [--tta-reps N] [--out FILE] [--work DIR] [--build DIR] [--no-torch]
-#                [--no-dist] [--no-tta] [--tta-only] [--report-only] [--prebuilt]
+#                [--no-dist] [--no-tta] [--tta-only] [--report-only] [--prebuilt] [--update]
 # --prebuilt: use the programs already built in --build DIR (any build type,
 # e.g. the test suite's build) instead of configuring a Release build there.
+# --update: measure only --workloads (no data-parallel, time-to-accuracy or
+# checkpoint stages) and put their sections, with their own date, commit,
+# machine and load, into the existing report as a block (replacing an earlier
+# block of the same workloads); the rest of the report stays as it was, the
+# hand-written analysis at its end is replaced by the current bench/limits.md.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 
-quick=0 reps=5 threads="1 2" threads_set=0 workloads="W1 W2 W3 W4" out="" work="" torch=1 dist=1 report_only=0
-tta=1 tta_reps=3 tta_only=0 prebuilt=0
+quick=0 reps=5 threads="1 2" threads_set=0 workloads="W1 W2 W3 W4 W5 W6" workloads_set=0 out="" work="" torch=1
+dist=1 report_only=0 tta=1 tta_reps=3 tta_only=0 prebuilt=0 update=0
 build="${BUILD_DIR:-/tmp/arsenal-bench-build}"
 while (($#)); do
     case "$1" in
         --quick) quick=1 ;;
         --reps) reps="$2"; shift ;;
         --threads) threads="$2"; threads_set=1; shift ;;
-        --workloads) workloads="$2"; shift ;;
+        --workloads) workloads="$2"; workloads_set=1; shift ;;
         --tta-reps) tta_reps="$2"; shift ;;
         --out) out="$2"; shift ;;
         --work) work="$2"; shift ;;
@@ -36,12 +41,22 @@ while (($#)); do
         --tta-only) tta_only=1 ;;
         --report-only) report_only=1 ;;
         --prebuilt) prebuilt=1 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        --update) update=1 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
-if ((quick)); then reps=1 tta_reps=1; ((threads_set)) || threads=1; fi
+if ((quick)); then
+    reps=1 tta_reps=1
+    ((threads_set)) || threads=1
+    # the ResNet-20 step alone takes about a second: CI keeps the small CNN
+    ((workloads_set)) || workloads="W1 W2 W3 W4 W6"
+fi
+if ((update)); then
+    ((workloads_set)) || { echo "run.sh: --update needs --workloads \"W...\"" >&2; exit 2; }
+    dist=0 tta=0 tta_only=0
+fi
 ((tta_reps > 0)) || tta=0
 ((tta_only)) && reps=0 tta=1
 work="${work:-$(mktemp -d /tmp/arsenal-bench.XXXXXX)}"
@@ -64,7 +79,7 @@ fi
 # Steps per timed block and warm-up steps, per workload.
 steps_for() {
     if ((quick)); then echo 2; return; fi
-    case "$1" in W3) echo 6 ;; W2) echo 20 ;; *) echo 30 ;; esac
+    case "$1" in W3) echo 6 ;; W2) echo 20 ;; W5) echo 3 ;; W6) echo 8 ;; *) echo 30 ;; esac
 }
 warmup=3; ((quick)) && warmup=1
 budget=0.02; ((quick)) && budget=0.002
@@ -216,10 +231,12 @@ if ((!report_only)); then
         done
         echo "tta_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/load.txt"
     fi
-    # the probes' cost and the checkpoint write against a raw write (909 MB; --quick: 1 round, 30 MB)
-    echo "run.sh: probes and checkpoint write (bench_ckpt, $work)" >&2
-    if ((quick)); then ckpt_args=(1 small); else ckpt_args=(3); fi
-    OPENBLAS_NUM_THREADS=1 "$build/bench_ckpt" "$work" "${ckpt_args[@]}" | tag 1 none >>"$results"
+    if ((!update)); then
+        # the probes' cost and the checkpoint write against a raw write (909 MB; --quick: 1 round, 30 MB)
+        echo "run.sh: probes and checkpoint write (bench_ckpt, $work)" >&2
+        if ((quick)); then ckpt_args=(1 small); else ckpt_args=(3); fi
+        OPENBLAS_NUM_THREADS=1 "$build/bench_ckpt" "$work" "${ckpt_args[@]}" | tag 1 none >>"$results"
+    fi
     echo "end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/load.txt"
     echo "run.sh: measured in $((SECONDS - start)) s; results in $results" >&2
 fi
@@ -241,11 +258,14 @@ if ((!report_only)) || [[ ! -s "$work/machine.txt" ]]; then
     echo "reps=$reps"
     echo "tta_reps=$tta_reps"
     echo "quick=$quick"
+    if ((update)); then echo "update=$workloads"; fi
 } >"$work/machine.txt"
 [[ -f "$work/load.txt" ]] && sed 's/^/load_/' "$work/load.txt" >>"$work/machine.txt"
 fi
 
-"$python" - "$results" "$work/machine.txt" "$out" "$repo" <<'PY'
+update_workloads=""
+((update)) && update_workloads="$workloads"
+"$python" - "$results" "$work/machine.txt" "$out" "$repo" "$update_workloads" <<'PY'
 """Medians of the JSON lines -> Markdown. Ratios are medians of per-round
 ratios (each round ran both sides back to back)."""
 import json, os, sys, statistics
@@ -265,144 +285,299 @@ def f(v, fmt="{:.2f}"):
 def pick(**kw):
     return [r for r in rows if all(r.get(k) == v for k, v in kw.items())]
 
+# --update "W5 W6": render only those workloads, as a block spliced into the existing report
+update = (sys.argv[5] if len(sys.argv) > 5 else "") or machine.get("update", "")
+DESCRIPTIONS = {
+    "W1": ("MLP 784-1024-1024-10, ReLU", 128, "Adam, clip 1.0"),
+    "W2": ("784-256, 48 blocks x + Linear(ReLU(BatchNorm(x))) of width 256, 256-10", 64, "Adam, clip 1.0"),
+    "W3": ("as W2 with 1000 blocks of width 64", 32, "Adam, clip 1.0"),
+    "W4": ("784-256x20-10, sigmoid", 128, "SGD"),
+    "W5": ("ResNet-20 on [1, 28, 28]: conv3x3 16 + BatchNorm2d + ReLU, 3 stages x 3 basic blocks at 16/32/64 "
+           "channels (stride 2 into stages 2 and 3, 1x1 conv + BatchNorm2d shortcuts there), global average "
+           "pool, 64-10 (examples/resnet-fmnist.cfg's layers)", 128, "Adam, clip 1.0"),
+    "W6": ("small CNN on [1, 28, 28]: 3 x (conv3x3 + BatchNorm2d + ReLU + maxpool 2) at 32/64/128 channels, "
+           "1152-256 (no bias), BatchNorm, ReLU, dropout 0.3, 256-10 (examples/cnn-fmnist.cfg's layers)",
+           128, "Adam, clip 1.0"),
+}
+
 lines = []
 w = lines.append
-w("# Performance")
-w("")
-w("Generated by `bench/run.sh` (see `bench/README.md`); do not edit by hand.")
-w("")
-w(f"- date: {machine.get('date')}; commit: {machine.get('commit')}")
-w(f"- machine: {machine.get('cpu')}, {machine.get('memory')}, Linux {machine.get('kernel')}")
 meta = pick(bench="meta", impl="arsenal")
-w(f"- OpenBLAS: {meta[0]['openblas'] if meta else '?'} (Debian {machine.get('openblas_pkg')}); "
-  f"{machine.get('env')}")
-w(f"- PyTorch: {machine.get('torch')} (Debian python3-torch, Linear on the same system OpenBLAS); "
-  f"Open MPI {machine.get('openmpi')}")
-if machine.get("reps") != "0":
-    w(f"- {machine.get('reps')} rounds; every figure is the median over rounds; each round runs arsenal and "
-      "PyTorch back to back (A/B interleaved), and a ratio is the median of the per-round ratios.")
-if machine.get("load_start"):
-    w(f"- load average (1, 5, 15 min) when the measurements started: {machine['load_start']}; at the end: "
-      f"{machine.get('load_end', '?')} (2 vCPU: above 2, other work competed for the cores and wall-clock "
-      "figures, 2-thread ones most, are disturbed; the 1-thread CPU-time figures much less)")
-if machine.get("quick") == "1":
-    w("- **--quick run: tiny step counts, the figures mean nothing.**")
-w("")
-steps_from = len(lines)
-w("Workloads (same model, batch and thread count on both sides; random data of Fashion-MNIST shape):")
-w("")
-w("| | model | batch | optimizer |")
-w("|---|---|---|---|")
-w("| W1 | MLP 784-1024-1024-10, ReLU | 128 | Adam, clip 1.0 |")
-w("| W2 | 784-256, 48 blocks x + Linear(ReLU(BatchNorm(x))) of width 256, 256-10 | 64 | Adam, clip 1.0 |")
-w("| W3 | as W2 with 1000 blocks of width 64 | 32 | Adam, clip 1.0 |")
-w("| W4 | 784-256x20-10, sigmoid | 128 | SGD |")
-w("")
-w("Columns: *torch* is PyTorch as installed; *torch, tuned malloc* runs it with "
-  "`MALLOC_MMAP_THRESHOLD_`/`MALLOC_TRIM_THRESHOLD_` raised, so the temporaries it allocates every "
-  "step are not page-faulted in again (on this VM that is most of torch's W1 step). "
-  "*same two by CPU time*: the ratios of process CPU time per step, at 1 thread only: time "
-  "spent descheduled on a busy shared machine does not count, so they are steadier than the "
-  "wall-clock ratios. *GEMM roofline* = arsenal step time / the summed time of the same sgemm "
-  "calls made raw (1.0 would mean nothing but matrix products; CPU time at 1 thread, wall time "
-  "at 2). *RSS* = peak RSS minus the RSS before the "
-  "model was built, against the analytic minimum: parameters x {weights, grads, and the "
-  "optimizer's m, v} + BatchNorm state + saved activations (the input and every layer output "
-  "except the residual-begin copies).")
-w("")
+corenames = sorted({m["corename"] for m in meta if m.get("corename")})
+
+def machine_lines():
+    w(f"- date: {machine.get('date')}; commit: {machine.get('commit')}")
+    w(f"- machine: {machine.get('cpu')}, {machine.get('memory')}, Linux {machine.get('kernel')}")
+    w(f"- OpenBLAS: {meta[0]['openblas'] if meta else '?'} (Debian {machine.get('openblas_pkg')}); "
+      f"core {', '.join(corenames) or '?'} (openblas_get_corename); {machine.get('env')}")
+    w(f"- PyTorch: {machine.get('torch')} (Debian python3-torch: Linear on the same system OpenBLAS, "
+      f"convolutions on oneDNN); Open MPI {machine.get('openmpi')}")
+    if machine.get("reps") != "0":
+        w(f"- {machine.get('reps')} rounds; every figure is the median over rounds; each round runs arsenal and "
+          "PyTorch back to back (A/B interleaved), and a ratio is the median of the per-round ratios "
+          "(in brackets: the lowest and highest per-round ratio).")
+    if machine.get("load_start"):
+        w(f"- load average (1, 5, 15 min) when the measurements started: {machine['load_start']}; at the end: "
+          f"{machine.get('load_end', '?')} (2 vCPU: above 2, other work competed for the cores and wall-clock "
+          "figures, 2-thread ones most, are disturbed; the 1-thread CPU-time figures much less)")
+    if machine.get("quick") == "1":
+        w("- **--quick run: tiny step counts, the figures mean nothing.**")
+    w("")
 
 workloads = sorted({r["workload"] for r in pick(bench="step", impl="arsenal")})
 threads_all = sorted({r["threads"] for r in pick(bench="step", impl="arsenal")})
-w("## Training step")
-w("")
-for wl in workloads:
-    w(f"### {wl}")
+
+def workload_table(wls):
+    w("Workloads (same model, batch and thread count on both sides; random data of Fashion-MNIST shape):")
     w("")
-    w("| threads | arsenal ms/step | torch ms/step | torch, tuned malloc ms/step | arsenal / torch "
-      "| arsenal / tuned torch | same two by CPU time | GEMM roofline | arsenal RSS vs minimum (MB) |")
+    w("| | model | batch | optimizer |")
+    w("|---|---|---|---|")
+    for wl in wls:
+        model, batch, opt = DESCRIPTIONS.get(wl, (wl, "?", "?"))
+        w(f"| {wl} | {model} | {batch} | {opt} |")
+    w("")
+    w("Columns: *torch* is PyTorch as installed; *torch, tuned malloc* runs it with "
+      "`MALLOC_MMAP_THRESHOLD_`/`MALLOC_TRIM_THRESHOLD_` raised, so the temporaries it allocates every "
+      "step are not page-faulted in again (on this VM that is most of torch's W1 step). "
+      "*same two by CPU time*: the ratios of process CPU time per step, at 1 thread only: time "
+      "spent descheduled on a busy shared machine does not count, so they are steadier than the "
+      "wall-clock ratios. *GEMM roofline* = arsenal step time / the summed time of the same sgemm "
+      "calls made raw (dense and convolution products; 1.0 would mean nothing but matrix products; CPU "
+      "time at 1 thread, wall time at 2). *RSS* = peak RSS minus the RSS before the "
+      "model was built, against the analytic minimum: parameters x {weights, grads, and the "
+      "optimizer's m, v} + BatchNorm state + saved activations (the input and every layer output "
+      "except the residual-begin copies; not the convolutions' im2col workspaces).")
+    w("")
+
+def spread(values, fmt="{:.3f}"):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    text = fmt.format(statistics.median(values))
+    if len(values) > 1:
+        text += f" ({fmt.format(min(values))}-{fmt.format(max(values))})"
+    return text
+
+# What a layer line counts as in the breakdown of an image workload's step.
+def part_of(l):
+    s = l.get("spec", l["kind"])
+    if s == "residual_add":
+        return "projection shortcut (1x1 conv + BatchNorm2d + add)" if "conv" in l else "residual add (identity)"
+    if s == "residual":
+        return "residual (copy of the block input)"
+    return s
+
+def breakdown(wl, t):
+    """ms per step by part (conv2d, BatchNorm2d, ...) from the profiled round's layer and phase lines."""
+    layers = pick(bench="layer", workload=wl, threads=t)
+    phases = {p["phase"]: p["ms"] for p in pick(bench="phase", workload=wl, threads=t)}
+    sq = med([s["gflops"] for s in pick(bench="square_gemm", workload=wl, threads=t)])
+    if not layers or not phases:
+        return
+    total = sum(phases.values())
+    parts = defaultdict(lambda: {"n": 0, "f": 0.0, "b": 0.0, "rf": 0.0, "rb": 0.0, "gf": 0.0, "gb": 0.0, "raw": False})
+    for l in layers:
+        p = parts[part_of(l)]
+        p["n"] += l["layers"]
+        p["f"] += l["forward_ms"] * l["layers"]
+        p["b"] += l["backward_ms"] * l["layers"]
+        if "raw_forward_ms" in l:
+            p["raw"] = True
+            p["rf"] += l["raw_forward_ms"] * l["layers"]
+            p["rb"] += l["raw_backward_ms"] * l["layers"]
+            p["gf"] += l.get("forward_gflop", 0) * l["layers"]
+            p["gb"] += l.get("backward_gflop", 0) * l["layers"]
+    w(f"Where arsenal's {wl} step goes at {t} thread(s) (profiled round, {'process CPU' if t == 1 else 'wall'} "
+      f"time; each layer's forward and backward call timed inside the step; *raw* = the same sgemm calls "
+      f"made alone; *of peak* = GFLOP/s over the square 1024³ sgemm rate, {f(sq, '{:.1f}')} GFLOP/s, measured "
+      f"in the same rounds):")
+    w("")
+    w("| part | layers | forward ms | backward ms | ms per step | share of step | in step / raw products "
+      "| raw products of peak | in step of peak |")
     w("|---|---|---|---|---|---|---|---|---|")
-    for t in threads_all:
-        a = {r["round"]: r for r in pick(bench="step", impl="arsenal", workload=wl, threads=t)}
-        td = {r["round"]: r for r in pick(bench="step", impl="torch", workload=wl, threads=t, malloc="default")}
-        tt = {r["round"]: r for r in pick(bench="step", impl="torch", workload=wl, threads=t, malloc="tuned")}
-        if not a:
-            continue
-        def ratio(other, key):
-            return med([a[k][key] / other[k][key] for k in a if k in other and other[k].get(key)])
-        am = med([r["ms_per_step"] for r in a.values()])
-        dm = med([r["ms_per_step"] for r in td.values()])
-        tm = med([r["ms_per_step"] for r in tt.values()])
-        rd, rt = ratio(td, "ms_per_step"), ratio(tt, "ms_per_step")
-        cpu = "–"
-        if t == 1:
-            cpu = f"{f(ratio(td, 'cpu_ms_per_step'), '{:.3f}')}, {f(ratio(tt, 'cpu_ms_per_step'), '{:.3f}')}"
-        roof = med([r["roofline"] for r in a.values()])
-        mem = pick(bench="memory", impl="arsenal", workload=wl, threads=t)
-        memtxt = "–"
-        if mem:
-            mm = med([m["model_rss_mb"] for m in mem])
-            memtxt = f"{mm:.1f} vs {mem[0]['minimum_mb']:.1f} (x{mm / mem[0]['minimum_mb']:.2f})"
-        w(f"| {t} | {f(am)} | {f(dm)} | {f(tm)} | {f(rd, '{:.3f}')} | {f(rt, '{:.3f}')} | {cpu} | "
-          f"{f(roof, '{:.2f}')} | {memtxt} |")
+    order = sorted(parts.items(), key=lambda kv: -(kv[1]["f"] + kv[1]["b"]))
+    for name, p in order:
+        ms = p["f"] + p["b"]
+        over = rawpk = steppk = "–"
+        if p["raw"] and p["rf"] + p["rb"] > 0:
+            over = f"{ms / (p['rf'] + p['rb']):.2f}"
+            if sq:
+                rawpk = f"{100 * (p['gf'] + p['gb']) / ((p['rf'] + p['rb']) * 1e-3) / sq:.0f}%"
+                steppk = f"{100 * (p['gf'] + p['gb']) / (ms * 1e-3) / sq:.0f}%"
+        w(f"| {name} | {p['n']} | {p['f']:.2f} | {p['b']:.2f} | {ms:.2f} | {100 * ms / total:.1f}% | {over} | "
+          f"{rawpk} | {steppk} |")
+    for ph in ("loss", "norm_clip", "optimizer"):
+        if ph in phases:
+            w(f"| {ph} | – | – | – | {phases[ph]:.2f} | {100 * phases[ph] / total:.1f}% | – | – | – |")
+    rest = phases.get("forward", 0) + phases.get("backward", 0) - sum(p["f"] + p["b"] for p in parts.values())
+    w(f"| forward + backward outside the layers' calls (prefetch, hooks, gradient sums of squares; "
+      f"phase medians minus layer medians, so it can come out below 0) | – | – | – | {rest:.2f} | "
+      f"{100 * rest / total:.1f}% | – | – | – |")
+    w(f"| **step** | {sum(p['n'] for p in parts.values())} | {phases.get('forward', 0):.2f} | "
+      f"{phases.get('backward', 0):.2f} | {total:.2f} | 100% | – | – | – |")
     w("")
-    phases = pick(bench="phase", workload=wl)
-    if phases:
-        parts = []
+
+def is_image(wl):
+    return any("conv" in l for l in pick(bench="layer", workload=wl))
+
+def step_sections(wls, title=None):
+    if title:
+        w(title)
+        w("")
+    for wl in wls:
+        w(f"### {wl}")
+        w("")
+        w("| threads | arsenal ms/step | torch ms/step | torch, tuned malloc ms/step | arsenal / torch "
+          "| arsenal / tuned torch | same two by CPU time | GEMM roofline | arsenal RSS vs minimum (MB) |")
+        w("|---|---|---|---|---|---|---|---|---|")
         for t in threads_all:
-            ph = [p for p in phases if p["threads"] == t]
-            if ph:
-                parts.append(f"{t} thread(s): " + ", ".join(f"{p['phase']} {p['ms']:.2f}" for p in ph))
-        w("Where arsenal's step goes (ms, profiled round): " + "; ".join(parts) + ".")
+            a = {r["round"]: r for r in pick(bench="step", impl="arsenal", workload=wl, threads=t)}
+            td = {r["round"]: r for r in pick(bench="step", impl="torch", workload=wl, threads=t, malloc="default")}
+            tt = {r["round"]: r for r in pick(bench="step", impl="torch", workload=wl, threads=t, malloc="tuned")}
+            if not a:
+                continue
+            def ratios(other, key):
+                return [a[k][key] / other[k][key] for k in a if k in other and other[k].get(key)]
+            am = med([r["ms_per_step"] for r in a.values()])
+            dm = med([r["ms_per_step"] for r in td.values()])
+            tm = med([r["ms_per_step"] for r in tt.values()])
+            cpu = "–"
+            if t == 1:
+                cpu = f"{spread(ratios(td, 'cpu_ms_per_step'))}, {spread(ratios(tt, 'cpu_ms_per_step'))}"
+            roof = med([r["roofline"] for r in a.values()])
+            mem = pick(bench="memory", impl="arsenal", workload=wl, threads=t)
+            memtxt = "–"
+            if mem:
+                mm = med([m["model_rss_mb"] for m in mem])
+                memtxt = f"{mm:.1f} vs {mem[0]['minimum_mb']:.1f} (x{mm / mem[0]['minimum_mb']:.2f})"
+            w(f"| {t} | {f(am)} | {f(dm)} | {f(tm)} | {spread(ratios(td, 'ms_per_step'))} | "
+              f"{spread(ratios(tt, 'ms_per_step'))} | {cpu} | {f(roof, '{:.2f}')} | {memtxt} |")
         w("")
+        phases = pick(bench="phase", workload=wl)
+        if phases:
+            parts = []
+            for t in threads_all:
+                ph = [p for p in phases if p["threads"] == t]
+                if ph:
+                    parts.append(f"{t} thread(s): " + ", ".join(f"{p['phase']} {p['ms']:.2f}" for p in ph))
+            w("Where arsenal's step goes (ms, profiled round): " + "; ".join(parts) + ".")
+            w("")
+        if is_image(wl):
+            for t in threads_all:
+                breakdown(wl, t)
 
-w("## Matrix products against raw sgemm")
-w("")
-w("For the dense layers (src/layers/dense.c): every distinct sgemm of a step, raw (same shape and "
-  "transposition as dense.c passes: forward `NT`, grad_weight `TN`, grad_input `NN`, row-major), its "
-  "GFLOP/s and share of the square 1024³ sgemm rate measured in the same rounds; the best of the 8 "
-  "layouts that compute the same product (`XY` = C = op(A)·op(B), `T:XY` = the transposed product "
-  "Cᵀ = op(Bᵀ)·op(Aᵀ)) and its time relative to dense.c's layout; and the dense layer's forward / "
-  "backward call inside the step relative to its raw products (>1: the layer is slower than its "
-  "sgemm calls alone: bias, cache misses on cold operands). At 1 thread all of these are "
-  "process CPU time, at 2 threads wall time; the square rate is measured next to each product.")
-w("")
-for t in threads_all:
-    sq = pick(bench="square_gemm", threads=t)
-    if not sq:
-        continue
-    w(f"### {t} thread(s): square sgemm {med([s['gflops'] for s in sq]):.1f} GFLOP/s")
+def product_sections(wls, title):
+    w(title)
     w("")
-    w("| workload | product | m x n x k | uses/step | dense.c layout | raw GFLOP/s | of square peak "
-      "| best layout (time vs dense.c's) |")
-    w("|---|---|---|---|---|---|---|---|")
-    for wl in workloads:
-        for p in pick(bench="product", workload=wl, threads=t):
-            variants = [v for v in pick(bench="gemm_variant", workload=wl, threads=t)
-                        if v["role"] == p["role"] and (v["m"], v["n"], v["k"]) == (p["m"], p["n"], p["k"])]
-            best = min(variants, key=lambda v: v["time_vs_library"]) if variants else None
-            besttxt = f"{best['variant']} ({best['time_vs_library']:.2f})" if best else "–"
-            w(f"| {wl} | {p['role']} ({p['layer']}) | {p['m']} x {p['n']} x {p['k']} | {p['uses']} | "
-              f"{p['trans']} | {p['gflops']:.1f} | {100 * p['of_peak']:.0f}% | {besttxt} |")
+    w("Every distinct sgemm of a step, raw (same shape and transposition as the layer passes: "
+      "src/layers/dense.c forward `NT`, grad_weight `TN`, grad_input `NN`; src/layers/conv_kernels.c, "
+      "per group, forward `NN` W[O, K]·col[K, cols], grad_weight `NT` dY·colᵀ, grad_input `TN` Wᵀ·dY "
+      "before col2im, or `NN` W_t·col(dy) where the per-sample layout computes dx as a convolution "
+      "(stride 1, channels not widened), once per sample (per_sample) or per block of samples (batched), "
+      "row-major), its "
+      "GFLOP/s and share of the square 1024³ sgemm rate measured in the same rounds; the best of the 8 "
+      "layouts that compute the same product (`XY` = C = op(A)·op(B), `T:XY` = the transposed product "
+      "Cᵀ = op(Bᵀ)·op(Aᵀ)) and its time relative to the library's layout; and each dense or convolution "
+      "layer's forward / backward call inside the step relative to its raw products (>1: the layer is "
+      "slower than its sgemm calls alone: bias, im2col / col2im, cache misses on cold operands). At 1 "
+      "thread all of these are process CPU time, at 2 threads wall time; the square rate is measured next "
+      "to each product. A convolution's weight-gradient product appears once: its first call (beta 0) "
+      "and the accumulating ones (beta 1) are merged.")
     w("")
-    w("| workload | dense layer (in -> out) x count | forward ms in step / raw | backward ms in step / raw "
-      "| forward of peak | backward of peak |")
-    w("|---|---|---|---|---|---|")
-    for wl in workloads:
-        for l in pick(bench="layer", workload=wl, threads=t, kind="dense"):
-            w(f"| {wl} | {l['layer']} ({l['in']} -> {l['out']}) x {l['layers']} | "
-              f"{l['forward_ms']:.3f} / {l['raw_forward_ms']:.3f} (x{l['forward_over_raw']:.2f}) | "
-              f"{l['backward_ms']:.3f} / {l['raw_backward_ms']:.3f} (x{l['backward_over_raw']:.2f}) | "
-              f"{100 * l['forward_of_peak']:.0f}% | {100 * l['backward_of_peak']:.0f}% |")
-    w("")
-    others = [l for wl in workloads for l in pick(bench="layer", workload=wl, threads=t) if l["kind"] != "dense"]
-    if others:
-        w("Other layers (ms per layer, forward / backward): " + "; ".join(
-            f"{l['workload']} {l['kind']} {l['in']} x{l['layers']}: {l['forward_ms']:.3f} / {l['backward_ms']:.3f}"
-            for l in others) + ".")
+    for t in threads_all:
+        sq = [s for s in pick(bench="square_gemm", threads=t) if s["workload"] in wls]
+        if not sq:
+            continue
+        w(f"### {t} thread(s): square sgemm {med([s['gflops'] for s in sq]):.1f} GFLOP/s")
         w("")
+        w("| workload | product | m x n x k | uses/step | layout | raw GFLOP/s | of square peak "
+          "| best layout (time vs the library's) |")
+        w("|---|---|---|---|---|---|---|---|")
+        for wl in wls:
+            merged = {}
+            for p in pick(bench="product", workload=wl, threads=t):
+                key = (p["role"], p["layer"], p["m"], p["n"], p["k"], p["trans"])
+                if key in merged:
+                    q = merged[key]
+                    u = q["uses"] + p["uses"]
+                    q["raw_ms"] = (q["raw_ms"] * q["uses"] + p["raw_ms"] * p["uses"]) / u
+                    q["of_peak"] = (q["of_peak"] * q["uses"] + p["of_peak"] * p["uses"]) / u
+                    q["gflops"] = 2e-6 * p["m"] * p["n"] * p["k"] / q["raw_ms"]
+                    q["uses"] = u
+                else:
+                    merged[key] = dict(p)
+            for p in merged.values():
+                variants = [v for v in pick(bench="gemm_variant", workload=wl, threads=t)
+                            if v["role"] == p["role"] and (v["m"], v["n"], v["k"]) == (p["m"], p["n"], p["k"])]
+                best = min(variants, key=lambda v: v["time_vs_library"]) if variants else None
+                besttxt = f"{best['variant']} ({best['time_vs_library']:.2f})" if best else "–"
+                w(f"| {wl} | {p['role']} ({p['layer']}) | {p['m']} x {p['n']} x {p['k']} | {p['uses']} | "
+                  f"{p['trans']} | {p['gflops']:.1f} | {100 * p['of_peak']:.0f}% | {besttxt} |")
+        w("")
+        dense_rows = [l for wl in wls for l in pick(bench="layer", workload=wl, threads=t, kind="dense")]
+        if dense_rows:
+            w("| workload | dense layer (in -> out) x count | forward ms in step / raw | backward ms in step / raw "
+              "| forward of peak | backward of peak |")
+            w("|---|---|---|---|---|---|")
+            for l in dense_rows:
+                w(f"| {l['workload']} | {l['layer']} ({l['in']} -> {l['out']}) x {l['layers']} | "
+                  f"{l['forward_ms']:.3f} / {l['raw_forward_ms']:.3f} (x{l['forward_over_raw']:.2f}) | "
+                  f"{l['backward_ms']:.3f} / {l['raw_backward_ms']:.3f} (x{l['backward_over_raw']:.2f}) | "
+                  f"{100 * l['forward_of_peak']:.0f}% | {100 * l['backward_of_peak']:.0f}% |")
+            w("")
+        conv_rows = [l for wl in wls for l in pick(bench="layer", workload=wl, threads=t) if "conv" in l]
+        if conv_rows:
+            sqw = {wl: med([s["gflops"] for s in sq if s["workload"] == wl]) for wl in wls}
+            w("| workload | convolution (layer: in -> out channels, kernel/stride, input) x count | layout "
+              "| forward ms in step / raw | backward ms in step / raw | raw products of peak (fwd, bwd) "
+              "| in step of peak (fwd, bwd) |")
+            w("|---|---|---|---|---|---|---|")
+            for l in conv_rows:
+                pk = sqw.get(l["workload"])
+                rawpk = "–"
+                if pk and l["raw_forward_ms"] > 0 and l["raw_backward_ms"] > 0:
+                    rawpk = (f"{100 * l['forward_gflop'] / (l['raw_forward_ms'] * 1e-3) / pk:.0f}%, "
+                             f"{100 * l['backward_gflop'] / (l['raw_backward_ms'] * 1e-3) / pk:.0f}%")
+                w(f"| {l['workload']} | {l['layer']}: {l['conv']} x {l['layers']} | {l['layout']} | "
+                  f"{l['forward_ms']:.3f} / {l['raw_forward_ms']:.3f} (x{l['forward_over_raw']:.2f}) | "
+                  f"{l['backward_ms']:.3f} / {l['raw_backward_ms']:.3f} (x{l['backward_over_raw']:.2f}) | "
+                  f"{rawpk} | {100 * l['forward_of_peak']:.0f}%, {100 * l['backward_of_peak']:.0f}% |")
+            w("")
+        others = [l for wl in wls if not is_image(wl) for l in pick(bench="layer", workload=wl, threads=t)
+                  if l["kind"] != "dense"]
+        if others:
+            w("Other layers (ms per layer, forward / backward): " + "; ".join(
+                f"{l['workload']} {l['kind']} {l['in']} x{l['layers']}: {l['forward_ms']:.3f} / {l['backward_ms']:.3f}"
+                for l in others) + ".")
+            w("")
 
-if not workloads:   # --tta-only: no step figures, no empty sections
-    del lines[steps_from:]
+if update:
+    # a block of its own, spliced into the existing report (bench/run.sh --update)
+    wls = [wl for wl in update.split() if wl in workloads]
+    begin, end = f"<!-- bench/run.sh --update {update}: begin -->", f"<!-- bench/run.sh --update {update}: end -->"
+    w(begin)
+    w(f"## Training step: {', '.join(wls)} (measured apart from the rest of this report)")
+    w("")
+    w(f"Measured by `bench/run.sh --update --workloads \"{update}\"`; the figures above this section are "
+      "from the run named at the top of the report:")
+    w("")
+    machine_lines()
+    workload_table(wls)
+    step_sections(wls)
+    product_sections(wls, f"## Matrix products against raw sgemm: {', '.join(wls)}")
+    w(end)
+else:
+    w("# Performance")
+    w("")
+    w("Generated by `bench/run.sh` (see `bench/README.md`); do not edit by hand.")
+    w("")
+    machine_lines()
+    steps_from = len(lines)
+    workload_table(workloads)
+    step_sections(workloads, "## Training step")
+    product_sections(workloads, "## Matrix products against raw sgemm")
+    if not workloads:   # --tta-only: no step figures, no empty sections
+        del lines[steps_from:]
 sync = pick(bench="sync")
 if sync or pick(bench="scaling"):
     w("## Data-parallel (W1, 2 ranks x 1 BLAS thread, batch 128 per rank)")
@@ -563,8 +738,25 @@ if tta:
 # The analysis of what limits each target is written by hand (from
 # profiles, with the commit it was made at) and appended as it is.
 limits = os.path.join(sys.argv[4], "bench", "limits.md")
-if os.path.exists(limits):
-    lines += ["", open(limits).read().rstrip()]
+limits_text = open(limits).read().rstrip() if os.path.exists(limits) else ""
+if update:
+    # The block replaces the one of the same workloads, or goes before the
+    # hand-written analysis, which is replaced by the current bench/limits.md.
+    block = "\n".join(lines[lines.index(begin):lines.index(end) + 1])
+    body = open(out).read() if os.path.exists(out) else "# Performance\n"
+    head = limits_text.split("\n", 1)[0] if limits_text else None
+    if head and ("\n" + head + "\n") in body:
+        body = body[:body.index("\n" + head + "\n")]
+    body = body.rstrip()
+    if begin in body and end in body:
+        body = body[:body.index(begin)] + block + body[body.index(end) + len(end):]
+    else:
+        body += "\n\n" + block
+    open(out, "w").write(body.rstrip() + ("\n\n" + limits_text if limits_text else "") + "\n")
+    print(f"run.sh: put the {update} block into {out}", file=sys.stderr)
+    sys.exit(0)
+if limits_text:
+    lines += ["", limits_text]
 
 open(out, "w").write("\n".join(lines) + "\n")
 print(f"run.sh: wrote {out}", file=sys.stderr)

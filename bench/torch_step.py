@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""torch_step: the bench_step workloads (W1-W4) in PyTorch, for side-by-side
+"""torch_step: the bench_step workloads (W1-W6) in PyTorch, for side-by-side
 ratios: full training steps (zero_grad, forward, cross-entropy, backward,
 clip_grad_norm_, optimizer step) on random data of Fashion-MNIST shape, the
 same model, batch and thread count as arsenal; and a DDP mode (gloo, 2
@@ -22,7 +22,7 @@ import time
 
 def parse():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--workload", default="W1", choices=["W1", "W2", "W3", "W4"])
+    p.add_argument("--workload", default="W1", choices=["W1", "W2", "W3", "W4", "W5", "W6"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=0, help="steps per timed block (0: about a second)")
     p.add_argument("--warmup", type=int, default=3)
@@ -49,8 +49,9 @@ import torch.nn.functional as F  # noqa: E402
 
 torch.set_num_threads(THREADS)
 
-BATCH = {"W1": 128, "W2": 64, "W3": 32, "W4": 128}
-DEFAULT_STEPS = {"W1": 30, "W2": 20, "W3": 5, "W4": 30}
+BATCH = {"W1": 128, "W2": 64, "W3": 32, "W4": 128, "W5": 128, "W6": 128}
+DEFAULT_STEPS = {"W1": 30, "W2": 20, "W3": 5, "W4": 30, "W5": 3, "W6": 5}
+IMAGE = {"W5", "W6"}   # inputs [batch, 1, 28, 28]; the others [batch, 784]
 
 
 class Block(nn.Module):
@@ -65,8 +66,84 @@ class Block(nn.Module):
         return x + self.linear(F.relu(self.bn(x)))
 
 
+class BasicBlock(nn.Module):
+    """torchvision's BasicBlock (the CIFAR ResNet's): relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)),
+    the shortcut a 1x1 convolution of the stride + BatchNorm2d where the shape changes ("option B")."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x), inplace=True)
+
+
+def resnet20():
+    """W5: bench_step's W5 (examples/resnet-fmnist.cfg's layers): stem conv3x3 16 + BN + ReLU, 3 stages of
+    3 basic blocks at 16/32/64 channels (stride 2 where stages 2 and 3 start), global average pool, 64-10.
+    He init (fan_out) for the convolutions, as torchvision; the dense layer as nn.Linear's default."""
+    layers = [nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True)]
+    cin = 16
+    for cout, stride in ((16, 1), (32, 2), (64, 2)):
+        for b in range(3):
+            layers.append(BasicBlock(cin, cout, stride if b == 0 else 1))
+            cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
+    model = nn.Sequential(*layers)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return model
+
+
+def small_cnn():
+    """W6: examples/cnn-fmnist.cfg's layers: 3 x (conv3x3 without bias + BN + ReLU + maxpool 2) at
+    32/64/128 channels, flatten (1152), 1152-256 without bias, BatchNorm1d, ReLU, dropout 0.3, 256-10."""
+    layers, cin = [], 1
+    for cout in (32, 64, 128):
+        layers += [nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                   nn.MaxPool2d(2)]
+        cin = cout
+    layers += [nn.Flatten(), nn.Linear(1152, 256, bias=False), nn.BatchNorm1d(256), nn.ReLU(inplace=True),
+               nn.Dropout(0.3), nn.Linear(256, 10)]
+    model = nn.Sequential(*layers)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) or (isinstance(m, nn.Linear) and m.bias is None):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    return model
+
+
+def activations_per_row(model, shape):
+    """Floats per sample of the input and of every leaf module's output (what backward may keep; the
+    block sums counted as one more output each): the analytic-minimum term, as bench_step's."""
+    total = [1]
+    for d in shape:
+        total[0] *= d
+    hooks = [m.register_forward_hook(lambda m, i, o: total.__setitem__(0, total[0] + o[0].numel()))
+             for m in model.modules() if not list(m.children()) and not isinstance(m, nn.Sequential)]
+    hooks += [m.register_forward_hook(lambda m, i, o: total.__setitem__(0, total[0] + o[0].numel()))
+              for m in model.modules() if isinstance(m, BasicBlock)]
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, *shape))
+    model.train()
+    for h in hooks:
+        h.remove()
+    return total[0]
+
+
 def build(name):
     """(model, optimizer factory, clip norm or None, saved activations per row)"""
+    if name in IMAGE:
+        model = resnet20() if name == "W5" else small_cnn()
+        return model, lambda p: torch.optim.Adam(p, lr=1e-3), 1.0, activations_per_row(model, (1, 28, 28))
     if name == "W1":
         model = nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
                               nn.Linear(1024, 10))
@@ -84,9 +161,10 @@ def build(name):
     return nn.Sequential(*layers), lambda p: torch.optim.SGD(p, lr=0.1), None, 784 + 20 * 2 * 256 + 10
 
 
-def data(batch, seed):
+def data(batch, seed, image=False):
     g = torch.Generator().manual_seed(seed)
-    xs = [torch.randn(batch, 784, generator=g) for _ in range(8)]
+    shape = (batch, 1, 28, 28) if image else (batch, 784)
+    xs = [torch.randn(*shape, generator=g) for _ in range(8)]
     ys = [torch.randint(0, 10, (batch,), generator=g) for _ in range(8)]
     return xs, ys
 
@@ -140,7 +218,7 @@ def emit(record):
 def step_mode(name, steps, warmup, reps):
     batch, steps = BATCH[name], steps or DEFAULT_STEPS[name]
     torch.manual_seed(1)
-    xs, ys = data(batch, 7)
+    xs, ys = data(batch, 7, name in IMAGE)
     gc.collect()
     reset_peak_rss()
     baseline = status_mb("VmRSS")

@@ -12,7 +12,10 @@
  *   Y_g [O/g, cols] = W_g [O/g, K] x col_g [K, cols],   K = C/g * kh * kw
  * where col (im2col) holds the input pixel under every kernel tap for every
  * output position. Backward: dW_g = dY_g col_g^T, dcol_g = W_g^T dY_g,
- * scattered back into dx (col2im). Two layouts of the columns
+ * scattered back into dx (col2im); under PER_SAMPLE, for stride 1 where it
+ * fits (ars_conv2d_dx_as_convolution), dx is instead the convolution of dy
+ * with the flipped, transposed weight, one product per sample written
+ * straight into dx. Two layouts of the columns
  * (ars_conv_strategy):
  *   ARS_CONV_PER_SAMPLE  one sample at a time: cols = oh*ow, Y_g is already
  *                        the NCHW output of that sample, dY is read in
@@ -61,10 +64,22 @@
  * smallest), OpenBLAS zeroing the dcol product's output (beta = 0,
  * K x oh*ow floats), the bias and db passes. Tried and dropped: im2col by
  * tiles of output rows sized for L2 (2^13 .. 2^16 floats): no faster,
- * slower below 2^15. Not tried: dx as a transposed convolution (im2col of
- * dy, a product of depth O*kh*kw instead of O, no col2im): for 16
- * channels at 28x28 the raw dcol product takes 1.6x the forward one's
- * time, so it could save a few per cent of a step. */
+ * slower below 2^15.
+ *
+ * Since then, dx as a convolution under PER_SAMPLE (the table above is
+ * from before): the W_g^T dY product of a ResNet's 16-channel stage has a
+ * depth of only 16 and ran at 46% of the square-GEMM rate, 1.5x the
+ * forward product's time; W_t col(dy) has the forward's shape (70%), and
+ * col2im and zeroing dx go away for an im2col of dy. bench_conv, old and
+ * new binaries interleaved, two runs each, process CPU time at load 8-10
+ * on a 2-vCPU AMD EPYC (Zen 3, OpenBLAS core Zen): backward of 16->16
+ * 28x28 24.4-25.4 -> 19.8-21.1 ms, 32->32 14x14 19.2-20.0 -> 15.5-15.9 ms,
+ * 64->64 7x7 per_sample 16.2-16.5 -> 15.1-15.2 ms (per_sample now the
+ * faster layout there too); the ResNet-20 convolutions of one step
+ * 504-519 -> 445-464 ms. Layers that widen (the small CNN's 32->64, 64->128)
+ * keep W^T dY: dy's columns would not fit in x's workspace, and their dcol
+ * products are deep enough (77-87% of the rate). Not done: the same for
+ * the batched layout and for stride 2 (dy dilated by the stride). */
 #ifndef ARSENAL_CONV_KERNELS_H
 #define ARSENAL_CONV_KERNELS_H
 
@@ -105,6 +120,13 @@ int ars_conv_geometry_init(ars_conv_geometry *g);
 
 /* "strategy" names: "per_sample", "batched". */
 const char *ars_conv_strategy_name(ars_conv_strategy strategy);
+
+/* 1 when backward under ARS_CONV_PER_SAMPLE computes dx as a convolution of
+ * dy with the flipped, transposed weight (stride 1, padding at most
+ * dilation (k - 1), dy's columns no larger than x's; see conv_kernels.c):
+ * per group and sample one product W_t [C/g, O/g kh kw] x col(dy) [O/g kh
+ * kw, H W] instead of W^T dY [C/g kh kw, oh ow] and col2im. */
+int ars_conv2d_dx_as_convolution(const ars_conv_geometry *g);
 
 /* Floats of the weight [out, in/groups, kh, kw]; of one sample's input
  * [C, H, W] and output [O, oh, ow]. */
