@@ -68,7 +68,15 @@ static int check_synthetic_fits(const ars_run_config *run)
 
 int ars_load_run_data(const ars_run_config *run, int rank, int train_limit, ars_dataset *train, ars_dataset *test)
 {
+    return ars_load_run_data_stats(run, rank, train_limit, train, test, NULL, NULL);
+}
+
+int ars_load_run_data_stats(const ars_run_config *run, int rank, int train_limit, ars_dataset *train,
+                            ars_dataset *test, double *applied_mean, double *applied_std)
+{
     int rc = 0;
+    if (applied_mean) *applied_mean = 0;
+    if (applied_std) *applied_std = 1;
     if (strcmp(run->data, "fashion-mnist") == 0 || strcmp(run->data, "mnist") == 0) {
         rc = ars_mnist_load(run->data_dir, "train", train_limit, train);
         if (!rc) rc = ars_mnist_load(run->data_dir, "t10k", run->test_limit, test);
@@ -112,13 +120,16 @@ int ars_load_run_data(const ars_run_config *run, int rank, int train_limit, ars_
         if (std <= 0) std = 1;
         ars_dataset_standardize(train, mean, std);
         ars_dataset_standardize(test, mean, std);
+        if (applied_mean) *applied_mean = mean;
+        if (applied_std) *applied_std = std;
     }
     return rc;
 }
 
 static int load_data(ars_trainer *t)
 {
-    return ars_load_run_data(t->run, t->rank, t->run->train_limit, &t->train, &t->test);
+    return ars_load_run_data_stats(t->run, t->rank, t->run->train_limit, &t->train, &t->test, &t->data_mean,
+                                   &t->data_std);
 }
 
 /* [run] augment_crop / augment_flip need an image set, and a crop that
