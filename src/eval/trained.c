@@ -93,10 +93,12 @@ int ars_trained_open(ars_trained *t, const char *path, char *const *overrides, i
     rc = ars_dist_broadcast_bytes(dist, &facts, sizeof facts, 0);
     if (!rc && rank_of(dist) != 0 && !(text = malloc(facts.text_bytes)))
         rc = ars_error(ARS_ENOMEM, "%s: out of memory for its run file", path);
-    if (!rc) rc = ars_dist_broadcast_bytes(dist, text, facts.text_bytes, 0);
+    rc = agree(t, dist, rc);   /* every rank has room for the text before it is sent */
+    if (!rc && (rc = ars_dist_broadcast_bytes(dist, text, facts.text_bytes, 0)) != 0)
+        t->agreed = ARS_AGREED_NONE;   /* a failed broadcast: where the ranks are is not known */
     if (rc) {
         free(text);
-        return agree(t, dist, rc);
+        return rc;
     }
     t->step = facts.step;
     t->epoch = facts.epoch;
