@@ -23,6 +23,8 @@ Any other kind is refused by name. tests/cli_predict.sh compares this
 module's outputs with `arsenal predict` on the same inputs.
 """
 
+import math
+
 import h5py
 import numpy as np
 import torch
@@ -132,13 +134,6 @@ def _float(keys, name, default):
     return float(keys.get(name, default))
 
 
-def _bool(keys, name, default):
-    text = keys.get(name)
-    if text is None:
-        return default
-    return text.lower() in ("true", "yes", "on", "1")
-
-
 # ---- layers ------------------------------------------------------------------------
 
 class Flat(nn.Module):
@@ -151,7 +146,7 @@ class Flat(nn.Module):
 
     def forward(self, x):
         y = self.inner(x.flatten(1))
-        return y.reshape(x.shape) if y.shape[1] == x[0].numel() else y
+        return y.reshape(x.shape) if y.shape[1] == math.prod(x.shape[1:]) else y
 
 
 class Dense(nn.Linear):

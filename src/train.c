@@ -75,8 +75,10 @@ int ars_load_run_data_stats(const ars_run_config *run, int rank, int train_limit
                             ars_dataset *test, double *applied_mean, double *applied_std)
 {
     int rc = 0;
-    if (applied_mean) *applied_mean = 0;
-    if (applied_std) *applied_std = 1;
+    /* NaN until known: a path that standardizes without saying how leaves
+     * them unknown (the checkpoint then stores none) rather than wrong */
+    if (applied_mean) *applied_mean = NAN;
+    if (applied_std) *applied_std = NAN;
     if (strcmp(run->data, "fashion-mnist") == 0 || strcmp(run->data, "mnist") == 0) {
         rc = ars_mnist_load(run->data_dir, "train", train_limit, train);
         if (!rc) rc = ars_mnist_load(run->data_dir, "t10k", run->test_limit, test);
@@ -122,6 +124,9 @@ int ars_load_run_data_stats(const ars_run_config *run, int rank, int train_limit
         ars_dataset_standardize(test, mean, std);
         if (applied_mean) *applied_mean = mean;
         if (applied_std) *applied_std = std;
+    } else if (!rc) {
+        if (applied_mean) *applied_mean = 0;
+        if (applied_std) *applied_std = 1;
     }
     return rc;
 }

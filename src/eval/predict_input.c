@@ -249,6 +249,9 @@ static int hdf5_open(ars_input *in, const char *path, const char *dataset)
         return ars_error(ARS_EFORMAT, "%s: %d dimensions; expected [samples, ...] with 1 to 4 per sample", in->where,
                          in->h5rank);
     H5Sget_simple_extent_dims(in->h5space, in->h5dims, NULL);
+    if (in->h5dims[0] > ((hsize_t)1 << 62))
+        return ars_error(ARS_EFORMAT, "%s: %llu samples (corrupted file?)", in->where,
+                         (unsigned long long)in->h5dims[0]);
     int64_t dims[5];
     for (int i = 0; i < in->h5rank; i++) dims[i] = (int64_t)in->h5dims[i];
     return sample_shape(in, in->h5rank, dims, 0);

@@ -6,6 +6,7 @@
  * agreement, so a failure on one rank never leaves another waiting. */
 #include "arsenal/evaluate.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,6 +168,9 @@ int ars_trained_resolve(ars_trained *t, ars_dist *dist)
     int rc = ars_load_run_data_stats(&run, rank_of(dist), need_stats ? run.train_limit : 1, &train, &test, &mean,
                                      &std);
     if (!rc) rc = require_in_memory(&train, run.data);
+    if (!rc && need_stats && !(isfinite(mean) && isfinite(std)))
+        rc = ars_error(ARS_EINVAL, "the loader of data %s standardized it without saying how (mean, std unknown)",
+                       run.data);
     if (!rc && need_stats) {
         t->data_mean = mean;
         t->data_std = std;
