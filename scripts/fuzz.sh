@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets (tests/fuzz/, -DARSENAL_FUZZ=ON with clang,
 # ASan + UBSan) and runs each for N seconds.
 #
-#   scripts/fuzz.sh [-t SECONDS] [TARGET...]    targets: config idx ckpt (default: all)
+#   scripts/fuzz.sh [-t SECONDS] [TARGET...]    targets: config idx ckpt input (default: all)
 #   scripts/fuzz.sh --regen-ckpt-seeds          rewrite tests/fuzz/corpus/ckpt/*.h5
 #
 #   FUZZ_SECONDS   seconds per target (default 60; -t wins)
@@ -31,11 +31,11 @@ while (($#)); do
         -t) seconds="${2:?-t needs seconds}"; shift 2 ;;
         --regen-ckpt-seeds) regen=1; shift ;;
         -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-        config|idx|ckpt) targets+=("$1"); shift ;;
-        *) echo "fuzz.sh: unknown argument '$1' (targets: config idx ckpt; -t SECONDS)" >&2; exit 2 ;;
+        config|idx|ckpt|input) targets+=("$1"); shift ;;
+        *) echo "fuzz.sh: unknown argument '$1' (targets: config idx ckpt input; -t SECONDS)" >&2; exit 2 ;;
     esac
 done
-((${#targets[@]})) || targets=(config idx ckpt)
+((${#targets[@]})) || targets=(config idx ckpt input)
 [[ "$seconds" =~ ^[0-9]+$ ]] || { echo "fuzz.sh: -t '$seconds': expected whole seconds" >&2; exit 2; }
 
 build="${BUILD_DIR:-build-fuzz}"

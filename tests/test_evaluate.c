@@ -457,6 +457,12 @@ static void test_inputs(void **state)
     assert_int_not_equal(ars_input_read(in, 10, x, &rows), 0);
     assert_non_null(strstr(ars_error_message(), "x.csv:2: fewer columns than the header's 3"));
     ars_input_close(in);
+    static const char huge_csv[] = "a,b\n1,-5e41\n";   /* a float64, beyond float32 */
+    ars_test_write_file(path, huge_csv, sizeof huge_csv - 1);
+    ARS_ASSERT_OK(ars_input_open(path, NULL, &in));
+    assert_int_not_equal(ars_input_read(in, 10, x, &rows), 0);
+    assert_non_null(strstr(ars_error_message(), "x.csv:2: column 2: '-5e41' is not a finite number within float32's"));
+    ars_input_close(in);
     static const char no_header[] = "1,2\n3,4\n";
     ars_test_write_file(path, no_header, sizeof no_header - 1);
     assert_int_not_equal(ars_input_open(path, NULL, &in), 0);
@@ -480,6 +486,18 @@ static void test_inputs(void **state)
     memset(x, 0, sizeof x);
     read_all(path, "images", 2, x, N, H * W);
     for (int i = 0; i < N * H * W; i++) assert_true(x[i] == 0.5f * i);
+    /* a NaN is refused with its sample, as in training data */
+    values[2 * H * W + 1] = NAN;
+    file = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    set = H5Dopen2(file, "images", H5P_DEFAULT);
+    H5Dwrite(set, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, values);
+    H5Dclose(set);
+    H5Fclose(file);
+    ARS_ASSERT_OK(ars_input_open(path, "images", &in));
+    ARS_ASSERT_OK(ars_input_read(in, 2, x, &rows));
+    assert_int_equal(ars_input_read(in, 2, x, &rows), ARS_ENUMERIC);
+    assert_non_null(strstr(ars_error_message(), "in.h5:/images: sample 2 holds NaN"));
+    ars_input_close(in);
     ars_test_remove_tree(dir);
 }
 

@@ -465,11 +465,12 @@ static int csv_read(ars_input *in, int rows, float *x, int *done_rows)
             double v = strtod(p, &end);
             const char *after = end;
             while (*after == ' ' || *after == '\t') after++;
-            if (end == p || !(*after == ',' || *after == '\0') || !isfinite(v)) {
+            if (end == p || !(*after == ',' || *after == '\0') || !isfinite((float)v)) {
                 char field[40] = "";
                 for (int k = 0; k < 39 && p[k] && p[k] != ','; k++) field[k] = p[k];
-                return ars_error(ARS_EFORMAT, "%s:%lld: column %d: '%s' is not a finite number", in->where,
-                                 (long long)in->line_number, c + 1, field);
+                return ars_error(ARS_EFORMAT, "%s:%lld: column %d: '%s' is not a finite number%s", in->where,
+                                 (long long)in->line_number, c + 1, field,
+                                 end != p && isfinite(v) ? " within float32's range" : "");
             }
             if ((*after == '\0') != (c == in->dim - 1))
                 return ars_error(ARS_EFORMAT, "%s:%lld: %s columns than the header's %d", in->where,
@@ -559,6 +560,12 @@ int ars_input_read(ars_input *in, int max_rows, float *x, int *rows)
     int rc = in->format == ARS_INPUT_IDX ? idx_read(in, n, x) : in->format == ARS_INPUT_HDF5 ? hdf5_read(in, n, x)
                                                                                              : npy_read(in, n, x);
     if (rc) return rc;
+    /* as the training data: no NaN or Inf (nor a float64 beyond float32's range) */
+    for (size_t i = 0; i < (size_t)n * (size_t)in->dim; i++)
+        if (!isfinite(x[i]))
+            return ars_error(ARS_ENUMERIC, "%s: sample %lld holds %s (NaN, Inf, or a value beyond float32's range)",
+                             in->where, (long long)(in->done + (int64_t)(i / (size_t)in->dim)),
+                             isnan(x[i]) ? "NaN" : "an infinite value");
     in->done += n;
     *rows = n;
     return 0;
