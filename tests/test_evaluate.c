@@ -173,6 +173,7 @@ static void test_shape_check(void **state)
     ARS_ASSERT_OK(ars_trained_check_shape(&image, &image, "m.h5", "x"));
     ARS_ASSERT_OK(ars_trained_check_shape(&image, &matrix, "m.h5", "x"));   /* [28, 28]: one channel */
     ARS_ASSERT_OK(ars_trained_check_shape(&image, &flat, "m.h5", "x"));
+    ARS_ASSERT_OK(ars_trained_check_shape(&flat, &other, "m.h5", "x"));    /* a flat model reads any 784 values */
     assert_int_equal(ars_trained_check_shape(&image, &other, "m.h5", "in.h5:/x"), ARS_EINVAL);
     assert_int_equal(ars_trained_check_shape(&image, &rgb, "m.h5", "in.h5:/x"), ARS_EINVAL);
     assert_string_equal(ars_error_message(), "in.h5:/x: samples of shape [3, 32, 32] (3072 values) do not fit the "

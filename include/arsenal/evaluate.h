@@ -72,8 +72,9 @@ int ars_trained_is_classifier(const ars_trained *t);
 void ars_trained_standardize(const ars_trained *t, float *x, int rows);
 
 /* 0 when samples of shape data fit the model's input shape model: equal,
- * equal once dimensions of size 1 are dropped, or flat ([n]) with as many
- * values; else an error naming `where`, both shapes and value counts. */
+ * equal once dimensions of size 1 are dropped, or either of them flat
+ * ([n]) with as many values; else an error naming `where`, both shapes and
+ * value counts. */
 int ars_trained_check_shape(const ars_shape *model, const ars_shape *data, const char *ckpt, const char *where);
 
 /* ---- evaluation --------------------------------------------------------- */

@@ -257,7 +257,8 @@ int ars_trained_check_shape(const ars_shape *model, const ars_shape *data, const
     const double want = ars_shape_count(model), have = ars_shape_count(data);
     if (want == have) {
         ars_shape a = squeeze(model), b = squeeze(data);
-        if (data->rank == 1 || ars_shape_equal(model, data) || ars_shape_equal(&a, &b)) return 0;
+        /* row-major, a flat side reads the other's values in the same order */
+        if (data->rank == 1 || model->rank == 1 || ars_shape_equal(model, data) || ars_shape_equal(&a, &b)) return 0;
     }
     char a[48], b[48];
     return ars_error(ARS_EINVAL, "%s: samples of shape %s (%.0f value%s) do not fit the model of %s, which takes %s "
