@@ -2,8 +2,9 @@
 # Builds the libFuzzer targets (tests/fuzz/, -DARSENAL_FUZZ=ON with clang,
 # ASan + UBSan) and runs each for N seconds.
 #
-#   scripts/fuzz.sh [-t SECONDS] [TARGET...]    targets: config idx ckpt input (default: all)
+#   scripts/fuzz.sh [-t SECONDS] [TARGET...]    targets: config idx ckpt csv npy h5data input (default: all)
 #   scripts/fuzz.sh --regen-ckpt-seeds          rewrite tests/fuzz/corpus/ckpt/*.h5
+#   scripts/fuzz.sh --regen-data-seeds          rewrite tests/fuzz/corpus/{h5data,npy,csv}/*
 #
 #   FUZZ_SECONDS   seconds per target (default 60; -t wins)
 #   BUILD_DIR      build directory (default build-fuzz)
@@ -14,6 +15,8 @@
 #   ARSENAL_FUZZ_CKPT_SANDBOX=1   fuzz_ckpt reads each input in the checking child
 #                  first (ars_ckpt_validate, as the CLI does): CI's setting; without
 #                  it libhdf5 is fuzzed in-process and crashes inside it are reported
+#   ARSENAL_FUZZ_H5DATA_SANDBOX=1 the same for fuzz_h5data: the data loader's checking
+#                  child reads each input first, as training does
 #
 # Exit status: 0 no crash, 1 a target crashed (the input is saved under
 # $FUZZ_WORK/artifacts/<target>/: copy it to tests/fuzz/regressions/<target>/
@@ -26,16 +29,18 @@ root="$(pwd)"
 seconds="${FUZZ_SECONDS:-60}"
 targets=()
 regen=0
+regen_data=0
 while (($#)); do
     case "$1" in
         -t) seconds="${2:?-t needs seconds}"; shift 2 ;;
         --regen-ckpt-seeds) regen=1; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-        config|idx|ckpt|input) targets+=("$1"); shift ;;
-        *) echo "fuzz.sh: unknown argument '$1' (targets: config idx ckpt input; -t SECONDS)" >&2; exit 2 ;;
+        --regen-data-seeds) regen_data=1; shift ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        config|idx|ckpt|csv|npy|h5data|input) targets+=("$1"); shift ;;
+        *) echo "fuzz.sh: unknown argument '$1' (targets: config idx ckpt csv npy h5data input; -t SECONDS)" >&2; exit 2 ;;
     esac
 done
-((${#targets[@]})) || targets=(config idx ckpt input)
+((${#targets[@]})) || targets=(config idx ckpt csv npy h5data input)
 [[ "$seconds" =~ ^[0-9]+$ ]] || { echo "fuzz.sh: -t '$seconds': expected whole seconds" >&2; exit 2; }
 
 build="${BUILD_DIR:-build-fuzz}"
@@ -63,16 +68,21 @@ cmake -S . -B "$build" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=RelWithDebInf
     || { cat "$build.configure.log" >&2; echo "fuzz.sh: cmake configure failed" >&2; exit 2; }
 rm -f "$build.configure.log"
 build_targets=()
-# With the checking child in front (ARSENAL_FUZZ_CKPT_SANDBOX=1), libFuzzer's
+# With the checking child in front (ARSENAL_FUZZ_CKPT_SANDBOX=1, and
+# ARSENAL_FUZZ_H5DATA_SANDBOX=1 for h5data), libFuzzer's
 # handlers are inherited across fork: a child whose libhdf5 asks for >= 512
 # MB (its malloc limit) or trips ASan leaves an oom- or crash- artifact,
 # while the fuzzer itself goes on and ars_ckpt_validate refuses the input as
 # corrupted, which is what the child is for. Without -fork, the fuzzer stops
 # at its own first crash, so when it exits 0 every artifact is a child's.
 # Moves those aside and prints how many.
+sandboxed() {   # whether target $1 runs with its checking child in front
+    [[ ("$1" == ckpt && "${ARSENAL_FUZZ_CKPT_SANDBOX:-0}" == 1) ||
+       ("$1" == h5data && "${ARSENAL_FUZZ_H5DATA_SANDBOX:-0}" == 1) ]]
+}
 set_aside_child_deaths() {
     local t="$1" a n=0
-    if [[ "$t" == ckpt && "${ARSENAL_FUZZ_CKPT_SANDBOX:-0}" == 1 && "${FUZZ_ARGS:-}" != *-fork* ]]; then
+    if sandboxed "$t" && [[ "${FUZZ_ARGS:-}" != *-fork* ]]; then
         mkdir -p "$work/refused/$t"
         for a in "$work/artifacts/$t"/*; do
             [[ -e "$a" ]] && mv "$a" "$work/refused/$t/" && n=$((n + 1))
@@ -83,14 +93,20 @@ set_aside_child_deaths() {
 
 for t in "${targets[@]}"; do build_targets+=("fuzz_$t"); done
 ((regen)) && build_targets+=(gen_ckpt_corpus)
+((regen_data)) && build_targets+=(gen_data_corpus)
 cmake --build "$build" -j "$(nproc)" --target "${build_targets[@]}" > "$build/fuzz-build.log" 2>&1 \
     || { tail -40 "$build/fuzz-build.log" >&2; echo "fuzz.sh: build failed (log: $build/fuzz-build.log)" >&2; exit 2; }
 
 if ((regen)); then
     rm -f tests/fuzz/corpus/ckpt/*.h5
     ASAN_OPTIONS=detect_leaks=1 "$build/gen_ckpt_corpus" tests/fuzz/corpus/ckpt || exit 2
-    exit 0
 fi
+if ((regen_data)); then
+    rm -f tests/fuzz/corpus/h5data/* tests/fuzz/corpus/npy/* tests/fuzz/corpus/csv/*
+    mkdir -p tests/fuzz/corpus/h5data tests/fuzz/corpus/npy tests/fuzz/corpus/csv
+    ASAN_OPTIONS=detect_leaks=1 "$build/gen_data_corpus" tests/fuzz/corpus || exit 2
+fi
+((regen || regen_data)) && exit 0
 
 export OPENBLAS_NUM_THREADS=1
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:allocator_may_return_null=1}"
@@ -108,11 +124,11 @@ for t in "${targets[@]}"; do
     log="$work/$t.log"
     asan="$ASAN_OPTIONS"
     # libhdf5 has no frame pointers: unwind fully so that lsan.supp can name HDF5 functions
-    [[ "$t" == ckpt ]] && asan+=":fast_unwind_on_malloc=0"
+    [[ "$t" == ckpt || "$t" == h5data ]] && asan+=":fast_unwind_on_malloc=0"
     # with the checking child in front (ARSENAL_FUZZ_CKPT_SANDBOX=1) an input
     # that hangs libhdf5 takes the child's time limit (10 s): expected, not slow
     slow=()
-    [[ "$t" == ckpt && "${ARSENAL_FUZZ_CKPT_SANDBOX:-0}" == 1 ]] && slow=(-report_slow_units=1000)
+    sandboxed "$t" && slow=(-report_slow_units=1000)
     echo "fuzz.sh: fuzz_$t for ${seconds}s (log $log)"
     started=$SECONDS
     # shellcheck disable=SC2086

@@ -12,6 +12,7 @@ source scripts/lib.sh
 packages=(build-essential cmake pkg-config
           libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev hdf5-tools
           libcmocka-dev libinih-dev zlib1g-dev libplplot-dev plplot-driver-cairo fonts-dejavu-core
+          libprotobuf-c-dev protobuf-c-compiler python3-onnx
           iproute2 iptables
           dataset-fashion-mnist)
 for option in "$@"; do

@@ -32,10 +32,24 @@ static int get_float(ars_config *c, ars_config_section *s, const char *key, doub
     return 0;
 }
 
+/* A user data spec (data.h) as the value of key: an error names the file and
+ * line (or the --set) and what the spec lacks. */
+static int user_spec_check(ars_config *c, ars_config_section *s, const char *key, const char *value)
+{
+    ars_user_spec spec;
+    if (ars_user_spec_parse(value, &spec) == 0) return 0;
+    int line = 0;
+    for (int i = 0; i < s->entry_count; i++)
+        if (strcmp(s->entries[i].key, key) == 0) line = s->entries[i].line;
+    if (line) return ars_error_context(ARS_EINVAL, "%s:%d: [run] %s", c->path, line, key);
+    return ars_error_context(ARS_EINVAL, "--set run.%s", key);
+}
+
 static int load_run_section(ars_config *c, ars_config_section *s, ars_run_config *run)
 {
+    /* the last three stand for every user spec, which is read before the choices */
     static const char *const data_sets[] = {"fashion-mnist", "mnist", "spirals", "blobs", "teacher", "adding",
-                                            "copy", NULL};
+                                            "copy", "hdf5:PATH", "csv:PATH", "npy:XPATH,YPATH", NULL};
     static const char *const optimizers[] = {"sgd", "adam", "adamw", NULL};
     static const char *const schedules[] = {"constant", "step", "cosine", NULL};
     static const char *const losses[] = {"cross_entropy", "mse", NULL};
@@ -46,8 +60,33 @@ static int load_run_section(ars_config *c, ars_config_section *s, ars_run_config
     double value;
 
     memset(run, 0, sizeof *run);
-    TRY(ars_config_get_string(c, s, "data", "fashion-mnist", data_sets, run->data, sizeof run->data));
+    TRY(ars_config_get_string(c, s, "data", "fashion-mnist", NULL, run->data, sizeof run->data));
+    const int user_data = ars_user_format_of(run->data) != ARS_USER_NONE;
+    if (!user_data) TRY(ars_config_get_string(c, s, "data", "fashion-mnist", data_sets, run->data, sizeof run->data));
     TRY(ars_config_get_string(c, s, "data_dir", ARS_FASHION_MNIST_DIR, NULL, run->data_dir, sizeof run->data_dir));
+    run->stream_data = -1;
+    if (user_data) {   /* a user's files (data.h, datasets/README.md); elsewhere these keys are unknown */
+        static const char *const streams[] = {"auto", "true", "false", NULL};
+        TRY(user_spec_check(c, s, "data", run->data));
+        TRY(ars_config_get_string(c, s, "test_data", "", NULL, run->test_data, sizeof run->test_data));
+        if (run->test_data[0]) TRY(user_spec_check(c, s, "test_data", run->test_data));
+        if (ars_user_format_of(run->data) == ARS_USER_CSV || ars_user_format_of(run->test_data) == ARS_USER_CSV) {
+            TRY(ars_config_get_string(c, s, "label", "", NULL, run->label, sizeof run->label));
+            if (!run->label[0])
+                return ars_error(ARS_EINVAL, "%s: [run] data = %s: a CSV file needs label = <the name of its label "
+                                 "column>", c->path, ars_user_format_of(run->data) == ARS_USER_CSV ? run->data
+                                 : run->test_data);
+        }
+        TRY(ars_config_get_string(c, s, "stream_data", "auto", streams, text, sizeof text));
+        run->stream_data = strcmp(text, "auto") == 0 ? -1 : strcmp(text, "true") == 0;
+    }
+    TRY(ars_config_get_double(c, s, "validation", 0, 0, 1, &run->validation));
+    if (run->validation >= 1)
+        return ars_error(ARS_EINVAL, "%s: [run] validation = %g: expected a fraction in [0, 1) of the training set",
+                         c->path, run->validation);
+    if (run->validation > 0 && run->test_data[0])
+        return ars_error(ARS_EINVAL, "%s: [run] validation = %g and test_data are both set: the validation split is "
+                         "the evaluation set; keep one", c->path, run->validation);
     if (strcmp(run->data, "mnist") == 0 && !ars_config_has(s, "data_dir"))
         strcpy(run->data_dir, "/usr/share/datasets/mnist");
     TRY(get_int(c, s, "train_limit", 0, 0, 100000000, &run->train_limit));

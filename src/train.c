@@ -79,6 +79,9 @@ int ars_load_run_data_stats(const ars_run_config *run, int rank, int train_limit
      * them unknown (the checkpoint then stores none) rather than wrong */
     if (applied_mean) *applied_mean = NAN;
     if (applied_std) *applied_std = NAN;
+    /* a user's files (src/data/user_data.c): loading, validation split, checks and standardization there */
+    if (ars_user_format_of(run->data) != ARS_USER_NONE)
+        return ars_user_data_load_run(run, rank, train_limit, train, test, applied_mean, applied_std);
     if (strcmp(run->data, "fashion-mnist") == 0 || strcmp(run->data, "mnist") == 0) {
         rc = ars_mnist_load(run->data_dir, "train", train_limit, train);
         if (!rc) rc = ars_mnist_load(run->data_dir, "t10k", run->test_limit, test);
@@ -107,6 +110,10 @@ int ars_load_run_data_stats(const ars_run_config *run, int rank, int train_limit
             rc = ars_dataset_teacher(train, total, TEACHER_DIM, TEACHER_HIDDEN, TEACHER_OUT, run->seed);
         }
         if (!rc) rc = ars_dataset_split(train, run->train_samples, test);
+    }
+    if (!rc && run->validation > 0) {   /* the validation split replaces the test set as the evaluation set */
+        ars_dataset_free(test);
+        rc = ars_dataset_validation_split(train, run->validation, run->seed, test);
     }
     int bad;
     if (!rc && ars_dataset_find_nonfinite(train, &bad))

@@ -8,7 +8,10 @@
 # training split and --set work; a regression (the teacher set) reports
 # MSE / MAE / RMSE / R^2; a checkpoint written before data_mean/data_std
 # (attributes removed with h5py, when /usr/bin/python3 has it) gives the
-# same figures with a note; bad input is one line naming what and where,
+# same figures with a note; a user's CSV files (the run's test file,
+# another through --data, the validation split) and an HDF5 file whose x
+# is streamed from the file (the figures of x in memory, on 1-3 ranks);
+# bad input is one line naming what and where,
 # exit status 1 (2 for usage). The figures against a hand computation are
 # in tests/test_evaluate.c, world-size invariance of the library in
 # tests/mpi_evaluate.c. Run by ctest; ARSENAL_BINARY is set by
@@ -142,6 +145,51 @@ check "the regression loss is the training's (to 1e-6)" close "$(json_value "$wo
 check "--plot of a regression exits 1" [ $? -eq 1 ]
 check "... saying there is no confusion matrix" contains "$work/out" "regression (loss mse): there is no confusion matrix"
 
+# A user's data set (CSV files, src/data/csv_data.c): the run's test part,
+# another file through --data, and the validation split a run carves out.
+make_csv() {   # make_csv FILE ROWS SEED: 5 features, the class (0-2) in a column called label
+    awk -v n="$2" -v seed="$3" 'BEGIN { srand(seed); print "f0,f1,label,f2,f3,f4"
+        for (i = 0; i < n; i++) { c = int(rand() * 3); printf "%.6f,%.6f,%d,%.6f,%.6f,%.6f\n",
+            2 * rand() + c, 3 * rand(), c, rand() - c, 10 * rand(), rand() + 5 } }' > "$1"
+}
+make_csv "$work/train.csv" 600 1
+make_csv "$work/test.csv" 150 2
+make_csv "$work/other.csv" 90 3
+cat > "$work/csv.cfg" <<CFG
+[run]
+data = csv:$work/train.csv
+test_data = csv:$work/test.csv
+label = label
+max_steps = 30
+batch = 30
+[dense]
+units = 12
+activation = relu
+[batchnorm]
+[dense]
+units = 3
+CFG
+"$bin" train "$work/csv.cfg" --ckpt-dir "$work/ckc" --quiet > "$work/out" 2>&1
+check "a run on CSV files exits 0" [ $? -eq 0 ] || cat "$work/out"
+"$bin" evaluate "$work/ckc/latest.h5" > "$work/out" 2>&1; check "evaluate of the CSV run exits 0" [ $? -eq 0 ]
+check "it evaluates the run's test file" contains "$work/out" "data csv:.*train.csv, test split: 150 samples"
+for n in 1 3; do
+    "${mpi[@]}" -n $n "$bin" evaluate "$work/ckc/latest.h5" --json > "$work/c$n" 2>&1
+    sed -i 's/"world_size":[0-9]*,//' "$work/c$n"
+done
+check "CSV data: 3 ranks give the figures of 1" cmp -s "$work/c1" "$work/c3"
+trained_accuracy=$(h5dump -m %.17g -a /test_accuracy "$work/ckc/latest.h5" | grep -o "(0): .*" | cut -d' ' -f2)
+check "CSV data: the accuracy is the training's" close "$(json_value "$work/c1" accuracy)" "$trained_accuracy" 1e-12
+"$bin" evaluate "$work/ckc/latest.h5" --data "csv:$work/other.csv" > "$work/out" 2>&1
+check "--data csv:other.csv exits 0" [ $? -eq 0 ] || cat "$work/out"
+check "... and evaluates its 90 samples (the file is the test part)" contains "$work/out" "test split: 90 samples"
+"$bin" train "$work/csv.cfg" --set run.test_data= --set run.validation=0.2 --ckpt-dir "$work/ckv" --quiet > "$work/out" 2>&1
+check "a CSV run with validation = 0.2 exits 0" [ $? -eq 0 ] || cat "$work/out"
+"$bin" evaluate "$work/ckv/latest.h5" --json > "$work/out" 2>&1
+check "evaluate takes its validation split" contains "$work/out" '"split":"validation","samples":120,'
+trained_accuracy=$(h5dump -m %.17g -a /test_accuracy "$work/ckv/latest.h5" | grep -o "(0): .*" | cut -d' ' -f2)
+check "... with the training's accuracy" close "$(json_value "$work/out" accuracy)" "$trained_accuracy" 1e-12
+
 # Bad input: one line naming what and where.
 "$bin" evaluate "$work/missing.h5" > "$work/out" 2>&1; check "a missing checkpoint exits 1" [ $? -eq 1 ]
 check "... naming it in one line" bash -c "[ \"\$(cat '$work/out')\" = 'arsenal evaluate: $work/missing.h5: No such file or directory' ]"
@@ -178,6 +226,32 @@ with h5py.File(sys.argv[1], 'r+') as f:
     "$bin" evaluate "$work/old.h5" --json > "$work/jold" 2>&1
     check "... to the same figures" cmp -s <(sed 's/"checkpoint":"[^"]*",//; s/"source":"[a-z]*"//' "$work/j1") \
         <(sed 's/"checkpoint":"[^"]*",//; s/"source":"[a-z]*"//' "$work/jold")
+    # an HDF5 data set, its x read from the file chunk by chunk (stream_data = true)
+    "$python" - "$work/user.h5" <<'PY'
+import sys
+import h5py
+import numpy as np
+rng = np.random.default_rng(0)
+def part(n):
+    y = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, 6)).astype(np.float32) * 2 + 3
+    x[:, 0] += 1.5 * y
+    return x, y
+with h5py.File(sys.argv[1], "w") as f:
+    f["x"], f["y"] = part(600)
+    f["x_test"], f["y_test"] = part(250)
+PY
+    printf '[run]\ndata = hdf5:%s\nmax_steps = 30\nbatch = 32\n[dense]\nunits = 16\nactivation = relu\n[batchnorm]\n[dense]\nunits = 3\n' \
+        "$work/user.h5" > "$work/user.cfg"
+    "$bin" train "$work/user.cfg" --ckpt-dir "$work/cku" --quiet > "$work/out" 2>&1
+    check "a run on an HDF5 file exits 0" [ $? -eq 0 ] || cat "$work/out"
+    "$bin" evaluate "$work/cku/latest.h5" --json > "$work/u1" 2>&1
+    check "evaluate of the HDF5 run: its x_test" contains "$work/u1" '"split":"test","samples":250,'
+    for n in 1 2 3; do
+        "${mpi[@]}" -n $n "$bin" evaluate "$work/cku/latest.h5" --json --set run.stream_data=true > "$work/us$n" 2>&1
+        check "x streamed from the file on $n ranks: the figures of x in memory" \
+            cmp -s <(sed 's/"world_size":[0-9]*,//' "$work/u1") <(sed 's/"world_size":[0-9]*,//' "$work/us$n")
+    done
 fi
 
 echo "$passed passed, $failed failed"

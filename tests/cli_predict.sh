@@ -233,6 +233,22 @@ check "a regression run exits 0" [ $? -eq 0 ]
 "$bin" predict "$work/reg/latest.h5" "$images" > "$work/out" 2>&1; check "fashion images into a 16-input regression exit 1" [ $? -eq 1 ]
 "$bin" predict "$work/reg/latest.h5" "$images" --top 1 > "$work/out" 2>&1; check "--top on a regression exits 1" [ $? -eq 1 ]
 
+# A model trained on a CSV file predicts on such a file: its label column is
+# skipped ([run] label), so the training file itself works.
+awk 'BEGIN { srand(4); print "f0,f1,label,f2"
+    for (i = 0; i < 500; i++) { c = int(rand() * 3); printf "%.6f,%.6f,%d,%.6f\n", rand() + c, 2 * rand(), c, rand() - c } }' \
+    > "$work/train.csv"
+printf '[run]\ndata = csv:%s\nlabel = label\nvalidation = 0.2\nmax_steps = 20\nbatch = 25\n[dense]\nunits = 8\nactivation = relu\n[dense]\nunits = 3\n' \
+    "$work/train.csv" > "$work/csv.cfg"
+"$bin" train "$work/csv.cfg" --ckpt-dir "$work/csv" --quiet > "$work/out" 2>&1
+check "a CSV run exits 0" [ $? -eq 0 ] || cat "$work/out"
+"$bin" predict "$work/csv/latest.h5" "$work/train.csv" --out "$work/csv-with-label.csv" > "$work/out" 2>&1
+check "predict on the training CSV (label column skipped) exits 0" [ $? -eq 0 ] || cat "$work/out"
+check "... one line per row" lines "$work/csv-with-label.csv" 501
+cut -d, -f1,2,4 "$work/train.csv" > "$work/features.csv"
+"$bin" predict "$work/csv/latest.h5" "$work/features.csv" --out "$work/csv-features.csv" > /dev/null 2>&1
+check "the features alone give the same probabilities" cmp -s "$work/csv-with-label.csv" "$work/csv-features.csv"
+
 # PyTorch.
 python=""
 for candidate in "${ARSENAL_PYTHON:-}" /usr/bin/python3 python3; do

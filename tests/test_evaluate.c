@@ -444,6 +444,18 @@ static void test_inputs(void **state)
     ars_test_write_file(path, csv, sizeof csv - 1);
     read_all(path, NULL, 2, x, 3, 3);
     assert_true(x[3] == 4.5f && x[4] == -0.5f && x[8] == 9);
+    /* the run's label column is no feature */
+    static const char labelled[] = "a, \"label\" ,c\n1,7,3\n4,8,6\n";
+    ars_test_write_file(path, labelled, sizeof labelled - 1);
+    ARS_ASSERT_OK(ars_input_open(path, NULL, &in));
+    assert_int_equal(ars_input_drop_column(in, "nothere"), 0);
+    assert_int_equal(ars_input_drop_column(in, "label"), 1);
+    shape = ars_input_shape(in);
+    assert_int_equal((int)ars_shape_count(&shape), 2);
+    ARS_ASSERT_OK(ars_input_read(in, 5, x, &rows));
+    assert_int_equal(rows, 2);
+    assert_true(x[0] == 1 && x[1] == 3 && x[2] == 4 && x[3] == 6);
+    ars_input_close(in);
     static const char bad_csv[] = "a,b\n1,2\n3,x\n";
     ars_test_write_file(path, bad_csv, sizeof bad_csv - 1);
     ARS_ASSERT_OK(ars_input_open(path, NULL, &in));

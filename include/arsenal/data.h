@@ -1,6 +1,8 @@
 /* data: data sets in memory (IDX files of (Fashion-)MNIST, gzip or plain;
- * synthetic sets for tests), standardization, and the seeded sampler that
- * shards each global batch over the ranks. */
+ * synthetic sets for tests; a user's HDF5, CSV and .npy files, whose x may
+ * instead be streamed from the file), standardization, the seeded
+ * validation split, and the seeded sampler that shards each global batch
+ * over the ranks. */
 #ifndef ARSENAL_DATA_H
 #define ARSENAL_DATA_H
 
@@ -12,6 +14,8 @@
 /* Debian's dataset-fashion-mnist puts the files here. */
 #define ARS_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
 
+typedef struct ars_data_source ars_data_source;   /* a streamed x (src/data/user_data.c) */
+
 typedef struct ars_dataset {
     char name[64];
     int count;           /* samples */
@@ -22,6 +26,10 @@ typedef struct ars_dataset {
     int classes;         /* number of classes (0 for regression) */
     float *targets;      /* [count, target_dim] regression targets, or NULL */
     int target_dim;
+    /* x streamed from a file (HDF5, .npy) when it does not fit in memory:
+     * then x is NULL and rows are read through ars_dataset_read_x (the
+     * sampler does); labels and targets are always in memory. */
+    ars_data_source *source;
 } ars_dataset;
 
 void ars_dataset_free(ars_dataset *data);
@@ -161,5 +169,89 @@ int ars_augment_apply(const ars_augment *a, uint64_t seed, int epoch, float *x, 
  * [C, H, W]: 1 x 28 x 28 for fashion-mnist and mnist); an error naming the
  * set and its shape for any other. */
 int ars_dataset_image_shape(const ars_dataset *data, int *channels, int *height, int *width);
+
+/* ---- data sets a user brings (src/data/user_data.c; the readers
+ * src/data/hdf5_data.c, npy_data.c, csv_data.c; datasets/README.md) -------
+ * A spec names the files: "hdf5:PATH" (datasets x, y, optional x_test,
+ * y_test), "csv:PATH" (a header row; the label column named by options),
+ * "npy:XPATH,YPATH" (two .npy arrays; the paths hold no comma). x is
+ * [N, features], [N, time, features] or [N, channels, height, width] (the
+ * sample shape is the dims after N), any integer or float type, converted
+ * to float; y is [N] class labels (integers 0 .. 65535, classes = max + 1)
+ * or, for regression (loss = mse), float targets [N] or [N, T]. Every value
+ * is checked (finite, labels integral and in range) with the file and the
+ * row (CSV: line and column) of the first bad one; nothing is allocated
+ * before its size is checked against the memory budget. */
+typedef enum { ARS_USER_NONE = 0, ARS_USER_HDF5, ARS_USER_CSV, ARS_USER_NPY } ars_user_format;
+
+typedef struct ars_user_spec {
+    ars_user_format format;
+    char path[256];      /* hdf5, csv: the file; npy: the x file */
+    char y_path[256];    /* npy: the y file */
+} ars_user_spec;
+
+/* The format a data spec names, ARS_USER_NONE for anything else (a
+ * built-in set such as "fashion-mnist"). */
+ars_user_format ars_user_format_of(const char *text);
+/* Parses a spec; an error says what is expected. */
+int ars_user_spec_parse(const char *text, ars_user_spec *spec);
+
+typedef struct ars_user_options {
+    const char *label;       /* csv: the label column (required) */
+    int regression;          /* 1: y are float targets (loss = mse); 0: class labels */
+    int limit;               /* > 0: the first limit samples only */
+    int stream;              /* -1 auto: x in memory when it takes at most half the budget, else streamed;
+                              * 0: in memory; 1: streamed (HDF5 and .npy only) */
+    int test_part;           /* hdf5: x_test / y_test instead of x / y (an empty set when absent) */
+    double memory_limit;     /* bytes the loader may use; 0: what ars_memory_budget_get leaves */
+    int trusted;             /* hdf5: skip the checking child (ars_user_data_load) */
+    /* A streamed set's standardization statistics leave out the rows the
+     * validation split (validation > 0, seed) will take, as in memory. */
+    double validation;
+    uint64_t seed;
+} ars_user_options;
+
+/* Loads one part of a user's data set into *data (zeroed on failure; count
+ * 0 for a test part the file does not have). An HDF5 file is first read
+ * whole in a forked child under time and memory limits (libhdf5 may crash
+ * or hang on a corrupted file: that becomes an error here) unless
+ * options->trusted; the child calls no MPI and leaves by _exit. */
+int ars_user_data_load(const ars_user_spec *spec, const ars_user_options *options, ars_dataset *data);
+
+/* The run's data when run->data is a user spec (ars_load_run_data calls
+ * it): the training part (train_limit), then the evaluation set: the
+ * validation split when run->validation > 0 (the file's test part is then
+ * not read), else run->test_data, else the HDF5 file's x_test / y_test
+ * (test_limit); no evaluation set is an error saying how to get one. The
+ * classes are those of all parts; standardization (run->standardize) uses
+ * the training part's mean and std, which *mean and *std (may be NULL)
+ * receive (a std of 0 as 1; 0 and 1 without standardization). Errors name
+ * the rank and host. */
+struct ars_run_config;
+int ars_user_data_load_run(const struct ars_run_config *run, int rank, int train_limit, ars_dataset *train,
+                           ars_dataset *test, double *mean, double *std);
+
+/* Rows ids[0..rows) of data's x (in memory or streamed, standardized as the
+ * set is) into x [rows, dim]. */
+int ars_dataset_read_x(const ars_dataset *data, const uint32_t *ids, int rows, float *x);
+/* Closes a streamed set's file (ars_dataset_free calls it). */
+void ars_data_source_close(ars_data_source *source);
+
+/* Mean and std of every value of x (in memory or streamed), accumulated in
+ * double in row order; standardize as ars_dataset_standardize does, also
+ * on a streamed set (applied as rows are read). */
+int ars_dataset_stats(const ars_dataset *data, double *mean, double *std);
+void ars_dataset_standardize_any(ars_dataset *data, double mean, double std);
+
+/* The validation split: round(fraction * count) samples, chosen by a
+ * Philox permutation of (seed) (ARS_STREAM_DATA), move from *train into a
+ * new set *validation; both keep the file order of their rows. The same
+ * seed and count give the same split on every rank and world size. 0 <
+ * fraction < 1, and both parts must get at least one sample. A streamed
+ * set is split into two views of its file. */
+int ars_dataset_validation_split(ars_dataset *train, double fraction, uint64_t seed, ars_dataset *validation);
+/* marks[i] = 1 for the samples that split sends to validation (count
+ * bytes, caller's); returns their number, or an error. */
+int ars_validation_marks(int count, double fraction, uint64_t seed, uint8_t *marks);
 
 #endif

@@ -122,7 +122,7 @@ typedef struct ars_eval_report {
     ars_eval_result result;
     char checkpoint[1024];
     char data[256];              /* [run] data of the set evaluated */
-    const char *split;           /* "test" | "train" */
+    const char *split;           /* "test" | "train" | "validation" (the run's held-out part of its training set) */
     int world, batch;
     int64_t step;
     int epoch;

@@ -6,7 +6,8 @@
  * size of the input. Inputs (ars_input): IDX files (gzip or plain; unsigned
  * bytes scaled to [0, 1] as arsenal's (Fashion-)MNIST loader does), an
  * HDF5 dataset (`x` by default), a .npy array, a CSV file of numbers with
- * a header row; every one of them is read incrementally. Outputs: CSV
+ * a header row (the run's label column, if it has one, skipped); every
+ * one of them is read incrementally. Outputs: CSV
  * (a header row, one line per sample) or HDF5 (datasets `probabilities` or
  * `outputs`), written to a temporary file renamed into place at the end. */
 #ifndef ARSENAL_PREDICT_H
@@ -40,6 +41,10 @@ const char *ars_input_where(const ars_input *input);
 ars_shape ars_input_shape(const ars_input *input);
 /* Samples in the file, -1 when not known before the end (CSV). */
 int64_t ars_input_count(const ars_input *input);
+/* A CSV input's column called name (the run's label column) is not a
+ * feature: its values are skipped. 1 when the header has it; 0 (nothing
+ * changes) for any other input, or before any read only. */
+int ars_input_drop_column(ars_input *input, const char *name);
 /* The next up to max_rows samples into x [rows, values per sample] as
  * floats; *rows = 0 at the end. A file that ends early is an error. */
 int ars_input_read(ars_input *input, int max_rows, float *x, int *rows);

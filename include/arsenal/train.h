@@ -21,7 +21,12 @@ typedef enum { ARS_NONFINITE_SKIP, ARS_NONFINITE_STOP } ars_nonfinite_policy;
 
 typedef struct ars_run_config {
     /* data */
-    char data[32];            /* fashion-mnist | mnist | spirals | blobs | teacher | adding | copy */
+    char data[256];           /* fashion-mnist | mnist | spirals | blobs | teacher | adding | copy, or a user's
+                               * files: hdf5:PATH | csv:PATH | npy:XPATH,YPATH (data.h) */
+    char test_data[256];      /* user data: the test part's files (a spec as data), "" = none */
+    char label[64];           /* csv: the label column */
+    double validation;        /* fraction of the training set held out as the evaluation set, 0 = none */
+    int stream_data;          /* user data: -1 auto, 0 in memory, 1 x streamed from the file */
     char data_dir[512];
     int train_limit, test_limit;      /* 0 = the whole split */
     int train_samples, test_samples;  /* synthetic sets */

@@ -38,6 +38,7 @@ void ars_dataset_free(ars_dataset *data)
     free(data->x);
     free(data->labels);
     free(data->targets);
+    ars_data_source_close(data->source);   /* a streamed x (user_data.c) */
     memset(data, 0, sizeof *data);
 }
 

@@ -16,7 +16,7 @@ int ars_sampler_create(ars_sampler *s, const ars_dataset *data, int global_batch
     if (!s) return ars_error(ARS_EINVAL, "sampler: s is NULL");
     memset(s, 0, sizeof *s);
     s->epoch = -1;
-    if (!data || !data->x || data->count < 1 || data->dim < 1)
+    if (!data || (!data->x && !data->source) || data->count < 1 || data->dim < 1)
         return ars_error(ARS_EINVAL, "sampler: empty data set: expected at least one sample");
     if (data->targets && data->target_dim < 1)
         return ars_error(ARS_EINVAL, "sampler: data set has targets of width %d, expected >= 1",
@@ -148,13 +148,16 @@ int ars_sampler_fill(ars_sampler *s, int epoch, int step, ars_batch *batch)
     for (int r = 0; r < rows; r++) {
         uint32_t id = s->perm[start + begin + r];
         batch->ids[r] = id;
-        memcpy(batch->x + (size_t)r * d->dim, d->x + (size_t)id * d->dim,
-               (size_t)d->dim * sizeof *batch->x);
+        if (d->x)
+            memcpy(batch->x + (size_t)r * d->dim, d->x + (size_t)id * d->dim,
+                   (size_t)d->dim * sizeof *batch->x);
         if (d->labels) batch->labels[r] = d->labels[id];
         if (d->targets)
             memcpy(batch->targets + (size_t)r * d->target_dim,
                    d->targets + (size_t)id * d->target_dim,
                    (size_t)d->target_dim * sizeof *batch->targets);
     }
+    /* a streamed x (user_data.c): the batch's rows read from the file at once */
+    if (!d->x) return ars_dataset_read_x(d, batch->ids, rows, batch->x);
     return 0;
 }

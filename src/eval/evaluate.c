@@ -230,7 +230,8 @@ static const char *const fashion_mnist_names[10] = {"T-shirt/top", "Trouser", "P
                                                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
 
 /* Loads the set to evaluate on, unstandardized (the checkpoint's own
- * standardization is applied afterwards, whatever the set). */
+ * standardization is applied afterwards, whatever the set); a user's file
+ * may stream x (the sampler reads the chunks' rows). */
 static int load_set(const ars_trained *t, const ars_evaluate_options *o, int rank, ars_dataset *set)
 {
     ars_run_config run = t->data_run;
@@ -238,8 +239,10 @@ static int load_set(const ars_trained *t, const ars_evaluate_options *o, int ran
     ars_dataset train, test;
     memset(&train, 0, sizeof train);
     memset(&test, 0, sizeof test);
-    /* the test split alone needs no training set: one sample of it */
-    int rc = ars_load_run_data(&run, rank, o->train_split ? run.train_limit : 1, &train, &test);
+    /* the test split alone needs no training set (one sample of it), unless
+     * it is the validation split carved from the training set */
+    const int whole = o->train_split || run.validation > 0;
+    int rc = ars_load_run_data(&run, rank, whole ? run.train_limit : 1, &train, &test);
     if (o->train_split) {
         *set = train;
         ars_dataset_free(&test);
@@ -247,9 +250,6 @@ static int load_set(const ars_trained *t, const ars_evaluate_options *o, int ran
         *set = test;
         ars_dataset_free(&train);
     }
-    if (!rc && set->count > 0 && !set->x)
-        rc = ars_error(ARS_EINVAL, "data %s: the set is streamed from its file; arsenal evaluate needs it in memory",
-                       run.data);
     if (!rc && set->count < 1)
         rc = ars_error(ARS_EINVAL, "data %s has no %s split to evaluate on", run.data,
                        o->train_split ? "training" : "test");
@@ -281,7 +281,8 @@ int ars_evaluate_checkpoint(const ars_evaluate_options *o, ars_dist *dist, ars_e
     }
     if (!rc) rc = ars_trained_resolve(&t, dist);
     if (!rc) {
-        ars_dataset_standardize(&set, t.data_mean, t.data_std);
+        /* in memory, or (a user's file, stream_data) applied as rows are read */
+        ars_dataset_standardize_any(&set, t.data_mean, t.data_std);
         rc = ars_trained_build(&t, o->batch, dist);
     }
     if (!rc) {
@@ -298,7 +299,7 @@ int ars_evaluate_checkpoint(const ars_evaluate_options *o, ars_dist *dist, ars_e
     if (!rc) {
         snprintf(report->checkpoint, sizeof report->checkpoint, "%s", o->checkpoint);
         snprintf(report->data, sizeof report->data, "%s", t.data_run.data);
-        report->split = o->train_split ? "train" : "test";
+        report->split = o->train_split ? "train" : t.data_run.validation > 0 ? "validation" : "test";
         report->world = dist ? dist->size : 1;
         report->batch = o->batch;
         report->step = t.step;

@@ -211,6 +211,7 @@ int ars_predict_checkpoint(const ars_predict_options *o, ars_predict_summary *su
     TRY(ars_trained_open(&t, o->checkpoint, o->overrides, o->override_count, NULL, NULL));
     ars_input *in = NULL;
     int rc = ars_input_open(o->input, o->dataset, &in);
+    if (!rc) ars_input_drop_column(in, t.run.label);   /* a CSV of the run's own kind: its label is no feature */
     if (!rc) rc = ars_trained_resolve(&t, NULL);
     if (!rc) {
         const ars_shape shape = ars_input_shape(in);

@@ -42,6 +42,9 @@ struct ars_input {
     char *line;
     size_t line_size;
     int64_t line_number;
+    char *header;             /* the header row */
+    int columns;              /* in a row: dim, and the dropped column if any */
+    int drop;                 /* the column that is not a feature (the run's label), -1: none */
 };
 
 const char *ars_input_format_name(ars_input_format format)
@@ -70,6 +73,7 @@ void ars_input_close(ars_input *in)
     if (in->h5file > 0) H5Fclose(in->h5file);
     free(in->raw);
     free(in->line);
+    free(in->header);
     free(in);
 }
 
@@ -445,6 +449,40 @@ static int csv_open(ars_input *in, const char *path)
     int64_t dims[2] = {-1, columns};
     TRY(sample_shape(in, 2, dims, 0));
     in->count = -1;
+    in->columns = columns;
+    in->drop = -1;
+    if (!(in->header = strdup(in->line))) return ars_error(ARS_ENOMEM, "%s: out of memory", path);
+    return 0;
+}
+
+/* name without surrounding blanks and double quotes, of length *n */
+static const char *bare_name(const char *name, size_t *n)
+{
+    while (*name == ' ' || *name == '\t') name++;
+    size_t len = strcspn(name, ",");
+    while (len > 0 && (name[len - 1] == ' ' || name[len - 1] == '\t')) len--;
+    if (len >= 2 && name[0] == '"' && name[len - 1] == '"') name++, len -= 2;
+    *n = len;
+    return name;
+}
+
+int ars_input_drop_column(ars_input *in, const char *name)
+{
+    if (in->format != ARS_INPUT_CSV || !name || !name[0] || in->done > 0 || in->drop >= 0 || in->columns < 2)
+        return 0;
+    const char *p = in->header;
+    for (int c = 0; c < in->columns; c++) {
+        size_t n;
+        const char *field = bare_name(p, &n);
+        if (n == strlen(name) && strncmp(field, name, n) == 0) {
+            in->drop = c;
+            in->dim = in->columns - 1;
+            in->shape = ars_shape_vector(in->dim);
+            return 1;
+        }
+        p += strcspn(p, ",");
+        if (*p == ',') p++;
+    }
     return 0;
 }
 
@@ -458,7 +496,18 @@ static int csv_read(ars_input *in, int rows, float *x, int *done_rows)
         while (got && blank(in->line));
         if (!got) break;
         const char *p = in->line;
-        for (int c = 0; c < in->dim; c++) {
+        for (int c = 0, k = 0; c < in->columns; c++) {
+            if (c == in->drop) {   /* the label: not read */
+                p += strcspn(p, ",");
+                if (*p != ',' && c < in->columns - 1)
+                    return ars_error(ARS_EFORMAT, "%s:%lld: fewer columns than the header's %d", in->where,
+                                     (long long)in->line_number, in->columns);
+                if (*p == ',' && c == in->columns - 1)
+                    return ars_error(ARS_EFORMAT, "%s:%lld: more columns than the header's %d", in->where,
+                                     (long long)in->line_number, in->columns);
+                if (*p == ',') p++;
+                continue;
+            }
             while (*p == ' ' || *p == '\t') p++;
             char *end;
             errno = 0;
@@ -467,15 +516,15 @@ static int csv_read(ars_input *in, int rows, float *x, int *done_rows)
             while (*after == ' ' || *after == '\t') after++;
             if (end == p || !(*after == ',' || *after == '\0') || !isfinite((float)v)) {
                 char field[40] = "";
-                for (int k = 0; k < 39 && p[k] && p[k] != ','; k++) field[k] = p[k];
+                for (int j = 0; j < 39 && p[j] && p[j] != ','; j++) field[j] = p[j];
                 return ars_error(ARS_EFORMAT, "%s:%lld: column %d: '%s' is not a finite number%s", in->where,
                                  (long long)in->line_number, c + 1, field,
                                  end != p && isfinite(v) ? " within float32's range" : "");
             }
-            if ((*after == '\0') != (c == in->dim - 1))
+            if ((*after == '\0') != (c == in->columns - 1))
                 return ars_error(ARS_EFORMAT, "%s:%lld: %s columns than the header's %d", in->where,
-                                 (long long)in->line_number, *after == '\0' ? "fewer" : "more", in->dim);
-            x[(size_t)r * in->dim + c] = (float)v;
+                                 (long long)in->line_number, *after == '\0' ? "fewer" : "more", in->columns);
+            x[(size_t)r * in->dim + k++] = (float)v;
             p = *after == ',' ? after + 1 : after;
         }
         ++*done_rows;

@@ -37,7 +37,23 @@ typedef struct shared_facts {
     uint64_t text_bytes;   /* /config with its NUL */
 } shared_facts;
 
-/* The run file with overrides (and [run] data = data_spec) applied. */
+/* 1 when one of overrides sets key ("run.validation"). */
+static int overridden(char *const *overrides, int count, const char *key)
+{
+    const size_t n = strlen(key);
+    for (int i = 0; i < count; i++) {
+        const char *o = overrides[i];
+        while (*o == ' ') o++;
+        if (strncmp(o, key, n) == 0 && (o[n] == '=' || o[n] == ' ')) return 1;
+    }
+    return 0;
+}
+
+/* The run file with overrides applied; with data_spec, [run] data =
+ * data_spec, and what belonged to the run's own data set goes unless an
+ * override says otherwise: its validation split (validation = 0), and for
+ * a CSV or .npy spec, which holds no test part, its test_data (the file
+ * itself is the test part: the set given is the set evaluated). */
 static int load_run(const char *text, const char *label, char *const *overrides, int override_count,
                     const char *data_spec, ars_run_config *run, ars_layer_spec **specs, int *count)
 {
@@ -52,6 +68,14 @@ static int load_run(const char *text, const char *label, char *const *overrides,
         if (snprintf(assignment, sizeof assignment, "run.data=%s", data_spec) >= (int)sizeof assignment)
             rc = ars_error(ARS_EINVAL, "--data: a spec of at most 500 characters expected");
         if (!rc) rc = ars_config_override(&config, assignment);
+        if (!rc && !overridden(overrides, override_count, "run.validation"))
+            rc = ars_config_override(&config, "run.validation=0");
+        const ars_user_format format = ars_user_format_of(data_spec);
+        if (!rc && (format == ARS_USER_CSV || format == ARS_USER_NPY) &&
+            !overridden(overrides, override_count, "run.test_data")) {
+            snprintf(assignment, sizeof assignment, "run.test_data=%s", data_spec);
+            rc = ars_config_override(&config, assignment);
+        }
     }
     if (!rc) rc = ars_config_expand(&config);
     if (!rc) rc = ars_run_config_load(&config, run, specs, count);
@@ -140,16 +164,6 @@ int ars_trained_open(ars_trained *t, const char *path, char *const *overrides, i
     return agree(t, dist, rc);
 }
 
-/* The data sets of the data branch may stream x from their file; the
- * recomputation and the evaluation need it in memory. */
-static int require_in_memory(const ars_dataset *data, const char *what)
-{
-    if (data->count > 0 && !data->x)
-        return ars_error(ARS_EINVAL, "%s: the data set is streamed from its file; arsenal evaluate needs it in "
-                         "memory", what);
-    return 0;
-}
-
 int ars_trained_resolve(ars_trained *t, ars_dist *dist)
 {
     int need_stats = !t->stats_stored, need_shape = t->input_shape.rank == 0;
@@ -167,7 +181,6 @@ int ars_trained_resolve(ars_trained *t, ars_dist *dist)
     double mean = 0, std = 1;
     int rc = ars_load_run_data_stats(&run, rank_of(dist), need_stats ? run.train_limit : 1, &train, &test, &mean,
                                      &std);
-    if (!rc) rc = require_in_memory(&train, run.data);
     if (!rc && need_stats && !(isfinite(mean) && isfinite(std)))
         rc = ars_error(ARS_EINVAL, "the loader of data %s standardized it without saying how (mean, std unknown)",
                        run.data);

@@ -67,7 +67,9 @@ static int activation_forward(ars_layer *layer, const ars_pass *pass, const floa
     if (pass->probe && pass->mode == ARS_MODE_TRAIN) {
         /* mean/std of outputs; saturated = local derivative below 10% of its
          * maximum (sigmoid: y(1-y) < 0.025, tanh: 1-y^2 < 0.1); dead = units
-         * whose input is <= 0 for every row of the batch (relu family). */
+         * whose input is <= 0 for every row of the batch (relu family). A
+         * unit of an image [C, H, W] is a channel (a dead filter), alive when
+         * any of its pixels is, so a background pixel is not a dead unit. */
         const int rows = pass->rows, dim = layer->in_dim;
         double sum = 0, sum_sq = 0;
         size_t saturated = 0, dead = 0;
@@ -79,10 +81,14 @@ static int activation_forward(ars_layer *layer, const ars_pass *pass, const floa
             else if (impl->act == ARS_ACT_TANH) saturated += 1.0f - y[i] * y[i] < 0.1f;
         }
         int relu_family = impl->act >= ARS_ACT_RELU;
+        const int units = layer->in_shape.rank == 3 ? layer->in_shape.dims[0] : dim, plane = dim / units;
         if (relu_family && rows > 0) {
-            for (int j = 0; j < dim; j++) {
+            for (int j = 0; j < units; j++) {
                 int alive = 0;
-                for (int r = 0; r < rows && !alive; r++) alive = x[(size_t)r * dim + j] > 0.0f;
+                for (int r = 0; r < rows && !alive; r++) {
+                    const float *unit = x + (size_t)r * dim + (size_t)j * plane;
+                    for (int p = 0; p < plane && !alive; p++) alive = unit[p] > 0.0f;
+                }
                 dead += !alive;
             }
         }
@@ -90,7 +96,7 @@ static int activation_forward(ars_layer *layer, const ars_pass *pass, const floa
         s->mean = n ? sum / (double)n : 0;
         s->std = n ? sqrt(fmax(sum_sq / (double)n - s->mean * s->mean, 0.0)) : 0;
         s->saturated = n ? (double)saturated / (double)n : 0;
-        s->dead = relu_family && dim ? (double)dead / dim : 0;
+        s->dead = relu_family && units ? (double)dead / units : 0;
         s->valid = n > 0;
     }
     return 0;

@@ -40,7 +40,8 @@ static char fuzz_dir_path[256];
 
 static inline void fuzz_remove_dir(void)
 {
-    static const char *const names[] = {"input.cfg", "input.idx", "input.idx.gz", "input.h5"};
+    static const char *const names[] = {"input.cfg", "input.idx", "input.idx.gz", "input.h5", "input.csv",
+                                        "again.csv", "x.npy", "y.npy"};
     char path[400];
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", fuzz_dir_path, names[i]);
@@ -81,6 +82,14 @@ static inline const char *fuzz_write_file(const char *name, const uint8_t *data,
         abort();
     }
     return path;
+}
+
+/* Copies a scratch path into a fixed-size field (a user data spec's). */
+static inline void fuzz_set_path(char *out, size_t size, const char *path)
+{
+    size_t n = strlen(path);
+    FUZZ_CHECK(n < size, "scratch path %s longer than %zu", path, size - 1);
+    memcpy(out, path, n + 1);
 }
 
 /* The same, gzip-compressed. */
