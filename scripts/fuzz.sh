@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets (tests/fuzz/, -DARSENAL_FUZZ=ON with clang,
 # ASan + UBSan) and runs each for N seconds.
 #
-#   scripts/fuzz.sh [-t SECONDS] [TARGET...]    targets: config idx ckpt csv npy h5data (default: all)
+#   scripts/fuzz.sh [-t SECONDS] [TARGET...]    targets: config idx ckpt csv npy h5data input (default: all)
 #   scripts/fuzz.sh --regen-ckpt-seeds          rewrite tests/fuzz/corpus/ckpt/*.h5
 #   scripts/fuzz.sh --regen-data-seeds          rewrite tests/fuzz/corpus/{h5data,npy,csv}/*
 #
@@ -36,11 +36,11 @@ while (($#)); do
         --regen-ckpt-seeds) regen=1; shift ;;
         --regen-data-seeds) regen_data=1; shift ;;
         -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
-        config|idx|ckpt|csv|npy|h5data) targets+=("$1"); shift ;;
-        *) echo "fuzz.sh: unknown argument '$1' (targets: config idx ckpt csv npy h5data; -t SECONDS)" >&2; exit 2 ;;
+        config|idx|ckpt|csv|npy|h5data|input) targets+=("$1"); shift ;;
+        *) echo "fuzz.sh: unknown argument '$1' (targets: config idx ckpt csv npy h5data input; -t SECONDS)" >&2; exit 2 ;;
     esac
 done
-((${#targets[@]})) || targets=(config idx ckpt csv npy h5data)
+((${#targets[@]})) || targets=(config idx ckpt csv npy h5data input)
 [[ "$seconds" =~ ^[0-9]+$ ]] || { echo "fuzz.sh: -t '$seconds': expected whole seconds" >&2; exit 2; }
 
 build="${BUILD_DIR:-build-fuzz}"

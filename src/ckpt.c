@@ -308,6 +308,48 @@ static int write_history(hid_t file, const ars_history *h)
     return rc;
 }
 
+/* The model's input shape, one int32 per dimension (root attribute
+ * input_shape): what a model rebuilt from the file is built for. */
+static int write_input_shape(hid_t file, const ars_shape *shape)
+{
+    int32_t dims[ARS_SHAPE_MAX_RANK];
+    hsize_t rank = (hsize_t)shape->rank;
+    for (int i = 0; i < shape->rank; i++) dims[i] = shape->dims[i];
+    hid_t space = H5Screate_simple(1, &rank, NULL);
+    hid_t attr = space < 0 ? -1 : H5Acreate2(file, "input_shape", H5T_STD_I32LE, space, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t status = attr < 0 ? -1 : H5Awrite(attr, H5T_NATIVE_INT32, dims);
+    if (attr >= 0) H5Aclose(attr);
+    if (space >= 0) H5Sclose(space);
+    return status < 0 ? ars_error(ARS_EIO, "cannot write attribute 'input_shape'") : 0;
+}
+
+/* input_shape, when the file has it (files before it leave shape->rank 0):
+ * 1 to ARS_SHAPE_MAX_RANK integers, each in 1 .. 2^24. */
+static int read_input_shape(hid_t file, const char *path, ars_shape *shape)
+{
+    memset(shape, 0, sizeof *shape);
+    if (H5Aexists(file, "input_shape") <= 0) return 0;
+    hid_t attr = H5Aopen(file, "input_shape", H5P_DEFAULT);
+    hid_t space = attr < 0 ? -1 : H5Aget_space(attr);
+    hid_t type = attr < 0 ? -1 : H5Aget_type(attr);
+    hssize_t n = space >= 0 && H5Sget_simple_extent_ndims(space) == 1 ? H5Sget_simple_extent_npoints(space) : -1;
+    int32_t dims[ARS_SHAPE_MAX_RANK] = {0};
+    herr_t status = type >= 0 && H5Tget_class(type) == H5T_INTEGER && n >= 1 && n <= ARS_SHAPE_MAX_RANK
+                        ? H5Aread(attr, H5T_NATIVE_INT32, dims)
+                        : -1;
+    if (type >= 0) H5Tclose(type);
+    if (space >= 0) H5Sclose(space);
+    if (attr >= 0) H5Aclose(attr);
+    for (int i = 0; status >= 0 && i < n; i++)
+        if (dims[i] < 1 || dims[i] > (1 << 24)) status = -1;
+    if (status < 0)
+        return ars_error(ARS_EFORMAT, "%s: attribute 'input_shape' is not 1 to %d dimensions of 1 to 2^24 (corrupted "
+                         "file?)", path, ARS_SHAPE_MAX_RANK);
+    shape->rank = (int)n;
+    for (int i = 0; i < n; i++) shape->dims[i] = dims[i];
+    return 0;
+}
+
 static int write_root(hid_t file, const ars_model *model, const ars_ckpt_state *s)
 {
     char created[40];
@@ -334,6 +376,11 @@ static int write_root(hid_t file, const ars_model *model, const ars_ckpt_state *
     TRY(ars_h5_attr_write(file, "last_loss", H5T_NATIVE_DOUBLE, &s->last_loss));
     TRY(ars_h5_attr_write(file, "test_loss", H5T_NATIVE_DOUBLE, &s->test_loss));
     TRY(ars_h5_attr_write(file, "test_accuracy", H5T_NATIVE_DOUBLE, &s->test_accuracy));
+    if (s->has_data_stats) {
+        TRY(ars_h5_attr_write(file, "data_mean", H5T_NATIVE_DOUBLE, &s->data_mean));
+        TRY(ars_h5_attr_write(file, "data_std", H5T_NATIVE_DOUBLE, &s->data_std));
+    }
+    if (model->in_shape.rank > 0) TRY(write_input_shape(file, &model->in_shape));
     TRY(ars_h5_write_string(file, "config", s->config_text ? s->config_text : ""));
     hid_t rng = H5Gcreate2(file, "rng", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (rng < 0) return ars_error(ARS_EIO, "cannot create group /rng");
@@ -580,6 +627,16 @@ int ars_ckpt_read_info(const char *path, ars_ckpt_info *info)
     if (!rc) rc = ars_h5_attr_read(file, path, "last_loss", H5T_NATIVE_DOUBLE, &info->last_loss);
     if (!rc) rc = ars_h5_attr_read(file, path, "test_loss", H5T_NATIVE_DOUBLE, &info->test_loss);
     if (!rc) rc = ars_h5_attr_read(file, path, "test_accuracy", H5T_NATIVE_DOUBLE, &info->test_accuracy);
+    /* optional: files written before arsenal stored them have neither */
+    if (!rc && H5Aexists(file, "data_mean") > 0 && H5Aexists(file, "data_std") > 0) {
+        rc = ars_h5_attr_read(file, path, "data_mean", H5T_NATIVE_DOUBLE, &info->data_mean);
+        if (!rc) rc = ars_h5_attr_read(file, path, "data_std", H5T_NATIVE_DOUBLE, &info->data_std);
+        if (!rc && !(isfinite(info->data_mean) && isfinite(info->data_std) && info->data_std > 0))
+            rc = ars_error(ARS_EFORMAT, "%s: implausible input standardization (data_mean %g, data_std %g)", path,
+                           info->data_mean, info->data_std);
+        info->has_data_stats = !rc;
+    }
+    if (!rc) rc = read_input_shape(file, path, &info->input_shape);
     char where[4200];
     snprintf(where, sizeof where, "%s:", path);   /* "x.h5:/config" */
     if (!rc) rc = ars_h5_read_string(file, where, "config", &info->config_text);

@@ -68,10 +68,20 @@ static int check_synthetic_fits(const ars_run_config *run)
 
 int ars_load_run_data(const ars_run_config *run, int rank, int train_limit, ars_dataset *train, ars_dataset *test)
 {
+    return ars_load_run_data_stats(run, rank, train_limit, train, test, NULL, NULL);
+}
+
+int ars_load_run_data_stats(const ars_run_config *run, int rank, int train_limit, ars_dataset *train,
+                            ars_dataset *test, double *applied_mean, double *applied_std)
+{
+    int rc = 0;
+    /* NaN until known: a path that standardizes without saying how leaves
+     * them unknown (the checkpoint then stores none) rather than wrong */
+    if (applied_mean) *applied_mean = NAN;
+    if (applied_std) *applied_std = NAN;
     /* a user's files (src/data/user_data.c): loading, validation split, checks and standardization there */
     if (ars_user_format_of(run->data) != ARS_USER_NONE)
-        return ars_user_data_load_run(run, rank, train_limit, train, test);
-    int rc = 0;
+        return ars_user_data_load_run(run, rank, train_limit, train, test, applied_mean, applied_std);
     if (strcmp(run->data, "fashion-mnist") == 0 || strcmp(run->data, "mnist") == 0) {
         rc = ars_mnist_load(run->data_dir, "train", train_limit, train);
         if (!rc) rc = ars_mnist_load(run->data_dir, "t10k", run->test_limit, test);
@@ -119,13 +129,19 @@ int ars_load_run_data(const ars_run_config *run, int rank, int train_limit, ars_
         if (std <= 0) std = 1;
         ars_dataset_standardize(train, mean, std);
         ars_dataset_standardize(test, mean, std);
+        if (applied_mean) *applied_mean = mean;
+        if (applied_std) *applied_std = std;
+    } else if (!rc) {
+        if (applied_mean) *applied_mean = 0;
+        if (applied_std) *applied_std = 1;
     }
     return rc;
 }
 
 static int load_data(ars_trainer *t)
 {
-    return ars_load_run_data(t->run, t->rank, t->run->train_limit, &t->train, &t->test);
+    return ars_load_run_data_stats(t->run, t->rank, t->run->train_limit, &t->train, &t->test, &t->data_mean,
+                                   &t->data_std);
 }
 
 /* [run] augment_crop / augment_flip need an image set, and a crop that

@@ -24,6 +24,7 @@ typedef struct ars_trainer {
     int64_t total_steps;
     ars_schedule schedule;
     ars_dataset train, test;
+    double data_mean, data_std;   /* the standardization applied to both (0 and 1: none), for checkpoints */
     ars_sampler sampler;
     ars_batch batch;
     ars_augment augment;      /* [run] augment_crop / augment_flip, on training batches only */

@@ -39,6 +39,13 @@ typedef struct ars_ckpt_info {
     int layer_count;
     char (*layer_names)[40];    /* [layer_count] "000_dense" (malloc'd) */
     char (*layer_kinds)[24];    /* [layer_count] (malloc'd) */
+    /* The run's input standardization, x' = (x - data_mean) / data_std (0 and
+     * 1 when it did not standardize); has_data_stats 0 in files written
+     * before arsenal stored it (arsenal evaluate / predict then recompute it
+     * from the run's training data). */
+    int has_data_stats;
+    double data_mean, data_std;
+    ars_shape input_shape;      /* of one sample; rank 0 in files written before arsenal stored it */
 } ars_ckpt_info;
 
 void ars_ckpt_info_free(ars_ckpt_info *info);
@@ -54,6 +61,8 @@ typedef struct ars_ckpt_state {
     int64_t nonfinite_steps;
     double last_loss, test_loss, test_accuracy;
     const char *config_text;
+    int has_data_stats;         /* 1: write data_mean, data_std (the run's input standardization) */
+    double data_mean, data_std;
 } ars_ckpt_state;
 
 /* Writes path atomically (path.tmp-<pid> in the same directory, fsync,

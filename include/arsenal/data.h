@@ -224,10 +224,12 @@ int ars_user_data_load(const ars_user_spec *spec, const ars_user_options *option
  * not read), else run->test_data, else the HDF5 file's x_test / y_test
  * (test_limit); no evaluation set is an error saying how to get one. The
  * classes are those of all parts; standardization (run->standardize) uses
- * the training part's mean and std. Errors name the rank and host. */
+ * the training part's mean and std, which *mean and *std (may be NULL)
+ * receive (a std of 0 as 1; 0 and 1 without standardization). Errors name
+ * the rank and host. */
 struct ars_run_config;
 int ars_user_data_load_run(const struct ars_run_config *run, int rank, int train_limit, ars_dataset *train,
-                           ars_dataset *test);
+                           ars_dataset *test, double *mean, double *std);
 
 /* Rows ids[0..rows) of data's x (in memory or streamed, standardized as the
  * set is) into x [rows, dim]. */

@@ -77,6 +77,13 @@ int ars_run_config_load(ars_config *config, ars_run_config *run, ars_layer_spec 
 struct ars_dataset;
 int ars_load_run_data(const ars_run_config *run, int rank, int train_limit, struct ars_dataset *train,
                       struct ars_dataset *test);
+/* The same, and the standardization it applied to both sets (x' = (x -
+ * *mean) / *std; 0 and 1 when it applied none; NaN when not known, which a
+ * loader that standardizes must not leave); mean, std may be NULL. The
+ * trainer stores known ones in checkpoints (data_mean, data_std) for
+ * arsenal evaluate and predict. */
+int ars_load_run_data_stats(const ars_run_config *run, int rank, int train_limit, struct ars_dataset *train,
+                            struct ars_dataset *test, double *mean, double *std);
 
 /* Options that come from the command line, not the run file. */
 typedef struct ars_train_options {

@@ -8,6 +8,8 @@ int ars_cmd_gradcheck(int argc, char **argv);
 int ars_cmd_inspect(int argc, char **argv);
 int ars_cmd_experiment(int argc, char **argv);
 int ars_cmd_export(int argc, char **argv);
+int ars_cmd_evaluate(int argc, char **argv);
+int ars_cmd_predict(int argc, char **argv);
 
 /* Loads a run file, applies --set overrides and expands blocks. On error
  * prints it and returns non-zero. */

@@ -14,6 +14,9 @@ static const char usage[] =
     "                         [--metrics FILE.jsonl] [--quiet]\n"
     "  arsenal gradcheck FILE.cfg [--set section.key=value]... [--rows N] [--coords N] [--step H]\n"
     "  arsenal inspect CKPT.h5 [CKPT2.h5] [--json] [--plot DIR]\n"
+    "  arsenal evaluate CKPT.h5 [--data SPEC] [--split test|train] [--set section.key=value]...\n"
+    "                           [--batch N] [--json] [--plot DIR]\n"
+    "  arsenal predict CKPT.h5 INPUT [--out FILE.csv|FILE.h5] [--top K] [--batch N]\n"
     "  arsenal export CKPT.h5 --onnx FILE.onnx   the trained model as an ONNX graph\n"
     "  arsenal experiment [--quick] [--out DIR]   reproduce the lecture's claims, measured\n"
     "  mpirun -np 4 arsenal train FILE.cfg      the same commands, data-parallel over 4 ranks\n"
@@ -37,7 +40,10 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "gradcheck") == 0) return ars_cmd_gradcheck(argc - 1, argv + 1);
     if (strcmp(argv[1], "inspect") == 0) return ars_cmd_inspect(argc - 1, argv + 1);
     if (strcmp(argv[1], "experiment") == 0) return ars_cmd_experiment(argc - 1, argv + 1);
+    if (strcmp(argv[1], "evaluate") == 0) return ars_cmd_evaluate(argc - 1, argv + 1);
+    if (strcmp(argv[1], "predict") == 0) return ars_cmd_predict(argc - 1, argv + 1);
     if (strcmp(argv[1], "export") == 0) return ars_cmd_export(argc - 1, argv + 1);
-    fprintf(stderr, "arsenal: unknown command '%s' (expected train, gradcheck, inspect, experiment or export; arsenal --help)\n", argv[1]);
+    fprintf(stderr, "arsenal: unknown command '%s' (expected train, gradcheck, inspect, evaluate, predict, export or "
+            "experiment; arsenal --help)\n", argv[1]);
     return 2;
 }

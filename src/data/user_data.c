@@ -784,7 +784,8 @@ static int check_parts(const ars_dataset *train, const ars_dataset *test)
     return 0;
 }
 
-static int load_run(const ars_run_config *run, int train_limit, ars_dataset *train, ars_dataset *test)
+static int load_run(const ars_run_config *run, int train_limit, ars_dataset *train, ars_dataset *test,
+                    double *applied_mean, double *applied_std)
 {
     ars_user_spec spec;
     TRY(ars_user_spec_parse(run->data, &spec));
@@ -812,21 +813,27 @@ static int load_run(const ars_run_config *run, int train_limit, ars_dataset *tra
         int classes = train->classes > test->classes ? train->classes : test->classes;
         train->classes = test->classes = classes;
     }
+    double mean = 0, std = 1;
     if (run->standardize) {
-        double mean, std;
         TRY(ars_dataset_stats(train, &mean, &std));
         ars_dataset_standardize_any(train, mean, std);
         ars_dataset_standardize_any(test, mean, std);
+        if (!(std > 0 && isfinite(std))) std = 1;   /* what the standardization applied */
     }
+    *applied_mean = mean;
+    *applied_std = std;
     return 0;
 }
 
 int ars_user_data_load_run(const ars_run_config *run, int rank, int train_limit, ars_dataset *train,
-                           ars_dataset *test)
+                           ars_dataset *test, double *mean, double *std)
 {
     memset(train, 0, sizeof *train);
     memset(test, 0, sizeof *test);
-    int rc = load_run(run, train_limit, train, test);
+    double applied_mean = NAN, applied_std = NAN;
+    int rc = load_run(run, train_limit, train, test, &applied_mean, &applied_std);
+    if (mean) *mean = applied_mean;
+    if (std) *std = applied_std;
     if (rc) {
         ars_dataset_free(train);
         ars_dataset_free(test);
