@@ -57,8 +57,9 @@ static void set_budget(ars_exp_budget *b, int quick)
         b->steps_deep = 1000;
         b->steps_residual = 600;
         b->steps_exploding = 500;
-        /* 3 epochs of 100 steps; ~10 minutes on 2 quiet cores, ~30 when other jobs share them (a
-         * ResNet-56 step of batch 64 then takes 2.5 s, 500 steps made the section 49 minutes) */
+        /* 3 epochs of 100 steps: 25.5 minutes measured on 2 cores shared with other jobs (load
+         * about 6; a ResNet-56 step of batch 64 took 1.8 s), less on a quiet machine. 500 steps on
+         * 8000 images took 49 minutes under a load of 10. */
         b->degradation_train_limit = 6400;
         b->degradation_test_limit = 2000;
         b->degradation_batch = 64;
