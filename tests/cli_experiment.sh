@@ -2,10 +2,11 @@
 # cli_experiment: `arsenal experiment --quick` end to end on 2 MPI ranks:
 # it must exit 0 (its checks pass: the 20-layer sigmoid network's gradient
 # vanishes, the 1000-layer residual network trains above chance, clipping
-# prevents the NaN) and write the results document with every section and
-# its PNG plots; killed, it removes its temporary checkpoints. Also the
-# usage errors. Run by ctest; ARSENAL_BINARY and ARSENAL_SOURCE_DIR are set
-# by tests/CMakeLists.txt. About 1-3 minutes.
+# prevents the NaN, the degradation section's four CNNs get their first
+# convolution's gradient measured) and write the results document with
+# every section and its PNG plots; killed, it removes its temporary
+# checkpoints. Also the usage errors. Run by ctest; ARSENAL_BINARY and
+# ARSENAL_SOURCE_DIR are set by tests/CMakeLists.txt. About 1-3 minutes.
 set -uo pipefail
 bin="${ARSENAL_BINARY:?}"
 work="$(mktemp -d)"
@@ -38,7 +39,7 @@ if [ -s "$doc" ]; then
     check "stamped with the commit" contains "$doc" "from commit \`"
     check "has the verdict table" contains "$doc" "## Verdicts"
     for title in "## 1. Activations" "## 2. Initialization" "## 3. Normalization" "## 4. Residual" \
-                 "## 5. Exploding" "## 6. Optimizers"; do
+                 "## 5. Exploding" "## 6. Optimizers" "## 7. Degradation"; do
         check "has section '$title'" contains "$doc" "$title"
     done
     check "all checks passed" contains "$doc" "Checks (they decide the exit status): all passed"
@@ -46,7 +47,7 @@ if [ -s "$doc" ]; then
     check "the log reports the checks" contains "$work/log" "check passed: "
 fi
 for plot in activations_gradient_flow activations_loss init_loss normalization_lr residual_depth \
-            residual_gradient_flow exploding_loss optimizers_loss; do
+            residual_gradient_flow exploding_loss optimizers_loss degradation_loss degradation_gradient_flow; do
     if [ -s "$doc" ] && grep -q "Plot $plot not drawn" "$doc"; then
         echo "skip $plot.png (arsenal built without PLplot's PNG device)"
         continue

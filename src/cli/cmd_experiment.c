@@ -18,24 +18,29 @@ static const char experiment_usage[] =
     "\n"
     "Reproduces the lecture's claims about vanishing and exploding gradients on Fashion-MNIST: trains\n"
     "deep networks with each activation, initialization, normalization, residual connections, clipping\n"
-    "and optimizer, judges every claim from the measurements (confirmed / qualified / not confirmed)\n"
-    "and writes DIR/arsenal-results.md with PNG plots in DIR/results/. Under `mpirun -np N` every\n"
-    "configuration trains data-parallel; the numbers do not depend on N (global batch).\n"
+    "and optimizer, and He et al. 2016's degradation study (plain CNNs of 20 and 56 layers against\n"
+    "ResNet-20 and ResNet-56), judges every claim from the measurements (confirmed / qualified / not\n"
+    "confirmed) and writes DIR/arsenal-results.md with PNG plots in DIR/results/. Under `mpirun -np N`\n"
+    "every configuration trains data-parallel; the numbers do not depend on N (global batch).\n"
     "\n"
     "options:\n"
-    "  --quick           CI budgets (a few minutes): the document is written as well, and the exit\n"
-    "                    status is 1 when a check fails: the 20-layer sigmoid network's first/last\n"
-    "                    gradient ratio is below 1e-3, the 1000-layer residual network trains above\n"
-    "                    chance, clipping prevents the NaN of a too-high learning rate\n"
+    "  --quick           CI budgets (a few minutes; the degradation networks at a quarter of their\n"
+    "                    width): the document is written as well, and the exit status is 1 when a\n"
+    "                    check fails: the 20-layer sigmoid network's first/last gradient ratio is\n"
+    "                    below 1e-3, the 1000-layer residual network trains above chance, clipping\n"
+    "                    prevents the NaN of a too-high learning rate, the four degradation networks'\n"
+    "                    first-convolution gradient ratios are measured\n"
     "  --out DIR         where to write (default: docs; with --quick: experiment-quick)\n"
     "  --seed N          seed of every run (default 1)\n"
     "  --only LIST       only these sections, comma-separated: activations, init, normalization,\n"
-    "                    residual, exploding, optimizers\n"
+    "                    residual, exploding, optimizers, degradation (DIR/arsenal-results.md\n"
+    "                    then holds only those: give another --out to keep the whole document)\n"
     "  --runs DIR        keep every run's checkpoint in DIR/<run> (for arsenal inspect); by default\n"
     "                    they go to a temporary directory and are removed\n"
     "  --data-dir DIR    the Fashion-MNIST files (default /usr/share/datasets/fashion-mnist)\n"
     "\n"
-    "The full run takes about 20-30 minutes on 2 cores: launch/local.sh -n 2 experiment --out docs\n";
+    "The full run takes about 20-40 minutes on 2 cores, 10-30 of them the degradation section (the\n"
+    "more other jobs share the cores, the longer): launch/local.sh -n 2 experiment --out docs\n";
 
 static int parse_sections(const char *list, unsigned *mask)
 {
@@ -51,7 +56,7 @@ static int parse_sections(const char *list, unsigned *mask)
             }
         if (!found) {
             fprintf(stderr, "arsenal experiment: --only: unknown section '%s' (expected activations, init, "
-                    "normalization, residual, exploding or optimizers)\n", word);
+                    "normalization, residual, exploding, optimizers or degradation)\n", word);
             return 1;
         }
     }

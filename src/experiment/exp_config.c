@@ -1,6 +1,7 @@
 /* exp_config: the experiment's configurations are run-file text, built
- * here piece by piece ([run] with the mode's budget, [dense] sections) into
- * a growable string, then loaded like any run file. */
+ * here piece by piece ([run] with the mode's budget or a section's own data
+ * sizes, [dense] sections) into a growable string, then loaded like any
+ * run file. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -49,13 +50,20 @@ void ars_exp_text_free(ars_exp_text *t)
 void ars_exp_config_run(const ars_exp *e, ars_exp_text *t, int steps, int probe_every, const char *optimizer_lines)
 {
     const ars_exp_budget *b = &e->budget;
+    ars_exp_config_run_data(e, t, b->train_limit, b->test_limit, b->batch, steps,
+                            probe_every > 0 ? probe_every : b->probe_every, optimizer_lines);
+}
+
+void ars_exp_config_run_data(const ars_exp *e, ars_exp_text *t, int train_limit, int test_limit, int batch,
+                             int steps, int probe_every, const char *optimizer_lines)
+{
     ars_exp_text_printf(t, "[run]\ndata = fashion-mnist\n");
     if (e->options->data_dir) ars_exp_text_printf(t, "data_dir = %s\n", e->options->data_dir);
     ars_exp_text_printf(t,
                         "train_limit = %d\ntest_limit = %d\nmax_steps = %d\nbatch = %d\nbatch_scope = global\n"
                         "seed = %llu\nprobe_every = %d\nlog_every = 1000000\nckpt_keep = 1\n%s",
-                        b->train_limit, b->test_limit, steps, b->batch, (unsigned long long)e->options->seed,
-                        probe_every > 0 ? probe_every : b->probe_every, optimizer_lines);
+                        train_limit, test_limit, steps, batch, (unsigned long long)e->options->seed, probe_every,
+                        optimizer_lines);
     /* The rules are replayed on the history afterwards (exp_run.c). */
     ars_exp_text_printf(t, "[health]\nenabled = false\n");
 }

@@ -15,7 +15,7 @@
 
 static const char *const section_titles[ARS_EXP_SECTIONS] = {
     "Activations", "Initialization", "Normalization", "Residual connections", "Exploding gradients and clipping",
-    "Optimizers"};
+    "Optimizers", "Degradation of deep plain CNNs"};
 
 ars_exp_claim *ars_exp_claim_add(ars_exp *e, int section, ars_exp_verdict verdict, const char *claim)
 {
@@ -124,8 +124,8 @@ static void write_stamp(FILE *f, const ars_exp *e, double total_seconds)
             train, test, b->batch, b->probe_every);
     fprintf(f,
             "**Terms.** *Gradient ratio*: the parameter-gradient norm (before clipping) of the first dense layer "
-            "divided by the output layer's, at step 0 and after training (median of the last 5 records); below 1e-3 is what "
-            "the health monitor calls a vanishing gradient. *Trains*: test accuracy at least %.0f%% at the end "
+            "(in section 7 the first convolution) divided by the output layer's, at step 0 and after training "
+            "(median of the last 5 records); below 1e-3 is what the health monitor calls a vanishing gradient. *Trains*: test accuracy at least %.0f%% at the end "
             "of the budget (chance is 10%%) and a test loss below ln 10 = 2.30 (a uniform guess's). *Steps to loss < %.1f*: the first recorded "
             "step at which the training loss, averaged over 3 consecutive records, is below %.1f (it starts "
             "at ln 10 = 2.30). *Diagnosis*: the problems the health rules of `arsenal inspect` "

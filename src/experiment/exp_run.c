@@ -2,9 +2,10 @@
  * like `arsenal train` does, trains it on every rank with a checkpoint
  * directory, then (rank 0) reads the gradient history back from the last
  * checkpoint and reduces it to the figures the sections judge: the first
- * layer's gradient relative to the output layer's at step 0 and at the end,
- * the step the loss first went non-finite, how fast the loss fell, the
- * health rules' diagnosis. A text trained before is not trained again. */
+ * weight layer's (dense or convolution) gradient relative to the output
+ * layer's at step 0 and at the end, the step the loss first went
+ * non-finite, how fast the loss fell, the health rules' diagnosis. A text
+ * trained before is not trained again. */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <math.h>
@@ -45,10 +46,14 @@ static int curve_alloc(ars_exp_curve *c, size_t n)
     return c->x && c->y ? 0 : ars_error(ARS_ENOMEM, "experiment: out of memory");
 }
 
-static int is_dense(const char *name)
+/* A weight layer: dense or conv2d ("007_conv2d"). The gradient ratio is
+ * the first one's over the last one's (the output layer). The 1x1
+ * projections of image shortcuts belong to residual_add layers and do not
+ * count, as He et al. count depth. */
+static int is_weight_layer(const char *name)
 {
     const char *kind = strchr(name, '_');
-    return kind && strcmp(kind + 1, "dense") == 0;
+    return kind && (strcmp(kind + 1, "dense") == 0 || strcmp(kind + 1, "conv2d") == 0);
 }
 
 static int record_finite(const ars_history *h, size_t r)
@@ -85,12 +90,12 @@ static int compare_doubles(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Gradient norms of the dense layers (input side first) at record r. */
+/* Gradient norms of the weight layers (input side first) at record r. */
 static int flow_at(const ars_history *h, size_t r, ars_exp_curve *c)
 {
     int rc = curve_alloc(c, (size_t)h->layer_count);
     for (int l = 0; l < h->layer_count && !rc; l++) {
-        if (!is_dense(h->layer_names[l])) continue;
+        if (!is_weight_layer(h->layer_names[l])) continue;
         c->x[c->count] = c->count + 1;
         c->y[c->count++] = grad_norm(h, r, l);
     }
@@ -152,7 +157,7 @@ static int measure(ars_exp_run *run, const ars_history *h, const char *optimizer
 {
     int first = -1, last = -1;
     for (int l = 0; l < h->layer_count; l++)
-        if (is_dense(h->layer_names[l])) {
+        if (is_weight_layer(h->layer_names[l])) {
             if (first < 0) first = l;
             last = l;
         }

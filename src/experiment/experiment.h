@@ -1,10 +1,12 @@
 /* experiment: `arsenal experiment`, the lecture's claims about vanishing
- * and exploding gradients reproduced on Fashion-MNIST. Six sections
+ * and exploding gradients reproduced on Fashion-MNIST. Seven sections
  * (activations, initialization, normalization, residual connections,
- * clipping, optimizers) each train a few configurations written as run-file
- * text, read every run's gradient history back from its checkpoint, judge
- * the lecture's claims from the numbers (confirmed / qualified / not
- * confirmed) and write docs/arsenal-results.md with PNG plots.
+ * clipping, optimizers, the degradation of deep plain convolutional
+ * networks against ResNets) each train a few configurations written as
+ * run-file text, read every run's gradient history back from its
+ * checkpoint, judge the lecture's claims from the numbers (confirmed /
+ * qualified / not confirmed) and write docs/arsenal-results.md with PNG
+ * plots.
  *
  * Every rank trains (data-parallel); decisions taken while training (e.g.
  * where an LR sweep stops) use only ars_train_result figures, which are
@@ -25,6 +27,7 @@ enum {
     ARS_EXP_RESIDUAL,
     ARS_EXP_EXPLODING,
     ARS_EXP_OPTIMIZERS,
+    ARS_EXP_DEGRADATION,
     ARS_EXP_SECTIONS
 };
 
@@ -76,15 +79,16 @@ typedef struct ars_exp_run {
     /* rank 0: from the gradient history (NaN / -1 when unknown) */
     int measured;             /* 1: the history was read */
     int64_t first_nonfinite;  /* step of the first non-finite loss or gradient, -1: none */
-    double ratio_start, ratio_end;           /* first dense layer's gradient norm / the output layer's */
-    double first_grad_start, first_grad_end; /* the first dense layer's gradient norm (before clipping) */
+    /* "weight layers": dense and conv2d layers (a network of section 7 starts with a convolution) */
+    double ratio_start, ratio_end;           /* first weight layer's gradient norm / the output layer's */
+    double first_grad_start, first_grad_end; /* the first weight layer's gradient norm (before clipping) */
     double loss_start, loss_end;             /* first finite loss; mean of the last finite records */
     double max_grad_norm;     /* largest finite global norm before clipping */
     double clipped_fraction;  /* finite records with clip_scale < 1 */
     int64_t steps_to_target;  /* first step the smoothed loss < ARS_EXP_LOSS_TARGET, -1: never */
     ars_exp_curve loss;       /* recorded training loss (NaN where non-finite) */
     ars_exp_curve accuracy;   /* test accuracy at each evaluation */
-    ars_exp_curve flow_start, flow_end;   /* dense layer (1 = input side) -> gradient norm before clipping */
+    ars_exp_curve flow_start, flow_end;   /* weight layer (1 = input side) -> gradient norm before clipping */
     char diagnosis[256];      /* problems the health rules found, "" if none */
 } ars_exp_run;
 
@@ -117,6 +121,12 @@ typedef struct ars_exp_claim {
 typedef struct ars_exp_budget {
     int train_limit, test_limit, batch, probe_every;
     int steps_activations, steps_deep, steps_residual, steps_exploding;
+    /* section 7: a convolutional network's step costs far more than an
+     * MLP's, so its own training subset, test subset, batch, probes and
+     * steps, and the channels of the first stage (16 as He et al.; fewer
+     * for CI) */
+    int degradation_train_limit, degradation_test_limit, degradation_batch, degradation_probe_every;
+    int steps_degradation, degradation_width;
 } ars_exp_budget;
 
 typedef struct ars_exp {
@@ -152,6 +162,9 @@ void ars_exp_remove_tree(const char *dir);
  * steps; 0: the budget's), max_steps = steps and the optimizer lines (e.g.
  * "optimizer = sgd\nlr = 0.01\n"). */
 void ars_exp_config_run(const ars_exp *e, ars_exp_text *t, int steps, int probe_every, const char *optimizer_lines);
+/* The same with the data sizes, batch and probe interval given. */
+void ars_exp_config_run_data(const ars_exp *e, ars_exp_text *t, int train_limit, int test_limit, int batch,
+                             int steps, int probe_every, const char *optimizer_lines);
 /* A [dense] of units with init lines ("init = he_normal\n"). */
 void ars_exp_config_dense(ars_exp_text *t, int units, const char *init_lines);
 /* init lines of W ~ N(0, std^2) */
@@ -198,6 +211,7 @@ int ars_exp_section_normalization(ars_exp *e);
 int ars_exp_section_residual(ars_exp *e);
 int ars_exp_section_exploding(ars_exp *e);
 int ars_exp_section_optimizers(ars_exp *e);
+int ars_exp_section_degradation(ars_exp *e);
 
 /* exp_plot.c: line charts drawn with PLplot as PNG. */
 typedef struct ars_exp_series {
