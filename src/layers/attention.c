@@ -6,17 +6,17 @@
  *                                               step j > i (an upper triangle of 0)
  *     o_h = P v_h                               written into its head's columns
  *     y = [o_1 ... o_heads] W_out^T + b_out      one GEMM
- * Every product is a cblas_sgemm: the big projections over the whole batch,
+ * Every product is a GEMM (src/gemm.c): the big projections over the whole batch,
  * the attention ones looped over samples and heads with leading dimensions
  * that pick a head's columns in place (no copies). The probabilities are
  * kept for backward: the workspace holds max_rows * heads * time^2 floats. */
-#include <cblas.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../gemm.h"
 #include "arsenal/error.h"
 #include "layers_internal.h"
 #include "fast_math.h"
@@ -107,21 +107,21 @@ static int attention_forward(ars_layer *layer, const ars_pass *pass, const float
     const float *w_out = p + layer->params[W_OUT].offset, *b_out = p + layer->params[B_OUT].offset;
 
     preload_bias(a->qkv, b_in, steps, D3);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, steps, D3, D, 1.0f, x, D, w_in, D, 1.0f, a->qkv, D3);
+    ars_gemm(false, true, steps, D3, D, 1.0f, x, D, w_in, D, 1.0f, a->qkv, D3);
     for (int r = 0; r < rows; r++) {
         for (int h = 0; h < a->heads; h++) {
             const float *q = a->qkv + (size_t)r * T * D3 + (size_t)h * dh, *k = q + D, *v = q + 2 * D;
             float *att = a->att + ((size_t)r * a->heads + h) * T * T;
             /* scores[T, T] = scale * q k^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh, a->scale, q, D3, k, D3, 0.0f, att, T);
+            ars_gemm(false, true, T, T, dh, a->scale, q, D3, k, D3, 0.0f, att, T);
             for (int i = 0; i < T; i++) softmax_row(att + (size_t)i * T, causal ? i + 1 : T, T);
             /* o[T, head_dim] = P v, into this head's columns of ctx */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, 1.0f, att, T, v, D3, 0.0f,
+            ars_gemm(false, false, T, dh, T, 1.0f, att, T, v, D3, 0.0f,
                         a->ctx + (size_t)r * T * D + (size_t)h * dh, D);
         }
     }
     preload_bias(y, b_out, steps, D);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, steps, D, D, 1.0f, a->ctx, D, w_out, D, 1.0f, y, D);
+    ars_gemm(false, true, steps, D, D, 1.0f, a->ctx, D, w_out, D, 1.0f, y, D);
     return 0;
 }
 
@@ -145,9 +145,9 @@ static int attention_backward(ars_layer *layer, const ars_pass *pass, const floa
     float *dw_out = g + layer->params[W_OUT].offset, *db_out = g + layer->params[B_OUT].offset;
 
     /* output projection: dW_out = dy^T ctx, dctx = dy W_out */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, D, steps, 1.0f, dy, D, a->ctx, D, 0.0f, dw_out, D);
+    ars_gemm(true, false, D, D, steps, 1.0f, dy, D, a->ctx, D, 0.0f, dw_out, D);
     sum_rows(db_out, dy, steps, D);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, steps, D, D, 1.0f, dy, D, w_out, D, 0.0f, a->dctx, D);
+    ars_gemm(false, false, steps, D, D, 1.0f, dy, D, w_out, D, 0.0f, a->dctx, D);
 
     float *ds = a->datt;
     for (int r = 0; r < rows; r++) {
@@ -158,8 +158,8 @@ static int attention_backward(ars_layer *layer, const ars_pass *pass, const floa
             const float *att = a->att + ((size_t)r * a->heads + h) * T * T;
             const float *dout = a->dctx + (size_t)r * T * D + (size_t)h * dh;
             /* dP[T, T] = dO v^T; dv = P^T dO */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh, 1.0f, dout, D, v, D3, 0.0f, ds, T);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, 1.0f, att, T, dout, D, 0.0f, dv, D3);
+            ars_gemm(false, true, T, T, dh, 1.0f, dout, D, v, D3, 0.0f, ds, T);
+            ars_gemm(true, false, T, dh, T, 1.0f, att, T, dout, D, 0.0f, dv, D3);
             for (int i = 0; i < T; i++) {
                 const float *pi = att + (size_t)i * T;
                 float *di = ds + (size_t)i * T;
@@ -170,12 +170,12 @@ static int attention_backward(ars_layer *layer, const ars_pass *pass, const floa
                 for (int j = n; j < T; j++) di[j] = 0.0f;
             }
             /* dq = dS k; dk = dS^T q */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, 1.0f, ds, T, k, D3, 0.0f, dq, D3);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, 1.0f, ds, T, q, D3, 0.0f, dk, D3);
+            ars_gemm(false, false, T, dh, T, 1.0f, ds, T, k, D3, 0.0f, dq, D3);
+            ars_gemm(true, false, T, dh, T, 1.0f, ds, T, q, D3, 0.0f, dk, D3);
         }
     }
     /* input projection: dW_in = dqkv^T x, dx = dqkv W_in */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D3, D, steps, 1.0f, a->dqkv, D3, x, D, 0.0f, dw_in, D);
+    ars_gemm(true, false, D3, D, steps, 1.0f, a->dqkv, D3, x, D, 0.0f, dw_in, D);
     sum_rows(db_in, a->dqkv, steps, D3);
     /* The key bias adds q_i . b_k to every score of row i, which softmax
      * ignores: its gradient is exactly 0. The sum above leaves rounding
@@ -184,7 +184,7 @@ static int attention_backward(ars_layer *layer, const ars_pass *pass, const floa
      * mpi_transformer_equivalence), so write the exact value. */
     memset(db_in + D, 0, sizeof(float) * (size_t)D);
     if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, steps, D, D3, 1.0f, a->dqkv, D3, w_in, D, 0.0f,
+        ars_gemm(false, false, steps, D, D3, 1.0f, a->dqkv, D3, w_in, D, 0.0f,
                     dx, D);
     return 0;
 }

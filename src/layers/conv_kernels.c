@@ -1,11 +1,10 @@
-/* conv_kernels: conv2d through im2col + cblas_sgemm (two column layouts,
+/* conv_kernels: conv2d through im2col + GEMM (src/gemm.c) (two column layouts,
  * chosen by measurement), max / average / global average pooling, and the
  * validation of their shapes. NCHW float32, PyTorch semantics; see
  * conv_kernels.h. Nothing here allocates but ars_conv_plan_choose. */
 #define _POSIX_C_SOURCE 200809L
 #include "conv_kernels.h"
 
-#include <cblas.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -13,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../gemm.h"
 #include "arsenal/error.h"
 #include "../simd.h"
 
@@ -368,7 +368,7 @@ static void forward_per_sample(const ars_conv_geometry *g, int n, const float *x
                 }
                 beta = 1.0f;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Og, P, K, 1.0f, w + (size_t)gi * Og * K, K, col, P,
+            ars_gemm(false, false, Og, P, K, 1.0f, w + (size_t)gi * Og * K, K, col, P,
                         beta, yg, P);
         }
     }
@@ -386,7 +386,7 @@ static void forward_batched(const ars_conv_geometry *g, int n, const float *x, c
         for (int gi = 0; gi < G; gi++) {
             for (int s = 0; s < nb; s++)
                 im2col(g, Cg, x + (size_t)(i0 + s) * in + (size_t)gi * Cg * plane, col + (size_t)s * P, (size_t)cols);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Og, cols, K, 1.0f, w + (size_t)gi * Og * K, K, col,
+            ars_gemm(false, false, Og, cols, K, 1.0f, w + (size_t)gi * Og * K, K, col,
                         cols, 0.0f, res, cols);
             /* res[o, s * P + p] -> y[i0 + s, gi * Og + o, p], plus the bias */
             for (int s = 0; s < nb; s++)
@@ -438,23 +438,23 @@ static void backward_per_sample(const ars_conv_geometry *g, int n, const float *
                 col = ws;
             }
             /* the first sample overwrites dW, the others accumulate */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Og, K, P, 1.0f, dyg, P, col, P, i == 0 ? 0.0f : 1.0f,
+            ars_gemm(false, true, Og, K, P, 1.0f, dyg, P, col, P, i == 0 ? 0.0f : 1.0f,
                         dw + (size_t)gi * Og * K, K);
             if (!dx) continue;
             float *dxg = dx + i * in + (size_t)gi * Cg * plane;
             if (direct) {
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, Og, 1.0f, wg, K, dyg, P, 0.0f, dxg, P);
+                ars_gemm(true, false, K, P, Og, 1.0f, wg, K, dyg, P, 0.0f, dxg, P);
                 continue;
             }
             /* ws held the columns of x; dW has used them */
             if (transposed) {
                 const int HW = (int)plane;
                 im2col(&gt, Og, dyg, ws, plane);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cg, HW, Kt, 1.0f, wt + (size_t)gi * Cg * Kt, Kt,
+                ars_gemm(false, false, Cg, HW, Kt, 1.0f, wt + (size_t)gi * Cg * Kt, Kt,
                             ws, HW, 0.0f, dxg, HW);
                 continue;
             }
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, Og, 1.0f, wg, K, dyg, P, 0.0f, ws, P);
+            ars_gemm(true, false, K, P, Og, 1.0f, wg, K, dyg, P, 0.0f, ws, P);
             memset(dxg, 0, sizeof(float) * (size_t)Cg * plane);
             col2im(g, Cg, ws, (size_t)P, dxg);
         }
@@ -479,10 +479,10 @@ static void backward_batched(const ars_conv_geometry *g, int n, const float *x, 
                 for (int o = 0; o < Og; o++)
                     memcpy(dyt + (size_t)o * cols + (size_t)s * P, dy + (size_t)(i0 + s) * out + (size_t)(gi * Og + o) * P,
                            sizeof(float) * (size_t)P);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Og, K, cols, 1.0f, dyt, cols, col, cols,
+            ars_gemm(false, true, Og, K, cols, 1.0f, dyt, cols, col, cols,
                         i0 == 0 ? 0.0f : 1.0f, dw + (size_t)gi * Og * K, K);
             if (!dx) continue;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, cols, Og, 1.0f, wg, K, dyt, cols, 0.0f, col, cols);
+            ars_gemm(true, false, K, cols, Og, 1.0f, wg, K, dyt, cols, 0.0f, col, cols);
             for (int s = 0; s < nb; s++) {
                 float *dxg = dx + (size_t)(i0 + s) * in + (size_t)gi * Cg * plane;
                 memset(dxg, 0, sizeof(float) * (size_t)Cg * plane);

@@ -1,9 +1,9 @@
 /* dense: y = x W^T + b, with W stored [out, in] as a PyTorch Linear. Every
- * product is one cblas_sgemm over the whole batch. */
-#include <cblas.h>
+ * product is one GEMM (src/gemm.c) over the whole batch. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "../gemm.h"
 #include "arsenal/error.h"
 #include "layers_internal.h"
 
@@ -19,7 +19,7 @@ static int dense_forward(ars_layer *layer, const ars_pass *pass, const float *x,
         for (int r = 0; r < rows; r++) memcpy(y + (size_t)r * out, b, sizeof(float) * (size_t)out);
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, in, w, in, beta, y, out);
+    ars_gemm(false, true, rows, out, in, 1.0f, x, in, w, in, beta, y, out);
     return 0;
 }
 
@@ -34,7 +34,7 @@ static int dense_backward(ars_layer *layer, const ars_pass *pass, const float *x
         return 0;
     }
     /* dW[out, in] = dy^T x */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, rows, 1.0f, dy, out, x, in, 0.0f, dw, in);
+    ars_gemm(true, false, out, in, rows, 1.0f, dy, out, x, in, 0.0f, dw, in);
     if (layer->spec.bias) {
         float *db = layer->grad + layer->params[1].offset;
         memcpy(db, dy, sizeof(float) * (size_t)out);
@@ -45,7 +45,7 @@ static int dense_backward(ars_layer *layer, const ars_pass *pass, const float *x
     }
     /* dx[rows, in] = dy W */
     if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
+        ars_gemm(false, false, rows, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
     return 0;
 }
 

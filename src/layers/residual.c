@@ -5,7 +5,7 @@
  * a 1x1 convolution of stride H / H' and its BatchNorm2d (He et al. 2016's
  * option B, torchvision's downsample), otherwise a learned matrix P [out,
  * in]. */
-#include <cblas.h>
+#include "../gemm.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,7 +66,7 @@ static int add_forward(ars_layer *layer, const ars_pass *pass, const float *x, f
         add_arrays(y, x, skip, n);
     } else if (rows > 0) {
         memcpy(y, x, sizeof(float) * n);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, skip_dim, 1.0f, skip, skip_dim,
+        ars_gemm(false, true, rows, out, skip_dim, 1.0f, skip, skip_dim,
                     layer->param, skip_dim, 1.0f, y, out);
     }
     return 0;
@@ -89,9 +89,9 @@ static int add_backward(ars_layer *layer, const ars_pass *pass, const float *x, 
     }
     const float *skip = layer->partner->output;
     /* dP[out, skip] = dy^T skip; d(skip) = dy P */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, skip_dim, rows, 1.0f, dy, out, skip, skip_dim,
+    ars_gemm(true, false, out, skip_dim, rows, 1.0f, dy, out, skip, skip_dim,
                 0.0f, layer->grad, skip_dim);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, skip_dim, out, 1.0f, dy, out, layer->param,
+    ars_gemm(false, false, rows, skip_dim, out, 1.0f, dy, out, layer->param,
                 skip_dim, 0.0f, skip_grad, skip_dim);
     return 0;
 }

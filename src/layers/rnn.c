@@ -13,7 +13,7 @@
  * steps are single GEMMs over rows * time; only the recurrence loops over
  * t (one GEMM of [rows, units] x [units, units] per step). The default
  * init is PyTorch's, U(-1/sqrt(units), 1/sqrt(units)) (biases 0 here). */
-#include <cblas.h>
+#include "../gemm.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,12 +47,12 @@ static int rnn_forward(ars_layer *layer, const ars_pass *pass, const float *x, f
         float *ys = y + (size_t)s * H;
         for (int j = 0; j < H; j++) ys[j] = b_ih[j] + b_hh[j];
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows * T, H, F, 1.0f, x, F, w_ih, F, 1.0f, y, H);
+    ars_gemm(false, true, rows * T, H, F, 1.0f, x, F, w_ih, F, 1.0f, y, H);
     /* the recurrence: step t of every sample is a [rows, H] slice with stride T*H */
     for (int t = 0; t < T; t++) {
         float *yt = y + (size_t)t * H;
         if (t > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, H, H, 1.0f, yt - H, TH, w_hh, H, 1.0f,
+            ars_gemm(false, true, rows, H, H, 1.0f, yt - H, TH, w_hh, H, 1.0f,
                         yt, TH);
         for (int r = 0; r < rows; r++) {
             float *h = yt + (size_t)r * TH;
@@ -84,7 +84,7 @@ static int rnn_backward(ars_layer *layer, const ars_pass *pass, const float *x, 
         float *dat = da + (size_t)t * H;
         /* dh_t += da_{t+1} W_hh: what reaches h_t through the recurrence */
         if (t < T - 1)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, H, H, 1.0f, dat + H, TH, w_hh, H, 1.0f,
+            ars_gemm(false, false, rows, H, H, 1.0f, dat + H, TH, w_hh, H, 1.0f,
                         dat, TH);
         double ss = 0;
         for (int r = 0; r < rows; r++) {
@@ -103,8 +103,8 @@ static int rnn_backward(ars_layer *layer, const ars_pass *pass, const float *x, 
         memset(hp, 0, sizeof(float) * (size_t)H);
         memcpy(hp + H, y + (size_t)r * TH, sizeof(float) * (size_t)(TH - H));
     }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, H, rows * T, 1.0f, da, H, n->hprev, H, 0.0f, dw_hh, H);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, F, rows * T, 1.0f, da, H, x, F, 0.0f, dw_ih, F);
+    ars_gemm(true, false, H, H, rows * T, 1.0f, da, H, n->hprev, H, 0.0f, dw_hh, H);
+    ars_gemm(true, false, H, F, rows * T, 1.0f, da, H, x, F, 0.0f, dw_ih, F);
     memset(db_ih, 0, sizeof(float) * (size_t)H);
     for (int s = 0; s < rows * T; s++) {
         const float *d = da + (size_t)s * H;
@@ -112,7 +112,7 @@ static int rnn_backward(ars_layer *layer, const ars_pass *pass, const float *x, 
     }
     memcpy(db_hh, db_ih, sizeof(float) * (size_t)H);   /* the two biases enter the same sum */
     if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows * T, F, H, 1.0f, da, H, w_ih, F, 0.0f, dx, F);
+        ars_gemm(false, false, rows * T, F, H, 1.0f, da, H, w_ih, F, 0.0f, dx, F);
     return 0;
 }
 

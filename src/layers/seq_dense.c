@@ -3,12 +3,12 @@
  * of 28 features), the patch embedding (patch = p: a square image cut into
  * p x p patches, one per step, raster order) and the position-wise layers
  * of a Transformer's MLP. [rows, time * features] is [rows * time,
- * features], so each product is one cblas_sgemm over rows * time. */
-#include <cblas.h>
+ * features], so each product is one GEMM (src/gemm.c) over rows * time. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../gemm.h"
 #include "arsenal/error.h"
 #include "layers_internal.h"
 
@@ -47,7 +47,7 @@ static int seq_dense_forward(ars_layer *layer, const ars_pass *pass, const float
         for (int s = 0; s < steps; s++) memcpy(y + (size_t)s * out, b, sizeof(float) * (size_t)out);
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, steps, out, in, 1.0f, x, in, w, in, beta, y, out);
+    ars_gemm(false, true, steps, out, in, 1.0f, x, in, w, in, beta, y, out);
     return 0;
 }
 
@@ -68,7 +68,7 @@ static int seq_dense_backward(ars_layer *layer, const ars_pass *pass, const floa
         x = sd->xp;
     }
     /* dW[out, in] = dy^T x over every step of every sample */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, steps, 1.0f, dy, out, x, in, 0.0f, dw, in);
+    ars_gemm(true, false, out, in, steps, 1.0f, dy, out, x, in, 0.0f, dw, in);
     if (layer->spec.bias) {
         float *db = layer->grad + layer->params[1].offset;
         memcpy(db, dy, sizeof(float) * (size_t)out);
@@ -79,7 +79,7 @@ static int seq_dense_backward(ars_layer *layer, const ars_pass *pass, const floa
     }
     if (!dx) return 0;
     float *dst = sd->gather ? sd->dxp : dx;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, steps, in, out, 1.0f, dy, out, w, in, 0.0f, dst, in);
+    ars_gemm(false, false, steps, in, out, 1.0f, dy, out, w, in, 0.0f, dst, in);
     if (sd->gather) {   /* back to pixel order */
         const int width = layer->in_dim;
         for (int r = 0; r < rows; r++) {
