@@ -420,8 +420,11 @@ static void print_header(ars_trainer *t, const ars_layer_spec *specs, int count)
     if (run->gemm_tuning) {
         char text[1024];
         ars_gemm_describe(t->model.gemm_plan, t->model.gemm_plan_count, text, sizeof text);
-        printf("matrix product layouts (rank 0's, %d products measured in %.0f ms; run.gemm_tuning = off fixes "
-               "them): %s\n", t->model.gemm_plan_count, 1e3 * t->model.gemm_tune_seconds, text);
+        if (t->model.gemm_restored)
+            printf("matrix product layouts (the checkpoint's, %d products): %s\n", t->model.gemm_plan_count, text);
+        else
+            printf("matrix product layouts (rank 0's, %d products measured in %.0f ms; run.gemm_tuning = off "
+                   "fixes them): %s\n", t->model.gemm_plan_count, 1e3 * t->model.gemm_tune_seconds, text);
     }
     fflush(stdout);
 }
