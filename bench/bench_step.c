@@ -973,15 +973,16 @@ static int run(const options *o)
 
     printf("{\"bench\":\"meta\",\"impl\":\"%s\",\"workload\":\"%s\",\"threads\":%d,\"batch\":%d,"
            "\"params\":%zu,\"layers\":%d,\"openblas\":\"%s\",\"corename\":\"%s\",\"gemm_tuning\":\"%s\","
-           "\"gemm_products\":%d,\"gemm_tune_ms\":%.1f,\"gemm_layouts\":\"%s\"}\n",
+           "\"gemm_products\":%d,\"gemm_tune_ms\":%.1f,\"gemm_tune_cpu_ms\":%.1f,\"gemm_layouts\":\"%s\"}\n",
            impl_name, b.w.name, threads, b.w.batch, b.model.param_count, b.model.layer_count, openblas_get_config(),
-           openblas_get_corename(), o->gemm_tuning ? "on" : "off", b.model.gemm_plan_count, tune_wall * 1e3, layouts);
+           openblas_get_corename(), o->gemm_tuning ? "on" : "off", b.model.gemm_plan_count, tune_wall * 1e3,
+           b.model.gemm_tune_cpu_seconds * 1e3, layouts);
 
     for (int i = 0; i < o->warmup; i++) TRY(train_step(&b, 0));
     /* the products of one step as the layers made them */
     TRY(ars_gemm_record_start(false));
     int recorded_rc = train_step(&b, 0);
-    int stop_rc = ars_gemm_record_stop(&b.recorded, &b.recorded_calls, &b.recorded_count, NULL);
+    int stop_rc = ars_gemm_record_stop(&b.recorded, &b.recorded_calls, &b.recorded_count, NULL, NULL);
     TRY(recorded_rc ? recorded_rc : stop_rc);
 
     /* Peak RSS once the model has trained (before any raw-GEMM buffer). */

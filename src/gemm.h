@@ -58,9 +58,10 @@ void ars_gemm_reset(void);
 int ars_gemm_record_start(bool measure);
 /* Stops recording: *choices (malloc'd, NULL for none; the caller frees),
  * *count distinct products with the layouts the table holds for them;
- * calls (may be NULL): malloc'd, the calls of each; *seconds (may be NULL):
- * the time spent measuring. Returns the first error of the recording. */
-int ars_gemm_record_stop(ars_gemm_choice **choices, int **calls, int *count, double *seconds);
+ * calls (may be NULL): malloc'd, the calls of each; *seconds and
+ * *cpu_seconds (either may be NULL): the wall and process CPU time spent
+ * measuring. Returns the first error of the recording. */
+int ars_gemm_record_stop(ars_gemm_choice **choices, int **calls, int *count, double *seconds, double *cpu_seconds);
 
 /* The layout the table holds for a product (ARS_GEMM_AS_ASKED if none or
  * disabled). */

@@ -374,7 +374,8 @@ int ars_model_tune_gemm(ars_model *model, int measure)
         if (!rc) rc = ars_model_backward(model, &pass, dy, NULL, NULL);
         free(model->gemm_plan);
         model->gemm_plan = NULL;
-        int stop = ars_gemm_record_stop(&model->gemm_plan, NULL, &model->gemm_plan_count, &model->gemm_tune_seconds);
+        int stop = ars_gemm_record_stop(&model->gemm_plan, NULL, &model->gemm_plan_count, &model->gemm_tune_seconds,
+                                        &model->gemm_tune_cpu_seconds);
         if (!rc) rc = stop;
     }
     memcpy(model->state, state, sizeof(float) * model->state_count);

@@ -423,8 +423,9 @@ static void print_header(ars_trainer *t, const ars_layer_spec *specs, int count)
         if (t->model.gemm_restored)
             printf("matrix product layouts (the checkpoint's, %d products): %s\n", t->model.gemm_plan_count, text);
         else
-            printf("matrix product layouts (rank 0's, %d products measured in %.0f ms; run.gemm_tuning = off "
-                   "fixes them): %s\n", t->model.gemm_plan_count, 1e3 * t->model.gemm_tune_seconds, text);
+            printf("matrix product layouts (rank 0's, %d products measured in %.0f ms, %.0f ms of CPU; "
+                   "run.gemm_tuning = off fixes them): %s\n", t->model.gemm_plan_count,
+                   1e3 * t->model.gemm_tune_seconds, 1e3 * t->model.gemm_tune_cpu_seconds, text);
     }
     fflush(stdout);
 }

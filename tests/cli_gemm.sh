@@ -33,7 +33,7 @@ CFG
 "${mpi[@]}" -n 2 "$bin" train "$work/run.cfg" --ckpt-dir "$work/on" > "$work/on.out" 2>&1
 check "a run with the default gemm_tuning exits 0" [ $? -eq 0 ]
 check "the header names rank 0's measured layouts" \
-    contains "$work/on.out" "^matrix product layouts (rank 0's, [0-9]* products measured in [0-9]* ms; run.gemm_tuning = off fixes them): "
+    contains "$work/on.out" "^matrix product layouts (rank 0's, [0-9]* products measured in [0-9]* ms, [0-9]* ms of CPU; run.gemm_tuning = off fixes them): "
 attr() { h5dump -a /model/gemm_tuning "$1" > "$work/attr" 2>&1; }
 if command -v h5dump > /dev/null; then
     check "the checkpoint records the layouts" attr "$work/on/latest.h5"

@@ -223,7 +223,9 @@ static void test_measure_keeps_c(void **state)
     ars_gemm_choice *plan = NULL;
     int *calls = NULL, count = 0;
     double seconds = -1;
-    ARS_ASSERT_OK(ars_gemm_record_stop(&plan, &calls, &count, &seconds));
+    double cpu = -1;
+    ARS_ASSERT_OK(ars_gemm_record_stop(&plan, &calls, &count, &seconds, &cpu));
+    assert_true(cpu >= 0);
     assert_int_equal(count, 2);
     assert_int_equal(calls[0], 2);
     assert_int_equal(calls[1], 1);

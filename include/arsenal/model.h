@@ -30,7 +30,7 @@ typedef struct ars_model {
      * the trainer and recorded in checkpoints like the layers' tunings. */
     struct ars_gemm_choice *gemm_plan;
     int gemm_plan_count;
-    double gemm_tune_seconds;   /* spent measuring */
+    double gemm_tune_seconds, gemm_tune_cpu_seconds;   /* spent measuring: wall, process CPU */
     int gemm_restored;          /* 1: the layouts are a checkpoint's (ars_ckpt_load) */
 } ars_model;
 
