@@ -317,7 +317,15 @@ static int measure(const ars_gemm_choice *key, float alpha, const float *a, cons
         if (best < 0) break;
         double worst = first[best] / first[0];
         for (int r = 0; r < CONFIRM_ROUNDS && worst < MIN_GAIN; r++) {
-            const double asked = time_layout(&t, ARS_GEMM_AS_ASKED), other = time_layout(&t, best);
+            /* each first in turn: the second of a pair finds the operands the first warmed */
+            double asked, other;
+            if (r % 2) {
+                other = time_layout(&t, best);
+                asked = time_layout(&t, ARS_GEMM_AS_ASKED);
+            } else {
+                asked = time_layout(&t, ARS_GEMM_AS_ASKED);
+                other = time_layout(&t, best);
+            }
             if (other / asked > worst) worst = other / asked;
         }
         if (worst < MIN_GAIN && worst < chosen_ratio) {
