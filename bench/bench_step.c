@@ -27,6 +27,7 @@
 #include "arsenal/optim.h"
 #include "arsenal/rng.h"
 #include "arsenal/train.h"
+#include "../src/gemm.h"
 #include "../src/layers/conv_kernels.h"
 
 enum { POOL = 8 };   /* distinct random batches, used round-robin */
@@ -45,6 +46,7 @@ typedef struct workload {
 typedef struct options {
     const char *workload, *config;
     int steps, warmup, reps, threads, products, rounds, batch, in_dim;
+    int gemm_tuning;      /* 1: the products in their measured layouts (src/gemm.h), 0: as asked */
     double gemm_budget;   /* seconds per raw-GEMM sample */
 } options;
 
@@ -83,7 +85,12 @@ typedef struct bench {
     double *layer_fwd, *layer_bwd;   /* per-layer accumulated seconds (profile) */
     double layer_mark;               /* profile: when the last layer's backward ended */
     double phase[5];                 /* forward, loss, backward+sync, norm+clip, optimizer */
+    ars_gemm_choice *recorded;       /* the products one step made through ars_gemm, in their layouts */
+    int *recorded_calls, recorded_count;
 } bench;
+
+/* "arsenal", or "arsenal-fixed" with --gemm-tuning off (every product as asked). */
+static const char *impl_name = "arsenal";
 
 /* The clock of the GEMM-roofline and profile timings: process CPU time at
  * 1 BLAS thread (all work is on the calling thread, and time spent
@@ -616,12 +623,49 @@ static int time_products(bench *b, gemm_buffers *g, double budget, double *total
     return 0;
 }
 
+/* Raw time of the products one step made through ars_gemm (recorded, so
+ * the baseline is exactly the step's calls, leading dimensions included),
+ * each in the layout the step ran it in: the copies of a layout that
+ * copies count, so the baseline is the fastest way to make these products
+ * that arsenal knows, the strict comparison. */
+static int time_recorded(bench *b, gemm_buffers *g, double budget, double *total)
+{
+    *total = 0;
+    for (int i = 0; i < b->recorded_count; i++) {
+        const ars_gemm_choice *c = &b->recorded[i];
+        size_t need = (size_t)(c->trans_a ? c->k : c->m) * (size_t)c->lda;
+        size_t nb = (size_t)(c->trans_b ? c->n : c->k) * (size_t)c->ldb, nc = (size_t)c->m * (size_t)c->ldc;
+        if (nb > need) need = nb;
+        if (nc > need) need = nc;
+        TRY(buffers_fit(g, need));
+        const int layout = ars_gemm_enabled() ? c->layout : ARS_GEMM_AS_ASKED;
+        const float beta = c->beta_zero ? 0.0f : 1.0f;
+        ars_gemm_in_layout(layout, c->trans_a, c->trans_b, c->m, c->n, c->k, 1.0f, g->a, c->lda, g->b, c->ldb, beta,
+                           g->c, c->ldc);
+        double s = now();
+        ars_gemm_in_layout(layout, c->trans_a, c->trans_b, c->m, c->n, c->k, 1.0f, g->a, c->lda, g->b, c->ldb, beta,
+                           g->c, c->ldc);
+        double once = fmax(now() - s, 1e-7);
+        int iters = (int)fmin(fmax(budget / once, 1), 100000);
+        double t[3];
+        for (int j = 0; j < 3; j++) {
+            s = now();
+            for (int r = 0; r < iters; r++)
+                ars_gemm_in_layout(layout, c->trans_a, c->trans_b, c->m, c->n, c->k, 1.0f, g->a, c->lda, g->b, c->ldb,
+                                   beta, g->c, c->ldc);
+            t[j] = (now() - s) / iters;
+        }
+        *total += median(t, 3) * b->recorded_calls[i];
+    }
+    return 0;
+}
+
 /* ---- output -------------------------------------------------------------- */
 
 static void json_head(const char *kind, const bench *b, int threads)
 {
-    printf("{\"bench\":\"%s\",\"impl\":\"arsenal\",\"workload\":\"%s\",\"threads\":%d,\"batch\":%d", kind,
-           b->w.name, threads, b->w.batch);
+    printf("{\"bench\":\"%s\",\"impl\":\"%s\",\"workload\":\"%s\",\"threads\":%d,\"batch\":%d", kind,
+           impl_name, b->w.name, threads, b->w.batch);
 }
 
 static const char *trans_name(int ta, int tb)
@@ -841,20 +885,27 @@ static void usage(FILE *to)
     fprintf(to,
             "usage: bench_step [--workload W1|...|W6 | --config FILE] [--steps N] [--warmup N]\n"
             "                  [--reps N] [--threads N] [--batch N] [--in-dim N]\n"
-            "                  [--products [--rounds N]] [--gemm-budget SECONDS]\n"
-            "Times full training steps and the same products as raw cblas_sgemm; one JSON line\n"
-            "per measurement on stdout. --products: per-layer and per-phase times and every\n"
-            "product against raw sgemm in 8 layouts, in N interleaved rounds.\n");
+            "                  [--products [--rounds N]] [--gemm-budget SECONDS] [--gemm-tuning on|off]\n"
+            "Times full training steps and the same products made raw (the calls one step made\n"
+            "through ars_gemm, each in the layout the step used); one JSON line per measurement\n"
+            "on stdout. --products: per-layer and per-phase times and every product against raw\n"
+            "sgemm in 8 layouts, in N interleaved rounds. --gemm-tuning off: every product as\n"
+            "asked (run.gemm_tuning = off), reported as impl \"arsenal-fixed\".\n");
 }
 
 static int parse(int argc, char **argv, options *o)
 {
     *o = (options){.workload = "W1", .steps = 0, .warmup = 3, .reps = 3, .threads = 0, .rounds = 3,
-                    .gemm_budget = 0.02};
+                    .gemm_budget = 0.02, .gemm_tuning = 1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--products") == 0) { o->products = 1; continue; }
+        if (strcmp(a, "--gemm-tuning") == 0 && v && (strcmp(v, "on") == 0 || strcmp(v, "off") == 0)) {
+            o->gemm_tuning = strcmp(v, "on") == 0;
+            i++;
+            continue;
+        }
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { usage(stdout); exit(0); }
         if (!v) { usage(stderr); return ars_error(ARS_EINVAL, "%s needs a value", a); }
         i++;
@@ -907,17 +958,32 @@ static int run(const options *o)
     int out_dim = b.w.specs[b.w.count - 1].units > 0 ? b.w.specs[b.w.count - 1].units : 10;
     TRY(data_setup(&b, out_dim));
     double baseline = current_rss_mb();
+    if (!o->gemm_tuning) impl_name = "arsenal-fixed";
+    ars_gemm_set_enabled(o->gemm_tuning);
     TRY(bench_setup(&b));
+    /* as the trainer builds the model: the products' layouts measured once */
+    double tune_wall = clock_seconds(CLOCK_MONOTONIC);
+    if (o->gemm_tuning) TRY(ars_model_tune_gemm(&b.model, 1));
+    tune_wall = clock_seconds(CLOCK_MONOTONIC) - tune_wall;
+    char layouts[2048] = "all as asked";
+    if (o->gemm_tuning) ars_gemm_describe(b.model.gemm_plan, b.model.gemm_plan_count, layouts, sizeof layouts);
     if (b.model.out_dim != out_dim) return ars_error(ARS_EINVAL, "model output width %d, expected %d",
                                                      b.model.out_dim, out_dim);
     TRY(list_products(&b));
 
-    printf("{\"bench\":\"meta\",\"impl\":\"arsenal\",\"workload\":\"%s\",\"threads\":%d,\"batch\":%d,"
-           "\"params\":%zu,\"layers\":%d,\"openblas\":\"%s\",\"corename\":\"%s\"}\n",
-           b.w.name, threads, b.w.batch, b.model.param_count, b.model.layer_count, openblas_get_config(),
-           openblas_get_corename());
+    printf("{\"bench\":\"meta\",\"impl\":\"%s\",\"workload\":\"%s\",\"threads\":%d,\"batch\":%d,"
+           "\"params\":%zu,\"layers\":%d,\"openblas\":\"%s\",\"corename\":\"%s\",\"gemm_tuning\":\"%s\","
+           "\"gemm_products\":%d,\"gemm_tune_ms\":%.1f,\"gemm_tune_cpu_ms\":%.1f,\"gemm_layouts\":\"%s\"}\n",
+           impl_name, b.w.name, threads, b.w.batch, b.model.param_count, b.model.layer_count, openblas_get_config(),
+           openblas_get_corename(), o->gemm_tuning ? "on" : "off", b.model.gemm_plan_count, tune_wall * 1e3,
+           b.model.gemm_tune_cpu_seconds * 1e3, layouts);
 
     for (int i = 0; i < o->warmup; i++) TRY(train_step(&b, 0));
+    /* the products of one step as the layers made them */
+    TRY(ars_gemm_record_start(false));
+    int recorded_rc = train_step(&b, 0);
+    int stop_rc = ars_gemm_record_stop(&b.recorded, &b.recorded_calls, &b.recorded_count, NULL, NULL);
+    TRY(recorded_rc ? recorded_rc : stop_rc);
 
     /* Peak RSS once the model has trained (before any raw-GEMM buffer). */
     for (int i = 0; i < 2; i++) TRY(train_step(&b, 0));
@@ -947,15 +1013,19 @@ static int run(const options *o)
         double per_step = (now() - s) / steps;
         wall = (clock_seconds(CLOCK_MONOTONIC) - wall) / steps;
         cpu = (clock_seconds(CLOCK_PROCESS_CPUTIME_ID) - cpu) / steps;
-        double gemm_total;
-        TRY(time_products(&b, &g, o->gemm_budget, &gemm_total, NULL));
+        double gemm_total, listed_total;
+        TRY(time_recorded(&b, &g, o->gemm_budget, &gemm_total));
+        /* the reconstruction of the products (list_products, as asked): the earlier baseline */
+        TRY(time_products(&b, &g, o->gemm_budget, &listed_total, NULL));
         ratios[r] = per_step / gemm_total;
         step_ms[r] = wall * 1e3;
         json_head("step", &b, threads);
         printf(",\"rep\":%d,\"steps\":%d,\"ms_per_step\":%.4f,\"cpu_ms_per_step\":%.4f,\"gemm_ms\":%.4f,"
-               "\"roofline\":%.4f,\"roofline_clock\":\"%s\",\"samples_per_s\":%.1f}\n",
+               "\"roofline\":%.4f,\"roofline_clock\":\"%s\",\"samples_per_s\":%.1f,\"gemm_calls\":%d,"
+               "\"gemm_listed_ms\":%.4f,\"roofline_listed\":%.4f}\n",
                r, steps, wall * 1e3, cpu * 1e3, gemm_total * 1e3, per_step / gemm_total,
-               timing_clock == CLOCK_MONOTONIC ? "wall" : "cpu", b.w.batch / wall);
+               timing_clock == CLOCK_MONOTONIC ? "wall" : "cpu", b.w.batch / wall, b.recorded_count,
+               listed_total * 1e3, per_step / listed_total);
         fflush(stdout);
     }
     if (o->reps > 1) {
@@ -987,6 +1057,8 @@ static int run(const options *o)
     free(b.products);
     free(b.layer_products);
     free(b.calls);
+    free(b.recorded);
+    free(b.recorded_calls);
     ars_optimizer_destroy(&b.opt);
     ars_model_destroy(&b.model);
     free(b.w.specs);

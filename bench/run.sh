@@ -193,6 +193,11 @@ if ((!report_only)); then
                 echo "run.sh: round $r/$reps, $t thread(s), $w: arsenal" >&2
                 OPENBLAS_NUM_THREADS=$t "$build/bench_step" --workload "$w" --threads "$t" --steps "$s" \
                     --warmup "$warmup" --reps 1 "${extra[@]}" | tag "$r" none >>"$results"
+                # the same step with every product as asked (run.gemm_tuning = off): before and after the
+                # layout tuning side by side
+                echo "run.sh: round $r/$reps, $t thread(s), $w: arsenal, products as asked" >&2
+                OPENBLAS_NUM_THREADS=$t "$build/bench_step" --workload "$w" --threads "$t" --steps "$s" \
+                    --warmup "$warmup" --reps 1 --gemm-tuning off | tag "$r" none >>"$results"
                 if ((torch)); then
                     for mode in "${torch_modes[@]}"; do
                         echo "run.sh: round $r/$reps, $t thread(s), $w: torch ($mode malloc)" >&2
@@ -341,9 +346,14 @@ def workload_table(wls):
       "step are not page-faulted in again (on this VM that is most of torch's W1 step). "
       "*same two by CPU time*: the ratios of process CPU time per step, at 1 thread only: time "
       "spent descheduled on a busy shared machine does not count, so they are steadier than the "
-      "wall-clock ratios. *GEMM roofline* = arsenal step time / the summed time of the same sgemm "
-      "calls made raw (dense and convolution products; 1.0 would mean nothing but matrix products; CPU "
-      "time at 1 thread, wall time at 2). *RSS* = peak RSS minus the RSS before the "
+      "wall-clock ratios. *GEMM roofline* = arsenal step time / the summed time of the same matrix "
+      "products made raw: the calls one step made through src/gemm.c (recorded, leading dimensions "
+      "included), each in the layout the step ran it in, operand copies included (1.0 would mean nothing "
+      "but matrix products; CPU time at 1 thread, wall time at 2). *as asked*: the same step with "
+      "`run.gemm_tuning = off` (every product in the layers' fixed layout, the figures before the layout "
+      "tuning), run right after the tuned one in each round; its roofline is against the products as asked; "
+      "*tuned / as asked* is the median per-round ratio of CPU time per step. "
+      "*RSS* = peak RSS minus the RSS before the "
       "model was built, against the analytic minimum: parameters x {weights, grads, and the "
       "optimizer's m, v} + BatchNorm state + saved activations (the input and every layer output "
       "except the residual-begin copies; not the convolutions' im2col workspaces).")
@@ -428,8 +438,9 @@ def step_sections(wls, title=None):
         w(f"### {wl}")
         w("")
         w("| threads | arsenal ms/step | torch ms/step | torch, tuned malloc ms/step | arsenal / torch "
-          "| arsenal / tuned torch | same two by CPU time | GEMM roofline | arsenal RSS vs minimum (MB) |")
-        w("|---|---|---|---|---|---|---|---|---|")
+          "| arsenal / tuned torch | same two by CPU time | GEMM roofline | arsenal RSS vs minimum (MB) "
+          "| as asked: ms/step | as asked / torch | as asked: GEMM roofline | tuned / as asked (CPU time) |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for t in threads_all:
             a = {r["round"]: r for r in pick(bench="step", impl="arsenal", workload=wl, threads=t)}
             td = {r["round"]: r for r in pick(bench="step", impl="torch", workload=wl, threads=t, malloc="default")}
@@ -450,9 +461,28 @@ def step_sections(wls, title=None):
             if mem:
                 mm = med([m["model_rss_mb"] for m in mem])
                 memtxt = f"{mm:.1f} vs {mem[0]['minimum_mb']:.1f} (x{mm / mem[0]['minimum_mb']:.2f})"
+            fx = {r["round"]: r for r in pick(bench="step", impl="arsenal-fixed", workload=wl, threads=t)}
+            fixed_cells = "– | – | – | –"
+            if fx:
+                fm = med([r["ms_per_step"] for r in fx.values()])
+                f_torch = [fx[k]["ms_per_step"] / td[k]["ms_per_step"] for k in fx if k in td]
+                f_roof = med([r["roofline"] for r in fx.values()])
+                vs = [a[k]["cpu_ms_per_step"] / fx[k]["cpu_ms_per_step"] for k in a if k in fx]
+                fixed_cells = (f"{f(fm)} | {spread(f_torch)} | {f(f_roof, '{:.2f}')} | {spread(vs)}")
             w(f"| {t} | {f(am)} | {f(dm)} | {f(tm)} | {spread(ratios(td, 'ms_per_step'))} | "
-              f"{spread(ratios(tt, 'ms_per_step'))} | {cpu} | {f(roof, '{:.2f}')} | {memtxt} |")
+              f"{spread(ratios(tt, 'ms_per_step'))} | {cpu} | {f(roof, '{:.2f}')} | {memtxt} | {fixed_cells} |")
         w("")
+        chosen = defaultdict(int)
+        tune_ms = []
+        for m in pick(bench="meta", impl="arsenal", workload=wl):
+            if m.get("gemm_tuning") == "on":
+                chosen[m.get("gemm_layouts", "?")] += 1
+                tune_ms.append(m.get("gemm_tune_ms", 0))
+        if chosen:
+            w(f"Layouts chosen by the measurement at model build ({med(tune_ms):.0f} ms wall, median; "
+              "`XY m x n x k LAYOUT` for each product not run as asked, per run of bench_step): " +
+              "; ".join(f"{text} ({n} of {sum(chosen.values())} runs)" for text, n in sorted(chosen.items())) + ".")
+            w("")
         phases = pick(bench="phase", workload=wl)
         if phases:
             parts = []

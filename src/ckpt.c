@@ -28,7 +28,10 @@
 #include "arsenal/error.h"
 #include "ckpt_io.h"
 #include "ckpt_sink.h"
+#include "gemm.h"
 #include "simd.h"
+
+static int write_gemm_tuning(hid_t group, const ars_model *model);
 
 /* Set when a failed HDF5 call could not allocate memory: the checking
  * child reports it as its memory limit reached. */
@@ -192,6 +195,7 @@ static int write_tensors(hid_t file, const char *root, const ars_model *model, c
         }
         H5Gclose(group);
     }
+    if (!rc && with_attrs) rc = write_gemm_tuning(top, model);
     H5Gclose(top);
     return rc;
 }
@@ -348,6 +352,86 @@ static int read_input_shape(hid_t file, const char *path, ars_shape *shape)
     shape->rank = (int)n;
     for (int i = 0; i < n; i++) shape->dims[i] = dims[i];
     return 0;
+}
+
+/* The layouts the model's matrix products ran in (src/gemm.h), as the
+ * /model attribute gemm_tuning: int32 [products, 10], a row per product
+ * (trans_a, trans_b, m, n, k, lda, ldb, ldc, beta_zero, layout). None when
+ * the run did not tune them (run.gemm_tuning = off: every product as asked). */
+static int write_gemm_tuning(hid_t group, const ars_model *model)
+{
+    if (!model->gemm_plan_count) return 0;
+    int32_t *rows = malloc(sizeof(int32_t) * ARS_GEMM_CHOICE_FIELDS * (size_t)model->gemm_plan_count);
+    if (!rows) return ars_error(ARS_ENOMEM, "out of memory");
+    for (int i = 0; i < model->gemm_plan_count; i++)
+        memcpy(rows + (size_t)i * ARS_GEMM_CHOICE_FIELDS, &model->gemm_plan[i], sizeof(int32_t) * ARS_GEMM_CHOICE_FIELDS);
+    hsize_t dims[2] = {(hsize_t)model->gemm_plan_count, ARS_GEMM_CHOICE_FIELDS};
+    hid_t space = H5Screate_simple(2, dims, NULL);
+    hid_t attr = space < 0 ? -1 : H5Acreate2(group, "gemm_tuning", H5T_STD_I32LE, space, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t status = attr < 0 ? -1 : H5Awrite(attr, H5T_NATIVE_INT32, rows);
+    if (attr >= 0) H5Aclose(attr);
+    if (space >= 0) H5Sclose(space);
+    free(rows);
+    return status < 0 ? ars_error(ARS_EIO, "cannot write attribute /model gemm_tuning") : 0;
+}
+
+/* A resumed run computes every product in the layout the checkpoint's run
+ * did, for the same rounding: the rows of /model gemm_tuning that match a
+ * product of this model give its layout; without the attribute (a run with
+ * gemm_tuning = off, or a file from before it) every product runs as asked.
+ * Into layouts[model->gemm_plan_count], applied when the whole load succeeds. */
+static int read_gemm_tuning(hid_t file, const char *path, const ars_model *model, int32_t *layouts)
+{
+    for (int i = 0; i < model->gemm_plan_count; i++) layouts[i] = ARS_GEMM_AS_ASKED;
+    hid_t group = H5Gopen2(file, "model", H5P_DEFAULT);
+    if (group < 0) return ars_error(ARS_EFORMAT, "%s: group /model is missing", path);
+    if (H5Aexists(group, "gemm_tuning") <= 0) {
+        H5Gclose(group);
+        return 0;
+    }
+    hid_t attr = H5Aopen(group, "gemm_tuning", H5P_DEFAULT);
+    hid_t space = attr < 0 ? -1 : H5Aget_space(attr);
+    hid_t type = attr < 0 ? -1 : H5Aget_type(attr);
+    hsize_t dims[2] = {0, 0};
+    int ok = space >= 0 && type >= 0 && H5Tget_class(type) == H5T_INTEGER &&
+             H5Sget_simple_extent_ndims(space) == 2 && H5Sget_simple_extent_dims(space, dims, NULL) == 2 &&
+             dims[1] == ARS_GEMM_CHOICE_FIELDS && dims[0] >= 1 && dims[0] <= 1000000;
+    ars_gemm_choice *rows = ok ? malloc(sizeof *rows * (size_t)dims[0]) : NULL;
+    int rc = !ok ? ars_error(ARS_EFORMAT, "%s: /model attribute gemm_tuning is not an integer array [products, %d] "
+                             "(corrupted file?)", path, ARS_GEMM_CHOICE_FIELDS)
+             : !rows ? ars_error(ARS_ENOMEM, "out of memory")
+             : H5Aread(attr, H5T_NATIVE_INT32, rows) < 0 ? ars_error(ARS_EFORMAT, "%s: cannot read /model attribute "
+                                                                     "gemm_tuning", path)
+                                                         : 0;
+    if (type >= 0) H5Tclose(type);
+    if (space >= 0) H5Sclose(space);
+    if (attr >= 0) H5Aclose(attr);
+    H5Gclose(group);
+    for (hsize_t r = 0; !rc && r < dims[0]; r++) {
+        /* a valid row, then its layout where this model makes the product */
+        const ars_gemm_choice *row = &rows[r];
+        char shape[96];
+        snprintf(shape, sizeof shape, "trans %d %d, m n k %d %d %d, ld %d %d %d", (int)row->trans_a,
+                 (int)row->trans_b, (int)row->m, (int)row->n, (int)row->k, (int)row->lda, (int)row->ldb,
+                 (int)row->ldc);
+        if (row->trans_a < 0 || row->trans_a > 1 || row->trans_b < 0 || row->trans_b > 1 || row->beta_zero < 0 ||
+            row->beta_zero > 1 || row->m < 1 || row->n < 1 || row->k < 1 || row->layout < 0 ||
+            row->layout >= ARS_GEMM_LAYOUTS) {
+            rc = ars_error(ARS_EFORMAT, "%s: /model attribute gemm_tuning row %d (%s, beta_zero %d, layout %d): "
+                           "expected flags and beta_zero 0 or 1, sizes >= 1, a layout 0 to %d", path, (int)r, shape,
+                           (int)row->beta_zero, (int)row->layout, ARS_GEMM_LAYOUTS - 1);
+            break;
+        }
+        for (int i = 0; i < model->gemm_plan_count; i++) {
+            const ars_gemm_choice *p = &model->gemm_plan[i];
+            if (p->trans_a == row->trans_a && p->trans_b == row->trans_b && p->m == row->m && p->n == row->n &&
+                p->k == row->k && p->lda == row->lda && p->ldb == row->ldb && p->ldc == row->ldc &&
+                p->beta_zero == row->beta_zero)
+                layouts[i] = row->layout;
+        }
+    }
+    free(rows);
+    return rc;
 }
 
 static int write_root(hid_t file, const ars_model *model, const ars_ckpt_state *s)
@@ -754,11 +838,13 @@ int ars_ckpt_load(const char *path, ars_model *model, ars_optimizer *opt)
     float *params = malloc(sizeof(float) * (n + 1)), *state = malloc(sizeof(float) * (s + 1));
     float *m = opt->m ? malloc(sizeof(float) * (n + 1)) : NULL, *v = opt->v ? malloc(sizeof(float) * (n + 1)) : NULL;
     int32_t *tunings = malloc(sizeof(int32_t) * (size_t)(model->layer_count + 1));
+    int32_t *layouts = malloc(sizeof(int32_t) * (size_t)(model->gemm_plan_count + 1));
     int64_t step = 0;
-    if (!params || !state || (opt->m && !m) || (opt->v && !v) || !tunings)
+    if (!params || !state || (opt->m && !m) || (opt->v && !v) || !tunings || !layouts)
         rc = ars_error(ARS_ENOMEM, "out of memory");
     if (!rc) rc = read_tensors(file, path, "model", model, params, state, 1);
     if (!rc) rc = read_tunings(file, path, model, tunings);
+    if (!rc) rc = read_gemm_tuning(file, path, model, layouts);
     hid_t group = -1;
     if (!rc) {
         group = H5Lexists(file, "optimizer", H5P_DEFAULT) > 0 ? H5Gopen2(file, "optimizer", H5P_DEFAULT) : -1;
@@ -785,8 +871,11 @@ int ars_ckpt_load(const char *path, ars_model *model, ars_optimizer *opt)
         opt->step = step;
         for (int l = 0; l < model->layer_count; l++)
             if (tunings[l]) model->layers[l].tuning = tunings[l];
+        for (int i = 0; i < model->gemm_plan_count; i++) model->gemm_plan[i].layout = layouts[i];
+        model->gemm_restored = model->gemm_plan_count > 0;
     }
     free(tunings);
+    free(layouts);
     free(params);
     free(state);
     free(m);

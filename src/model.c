@@ -13,6 +13,7 @@
 #include "arsenal/clip.h"
 #include "arsenal/error.h"
 #include "dist_ranks.h"
+#include "gemm.h"
 
 /* 64-byte aligned, zeroed; count may be 0. */
 static float *alloc_floats(size_t count)
@@ -182,6 +183,7 @@ void ars_model_destroy(ars_model *model)
     free(model->state);
     free(model->grad_a);
     free(model->grad_b);
+    free(model->gemm_plan);
     memset(model, 0, sizeof *model);
 }
 
@@ -350,4 +352,38 @@ int ars_model_backward(ars_model *model, const ars_pass *pass, const float *dout
     model->grad_sum_squares = sum_squares;
     model->grad_sum_squares_ready = final_grads;
     return 0;
+}
+
+int ars_model_tune_gemm(ars_model *model, int measure)
+{
+    const size_t rows = (size_t)model->max_rows;
+    float *x = alloc_floats(rows * (size_t)model->in_dim), *dy = alloc_floats(rows * (size_t)model->out_dim);
+    float *state = alloc_floats(model->state_count);
+    if (!x || !dy || !state) {
+        free(x);
+        free(dy);
+        free(state);
+        return ars_error(ARS_ENOMEM, "model: out of memory for the matrix-product measurement");
+    }
+    memcpy(state, model->state, sizeof(float) * model->state_count);
+    /* the values do not matter to a product's speed (zeros: no subnormals) */
+    ars_pass pass = {.mode = ARS_MODE_TRAIN, .rows = model->max_rows, .global_rows = model->max_rows};
+    int rc = ars_gemm_record_start(measure != 0);
+    if (!rc) {
+        rc = ars_model_forward(model, &pass, x);
+        if (!rc) rc = ars_model_backward(model, &pass, dy, NULL, NULL);
+        free(model->gemm_plan);
+        model->gemm_plan = NULL;
+        int stop = ars_gemm_record_stop(&model->gemm_plan, NULL, &model->gemm_plan_count, &model->gemm_tune_seconds,
+                                        &model->gemm_tune_cpu_seconds);
+        if (!rc) rc = stop;
+    }
+    memcpy(model->state, state, sizeof(float) * model->state_count);
+    memset(model->grads, 0, sizeof(float) * model->param_count);
+    model->input = NULL;
+    model->grad_sum_squares_ready = 0;
+    free(x);
+    free(dy);
+    free(state);
+    return rc ? ars_error_context(rc, "measuring the layouts of the matrix products") : 0;
 }

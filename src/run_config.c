@@ -183,6 +183,7 @@ static int load_run_section(ars_config *c, ars_config_section *s, ars_run_config
     static const char *const layouts[] = {"measure", "per_sample", "batched", NULL};
     TRY(ars_config_get_string(c, s, "conv_layout", "measure", layouts, text, sizeof text));
     run->conv_layout = strcmp(text, "per_sample") == 0 ? 1 : strcmp(text, "batched") == 0 ? 2 : 0;
+    TRY(ars_config_get_bool(c, s, "gemm_tuning", 1, &run->gemm_tuning));
     return 0;
 }
 

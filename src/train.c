@@ -21,6 +21,7 @@
 #include "arsenal/init.h"
 #include "arsenal/memory.h"
 #include "arsenal/model.h"
+#include "gemm.h"
 #include "trainer.h"
 
 static double now_seconds(void)
@@ -211,6 +212,11 @@ static int setup_model(ars_trainer *t, const ars_layer_spec *specs, int count)
     int rc = check_model_fits(t, specs, count);
     if (!rc) rc = ars_model_create(&t->model, specs, count, ars_dataset_shape(&t->train), t->local_capacity);
     if (rc) return rc;
+    /* The products' layouts: rank 0 measures, the others take its choice
+     * (ars_trainer_share_tunings); off, every product runs as asked. */
+    ars_gemm_set_enabled(run->gemm_tuning);
+    rc = run->gemm_tuning && t->rank == 0 ? ars_model_tune_gemm(&t->model, 1) : 0;
+    TRY(ars_trainer_agree(t, rc));
     /* what each rank measured may differ; replicas must round alike */
     TRY(ars_trainer_share_tunings(t));
     TRY(ars_init_model(&t->model, run->seed));
@@ -411,6 +417,16 @@ static void print_header(ars_trainer *t, const ars_layer_spec *specs, int count)
                i, layer->tuning == 2 ? "batched" : "per_sample");
     }
     if (tuned) printf("\n");
+    if (run->gemm_tuning) {
+        char text[1024];
+        ars_gemm_describe(t->model.gemm_plan, t->model.gemm_plan_count, text, sizeof text);
+        if (t->model.gemm_restored)
+            printf("matrix product layouts (the checkpoint's, %d products): %s\n", t->model.gemm_plan_count, text);
+        else
+            printf("matrix product layouts (rank 0's, %d products measured in %.0f ms, %.0f ms of CPU; "
+                   "run.gemm_tuning = off fixes them): %s\n", t->model.gemm_plan_count,
+                   1e3 * t->model.gemm_tune_seconds, 1e3 * t->model.gemm_tune_cpu_seconds, text);
+    }
     fflush(stdout);
 }
 

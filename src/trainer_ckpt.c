@@ -17,6 +17,7 @@
 #include "arsenal/ckpt.h"
 #include "arsenal/error.h"
 #include "fs.h"
+#include "gemm.h"
 #include "trainer.h"
 
 static pthread_mutex_t ckpt_dir_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -178,7 +179,22 @@ int ars_trainer_share_tunings(ars_trainer *t)
     int rc = ars_dist_broadcast_bytes(t->dist, tunings, sizeof(int) * (size_t)count, 0);
     for (int i = 0; !rc && i < count; i++) t->model.layers[i].tuning = tunings[i];
     free(tunings);
-    return rc;
+    if (rc) return rc;
+    /* the matrix products' layouts (src/gemm.h): rank 0's plan, installed on every rank */
+    ars_model *model = &t->model;
+    int plan[2] = {model->gemm_plan_count, model->gemm_restored};
+    TRY(ars_dist_broadcast_bytes(t->dist, plan, sizeof plan, 0));
+    if (t->rank != 0) {
+        free(model->gemm_plan);
+        model->gemm_plan = plan[0] ? malloc(sizeof *model->gemm_plan * (size_t)plan[0]) : NULL;
+        model->gemm_plan_count = model->gemm_plan || !plan[0] ? plan[0] : 0;
+        model->gemm_restored = plan[1];
+        rc = model->gemm_plan || !plan[0] ? 0 : ars_error(ARS_ENOMEM, "out of memory for %d products", plan[0]);
+    }
+    TRY(ars_trainer_agree(t, rc));
+    if (plan[0])
+        TRY(ars_dist_broadcast_bytes(t->dist, model->gemm_plan, sizeof *model->gemm_plan * (size_t)plan[0], 0));
+    return ars_trainer_agree(t, ars_gemm_install(model->gemm_plan, model->gemm_plan_count));
 }
 
 int ars_trainer_resume(ars_trainer *t)

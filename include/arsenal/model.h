@@ -24,6 +24,14 @@ typedef struct ars_model {
      * computed by the last backward. Read by ars_dist_grad_sum_squares. */
     int grad_sum_squares_ready;
     double grad_sum_squares;
+    /* The matrix products of a step and the layout each runs in on this
+     * machine (src/gemm.h), by ars_model_tune_gemm; NULL when not tuned
+     * (run.gemm_tuning = off: every product as asked). Rank 0's, shared by
+     * the trainer and recorded in checkpoints like the layers' tunings. */
+    struct ars_gemm_choice *gemm_plan;
+    int gemm_plan_count;
+    double gemm_tune_seconds, gemm_tune_cpu_seconds;   /* spent measuring: wall, process CPU */
+    int gemm_restored;          /* 1: the layouts are a checkpoint's (ars_ckpt_load) */
 } ars_model;
 
 /* Builds the layers of specs (residual blocks as "residual" ... "residual_add"
@@ -57,6 +65,12 @@ int ars_model_estimate(const ars_layer_spec *specs, int count, ars_shape input, 
  * model's own buffer is freed and buffer is never freed by the model.
  * buffer NULL: back into memory of the model's own (ARS_ENOMEM if none). */
 int ars_model_move_grads(ars_model *model, float *buffer);
+
+/* Runs one training-mode forward and backward of max_rows rows of zeros
+ * with every matrix product recorded and, when measure is set, each new
+ * one timed in all its layouts (src/gemm.h); fills model->gemm_plan. The
+ * model is left as it was (running statistics restored, gradients zero). */
+int ars_model_tune_gemm(ars_model *model, int measure);
 
 int ars_model_forward(ars_model *model, const ars_pass *pass, const float *x);
 const float *ars_model_output(const ars_model *model);

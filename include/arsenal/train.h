@@ -65,6 +65,7 @@ typedef struct ars_run_config {
     /* sequence tasks (data = adding | copy) */
     int seq_len;              /* time steps per sample */
     int conv_layout;          /* convolutions' product layout: 0 measured, 1 per_sample, 2 batched */
+    int gemm_tuning;          /* 1: each matrix product in the layout measured fastest (src/gemm.h), 0: as asked */
 } ars_run_config;
 
 /* Reads [run] and the layer sections (after ars_config_expand), validating
