@@ -232,6 +232,21 @@ CFG
 check "a regression run exits 0" [ $? -eq 0 ]
 "$bin" predict "$work/reg/latest.h5" "$images" > "$work/out" 2>&1; check "fashion images into a 16-input regression exit 1" [ $? -eq 1 ]
 "$bin" predict "$work/reg/latest.h5" "$images" --top 1 > "$work/out" 2>&1; check "--top on a regression exits 1" [ $? -eq 1 ]
+"$bin" predict "$work/reg/latest.h5" "$images" --logits > "$work/out" 2>&1; check "--logits on a regression exits 1" [ $? -eq 1 ]
+check "... saying its outputs are what it predicts" contains "$work/out" "is a regression (loss mse): its outputs are"
+"$bin" predict "$mlp" "$images" --logits --top 2 > "$work/out" 2>&1; check "--logits with --top exits 1" [ $? -eq 1 ]
+check "... naming both" contains "$work/out" "--top and --logits"
+# --logits: the softmax of the logits written is the probabilities written
+"$bin" predict "$mlp" "$images" --batch 100 --logits --out "$work/logits.csv" > /dev/null 2>&1
+check "--logits exits 0" [ $? -eq 0 ]
+check "... a header of logit_0..logit_9" contains "$work/logits.csv" "^logit_0,logit_1,.*,logit_9$"
+"$bin" predict "$mlp" "$images" --batch 100 --out "$work/probs.csv" > /dev/null 2>&1
+check "... the softmax of its rows is predict's probabilities (1e-6)" awk -F, '
+    NR == FNR { if (FNR > 1) for (j = 1; j <= NF; j++) z[FNR, j] = $j; next }
+    FNR > 1 { m = z[FNR, 1]; for (j = 2; j <= NF; j++) if (z[FNR, j] > m) m = z[FNR, j]
+              s = 0; for (j = 1; j <= NF; j++) s += exp(z[FNR, j] - m)
+              for (j = 1; j <= NF; j++) { d = exp(z[FNR, j] - m) / s - $j; if (d < 0) d = -d; if (d > w) w = d } }
+    END { exit !(FNR > 1 && w <= 1e-6) }' "$work/logits.csv" "$work/probs.csv"
 
 # A model trained on a CSV file predicts on such a file: its label column is
 # skipped ([run] label), so the training file itself works.

@@ -1,5 +1,5 @@
 /* cmd_predict: `arsenal predict CKPT.h5 INPUT [--out FILE] [--top K]
- * [--batch N] [--dataset NAME] [--set ...]`: class probabilities or
+ * [--logits] [--batch N] [--dataset NAME] [--set ...]`: class probabilities or
  * regression outputs for every sample of INPUT (Keras's model.predict), a
  * batch at a time. The work is in src/eval/predict.c (arsenal/predict.h);
  * one process. */
@@ -27,6 +27,8 @@ static const char predict_usage[] =
     "\n"
     "options:\n"
     "  --out FILE               write FILE: HDF5 when it ends in .h5 or .hdf5, else CSV\n"
+    "  --logits                 a classifier's logits (the last layer's outputs) instead of their softmax\n"
+    "                           (CSV columns logit_0, ...; HDF5 dataset logits), as a PyTorch model returns\n"
     "  --top K                  only the K most probable classes and their probabilities (HDF5: also the\n"
     "                           datasets top_classes, top_probabilities)\n"
     "  --batch N                samples per batch (default 256)\n"
@@ -64,6 +66,8 @@ int ars_cmd_predict(int argc, char **argv)
             options.out = value;
         } else if (ars_cli_option(argc, argv, &i, "--top", &value, &error)) {
             if (!error) error = parse_count("--top", value, 1 << 20, &options.top);
+        } else if (strcmp(argv[i], "--logits") == 0) {
+            options.logits = 1;
         } else if (ars_cli_option(argc, argv, &i, "--batch", &value, &error)) {
             if (!error) error = parse_count("--batch", value, 1 << 20, &options.batch);
         } else if (ars_cli_option(argc, argv, &i, "--dataset", &value, &error)) {
@@ -110,7 +114,8 @@ int ars_cmd_predict(int argc, char **argv)
             status = 1;
         } else if (options.out) {
             printf("wrote %lld predictions (%d %s%s) to %s (%s)\n", (long long)summary.samples, summary.columns,
-                   summary.classifier ? (options.top ? "top classes" : "class probabilities") : "outputs",
+                   summary.classifier ? (options.top ? "top classes" : options.logits ? "logits" : "class probabilities")
+                                      : "outputs",
                    summary.classifier && !options.top ? " each" : "", options.out, summary.hdf5 ? "HDF5" : "CSV");
             if (!summary.stats_stored)
                 printf("note: %s predates the stored standardization; it was recomputed from the run's training "
