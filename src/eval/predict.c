@@ -212,17 +212,10 @@ int ars_predict_checkpoint(const ars_predict_options *o, ars_predict_summary *su
     if (o->batch < 1) return ars_error(ARS_EINVAL, "--batch %d: expected at least 1", o->batch);
     ars_trained t;
     TRY(ars_trained_open(&t, o->checkpoint, o->overrides, o->override_count, NULL, NULL));
-    ars_input *in = NULL;
-    int rc = ars_input_open(o->input, o->dataset, &in);
-    if (!rc) ars_input_drop_column(in, t.run.label);   /* a CSV of the run's own kind: its label is no feature */
-    if (!rc) rc = ars_trained_resolve(&t, NULL);
-    if (!rc) {
-        const ars_shape shape = ars_input_shape(in);
-        rc = ars_trained_check_shape(&t.input_shape, &shape, o->checkpoint, ars_input_where(in));
-    }
-    if (!rc) rc = ars_trained_build(&t, o->batch, NULL);
-    const int classifier = ars_trained_is_classifier(&t), columns = rc ? 0 : t.model.out_dim;
-    if (!rc && o->top && !classifier)
+    const int classifier = ars_trained_is_classifier(&t);
+    int rc = 0;
+    /* what the options ask of the model, before the input is read */
+    if (o->top && !classifier)
         rc = ars_error(ARS_EINVAL, "--top %d: the model of %s is a regression (loss mse), it has no classes",
                        o->top, o->checkpoint);
     if (!rc && o->top && o->logits)
@@ -230,6 +223,16 @@ int ars_predict_checkpoint(const ars_predict_options *o, ars_predict_summary *su
     if (!rc && o->logits && !classifier)
         rc = ars_error(ARS_EINVAL, "--logits: the model of %s is a regression (loss mse): its outputs are what it "
                        "predicts already", o->checkpoint);
+    ars_input *in = NULL;
+    if (!rc) rc = ars_input_open(o->input, o->dataset, &in);
+    if (!rc) ars_input_drop_column(in, t.run.label);   /* a CSV of the run's own kind: its label is no feature */
+    if (!rc) rc = ars_trained_resolve(&t, NULL);
+    if (!rc) {
+        const ars_shape shape = ars_input_shape(in);
+        rc = ars_trained_check_shape(&t.input_shape, &shape, o->checkpoint, ars_input_where(in));
+    }
+    if (!rc) rc = ars_trained_build(&t, o->batch, NULL);
+    const int columns = rc ? 0 : t.model.out_dim;
     if (!rc && o->top > columns)
         rc = ars_error(ARS_EINVAL, "--top %d: the model of %s has %d classes", o->top, o->checkpoint, columns);
     float *x = NULL, *p = NULL, *top_values = NULL;
