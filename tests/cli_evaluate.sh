@@ -108,6 +108,12 @@ else
     "$bin" evaluate "$ck" --json --plot "$work/plots2" > "$work/out" 2> "$work/err"
     check "--json --plot keeps stdout one JSON line" lines "$work/out" 1
     check "--json --plot names the file on stderr" contains "$work/err" "confusion_matrix.png"
+    # inspect --plot draws through the same figure loop (src/plot/plot.c)
+    "$bin" inspect "$ck" --plot "$work/iplots" > "$work/out" 2>&1
+    check "inspect --plot exits 0" [ $? -eq 0 ]
+    for figure in gradient_flow loss_gradnorm grad_heatmap grad_histograms; do
+        check "inspect --plot: $figure.png and .svg" bash -c "head -c 8 '$work/iplots/$figure.png' | od -An -c | grep -q 'P   N   G' && grep -q '<svg' '$work/iplots/$figure.svg'"
+    done
 fi
 
 # The training split, and --set on the run file.
