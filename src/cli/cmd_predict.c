@@ -35,18 +35,6 @@ static const char predict_usage[] =
     "  --dataset NAME           the dataset of an HDF5 INPUT (default x)\n"
     "  --set section.key=value  override a key of the checkpoint's run file (repeatable)\n";
 
-static int parse_count(const char *option, const char *value, int max, int *out)
-{
-    char *end;
-    long n = strtol(value, &end, 10);
-    if (*value == '\0' || *end != '\0' || n < 1 || n > max) {
-        fprintf(stderr, "arsenal predict: %s '%s': expected an integer from 1 to %d\n", option, value, max);
-        return 1;
-    }
-    *out = (int)n;
-    return 0;
-}
-
 int ars_cmd_predict(int argc, char **argv)
 {
     const char *value, *paths[2] = {NULL, NULL};
@@ -65,11 +53,11 @@ int ars_cmd_predict(int argc, char **argv)
         } else if (ars_cli_option(argc, argv, &i, "--out", &value, &error)) {
             options.out = value;
         } else if (ars_cli_option(argc, argv, &i, "--top", &value, &error)) {
-            if (!error) error = parse_count("--top", value, 1 << 20, &options.top);
+            if (!error) error = ars_cli_count("predict", "--top", value, 1 << 20, &options.top);
         } else if (strcmp(argv[i], "--logits") == 0) {
             options.logits = 1;
         } else if (ars_cli_option(argc, argv, &i, "--batch", &value, &error)) {
-            if (!error) error = parse_count("--batch", value, 1 << 20, &options.batch);
+            if (!error) error = ars_cli_count("predict", "--batch", value, 1 << 20, &options.batch);
         } else if (ars_cli_option(argc, argv, &i, "--dataset", &value, &error)) {
             options.dataset = value;
         } else if (ars_cli_option(argc, argv, &i, "--set", &value, &error)) {

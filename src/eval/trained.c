@@ -59,10 +59,7 @@ static int load_run(const char *text, const char *label, char *const *overrides,
 {
     ars_config config;
     int rc = ars_config_load_string(&config, text, label);
-    for (int i = 0; i < override_count && !rc; i++) {
-        rc = ars_config_override(&config, overrides[i]);
-        if (rc) ars_error_context(rc, "--set %s", overrides[i]);
-    }
+    if (!rc) rc = ars_config_override_all(&config, overrides, override_count);
     if (!rc && data_spec) {
         char assignment[600];
         if (snprintf(assignment, sizeof assignment, "run.data=%s", data_spec) >= (int)sizeof assignment)
