@@ -258,6 +258,14 @@ PY
         check "x streamed from the file on $n ranks: the figures of x in memory" \
             cmp -s <(sed 's/"world_size":[0-9]*,//' "$work/u1") <(sed 's/"world_size":[0-9]*,//' "$work/us$n")
     done
+    # that model on a CSV file: --set run.label names its label column (a key
+    # the HDF5 run's own file has no use for)
+    awk 'BEGIN { srand(5); print "a,b,c,class,d,e,f"; for (i = 0; i < 40; i++)
+        printf "%.4f,%.4f,%.4f,%d,%.4f,%.4f,%.4f\n", 3 + rand(), 3 + rand(), 3 + rand(), i % 3, 3 + rand(), 3 + rand(), 3 + rand() }' \
+        > "$work/six.csv"
+    "$bin" evaluate "$work/cku/latest.h5" --data "csv:$work/six.csv" --set run.label=class > "$work/out" 2>&1
+    check "the HDF5 run's model on a CSV file (--set run.label=class) exits 0" [ $? -eq 0 ] || cat "$work/out"
+    check "... evaluating its 40 rows" contains "$work/out" "data csv:.*six.csv, test split: 40 samples"
 fi
 
 echo "$passed passed, $failed failed"

@@ -263,6 +263,18 @@ check "... one line per row" lines "$work/csv-with-label.csv" 501
 cut -d, -f1,2,4 "$work/train.csv" > "$work/features.csv"
 "$bin" predict "$work/csv/latest.h5" "$work/features.csv" --out "$work/csv-features.csv" > /dev/null 2>&1
 check "the features alone give the same probabilities" cmp -s "$work/csv-with-label.csv" "$work/csv-features.csv"
+# --label names the column to skip of a CSV input when the run did not train on one
+awk 'BEGIN { srand(6); printf "target"; for (j = 0; j < 16; j++) printf ",x%d", j; print ""
+    for (i = 0; i < 30; i++) { printf "%.3f", rand(); for (j = 0; j < 16; j++) printf ",%.4f", rand() - 0.5; print "" } }' \
+    > "$work/reg-with-target.csv"
+cut -d, -f2- "$work/reg-with-target.csv" > "$work/reg-features.csv"
+"$bin" predict "$work/reg/latest.h5" "$work/reg-with-target.csv" --label target --out "$work/reg-label.csv" > "$work/out" 2>&1
+check "--label target exits 0" [ $? -eq 0 ] || cat "$work/out"
+"$bin" predict "$work/reg/latest.h5" "$work/reg-features.csv" --out "$work/reg-features-out.csv" > /dev/null 2>&1
+check "... the outputs of the features alone" cmp -s "$work/reg-label.csv" "$work/reg-features-out.csv"
+"$bin" predict "$work/reg/latest.h5" "$work/reg-with-target.csv" --label nope > "$work/out" 2>&1
+check "--label of a missing column exits 1" [ $? -eq 1 ]
+check "... naming it" contains "$work/out" "--label nope: .*reg-with-target.csv has no such column"
 
 # An HDF5 input is read whole in a checking child (src/isolate.c) before
 # anything else, as training's loader reads its data: libhdf5 crashes on

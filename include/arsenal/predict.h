@@ -55,6 +55,7 @@ typedef struct ars_predict_options {
     const char *checkpoint;
     const char *input;
     const char *dataset;        /* HDF5 input: the dataset (NULL: "x") */
+    const char *label;          /* CSV input: a column to skip, not a feature (NULL: the run's label, if any) */
     const char *out;            /* NULL: CSV on stdout; "*.h5" / "*.hdf5": HDF5; else CSV */
     char *const *overrides;     /* --set section.key=value on the checkpoint's run file */
     int override_count;

@@ -33,6 +33,8 @@ static const char predict_usage[] =
     "                           datasets top_classes, top_probabilities)\n"
     "  --batch N                samples per batch (default 256)\n"
     "  --dataset NAME           the dataset of an HDF5 INPUT (default x)\n"
+    "  --label COLUMN           a CSV INPUT's column that is no feature, skipped (default: the run's label\n"
+    "                           column when it trained on a CSV file)\n"
     "  --set section.key=value  override a key of the checkpoint's run file (repeatable)\n";
 
 int ars_cmd_predict(int argc, char **argv)
@@ -60,6 +62,8 @@ int ars_cmd_predict(int argc, char **argv)
             if (!error) error = ars_cli_count("predict", "--batch", value, 1 << 20, &options.batch);
         } else if (ars_cli_option(argc, argv, &i, "--dataset", &value, &error)) {
             options.dataset = value;
+        } else if (ars_cli_option(argc, argv, &i, "--label", &value, &error)) {
+            options.label = value;
         } else if (ars_cli_option(argc, argv, &i, "--set", &value, &error)) {
             if (!error) overrides[options.override_count++] = (char *)value;
         } else if (argv[i][0] == '-' && argv[i][1] != '\0') {

@@ -225,7 +225,15 @@ int ars_predict_checkpoint(const ars_predict_options *o, ars_predict_summary *su
                        "predicts already", o->checkpoint);
     ars_input *in = NULL;
     if (!rc) rc = ars_input_open(o->input, o->dataset, &in);
-    if (!rc) ars_input_drop_column(in, t.run.label);   /* a CSV of the run's own kind: its label is no feature */
+    if (!rc && o->label) {
+        if (ars_input_format_of(in) != ARS_INPUT_CSV)
+            rc = ars_error(ARS_EINVAL, "--label %s: %s is a %s file, not CSV", o->label, ars_input_where(in),
+                           ars_input_format_name(ars_input_format_of(in)));
+        else if (!ars_input_drop_column(in, o->label))
+            rc = ars_error(ARS_EINVAL, "--label %s: %s has no such column", o->label, ars_input_where(in));
+    } else if (!rc) {
+        ars_input_drop_column(in, t.run.label);   /* a CSV of the run's own kind: its label is no feature */
+    }
     if (!rc) rc = ars_trained_resolve(&t, NULL);
     if (!rc) {
         const ars_shape shape = ars_input_shape(in);
