@@ -163,20 +163,7 @@ else
     echo "SKIP mlp-std: no h5py to write another standardization into a checkpoint (apt-get install python3-h5py)"
 fi
 
-cat > "$work/reg.cfg" <<'CFG'
-[run]
-data = teacher
-train_samples = 300
-test_samples = 100
-max_steps = 20
-batch = 30
-[dense]
-units = 16
-activation = gelu
-[batchnorm]
-[dense]
-units = 4
-CFG
+cp "$here/data/teacher-regression.cfg" "$work/reg.cfg"
 check "reg: trains" train reg
 roundtrip reg regression
 check "reg: a regression gets logits only" \

@@ -214,20 +214,7 @@ check "... saying an INPUT is expected" contains "$work/out" "an INPUT file is e
 check "... saying once it runs on one process" [ "$(grep -c 'runs on one process' "$work/out")" -eq 1 ]
 
 # A regression's outputs.
-cat > "$work/teacher.cfg" <<CFG
-[run]
-data = teacher
-train_samples = 300
-test_samples = 100
-max_steps = 20
-batch = 30
-[dense]
-units = 16
-activation = gelu
-[batchnorm]
-[dense]
-units = 4
-CFG
+cp "$src/tests/data/teacher-regression.cfg" "$work/teacher.cfg"
 "$bin" train "$work/teacher.cfg" --ckpt-dir "$work/reg" --quiet > "$work/out" 2>&1
 check "a regression run exits 0" [ $? -eq 0 ]
 "$bin" predict "$work/reg/latest.h5" "$images" > "$work/out" 2>&1; check "fashion images into a 16-input regression exit 1" [ $? -eq 1 ]
