@@ -14,14 +14,10 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <math.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,6 +25,7 @@
 #include "ckpt_io.h"
 #include "ckpt_sink.h"
 #include "gemm.h"
+#include "isolate.h"
 #include "simd.h"
 
 static int write_gemm_tuning(hid_t group, const ars_model *model);
@@ -1031,14 +1028,6 @@ int ars_ckpt_read_history(const char *path, ars_history *h)
 
 /* ---- checking a checkpoint in a separate process ------------------------- */
 
-#if defined(__SANITIZE_ADDRESS__)
-#define ARS_CKPT_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define ARS_CKPT_ASAN 1
-#endif
-#endif
-
 /* Reads every tensor under /model, /optimizer/m and /optimizer/v whatever
  * its shape (the child has no model to compare with): all that
  * ars_ckpt_load will read, read first where a crash costs nothing. */
@@ -1087,87 +1076,34 @@ static int check_tensors(const char *path)
     return rc;
 }
 
-/* What the child tells its parent (one write, smaller than PIPE_BUF). */
+/* What the child tells its parent. */
 typedef struct check_verdict {
     int rc;
     int out_of_memory;
     char message[2048];
 } check_verdict;
 
-#ifndef ARS_CKPT_ASAN
-static uint64_t address_space_now(void)
+/* The child's work (src/isolate.c): the reader exactly as a resume or
+ * inspect runs it. */
+static void check_in_child(void *context, void *out)
 {
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long long pages = 0;
-    if (f) {
-        if (fscanf(f, "%llu", &pages) != 1) pages = 0;
-        fclose(f);
-    }
-    return (uint64_t)pages * (uint64_t)sysconf(_SC_PAGESIZE);
-}
-#endif
-
-/* The child: limits, then the reader exactly as a resume or inspect runs
- * it. It never returns, calls no MPI and no atexit handler (_exit). */
-static void check_in_child(const char *path, int out, uint64_t memory, double seconds)
-{
-    /* A crash is the verdict, told by the parent: no backtrace from the
-     * handlers of Open MPI or a sanitizer, no core file, no output. */
-    static const int signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGXCPU, SIGTERM, SIGINT};
-    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++) signal(signals[i], SIG_DFL);
-    int null = open("/dev/null", O_RDWR);
-    if (null >= 0) {
-        dup2(null, STDOUT_FILENO);
-        dup2(null, STDERR_FILENO);
-    }
-    struct rlimit limit = {0, 0};
-    setrlimit(RLIMIT_CORE, &limit);
-    limit.rlim_cur = (rlim_t)ceil(seconds) + 1;   /* CPU: a backstop; the parent's clock comes first */
-    limit.rlim_max = limit.rlim_cur + 1;
-    setrlimit(RLIMIT_CPU, &limit);
-#ifndef ARS_CKPT_ASAN   /* AddressSanitizer reserves terabytes of address space */
-    uint64_t now = address_space_now();
-    if (now > 0) {
-        limit.rlim_cur = limit.rlim_max = (rlim_t)(now + memory);
-        setrlimit(RLIMIT_AS, &limit);
-    }
-#else
-    (void)memory;
-#endif
+    const char *path = context;
+    check_verdict *verdict = out;
     checking_child = 1;
     hdf5_out_of_memory = 0;
-    check_verdict verdict;
-    memset(&verdict, 0, sizeof verdict);
     ars_ckpt_info info;
-    verdict.rc = ars_ckpt_read_info(path, &info);
-    if (!verdict.rc) {
+    verdict->rc = ars_ckpt_read_info(path, &info);
+    if (!verdict->rc) {
         ars_ckpt_info_free(&info);
-        verdict.rc = check_tensors(path);
+        verdict->rc = check_tensors(path);
     }
     ars_history history;
-    if (!verdict.rc) verdict.rc = ars_ckpt_read_history(path, &history);
-    if (!verdict.rc) ars_history_free(&history);
-    if (verdict.rc) {
-        verdict.out_of_memory = verdict.rc == ARS_ENOMEM || hdf5_out_of_memory;
-        snprintf(verdict.message, sizeof verdict.message, "%s", ars_error_message());
+    if (!verdict->rc) verdict->rc = ars_ckpt_read_history(path, &history);
+    if (!verdict->rc) ars_history_free(&history);
+    if (verdict->rc) {
+        verdict->out_of_memory = verdict->rc == ARS_ENOMEM || hdf5_out_of_memory;
+        snprintf(verdict->message, sizeof verdict->message, "%s", ars_error_message());
     }
-    const char *bytes = (const char *)&verdict;
-    size_t left = sizeof verdict;
-    while (left > 0) {
-        ssize_t n = write(out, bytes, left);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        bytes += n;
-        left -= (size_t)n;
-    }
-    _exit(0);
-}
-
-static double seconds_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 void ars_ckpt_check_limits(uint64_t file_size, uint64_t *memory, double *seconds)
@@ -1187,58 +1123,10 @@ int ars_ckpt_validate(const char *path)
     uint64_t memory;
     double seconds;
     ars_ckpt_check_limits((uint64_t)st.st_size, &memory, &seconds);
-    int fds[2];
-    if (pipe(fds) != 0) return ars_error(ARS_EIO, "%s: cannot check the checkpoint: pipe: %s", path, strerror(errno));
-    fflush(NULL);   /* nothing buffered is written twice */
-    pid_t child = fork();
-    if (child < 0) {
-        close(fds[0]);
-        close(fds[1]);
-        return ars_error(ARS_EIO, "%s: cannot check the checkpoint: fork: %s", path, strerror(errno));
-    }
-    if (child == 0) {
-        close(fds[0]);
-        check_in_child(path, fds[1], memory, seconds);
-    }
-    close(fds[1]);
     check_verdict verdict;
-    size_t got = 0;
-    int timed_out = 0;
-    double deadline = seconds_now() + seconds;
-    while (got < sizeof verdict) {
-        double left = deadline - seconds_now();
-        if (left <= 0) {
-            timed_out = 1;
-            break;
-        }
-        struct pollfd wait_for = {fds[0], POLLIN, 0};
-        int ready = poll(&wait_for, 1, (int)(left * 1000.0) + 1);
-        if (ready < 0 && errno != EINTR) break;
-        if (ready <= 0) continue;
-        ssize_t n = read(fds[0], (char *)&verdict + got, sizeof verdict - got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;   /* the child ended before its verdict */
-        got += (size_t)n;
-    }
-    close(fds[0]);
-    if (timed_out) kill(child, SIGKILL);
-    int status = 0;
-    pid_t waited;
-    while ((waited = waitpid(child, &status, 0)) < 0 && errno == EINTR) {}
-    if (timed_out)
-        return ars_error(ARS_EFORMAT, "%s: corrupted checkpoint (the HDF5 reader did not finish in %.0f s)", path,
-                         seconds);
-    if (waited == child && WIFSIGNALED(status)) {
-        int sig = WTERMSIG(status);
-        if (sig == SIGXCPU || sig == SIGKILL)   /* RLIMIT_CPU: soft, then hard */
-            return ars_error(ARS_EFORMAT, "%s: corrupted checkpoint (the HDF5 reader did not finish in %.0f s of "
-                             "CPU time)", path, ceil(seconds) + 1);
-        return ars_error(ARS_EFORMAT, "%s: corrupted checkpoint (the HDF5 reader crashed with signal %d, %s)", path,
-                         sig, strsignal(sig));
-    }
-    if (got < sizeof verdict)
-        return ars_error(ARS_EFORMAT, "%s: corrupted checkpoint (the HDF5 reader crashed: it exited with status %d "
-                         "before its verdict)", path, waited == child && WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    ars_isolated how;
+    TRY(ars_isolated_run(path, memory, seconds, check_in_child, (void *)path, &verdict, sizeof verdict, &how));
+    if (how.end != ARS_ISOLATED_DONE) return ars_isolated_error(&how, path, "checkpoint");
     if (verdict.rc == 0) {
         validated[validated_count++ % 16] = identity_of(&st);
         return 0;

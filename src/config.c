@@ -778,6 +778,15 @@ int ars_config_override(ars_config *config, const char *assignment)
     return 0;
 }
 
+int ars_config_override_all(ars_config *config, char *const *assignments, int count)
+{
+    for (int i = 0; i < count; i++) {
+        int rc = ars_config_override(config, assignments[i]);
+        if (rc) return ars_error_context(rc, "--set %s", assignments[i]);
+    }
+    return 0;
+}
+
 /* ---- lookups and getters ---------------------------------------------------- */
 
 ars_config_section *ars_config_find(ars_config *config, const char *name)

@@ -108,6 +108,12 @@ else
     "$bin" evaluate "$ck" --json --plot "$work/plots2" > "$work/out" 2> "$work/err"
     check "--json --plot keeps stdout one JSON line" lines "$work/out" 1
     check "--json --plot names the file on stderr" contains "$work/err" "confusion_matrix.png"
+    # inspect --plot draws through the same figure loop (src/plot/plot.c)
+    "$bin" inspect "$ck" --plot "$work/iplots" > "$work/out" 2>&1
+    check "inspect --plot exits 0" [ $? -eq 0 ]
+    for figure in gradient_flow loss_gradnorm grad_heatmap grad_histograms; do
+        check "inspect --plot: $figure.png and .svg" bash -c "head -c 8 '$work/iplots/$figure.png' | od -An -c | grep -q 'P   N   G' && grep -q '<svg' '$work/iplots/$figure.svg'"
+    done
 fi
 
 # The training split, and --set on the run file.
@@ -252,6 +258,14 @@ PY
         check "x streamed from the file on $n ranks: the figures of x in memory" \
             cmp -s <(sed 's/"world_size":[0-9]*,//' "$work/u1") <(sed 's/"world_size":[0-9]*,//' "$work/us$n")
     done
+    # that model on a CSV file: --set run.label names its label column (a key
+    # the HDF5 run's own file has no use for)
+    awk 'BEGIN { srand(5); print "a,b,c,class,d,e,f"; for (i = 0; i < 40; i++)
+        printf "%.4f,%.4f,%.4f,%d,%.4f,%.4f,%.4f\n", 3 + rand(), 3 + rand(), 3 + rand(), i % 3, 3 + rand(), 3 + rand(), 3 + rand() }' \
+        > "$work/six.csv"
+    "$bin" evaluate "$work/cku/latest.h5" --data "csv:$work/six.csv" --set run.label=class > "$work/out" 2>&1
+    check "the HDF5 run's model on a CSV file (--set run.label=class) exits 0" [ $? -eq 0 ] || cat "$work/out"
+    check "... evaluating its 40 rows" contains "$work/out" "data csv:.*six.csv, test split: 40 samples"
 fi
 
 echo "$passed passed, $failed failed"

@@ -3,13 +3,15 @@
 # small models a few steps (so that BatchNorm's running statistics are not
 # their initial values), exports each, checks the file with Debian's
 # python3-onnx (onnx.checker with full_check, strict shape inference, the
-# promised interface) and runs the graph on the same random samples as
-# arsenal's own eval-mode forward (tests/onnx_forward.c), to 1e-5
-# (tests/onnx_check.py: onnx's reference evaluator or onnxruntime when
-# present, else its numpy oracle). Models: an MLP with BatchNorm, LayerNorm,
+# promised interface), then runs the graph on 37 random samples (a .npy
+# file) and compares its outputs with what `arsenal predict` writes for
+# the same file: the logits (predict --logits) and the probabilities, or a
+# regression's outputs, to 1e-5 (tests/onnx_check.py: onnx's reference
+# evaluator or onnxruntime when present, else its numpy oracle); the worst
+# difference over every model is printed at the end. Models: an MLP with BatchNorm, LayerNorm,
 # dropout, every activation and residual blocks with and without a
-# projection; the same with the input standardization recorded in the
-# checkpoint; an MLP on images (BatchNorm1d, LayerNorm and a dense layer
+# projection; the same with another input standardization written into
+# the checkpoint (h5py); a regression (mse, no probabilities); an MLP on images (BatchNorm1d, LayerNorm and a dense layer
 # on [1, 28, 28], which arsenal reads flat, a residual block whose skip is
 # the image and whose F gives a vector of its size); a small CNN (conv2d grouped,
 # strided, dilated, batchnorm2d, max and average pooling, flatten, dense);
@@ -17,11 +19,10 @@
 # average pool. Then the refusals: a kind without an ONNX equivalent, a
 # wrong --input-shape, a missing --onnx. Skips (saying why) without
 # python3-onnx, without Fashion-MNIST (the image models only), or when this
-# build has no ONNX export (no protobuf-c). Run by ctest; ARSENAL_BINARY,
-# ARSENAL_ONNX_FORWARD and ARSENAL_ONNX are set by tests/CMakeLists.txt.
+# build has no ONNX export (no protobuf-c). Run by ctest; ARSENAL_BINARY
+# and ARSENAL_ONNX are set by tests/CMakeLists.txt.
 set -uo pipefail
 bin="${ARSENAL_BINARY:?}"
-forward="${ARSENAL_ONNX_FORWARD:?}"
 here="$(cd "$(dirname "$0")" && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -56,14 +57,38 @@ check "the numpy oracle agrees with ONNX's own node test cases" "$python" "$here
 train() {
     "$bin" train "$work/$1.cfg" --ckpt-dir "$work/$1" --quiet > "$work/$1.train" 2>&1
 }
-# roundtrip NAME [export options...]: export, reference forward, check
+# predict_both NAME CKPT classifier|regression: arsenal predict on
+# $work/NAME.input.npy into NAME.logits.csv (a classifier's --logits, a
+# regression's outputs) and, for a classifier, NAME.probabilities.csv
+predict_both() {
+    local name="$1" ckpt="$2" kind="$3"
+    if [[ $kind == classifier ]]; then
+        check "$name: arsenal predict --logits" \
+            "$bin" predict "$ckpt" "$work/$name.input.npy" --logits --out "$work/$name.logits.csv" --batch 16
+        check "$name: arsenal predict (probabilities)" \
+            "$bin" predict "$ckpt" "$work/$name.input.npy" --out "$work/$name.probabilities.csv" --batch 16
+    else
+        check "$name: arsenal predict (outputs)" \
+            "$bin" predict "$ckpt" "$work/$name.input.npy" --out "$work/$name.logits.csv" --batch 16
+    fi
+}
+# onnx_vs_predict NAME MODEL.onnx [onnx_check options]: the check, its line kept for the summary
+onnx_vs_predict() {
+    local name="$1" model="$2"; shift 2
+    "$python" "$here/onnx_check.py" "$model" "$work/$name" "$@" > "$work/$name.check" 2>&1
+    local status=$?
+    cat "$work/$name.check"
+    grep -h "against arsenal predict" "$work/$name.check" >> "$work/checks"
+    return $status
+}
+# roundtrip NAME classifier|regression [export options...]: export, inputs, predict, check
 roundtrip() {
-    local name="$1"; shift
+    local name="$1" kind="$2"; shift 2
     local ckpt="$work/$name/latest.h5"
     check "$name: export" "$bin" export "$ckpt" --onnx "$work/$name.onnx" "$@"
-    check "$name: arsenal's eval forward" "$forward" "$ckpt" 37 7 "$work/$name"
-    check "$name: checker and outputs within 1e-5 of arsenal's" \
-        "$python" "$here/onnx_check.py" "$work/$name.onnx" "$work/$name"
+    check "$name: 37 random samples" "$python" "$here/onnx_check.py" --make-input "$work/$name.onnx" "$work/$name" 37 7
+    predict_both "$name" "$ckpt" "$kind"
+    check "$name: checker, and outputs within 1e-5 of arsenal predict's" onnx_vs_predict "$name" "$work/$name.onnx"
 }
 
 cat > "$work/mlp.cfg" <<'CFG'
@@ -111,21 +136,38 @@ units = 12
 units = 4
 CFG
 check "mlp: trains" train mlp
-roundtrip mlp
+roundtrip mlp classifier
 check "mlp: a classifier gets logits and probabilities" \
     "$python" "$here/onnx_check.py" "$work/mlp.onnx" "$work/mlp" --expect-outputs logits,probabilities
 check "mlp: --logits-only" "$bin" export "$work/mlp/latest.h5" --onnx "$work/mlp-logits.onnx" --logits-only
 check "mlp: --logits-only has one output" \
     "$python" "$here/onnx_check.py" "$work/mlp-logits.onnx" "$work/mlp" --expect-outputs logits
+"$bin" export "$work/mlp/latest.h5" --onnx "$work/mlp.onnx" > "$work/mlp.out" 2>&1
+check "mlp: blobs are standardized: the graph starts with it" contains "$work/mlp.out" "standardized in the graph"
 
 # the standardization a checkpoint records (data_mean, data_std) is the graph's first step
-mkdir -p "$work/mlp-std"
-cp -L "$work/mlp/latest.h5" "$work/mlp-std/latest.h5"
-check "mlp-std: records data_mean / data_std" "$forward" --standardize 0.25 3.5 "$work/mlp-std/latest.h5" 37 8 "$work/mlp-std"
-"$bin" export "$work/mlp-std/latest.h5" --onnx "$work/mlp-std.onnx" > "$work/mlp-std.out" 2>&1
-check "mlp-std: export says the graph standardizes" contains "$work/mlp-std.out" "standardized in the graph"
-check "mlp-std: raw samples within 1e-5 of arsenal's" \
-    "$python" "$here/onnx_check.py" "$work/mlp-std.onnx" "$work/mlp-std"
+if "$python" -c "import h5py" 2>/dev/null; then
+    mkdir -p "$work/mlp-std"
+    cp -L "$work/mlp/latest.h5" "$work/mlp-std/latest.h5"
+    check "mlp-std: data_mean 0.25, data_std 3.5 written into a copy" "$python" -c "
+import h5py, sys
+with h5py.File(sys.argv[1], 'r+') as f:
+    f.attrs['data_mean'] = 0.25
+    f.attrs['data_std'] = 3.5" "$work/mlp-std/latest.h5"
+    roundtrip mlp-std classifier
+    check "mlp-std: the graph records them" "$python" -c "
+import onnx, sys
+meta = {p.key: p.value for p in onnx.load(sys.argv[1]).metadata_props}
+sys.exit(not (meta['arsenal.data_mean'] == '0.25' and meta['arsenal.data_std'] == '3.5'))" "$work/mlp-std.onnx"
+else
+    echo "SKIP mlp-std: no h5py to write another standardization into a checkpoint (apt-get install python3-h5py)"
+fi
+
+cp "$here/data/teacher-regression.cfg" "$work/reg.cfg"
+check "reg: trains" train reg
+roundtrip reg regression
+check "reg: a regression gets logits only" \
+    "$python" "$here/onnx_check.py" "$work/reg.onnx" "$work/reg" --expect-outputs logits
 
 if [[ $fmnist -eq 1 ]]; then
     cat > "$work/image-mlp.cfg" <<'CFG'
@@ -150,7 +192,7 @@ max_steps = 6
 units = 10
 CFG
     check "image-mlp: trains" train image-mlp
-    roundtrip image-mlp
+    roundtrip image-mlp classifier
 
     cat > "$work/cnn.cfg" <<'CFG'
 [run]
@@ -199,7 +241,7 @@ units = 16
 units = 10
 CFG
     check "cnn: trains" train cnn
-    roundtrip cnn
+    roundtrip cnn classifier
 
     cat > "$work/resnet.cfg" <<'CFG'
 [run]
@@ -226,14 +268,14 @@ stride = 2
 units = 10
 CFG
     check "resnet: trains" train resnet
-    roundtrip resnet
+    roundtrip resnet classifier
     "$python" -c "import onnx, sys; ops = [n.op_type for n in onnx.load(sys.argv[1]).graph.node]; \
 print(ops.count('Conv'), ops.count('BatchNormalization'), ops.count('Add'))" "$work/resnet.onnx" > "$work/resnet.ops"
     # 1 + 2 + 2 convolutions and one 1x1 projection; as many BatchNorms; 2 residual adds
     check "resnet: the projection shortcut is a Conv + BatchNormalization" grep -qx "6 6 2" "$work/resnet.ops"
     check "resnet: --input-shape of another count is refused" \
         bash -c "! '$bin' export '$work/resnet/latest.h5' --onnx '$work/x.onnx' --input-shape 3x28x28 2> '$work/shape.err'"
-    check "resnet: ... naming the layer and shapes" contains "$work/shape.err" "000_conv2d"
+    check "resnet: ... naming both shapes" contains "$work/shape.err" "--input-shape 3x28x28: samples of shape \\[3, 28, 28\\] (2352 values) do not fit the model"
 else
     echo "SKIP: the image models (no Fashion-MNIST: apt-get install dataset-fashion-mnist)"
 fi
@@ -268,5 +310,11 @@ check "a missing checkpoint: status 1 naming it" contains "$work/missing.out" "m
 "$bin" export --help > "$work/help.out"
 check "export --help names the opset" contains "$work/help.out" "opset 13"
 
+# the figure docs/onnx.md quotes: the worst difference of every comparison above
+if [[ -s "$work/checks" ]]; then
+    echo "worst |onnx - arsenal predict| / max(1, |arsenal predict|) per model:"
+    sed -E 's|^onnx_check .*/([^/]*)\.onnx: ([0-9]+) samples on (.*) against arsenal predict: .*; worst relative difference (.*)$|  \1: \4 (\2 samples, \3)|' "$work/checks"
+    echo "worst over all models: $(sed -E 's/.*worst relative difference //' "$work/checks" | sort -g | tail -1)"
+fi
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -1,17 +1,27 @@
 #!/usr/bin/env python3
 """onnx_check: checks a model written by `arsenal export --onnx` (tests/cli_onnx.sh).
 
+    onnx_check.py --make-input MODEL.onnx PREFIX ROWS SEED
     onnx_check.py MODEL.onnx PREFIX [--tolerance 1e-5] [--expect-outputs logits,probabilities]
     onnx_check.py --self-test
 
+--make-input writes PREFIX.input.npy: ROWS seeded random float32 samples of
+the graph's input shape, standard normal scaled and shifted by the
+standardization the graph records (metadata arsenal.data_mean / data_std)
+so that the model sees inputs of unit scale. `arsenal predict` then reads
+that file (tests/cli_onnx.sh): PREFIX.logits.csv with --logits (a
+regression: its outputs), PREFIX.probabilities.csv without.
+
+The check:
 1. onnx.checker.check_model(full_check=True) (the structure and ONNX's strict
    shape inference), then the interface arsenal promises: opset 13, one input
    "input" [N, <sample shape>] with a symbolic N, outputs "logits" (and
    "probabilities"), their inferred shapes.
-2. Runs the graph on PREFIX.input.f32 (written by tests/onnx_forward.c) and
-   compares "logits" with PREFIX.logits.f32, arsenal's own evaluation-mode
-   forward of the same samples, elementwise |onnx - arsenal| / max(1, |arsenal|)
-   <= tolerance; "probabilities" with the softmax of arsenal's logits.
+2. Runs the graph on PREFIX.input.npy and compares "logits" with
+   PREFIX.logits.csv and "probabilities" with PREFIX.probabilities.csv,
+   what `arsenal predict` wrote for the same samples, elementwise
+   |onnx - arsenal| / max(1, |arsenal|) <= tolerance, and prints the worst
+   difference ("worst relative difference X").
 
 The graph runs on onnx.reference.ReferenceEvaluator when this onnx has it
 (1.13 and later), else on onnxruntime when installed, else on the small
@@ -242,9 +252,22 @@ def dims_of(value_info):
             for d in value_info.type.tensor_type.shape.dim]
 
 
+def make_input(path, prefix, rows, seed):
+    model = onnx.load(path)
+    sample = [int(d) for d in dims_of(model.graph.input[0])[1:]]
+    meta = {p.key: p.value for p in model.metadata_props}
+    standardized = meta.get("arsenal.input_standardized") == "true"
+    mean = float(meta["arsenal.data_mean"]) if standardized else 0.0
+    std = float(meta["arsenal.data_std"]) if standardized else 1.0
+    x = np.random.default_rng(seed).standard_normal([rows] + sample) * (std if std > 0 else 1.0) + mean
+    np.save(prefix + ".input.npy", x.astype(np.float32))
+
+
 def main():
     if sys.argv[1:] == ["--self-test"]:
         return self_test()
+    if sys.argv[1:2] == ["--make-input"] and len(sys.argv) == 6:
+        return make_input(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
     parser.add_argument("prefix")
@@ -269,23 +292,19 @@ def main():
     out_dims = dims_of(graph.output[0])
 
     sample = [int(d) for d in in_dims[1:]]
-    x = np.fromfile(args.prefix + ".input.f32", dtype="<f4")
-    rows = x.size // int(np.prod(sample))
-    x = x.reshape([rows] + sample)
-    expected = np.fromfile(args.prefix + ".logits.f32", dtype="<f4").astype(np.float64)
-    expected = expected.reshape([rows] + [int(d) for d in out_dims[1:]])
+    x = np.load(args.prefix + ".input.npy")
+    assert x.dtype == np.float32 and list(x.shape[1:]) == sample, "input %s %s" % (x.dtype, x.shape)
+    rows = x.shape[0]
 
     engine, results = run_graph(args.model, model, {"input": x})
     worst = 0.0
     report = []
     for name, got in zip(outputs, results):
-        if name == "logits":
-            want = expected
-        elif name == "probabilities":
-            e = np.exp(expected - expected.max(axis=1, keepdims=True))
-            want = e / e.sum(axis=1, keepdims=True)
-        else:
+        if name not in ("logits", "probabilities"):
             raise SystemExit("FAIL unexpected output %s" % name)
+        # arsenal predict's CSV: a header row, one line per sample, %.9g (every float32 exactly)
+        want = np.loadtxt(args.prefix + "." + name + ".csv", delimiter=",", skiprows=1, ndmin=2)
+        want = want.reshape([rows] + [int(d) for d in out_dims[1:]])
         got = np.asarray(got, dtype=np.float64)
         assert got.shape == want.shape, "%s: shape %s, arsenal's %s" % (name, got.shape, want.shape)
         diff = np.abs(got - want) / np.maximum(1.0, np.abs(want))
@@ -295,8 +314,8 @@ def main():
     ops = sorted({n.op_type for n in graph.node})
     print("onnx_check %s: checker ok (full_check), opset %d, input %s, outputs %s (inferred %s); %d nodes: %s"
           % (args.model, OPSET, in_dims, outputs, shapes.get("logits"), len(graph.node), " ".join(ops)))
-    print("onnx_check %s: %d samples on %s against arsenal's eval forward: %s"
-          % (args.model, rows, engine, "; ".join(report)))
+    print("onnx_check %s: %d samples on %s against arsenal predict: %s; worst relative difference %.2e"
+          % (args.model, rows, engine, "; ".join(report), worst))
     if not worst <= args.tolerance:
         raise SystemExit("FAIL %s: max relative difference %.3e > %.1e" % (args.model, worst, args.tolerance))
 

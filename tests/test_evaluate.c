@@ -499,18 +499,18 @@ static void test_inputs(void **state)
     memset(x, 0, sizeof x);
     read_all(path, "images", 2, x, N, H * W);
     for (int i = 0; i < N * H * W; i++) assert_true(x[i] == 0.5f * i);
-    /* a NaN is refused with its sample, as in training data */
+    /* a NaN is refused with its sample, as in training data, and at the
+     * open already: the checking child reads the whole input first */
     values[2 * H * W + 1] = NAN;
     file = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
     set = H5Dopen2(file, "images", H5P_DEFAULT);
     H5Dwrite(set, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, values);
     H5Dclose(set);
     H5Fclose(file);
-    ARS_ASSERT_OK(ars_input_open(path, "images", &in));
-    ARS_ASSERT_OK(ars_input_read(in, 2, x, &rows));
-    assert_int_equal(ars_input_read(in, 2, x, &rows), ARS_ENUMERIC);
+    in = NULL;
+    assert_int_equal(ars_input_open(path, "images", &in), ARS_ENUMERIC);
+    assert_null(in);
     assert_non_null(strstr(ars_error_message(), "in.h5:/images: sample 2 holds NaN"));
-    ars_input_close(in);
     ars_test_remove_tree(dir);
 }
 

@@ -70,6 +70,9 @@ void ars_config_free(ars_config *config);
  * [repeat] changes in every copy). Adds the key if absent. The value runs to
  * the end (it may contain '='); surrounding spaces are dropped. */
 int ars_config_override(ars_config *config, const char *assignment);
+/* The --set overrides of a command line, in order: the first that fails
+ * stops, its error in the context "--set ASSIGNMENT". */
+int ars_config_override_all(ars_config *config, char *const *assignments, int count);
 
 /* Expands [repeat] and [residual] blocks into the flat section list.
  * Errors: [end] without a block, a block without [end], bad count. Copies

@@ -8,8 +8,8 @@
  * HDF5 dataset (`x` by default), a .npy array, a CSV file of numbers with
  * a header row (the run's label column, if it has one, skipped); every
  * one of them is read incrementally. Outputs: CSV
- * (a header row, one line per sample) or HDF5 (datasets `probabilities` or
- * `outputs`), written to a temporary file renamed into place at the end. */
+ * (a header row, one line per sample) or HDF5 (datasets `probabilities`,
+ * `logits` with --logits, or `outputs`), written to a temporary file renamed into place at the end. */
 #ifndef ARSENAL_PREDICT_H
 #define ARSENAL_PREDICT_H
 
@@ -55,16 +55,19 @@ typedef struct ars_predict_options {
     const char *checkpoint;
     const char *input;
     const char *dataset;        /* HDF5 input: the dataset (NULL: "x") */
+    const char *label;          /* CSV input: a column to skip, not a feature (NULL: the run's label, if any) */
     const char *out;            /* NULL: CSV on stdout; "*.h5" / "*.hdf5": HDF5; else CSV */
     char *const *overrides;     /* --set section.key=value on the checkpoint's run file */
     int override_count;
     int top;                    /* > 0: the top classes and their probabilities only */
+    int logits;                 /* classifier: the logits (the last layer's outputs), not their softmax */
     int batch;                  /* samples per read / forward / write */
 } ars_predict_options;
 
 typedef struct ars_predict_summary {
     int64_t samples;
     int classifier;             /* 1: probabilities of `columns` classes; 0: `columns` regression outputs */
+    int logits;                 /* 1: a classifier's logits rather than probabilities */
     int columns;
     int hdf5;                   /* 1: HDF5 output; 0: CSV */
     double data_mean, data_std;

@@ -22,4 +22,23 @@ int ars_cli_read_config(struct ars_config *config, const char *path, char **over
  * (or after '=') into *value. Prints an error when the value is missing. */
 int ars_cli_option(int argc, char **argv, int *i, const char *name, const char **value, int *error);
 
+/* An integer option's value from 1 to max into *out; else prints
+ * "arsenal COMMAND: OPTION 'VALUE': expected an integer from 1 to MAX"
+ * and returns 1. */
+int ars_cli_count(const char *command, const char *option, const char *value, int max, int *out);
+
+/* A failed collective command's message, once: from rank 0 when every
+ * rank holds the same error, else from each rank whose error it is (the
+ * others hold ARS_EPEER), prefixed by who ("arsenal", "arsenal
+ * evaluate"). A failure the other ranks do not know of (ARS_AGREED_NONE)
+ * ends the job: they may be waiting in a collective. Returns 1. */
+struct ars_dist;
+int ars_cli_report_failure(const char *who, const struct ars_dist *dist, int rc, int agreed);
+
+/* MPI_Init, a distributed context over MPI_COMM_WORLD, run(dist, context)
+ * and MPI_Finalize: the frame of the commands that run under mpirun
+ * (train, evaluate, experiment). Returns run's exit status, 1 when the
+ * context cannot be made. */
+int ars_cli_run_mpi(int *argc, char ***argv, int (*run)(struct ars_dist *dist, void *context), void *context);
+
 #endif

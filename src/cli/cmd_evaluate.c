@@ -26,7 +26,9 @@ static const char evaluate_usage[] =
     "\n"
     "options:\n"
     "  --data SPEC              the data set, as the run file's [run] data key: fashion-mnist, mnist, spirals,\n"
-    "                           ... (--set run.data_dir=DIR for the files' directory)\n"
+    "                           ... (--set run.data_dir=DIR for the files' directory), or a file of yours:\n"
+    "                           hdf5:PATH (its x_test, y_test), csv:PATH (--set run.label=COLUMN when the\n"
+    "                           run's data was no CSV), npy:X.npy,Y.npy (datasets/README.md)\n"
     "  --split test|train       which split of it (default test)\n"
     "  --set section.key=value  override a key of the checkpoint's run file (repeatable), e.g.\n"
     "                           run.test_limit=1000\n"
@@ -34,26 +36,21 @@ static const char evaluate_usage[] =
     "  --json                   the figures as one JSON object on stdout\n"
     "  --plot DIR               draw the confusion matrix into DIR/confusion_matrix.png (and .svg)\n";
 
-/* A failure's message, once (as cmd_train.c): rank 0 alone when every rank
- * holds the same error; a failure the others do not know of ends the job. */
-static int report_failure(const ars_dist *dist, int rc, int agreed)
-{
-    if (rc != ARS_EPEER && (agreed != ARS_AGREED_SAME || dist->rank == 0))
-        fprintf(stderr, "arsenal evaluate: %s\n", ars_error_message());
-    if (dist->size > 1 && agreed == ARS_AGREED_NONE) {
-        fprintf(stderr, "arsenal: rank %d ends the job\n", dist->rank);
-        fflush(stderr);
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
-    return 1;
-}
+typedef struct evaluate_job {
+    ars_evaluate_options options;
+    int json;
+    const char *plot_dir;
+} evaluate_job;
 
-static int run_evaluate(const ars_evaluate_options *options, int json, const char *plot_dir, ars_dist *dist)
+static int run_evaluate(ars_dist *dist, void *context)
 {
+    const evaluate_job *job = context;
+    const int json = job->json;
+    const char *plot_dir = job->plot_dir;
     ars_eval_report report;
     int agreed;
-    int rc = ars_evaluate_checkpoint(options, dist, &report, &agreed);
-    if (rc) return report_failure(dist, rc, agreed);
+    int rc = ars_evaluate_checkpoint(&job->options, dist, &report, &agreed);
+    if (rc) return ars_cli_report_failure("arsenal evaluate", dist, rc, agreed);
     int status = 0;
     if (dist->rank == 0) {
         if (json) ars_eval_json(stdout, &report);
@@ -76,10 +73,11 @@ static int run_evaluate(const ars_evaluate_options *options, int json, const cha
 
 int ars_cmd_evaluate(int argc, char **argv)
 {
-    const char *path = NULL, *plot_dir = NULL, *value;
+    const char *path = NULL, *value;
     char **overrides = calloc((size_t)argc, sizeof *overrides);
-    int error = 0, json = 0;
-    ars_evaluate_options options = {.batch = 256};
+    int error = 0;
+    evaluate_job job = {.options = {.batch = 256}};
+    ars_evaluate_options *options = &job.options;
     if (!overrides) {
         fprintf(stderr, "arsenal evaluate: out of memory\n");
         return 1;
@@ -90,31 +88,23 @@ int ars_cmd_evaluate(int argc, char **argv)
             free(overrides);
             return 0;
         } else if (ars_cli_option(argc, argv, &i, "--set", &value, &error)) {
-            if (!error) overrides[options.override_count++] = (char *)value;
+            if (!error) overrides[options->override_count++] = (char *)value;
         } else if (ars_cli_option(argc, argv, &i, "--data", &value, &error)) {
-            options.data_spec = value;
+            options->data_spec = value;
         } else if (ars_cli_option(argc, argv, &i, "--split", &value, &error)) {
             if (error) break;
-            if (strcmp(value, "test") == 0) options.train_split = 0;
-            else if (strcmp(value, "train") == 0) options.train_split = 1;
+            if (strcmp(value, "test") == 0) options->train_split = 0;
+            else if (strcmp(value, "train") == 0) options->train_split = 1;
             else {
                 fprintf(stderr, "arsenal evaluate: --split '%s': expected test or train\n", value);
                 error = 1;
             }
         } else if (ars_cli_option(argc, argv, &i, "--batch", &value, &error)) {
-            if (error) break;
-            char *end;
-            long n = strtol(value, &end, 10);
-            if (*value == '\0' || *end != '\0' || n < 1 || n > 1 << 20) {
-                fprintf(stderr, "arsenal evaluate: --batch '%s': expected an integer from 1 to %d\n", value, 1 << 20);
-                error = 1;
-            } else {
-                options.batch = (int)n;
-            }
+            if (!error) error = ars_cli_count("evaluate", "--batch", value, 1 << 20, &options->batch);
         } else if (strcmp(argv[i], "--json") == 0) {
-            json = 1;
+            job.json = 1;
         } else if (ars_cli_option(argc, argv, &i, "--plot", &value, &error)) {
-            plot_dir = value;
+            job.plot_dir = value;
         } else if (argv[i][0] == '-') {
             fprintf(stderr, "arsenal evaluate: unknown option '%s' (arsenal evaluate --help)\n", argv[i]);
             error = 1;
@@ -129,23 +119,9 @@ int ars_cmd_evaluate(int argc, char **argv)
         fputs(evaluate_usage, stderr);
         error = 1;
     }
-    if (error) {
-        free(overrides);
-        return 2;
-    }
-    options.checkpoint = path;
-    options.overrides = overrides;
-    MPI_Init(&argc, &argv);
-    ars_dist dist;
-    int status;
-    if (ars_dist_create(&dist, MPI_COMM_WORLD)) {
-        fprintf(stderr, "arsenal: %s\n", ars_error_message());
-        status = 1;
-    } else {
-        status = run_evaluate(&options, json, plot_dir, &dist);
-        ars_dist_destroy(&dist);
-    }
+    options->checkpoint = path;
+    options->overrides = overrides;
+    int status = error ? 2 : ars_cli_run_mpi(&argc, &argv, run_evaluate, &job);
     free(overrides);
-    MPI_Finalize();
     return status;
 }

@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <mpi.h>
-
 #include "../experiment/experiment.h"
 #include "arsenal/dist.h"
 #include "arsenal/error.h"
@@ -75,6 +73,18 @@ static int parse_seed(const char *text, uint64_t *seed)
     return 0;
 }
 
+static int run_experiment(ars_dist *dist, void *context)
+{
+    const ars_experiment_options *options = context;
+    int failed_checks = 0;
+    int rc = ars_experiment_run(options, dist, &failed_checks);
+    if (rc && rc != ARS_EPEER) fprintf(stderr, "arsenal experiment: rank %d: %s\n", dist->rank, ars_error_message());
+    if (!rc && failed_checks && dist->rank == 0)
+        fprintf(stderr, "arsenal experiment: %d check%s failed (see %s/arsenal-results.md)\n", failed_checks,
+                failed_checks == 1 ? "" : "s", options->out_dir);
+    return rc || failed_checks ? 1 : 0;
+}
+
 int ars_cmd_experiment(int argc, char **argv)
 {
     ars_experiment_options options = {.seed = 1};
@@ -105,21 +115,5 @@ int ars_cmd_experiment(int argc, char **argv)
     if (error) return 2;
     if (!options.out_dir) options.out_dir = options.quick ? "experiment-quick" : "docs";
 
-    MPI_Init(&argc, &argv);
-    ars_dist dist;
-    int status = 0, failed_checks = 0;
-    if (ars_dist_create(&dist, MPI_COMM_WORLD)) {
-        fprintf(stderr, "arsenal: %s\n", ars_error_message());
-        status = 1;
-    } else {
-        int rc = ars_experiment_run(&options, &dist, &failed_checks);
-        if (rc && rc != ARS_EPEER) fprintf(stderr, "arsenal experiment: rank %d: %s\n", dist.rank, ars_error_message());
-        if (!rc && failed_checks && dist.rank == 0)
-            fprintf(stderr, "arsenal experiment: %d check%s failed (see %s/arsenal-results.md)\n", failed_checks,
-                    failed_checks == 1 ? "" : "s", options.out_dir);
-        status = rc || failed_checks ? 1 : 0;
-        ars_dist_destroy(&dist);
-    }
-    MPI_Finalize();
-    return status;
+    return ars_cli_run_mpi(&argc, &argv, run_experiment, &options);
 }

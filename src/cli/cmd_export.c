@@ -1,13 +1,13 @@
 /* cmd_export: `arsenal export CKPT.h5 --onnx FILE.onnx`: a trained model as
  * an ONNX graph for other runtimes (docs/onnx.md). The checkpoint's model
- * is rebuilt by src/export/ckpt_model.c and translated by
+ * is rebuilt as for evaluate and predict (src/eval/trained.c) and translated by
  * src/export/onnx_export.c, which is built only with protobuf-c; without
  * it this command says which packages bring it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../export/ckpt_model.h"
+#include "arsenal/evaluate.h"
 #include "arsenal/error.h"
 #include "cli.h"
 #ifdef ARSENAL_HAVE_ONNX
@@ -27,8 +27,8 @@ static const char export_usage[] =
     "  --input-shape SHAPE   the shape of one sample, e.g. 1x28x28 or 784 (default: the run's data set)\n"
     "  --probabilities       add the \"probabilities\" output even if the run was not a classification\n"
     "  --logits-only         no \"probabilities\" output\n"
-    "  --standardized-input  when the checkpoint records its data's mean and std (data_mean, data_std),\n"
-    "                        do not standardize in the graph: it then takes standardized samples\n";
+    "  --standardized-input  when the run standardized its data (its mean and std: the checkpoint's data_mean,\n"
+    "                        data_std), do not standardize in the graph: it then takes standardized samples\n";
 
 /* "1x28x28", "1,28,28" or "784": 1 to 4 positive sizes. */
 static int parse_shape(const char *text, ars_shape *shape)
@@ -96,31 +96,40 @@ int ars_cmd_export(int argc, char **argv)
                     "and build again\n");
     return 1;
 #else
-    ars_ckpt_model m;
-    int rc = ars_ckpt_model_load(&m, ckpt, shape_text ? &shape : NULL, 1);
+    /* the model as evaluate and predict rebuild it (src/eval/trained.c) */
+    ars_trained t;
+    int rc = ars_trained_open(&t, ckpt, NULL, 0, NULL, NULL);
+    if (!rc && shape_text) {
+        char where[64];
+        snprintf(where, sizeof where, "--input-shape %.40s", shape_text);
+        if (t.input_shape.rank > 0) rc = ars_trained_check_shape(&t.input_shape, &shape, ckpt, where);
+        if (!rc) t.input_shape = shape;
+    }
+    if (!rc) rc = ars_trained_resolve(&t, NULL);
+    if (!rc) rc = ars_trained_build(&t, 1, NULL);
     ars_onnx_options options = {.probabilities = probabilities, .standardize = standardize};
     ars_onnx_summary summary;
     if (!rc) {
-        rc = ars_onnx_export(&m, &options, onnx, &summary);
+        rc = ars_onnx_export(&t, &options, onnx, &summary);
         if (rc) ars_error_context(rc, "%s", ckpt);
     }
     if (rc) {
         fprintf(stderr, "arsenal export: %s\n", ars_error_message());
-        ars_ckpt_model_free(&m);   /* zeroed by a failed load: safe */
+        ars_trained_free(&t);
         return 1;
     }
     char in[48], out[48];
-    ars_shape_text(&m.input, in, sizeof in);
-    ars_shape_text(&m.model.out_shape, out, sizeof out);
+    ars_shape_text(&t.input_shape, in, sizeof in);
+    ars_shape_text(&t.model.out_shape, out, sizeof out);
     printf("wrote %s: ONNX opset %d, %d nodes, %.0f parameters, %zu bytes\n", onnx, ARS_ONNX_OPSET, summary.nodes,
            summary.parameters, summary.bytes);
     printf("  input  \"input\" [N, %s%s\n", in + 1, summary.standardized ? " (raw samples: standardized in the graph)" : "");
     printf("  output \"logits\" [N, %s\n", out + 1);
     if (summary.probabilities) printf("  output \"probabilities\" [N, %s (softmax of the logits)\n", out + 1);
-    if (m.run.standardize && !m.standardized && strcmp(m.run.data, "adding") != 0 && strcmp(m.run.data, "copy") != 0)
-        printf("note: the run standardized its data ([run] standardize = true) but the checkpoint does not record the "
-               "mean and std, so the graph takes standardized samples: (x - mean) / std of the training set\n");
-    ars_ckpt_model_free(&m);
+    if (!t.stats_stored && summary.standardized)
+        printf("note: %s predates the stored standardization; it was recomputed from the run's training data "
+               "(mean %.6g, std %.6g)\n", ckpt, t.data_mean, t.data_std);
+    ars_trained_free(&t);
     return 0;
 #endif
 }

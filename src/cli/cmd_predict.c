@@ -1,5 +1,5 @@
 /* cmd_predict: `arsenal predict CKPT.h5 INPUT [--out FILE] [--top K]
- * [--batch N] [--dataset NAME] [--set ...]`: class probabilities or
+ * [--logits] [--batch N] [--dataset NAME] [--set ...]`: class probabilities or
  * regression outputs for every sample of INPUT (Keras's model.predict), a
  * batch at a time. The work is in src/eval/predict.c (arsenal/predict.h);
  * one process. */
@@ -27,23 +27,15 @@ static const char predict_usage[] =
     "\n"
     "options:\n"
     "  --out FILE               write FILE: HDF5 when it ends in .h5 or .hdf5, else CSV\n"
+    "  --logits                 a classifier's logits (the last layer's outputs) instead of their softmax\n"
+    "                           (CSV columns logit_0, ...; HDF5 dataset logits), as a PyTorch model returns\n"
     "  --top K                  only the K most probable classes and their probabilities (HDF5: also the\n"
     "                           datasets top_classes, top_probabilities)\n"
     "  --batch N                samples per batch (default 256)\n"
     "  --dataset NAME           the dataset of an HDF5 INPUT (default x)\n"
+    "  --label COLUMN           a CSV INPUT's column that is no feature, skipped (default: the run's label\n"
+    "                           column when it trained on a CSV file)\n"
     "  --set section.key=value  override a key of the checkpoint's run file (repeatable)\n";
-
-static int parse_count(const char *option, const char *value, int max, int *out)
-{
-    char *end;
-    long n = strtol(value, &end, 10);
-    if (*value == '\0' || *end != '\0' || n < 1 || n > max) {
-        fprintf(stderr, "arsenal predict: %s '%s': expected an integer from 1 to %d\n", option, value, max);
-        return 1;
-    }
-    *out = (int)n;
-    return 0;
-}
 
 int ars_cmd_predict(int argc, char **argv)
 {
@@ -63,11 +55,15 @@ int ars_cmd_predict(int argc, char **argv)
         } else if (ars_cli_option(argc, argv, &i, "--out", &value, &error)) {
             options.out = value;
         } else if (ars_cli_option(argc, argv, &i, "--top", &value, &error)) {
-            if (!error) error = parse_count("--top", value, 1 << 20, &options.top);
+            if (!error) error = ars_cli_count("predict", "--top", value, 1 << 20, &options.top);
+        } else if (strcmp(argv[i], "--logits") == 0) {
+            options.logits = 1;
         } else if (ars_cli_option(argc, argv, &i, "--batch", &value, &error)) {
-            if (!error) error = parse_count("--batch", value, 1 << 20, &options.batch);
+            if (!error) error = ars_cli_count("predict", "--batch", value, 1 << 20, &options.batch);
         } else if (ars_cli_option(argc, argv, &i, "--dataset", &value, &error)) {
             options.dataset = value;
+        } else if (ars_cli_option(argc, argv, &i, "--label", &value, &error)) {
+            options.label = value;
         } else if (ars_cli_option(argc, argv, &i, "--set", &value, &error)) {
             if (!error) overrides[options.override_count++] = (char *)value;
         } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
@@ -110,7 +106,8 @@ int ars_cmd_predict(int argc, char **argv)
             status = 1;
         } else if (options.out) {
             printf("wrote %lld predictions (%d %s%s) to %s (%s)\n", (long long)summary.samples, summary.columns,
-                   summary.classifier ? (options.top ? "top classes" : "class probabilities") : "outputs",
+                   summary.classifier ? (options.top ? "top classes" : options.logits ? "logits" : "class probabilities")
+                                      : "outputs",
                    summary.classifier && !options.top ? " each" : "", options.out, summary.hdf5 ? "HDF5" : "CSV");
             if (!summary.stats_stored)
                 printf("note: %s predates the stored standardization; it was recomputed from the run's training "

@@ -3,8 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <mpi.h>
-
 #include "arsenal/config.h"
 #include "arsenal/dist.h"
 #include "arsenal/error.h"
@@ -26,30 +24,23 @@ static const char train_usage[] =
     "  --metrics FILE.jsonl     one JSON object per line: kind \"step\" or \"epoch\"\n"
     "  --quiet                  print only errors\n";
 
-/* A failed run's message, once: from rank 0 when every rank holds the same
- * error, else from each rank whose error it is (the others hold ARS_EPEER).
- * A failure the other ranks do not know of ends the job: they may be
- * waiting in a collective. */
-static int report_failure(const ars_dist *dist, int rc, int agreed)
-{
-    if (rc != ARS_EPEER && (agreed != ARS_AGREED_SAME || dist->rank == 0))
-        fprintf(stderr, "arsenal: %s\n", ars_error_message());
-    if (dist->size > 1 && agreed == ARS_AGREED_NONE) {
-        fprintf(stderr, "arsenal: rank %d ends the job\n", dist->rank);
-        fflush(stderr);
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
-    return 1;
-}
+typedef struct train_job {
+    const char *path;
+    char **overrides;
+    int override_count;
+    ars_train_options options;
+} train_job;
 
-static int run_train(const char *path, char **overrides, int override_count, ars_train_options *options,
-                     ars_dist *dist)
+static int run_train(ars_dist *dist, void *context)
 {
+    train_job *job = context;
+    const char *path = job->path;
+    ars_train_options *options = &job->options;
     ars_config config;
     ars_run_config run;
     ars_layer_spec *specs = NULL;
     int count = 0, agreed;
-    int rc = ars_cli_read_config(&config, path, overrides, override_count);
+    int rc = ars_cli_read_config(&config, path, job->overrides, job->override_count);
     const int loaded = rc == 0;
     if (!rc) rc = ars_run_config_load(&config, &run, &specs, &count);
     /* Every rank read its own copy of the run file: they usually fail alike,
@@ -58,7 +49,7 @@ static int run_train(const char *path, char **overrides, int override_count, ars
     if (rc) {
         free(specs);
         if (loaded) ars_config_free(&config);
-        return report_failure(dist, rc, agreed);
+        return ars_cli_report_failure("arsenal", dist, rc, agreed);
     }
     char *text = ars_config_to_string(&config);
     options->config_text = text;
@@ -67,7 +58,7 @@ static int run_train(const char *path, char **overrides, int override_count, ars
     free(text);
     free(specs);
     ars_config_free(&config);
-    if (rc) return report_failure(dist, rc, result.agreed);
+    if (rc) return ars_cli_report_failure("arsenal", dist, rc, result.agreed);
     if (dist->rank == 0 && !options->quiet) {
         printf("done: %lld steps, %d epochs, %.1fs", (long long)result.steps, result.epochs_done, result.seconds);
         if (result.test_accuracy == result.test_accuracy) printf(", test accuracy %.4f", result.test_accuracy);
@@ -78,54 +69,44 @@ static int run_train(const char *path, char **overrides, int override_count, ars
 
 int ars_cmd_train(int argc, char **argv)
 {
-    const char *path = NULL, *value;
-    char **overrides = calloc((size_t)argc, sizeof *overrides);
-    int override_count = 0, error = 0;
-    ars_train_options options = {0};
+    const char *value;
+    train_job job = {.overrides = calloc((size_t)argc, sizeof *job.overrides)};
+    ars_train_options *options = &job.options;
+    int error = 0;
+    if (!job.overrides) {
+        fprintf(stderr, "arsenal train: out of memory\n");
+        return 1;
+    }
     for (int i = 1; i < argc && !error; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(train_usage, stdout);
-            free(overrides);
+            free(job.overrides);
             return 0;
         } else if (ars_cli_option(argc, argv, &i, "--set", &value, &error)) {
-            if (!error) overrides[override_count++] = (char *)value;
+            if (!error) job.overrides[job.override_count++] = (char *)value;
         } else if (ars_cli_option(argc, argv, &i, "--ckpt-dir", &value, &error)) {
-            options.ckpt_dir = value;
+            options->ckpt_dir = value;
         } else if (ars_cli_option(argc, argv, &i, "--resume", &value, &error)) {
-            options.resume_path = value;
+            options->resume_path = value;
         } else if (ars_cli_option(argc, argv, &i, "--metrics", &value, &error)) {
-            options.metrics_path = value;
+            options->metrics_path = value;
         } else if (strcmp(argv[i], "--quiet") == 0) {
-            options.quiet = 1;
+            options->quiet = 1;
         } else if (argv[i][0] == '-') {
             fprintf(stderr, "arsenal train: unknown option '%s' (arsenal train --help)\n", argv[i]);
             error = 1;
-        } else if (path) {
-            fprintf(stderr, "arsenal train: one run file expected, got '%s' and '%s'\n", path, argv[i]);
+        } else if (job.path) {
+            fprintf(stderr, "arsenal train: one run file expected, got '%s' and '%s'\n", job.path, argv[i]);
             error = 1;
         } else {
-            path = argv[i];
+            job.path = argv[i];
         }
     }
-    if (!error && !path) {
+    if (!error && !job.path) {
         fputs(train_usage, stderr);
         error = 1;
     }
-    if (error) {
-        free(overrides);
-        return 2;
-    }
-    MPI_Init(&argc, &argv);
-    ars_dist dist;
-    int status;
-    if (ars_dist_create(&dist, MPI_COMM_WORLD)) {
-        fprintf(stderr, "arsenal: %s\n", ars_error_message());
-        status = 1;
-    } else {
-        status = run_train(path, overrides, override_count, &options, &dist);
-        ars_dist_destroy(&dist);
-    }
-    free(overrides);
-    MPI_Finalize();
+    int status = error ? 2 : ars_cli_run_mpi(&argc, &argv, run_train, &job);
+    free(job.overrides);
     return status;
 }

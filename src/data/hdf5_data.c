@@ -6,24 +6,21 @@
  * rows (one hyperslab) and of a batch's rows (a union of hyperslabs, one
  * read); and the checking child (ars_h5data_check) that reads the whole
  * file first in a forked process under limits, because libhdf5 1.10 may
- * crash or hang on a corrupted file (docs/validation.md F12, F13). */
+ * crash or hang on a corrupted file (docs/validation.md F12, F13; the
+ * fork and its limits are src/isolate.c). */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
 #include <math.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "arsenal/error.h"
+#include "../isolate.h"
 #include "user_data.h"
 
 typedef struct h5array {
@@ -347,86 +344,32 @@ int ars_h5array_open(const char *path, const char *name, double memory_limit, ar
 
 /* ---- the checking child ----------------------------------------------------- */
 
-#if defined(__SANITIZE_ADDRESS__)
-#define ARS_H5DATA_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define ARS_H5DATA_ASAN 1
-#endif
-#endif
-
 typedef struct check_verdict {
     int rc;
     ars_user_scan scan;
     char message[2048];
 } check_verdict;
 
-static double seconds_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+typedef struct check_context {
+    const ars_user_spec *spec;
+    const ars_user_options *options;
+    uint64_t memory;
+} check_context;
 
-#ifndef ARS_H5DATA_ASAN
-static uint64_t address_space_now(void)
+/* The child's work (src/isolate.c): the whole reader, x streamed (every
+ * block read once). */
+static void check_in_child(void *context, void *out)
 {
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long long pages = 0;
-    if (f) {
-        if (fscanf(f, "%llu", &pages) != 1) pages = 0;
-        fclose(f);
-    }
-    return (uint64_t)pages * (uint64_t)sysconf(_SC_PAGESIZE);
-}
-#endif
-
-/* The child: limits, then the whole reader (x streamed: every block read
- * once). Never returns; no MPI, no atexit handler (_exit). */
-static void check_in_child(const ars_user_spec *spec, const ars_user_options *options, int out, uint64_t memory,
-                           double seconds)
-{
-    static const int signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGXCPU, SIGTERM, SIGINT};
-    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++) signal(signals[i], SIG_DFL);
-    int null = open("/dev/null", O_RDWR);
-    if (null >= 0) {
-        dup2(null, STDOUT_FILENO);
-        dup2(null, STDERR_FILENO);
-    }
-    struct rlimit limit = {0, 0};
-    setrlimit(RLIMIT_CORE, &limit);
-    limit.rlim_cur = (rlim_t)ceil(seconds) + 1;
-    limit.rlim_max = limit.rlim_cur + 1;
-    setrlimit(RLIMIT_CPU, &limit);
-#ifndef ARS_H5DATA_ASAN   /* AddressSanitizer reserves terabytes of address space */
-    uint64_t now = address_space_now();
-    if (now > 0) {
-        limit.rlim_cur = limit.rlim_max = (rlim_t)(now + memory);
-        setrlimit(RLIMIT_AS, &limit);
-    }
-#else
-    (void)memory;
-#endif
-    ars_user_options o = *options;
+    const check_context *c = context;
+    check_verdict *verdict = out;
+    ars_user_options o = *c->options;
     o.stream = 1;
     o.trusted = 1;
-    if (o.memory_limit <= 0 || o.memory_limit > (double)memory) o.memory_limit = (double)memory;
-    check_verdict verdict;
-    memset(&verdict, 0, sizeof verdict);
+    if (o.memory_limit <= 0 || o.memory_limit > (double)c->memory) o.memory_limit = (double)c->memory;
     ars_dataset data;
-    verdict.rc = ars_user_load(spec, &o, NULL, &data, &verdict.scan);
+    verdict->rc = ars_user_load(c->spec, &o, NULL, &data, &verdict->scan);
     ars_dataset_free(&data);
-    if (verdict.rc) snprintf(verdict.message, sizeof verdict.message, "%s", ars_error_message());
-    const char *bytes = (const char *)&verdict;
-    size_t left = sizeof verdict;
-    while (left > 0) {
-        ssize_t n = write(out, bytes, left);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        bytes += n;
-        left -= (size_t)n;
-    }
-    _exit(0);
+    if (verdict->rc) snprintf(verdict->message, sizeof verdict->message, "%s", ars_error_message());
 }
 
 int ars_h5data_check(const ars_user_spec *spec, const ars_user_options *options, ars_user_scan *scan)
@@ -436,62 +379,13 @@ int ars_h5data_check(const ars_user_spec *spec, const ars_user_options *options,
     TRY(check_regular(spec->path, &size));
     /* the reader holds labels (4 bytes a sample, at most 8x the stored y),
      * a block of 64 MiB and libhdf5's chunk cache */
-    const uint64_t memory = ((uint64_t)1 << 30) + 8 * (uint64_t)size;
+    check_context context = {spec, options, ((uint64_t)1 << 30) + 8 * (uint64_t)size};
     const double seconds = 10.0 + (double)size / (double)(8 << 20);   /* 8 MiB/s: far below any disk */
-    int fds[2];
-    if (pipe(fds) != 0) return ars_error(ARS_EIO, "%s: cannot check the file: pipe: %s", spec->path, strerror(errno));
-    fflush(NULL);
-    pid_t child = fork();
-    if (child < 0) {
-        close(fds[0]);
-        close(fds[1]);
-        return ars_error(ARS_EIO, "%s: cannot check the file: fork: %s", spec->path, strerror(errno));
-    }
-    if (child == 0) {
-        close(fds[0]);
-        check_in_child(spec, options, fds[1], memory, seconds);
-    }
-    close(fds[1]);
     check_verdict verdict;
-    size_t got = 0;
-    int timed_out = 0;
-    double deadline = seconds_now() + seconds;
-    while (got < sizeof verdict) {
-        double left = deadline - seconds_now();
-        if (left <= 0) {
-            timed_out = 1;
-            break;
-        }
-        struct pollfd wait_for = {fds[0], POLLIN, 0};
-        int ready = poll(&wait_for, 1, (int)(left * 1000.0) + 1);
-        if (ready < 0 && errno != EINTR) break;
-        if (ready <= 0) continue;
-        ssize_t n = read(fds[0], (char *)&verdict + got, sizeof verdict - got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        got += (size_t)n;
-    }
-    close(fds[0]);
-    if (timed_out) kill(child, SIGKILL);
-    int status = 0;
-    pid_t waited;
-    while ((waited = waitpid(child, &status, 0)) < 0 && errno == EINTR) {}
-    if (timed_out)
-        return ars_error(ARS_EFORMAT, "%s: corrupted HDF5 file (reading it did not finish in %.0f s)", spec->path,
-                         seconds);
-    if (waited == child && WIFSIGNALED(status)) {
-        int sig = WTERMSIG(status);
-        if (sig == SIGXCPU || sig == SIGKILL)
-            return ars_error(ARS_EFORMAT, "%s: corrupted HDF5 file (reading it did not finish in %.0f s of CPU time)",
-                             spec->path, ceil(seconds) + 1);
-        return ars_error(ARS_EFORMAT, "%s: corrupted HDF5 file (libhdf5 crashed reading it: signal %d, %s)",
-                         spec->path, sig, strsignal(sig));
-    }
-    if (got < sizeof verdict)
-        return ars_error(ARS_EFORMAT, "%s: corrupted HDF5 file (the reader ended with status %d before its verdict; "
-                         "more than %llu MiB of memory?)", spec->path,
-                         waited == child && WIFEXITED(status) ? WEXITSTATUS(status) : -1,
-                         (unsigned long long)(memory >> 20));
+    ars_isolated how;
+    TRY(ars_isolated_run(spec->path, context.memory, seconds, check_in_child, &context, &verdict, sizeof verdict,
+                         &how));
+    if (how.end != ARS_ISOLATED_DONE) return ars_isolated_error(&how, spec->path, "HDF5 file");
     if (verdict.rc) {
         verdict.message[sizeof verdict.message - 1] = '\0';
         return ars_error(verdict.rc, "%s", verdict.message);

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../fs.h"
 #include "../plot/plot.h"
 #include "arsenal/error.h"
 #include "arsenal/evaluate.h"
@@ -30,8 +29,9 @@ static const PLFLT TEXT_SIZE = 0.8, TITLE_SIZE = 0.95, SMALL_SIZE = 0.62;
 enum { C_BG, C_FG, C_GRID, C_COUNT };
 static const PLINT palette_rgb[C_COUNT][3] = {{255, 255, 255}, {0, 0, 0}, {215, 215, 215}};
 
-static void draw_matrix(const ars_eval_report *p)
+static void draw_matrix(const void *report)
 {
+    const ars_eval_report *p = report;
     const ars_eval_result *r = &p->result;
     const int C = r->classes;
     const int named = C <= 64 && p->class_names[0][0];
@@ -107,31 +107,11 @@ int ars_eval_plot(const char *dir, const ars_eval_report *report, FILE *log)
     if (!report->result.classifier)
         return ars_error(ARS_EINVAL, "--plot: the model is a regression (loss mse): there is no confusion matrix "
                          "to draw");
-    const char *devices[2] = {ars_plot_device_available("pngcairo") ? "pngcairo" : NULL,
-                              ars_plot_device_available("svgcairo") ? "svgcairo"
-                              : ars_plot_device_available("svg")    ? "svg"
-                                                                    : NULL};
-    if (!devices[0] && !devices[1])
-        return ars_error(ARS_EINVAL, "--plot: PLplot has neither a PNG nor an SVG device (install the Debian "
-                         "package plplot-driver-cairo)");
-    if (!devices[0] && log) fprintf(log, "arsenal: --plot: no PNG device (install plplot-driver-cairo): SVG only\n");
-    TRY(ars_make_directories("--plot", dir));
-    static const char *const extensions[2] = {"png", "svg"};
-    for (int d = 0; d < 2; d++) {
-        if (!devices[d]) continue;
-        char path[1200];
-        if (snprintf(path, sizeof path, "%s/confusion_matrix.%s", dir, extensions[d]) >= (int)sizeof path)
-            return ars_error(ARS_EINVAL, "--plot: directory name too long");
-        ars_plot_page page = {.path = path, .device = devices[d], .width = PAGE_WIDTH, .height = PAGE_HEIGHT,
-                              .palette = palette_rgb, .colors = C_COUNT, .text_size = TEXT_SIZE};
-        int rc = ars_plot_begin(&page);
-        if (rc) return ars_error_context(rc, "--plot");
-        draw_matrix(report);
-        rc = ars_plot_end(&page);
-        if (rc) return ars_error_context(rc, "--plot");
-        if (log) fprintf(log, "wrote %s\n", path);
-    }
-    return 0;
+    const char *devices[2];
+    TRY(ars_plot_open_dir(dir, devices, log));
+    const ars_plot_page style = {.width = PAGE_WIDTH, .height = PAGE_HEIGHT, .palette = palette_rgb,
+                                 .colors = C_COUNT, .text_size = TEXT_SIZE};
+    return ars_plot_figure(dir, "confusion_matrix", devices, &style, draw_matrix, report, log);
 }
 
 #endif

@@ -29,7 +29,7 @@ typedef struct writer {
     hid_t sets[3];             /* probabilities | outputs, top_classes, top_probabilities */
     int widths[3];
     int64_t rows;
-    int classifier, columns, top;
+    int classifier, logits, columns, top;
 } writer;
 
 static int ends_with(const char *s, const char *suffix)
@@ -54,14 +54,15 @@ static hid_t create_rows(hid_t file, const char *name, hid_t type, int width)
     return set;
 }
 
-static int writer_open(writer *w, const char *path, int classifier, int columns, int top, const char *checkpoint,
-                       const char *input)
+static int writer_open(writer *w, const char *path, int classifier, int logits, int columns, int top,
+                       const char *checkpoint, const char *input)
 {
     memset(w, 0, sizeof *w);
     w->file = -1;
     for (int k = 0; k < 3; k++) w->sets[k] = -1;
     w->path = path;
     w->classifier = classifier;
+    w->logits = logits;
     w->columns = columns;
     w->top = top;
     w->hdf5 = path && (ends_with(path, ".h5") || ends_with(path, ".hdf5"));
@@ -80,7 +81,8 @@ static int writer_open(writer *w, const char *path, int classifier, int columns,
         TRY(ars_h5_attr_write_string(w->file, "checkpoint", checkpoint));
         TRY(ars_h5_attr_write_string(w->file, "input", input));
         w->widths[0] = columns;
-        w->sets[0] = create_rows(w->file, classifier ? "probabilities" : "outputs", H5T_IEEE_F32LE, columns);
+        w->sets[0] = create_rows(w->file, logits ? "logits" : classifier ? "probabilities" : "outputs", H5T_IEEE_F32LE,
+                                 columns);
         if (top) {
             w->widths[1] = w->widths[2] = top;
             w->sets[1] = create_rows(w->file, "top_classes", H5T_STD_I32LE, top);
@@ -94,7 +96,8 @@ static int writer_open(writer *w, const char *path, int classifier, int columns,
     if (top) {
         for (int k = 1; k <= top; k++) fprintf(w->csv, "%stop%d_class,top%d_prob", k > 1 ? "," : "", k, k);
     } else {
-        for (int c = 0; c < columns; c++) fprintf(w->csv, "%s%s_%d", c ? "," : "", classifier ? "prob" : "output", c);
+        for (int c = 0; c < columns; c++)
+            fprintf(w->csv, "%s%s_%d", c ? "," : "", logits ? "logit" : classifier ? "prob" : "output", c);
     }
     fputc('\n', w->csv);
     return 0;
@@ -209,19 +212,35 @@ int ars_predict_checkpoint(const ars_predict_options *o, ars_predict_summary *su
     if (o->batch < 1) return ars_error(ARS_EINVAL, "--batch %d: expected at least 1", o->batch);
     ars_trained t;
     TRY(ars_trained_open(&t, o->checkpoint, o->overrides, o->override_count, NULL, NULL));
+    const int classifier = ars_trained_is_classifier(&t);
+    int rc = 0;
+    /* what the options ask of the model, before the input is read */
+    if (o->top && !classifier)
+        rc = ars_error(ARS_EINVAL, "--top %d: the model of %s is a regression (loss mse), it has no classes",
+                       o->top, o->checkpoint);
+    if (!rc && o->top && o->logits)
+        rc = ars_error(ARS_EINVAL, "--top and --logits: the top classes are by probability, the logits are all of them");
+    if (!rc && o->logits && !classifier)
+        rc = ars_error(ARS_EINVAL, "--logits: the model of %s is a regression (loss mse): its outputs are what it "
+                       "predicts already", o->checkpoint);
     ars_input *in = NULL;
-    int rc = ars_input_open(o->input, o->dataset, &in);
-    if (!rc) ars_input_drop_column(in, t.run.label);   /* a CSV of the run's own kind: its label is no feature */
+    if (!rc) rc = ars_input_open(o->input, o->dataset, &in);
+    if (!rc && o->label) {
+        if (ars_input_format_of(in) != ARS_INPUT_CSV)
+            rc = ars_error(ARS_EINVAL, "--label %s: %s is a %s file, not CSV", o->label, ars_input_where(in),
+                           ars_input_format_name(ars_input_format_of(in)));
+        else if (!ars_input_drop_column(in, o->label))
+            rc = ars_error(ARS_EINVAL, "--label %s: %s has no such column", o->label, ars_input_where(in));
+    } else if (!rc) {
+        ars_input_drop_column(in, t.run.label);   /* a CSV of the run's own kind: its label is no feature */
+    }
     if (!rc) rc = ars_trained_resolve(&t, NULL);
     if (!rc) {
         const ars_shape shape = ars_input_shape(in);
         rc = ars_trained_check_shape(&t.input_shape, &shape, o->checkpoint, ars_input_where(in));
     }
     if (!rc) rc = ars_trained_build(&t, o->batch, NULL);
-    const int classifier = ars_trained_is_classifier(&t), columns = rc ? 0 : t.model.out_dim;
-    if (!rc && o->top && !classifier)
-        rc = ars_error(ARS_EINVAL, "--top %d: the model of %s is a regression (loss mse), it has no classes",
-                       o->top, o->checkpoint);
+    const int columns = rc ? 0 : t.model.out_dim;
     if (!rc && o->top > columns)
         rc = ars_error(ARS_EINVAL, "--top %d: the model of %s has %d classes", o->top, o->checkpoint, columns);
     float *x = NULL, *p = NULL, *top_values = NULL;
@@ -242,7 +261,7 @@ int ars_predict_checkpoint(const ars_predict_options *o, ars_predict_summary *su
     for (int k = 0; k < 3; k++) w.sets[k] = -1;
     int opened = 0;
     if (!rc) {
-        rc = writer_open(&w, o->out, classifier, columns, o->top, o->checkpoint, o->input);
+        rc = writer_open(&w, o->out, classifier, o->logits, columns, o->top, o->checkpoint, o->input);
         opened = 1;
     }
     while (!rc) {
@@ -254,7 +273,7 @@ int ars_predict_checkpoint(const ars_predict_options *o, ars_predict_summary *su
         rc = ars_model_forward(&t.model, &pass, x);
         if (rc) break;
         const float *y = ars_model_output(&t.model);
-        if (classifier) softmax_rows(y, rows, columns, p);
+        if (classifier && !o->logits) softmax_rows(y, rows, columns, p);
         else memcpy(p, y, sizeof(float) * (size_t)rows * (size_t)columns);
         if (o->top) top_rows(p, rows, columns, o->top, top_classes, top_values);
         rc = writer_rows(&w, rows, p, top_classes, top_values);
@@ -263,6 +282,7 @@ int ars_predict_checkpoint(const ars_predict_options *o, ars_predict_summary *su
     if (!rc) {
         summary->samples = w.rows;
         summary->classifier = classifier;
+        summary->logits = o->logits;
         summary->columns = o->top ? o->top : columns;
         summary->hdf5 = w.hdf5;
         summary->data_mean = t.data_mean;

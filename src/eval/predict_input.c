@@ -2,7 +2,9 @@
  * samples at a time (predict.h): IDX (through zlib, gzip or plain), an
  * HDF5 dataset (hyperslabs of rows, converted to float by HDF5), NumPy
  * .npy (v1-v3 header, little-endian or byte types, C order) and CSV (a
- * header row, then numbers). Headers are checked before anything is read;
+ * header row, then numbers). An HDF5 input is read whole in a checking
+ * child first (src/isolate.c), as training's loader does: libhdf5 can
+ * crash on a corrupted file. Headers are checked before anything is read;
  * nothing is allocated from a size a file claims beyond one batch. */
 #define _POSIX_C_SOURCE 200809L
 #include "arsenal/predict.h"
@@ -16,6 +18,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
+#include "../isolate.h"
 #include "arsenal/error.h"
 
 enum { MAX_SAMPLE_VALUES = 1 << 28, MAX_ROW_BYTES = 1 << 30 };
@@ -534,21 +537,106 @@ static int csv_read(ars_input *in, int rows, float *x, int *done_rows)
 
 /* ---- dispatch --------------------------------------------------------------- */
 
+/* The HDF5 signature where the format puts the superblock: at 0, or after
+ * a user block at 512, 1024, 2048, ... (libhdf5's H5Fis_hdf5 looks there
+ * too, but it is libhdf5 reading an unchecked file). */
+static int hdf5_signature(FILE *f, off_t size)
+{
+    unsigned char b[8];
+    for (off_t at = 0; at + 8 <= size; at = at ? 2 * at : 512)
+        if (fseeko(f, at, SEEK_SET) == 0 && fread(b, 1, 8, f) == 8 && memcmp(b, "\x89HDF\r\n\x1a\n", 8) == 0) return 1;
+    return 0;
+}
+
 static int detect(const char *path, ars_input_format *format)
 {
     FILE *f = fopen(path, "rb");
     if (!f) return ars_error(ARS_EIO, "%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return ars_error(ARS_EIO, "%s: not a regular file", path);
+    }
     unsigned char head[8] = {0};
     size_t n = fread(head, 1, sizeof head, f);
+    const int hdf5 = hdf5_signature(f, st.st_size);
     fclose(f);
-    struct stat st;
-    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) return ars_error(ARS_EIO, "%s: not a regular file", path);
-    if (n >= 8 && memcmp(head, "\x89HDF\r\n\x1a\n", 8) == 0) *format = ARS_INPUT_HDF5;
-    else if (H5Fis_hdf5(path) > 0) *format = ARS_INPUT_HDF5;   /* a user block before the signature */
+    if (hdf5) *format = ARS_INPUT_HDF5;
     else if (n >= 6 && memcmp(head, "\x93NUMPY", 6) == 0) *format = ARS_INPUT_NPY;
     else if (n >= 2 && ((head[0] == 0x1f && head[1] == 0x8b) || (head[0] == 0 && head[1] == 0))) *format = ARS_INPUT_IDX;
     else *format = ARS_INPUT_CSV;
     return 0;
+}
+
+static int open_input(const char *path, ars_input_format format, const char *name, ars_input **input)
+{
+    *input = NULL;
+    ars_input *in = calloc(1, sizeof *in);
+    if (!in) return ars_error(ARS_ENOMEM, "out of memory");
+    in->format = format;
+    in->h5file = in->h5set = in->h5space = -1;
+    if (format == ARS_INPUT_HDF5) snprintf(in->where, sizeof in->where, "%s:/%s", path, name);
+    else snprintf(in->where, sizeof in->where, "%s", path);
+    int rc = format == ARS_INPUT_IDX    ? idx_open(in, path)
+             : format == ARS_INPUT_HDF5 ? hdf5_open(in, path, name)
+             : format == ARS_INPUT_NPY  ? npy_open(in, path)
+                                        : csv_open(in, path);
+    if (rc) {
+        ars_input_close(in);
+        return rc;
+    }
+    *input = in;
+    return 0;
+}
+
+/* ---- the HDF5 input read first in a checking child ---------------------------- */
+
+typedef struct hdf5_check {
+    const char *path, *name;
+} hdf5_check;
+
+typedef struct hdf5_verdict {
+    int rc;
+    char message[2048];
+} hdf5_verdict;
+
+/* The child's work (src/isolate.c): the input opened and read to its end
+ * as predict reads it, values checked included. */
+static void hdf5_check_in_child(void *context, void *out)
+{
+    const hdf5_check *c = context;
+    hdf5_verdict *verdict = out;
+    ars_input *in = NULL;
+    verdict->rc = open_input(c->path, ARS_INPUT_HDF5, c->name, &in);
+    if (!verdict->rc) {
+        const int64_t per_batch = (16 << 20) / (4 * (int64_t)in->dim);   /* 16 MiB of floats, at least a sample */
+        const int rows = per_batch < 1 ? 1 : per_batch > 4096 ? 4096 : (int)per_batch;
+        float *x = malloc(sizeof(float) * (size_t)rows * (size_t)in->dim);
+        int got = 1;
+        if (!x) verdict->rc = ars_error(ARS_ENOMEM, "%s: out of memory for %d samples", in->where, rows);
+        while (!verdict->rc && got > 0) verdict->rc = ars_input_read(in, rows, x, &got);
+        free(x);
+        ars_input_close(in);
+    }
+    if (verdict->rc) snprintf(verdict->message, sizeof verdict->message, "%s", ars_error_message());
+}
+
+/* libhdf5 1.10 crashes or hangs on some corrupted files (docs/validation.md):
+ * the whole input is read in a child with limits before predict reads it. */
+static int hdf5_check_input(const char *path, const char *name)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) return ars_error(ARS_EIO, "%s: %s", path, strerror(errno));
+    /* a batch (at most one sample of 2^28 floats, 1 GiB), libhdf5's chunk cache and a chunk */
+    const uint64_t memory = ((uint64_t)2 << 30) + 8 * (uint64_t)st.st_size;
+    const double seconds = 10.0 + (double)st.st_size / (double)(8 << 20);   /* 8 MiB/s: far below any disk */
+    hdf5_check context = {path, name};
+    hdf5_verdict verdict;
+    ars_isolated how;
+    TRY(ars_isolated_run(path, memory, seconds, hdf5_check_in_child, &context, &verdict, sizeof verdict, &how));
+    if (how.end != ARS_ISOLATED_DONE) return ars_isolated_error(&how, path, "HDF5 file");
+    verdict.message[sizeof verdict.message - 1] = '\0';
+    return verdict.rc ? ars_error(verdict.rc, "%s", verdict.message) : 0;
 }
 
 int ars_input_open(const char *spec, const char *dataset, ars_input **input)
@@ -566,7 +654,6 @@ int ars_input_open(const char *spec, const char *dataset, ars_input **input)
             named = 1;
         }
     if (!named) {
-        H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
         TRY(detect(path, &format));
     } else {
         struct stat st;
@@ -575,23 +662,9 @@ int ars_input_open(const char *spec, const char *dataset, ars_input **input)
     if (dataset && format != ARS_INPUT_HDF5)
         return ars_error(ARS_EINVAL, "--dataset %s: %s is a %s file, not HDF5", dataset, path,
                          ars_input_format_name(format));
-    ars_input *in = calloc(1, sizeof *in);
-    if (!in) return ars_error(ARS_ENOMEM, "out of memory");
-    in->format = format;
-    in->h5file = in->h5set = in->h5space = -1;
     const char *name = dataset ? dataset : "x";
-    if (format == ARS_INPUT_HDF5) snprintf(in->where, sizeof in->where, "%s:/%s", path, name);
-    else snprintf(in->where, sizeof in->where, "%s", path);
-    int rc = format == ARS_INPUT_IDX    ? idx_open(in, path)
-             : format == ARS_INPUT_HDF5 ? hdf5_open(in, path, name)
-             : format == ARS_INPUT_NPY  ? npy_open(in, path)
-                                        : csv_open(in, path);
-    if (rc) {
-        ars_input_close(in);
-        return rc;
-    }
-    *input = in;
-    return 0;
+    if (format == ARS_INPUT_HDF5) TRY(hdf5_check_input(path, name));
+    return open_input(path, format, name, input);
 }
 
 int ars_input_read(ars_input *in, int max_rows, float *x, int *rows)

@@ -49,6 +49,18 @@ static int overridden(char *const *overrides, int count, const char *key)
     return 0;
 }
 
+/* 1 when override o sets a key that only a user's data set has (a CSV's
+ * label, a test file, streaming): with --data such a key describes the set
+ * given, not the checkpoint's model, and a run on a built-in set has no
+ * such key to override. */
+static int data_only(const char *o)
+{
+    static const char *const keys[] = {"run.label", "run.test_data", "run.stream_data"};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+        if (overridden((char *const *)&o, 1, keys[k])) return 1;
+    return 0;
+}
+
 /* The run file with overrides applied; with data_spec, [run] data =
  * data_spec, and what belonged to the run's own data set goes unless an
  * override says otherwise: its validation split (validation = 0), and for
@@ -59,10 +71,7 @@ static int load_run(const char *text, const char *label, char *const *overrides,
 {
     ars_config config;
     int rc = ars_config_load_string(&config, text, label);
-    for (int i = 0; i < override_count && !rc; i++) {
-        rc = ars_config_override(&config, overrides[i]);
-        if (rc) ars_error_context(rc, "--set %s", overrides[i]);
-    }
+    if (!rc) rc = ars_config_override_all(&config, overrides, override_count);
     if (!rc && data_spec) {
         char assignment[600];
         if (snprintf(assignment, sizeof assignment, "run.data=%s", data_spec) >= (int)sizeof assignment)
@@ -146,8 +155,15 @@ int ars_trained_open(ars_trained *t, const char *path, char *const *overrides, i
     while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
     if (!*p)
         rc = ars_error(ARS_EFORMAT, "%s is empty: the checkpoint holds no run file to rebuild the model from", label);
+    /* the model's pass: without the overrides that describe the --data set only */
+    char **model_overrides = override_count ? calloc((size_t)override_count, sizeof *model_overrides) : NULL;
+    int model_count = 0;
+    if (override_count && !model_overrides) rc = ars_error(ARS_ENOMEM, "out of memory for %d --set", override_count);
+    for (int i = 0; i < override_count && !rc; i++)
+        if (!data_spec || !data_only(overrides[i])) model_overrides[model_count++] = overrides[i];
     if (!rc)
-        rc = load_run(text, label, overrides, override_count, NULL, &t->run, &t->specs, &t->spec_count);
+        rc = load_run(text, label, model_overrides, model_count, NULL, &t->run, &t->specs, &t->spec_count);
+    free(model_overrides);
     if (rc) {
         ars_error_context(rc, "rebuilding the model of %s", path);
     } else if (data_spec) {

@@ -589,7 +589,7 @@ static const char *base_name(const char *path)
 }
 
 /* The graph of the model into *model (its parts in g). */
-static int build(graph *g, const ars_ckpt_model *m, const ars_onnx_options *options, Onnx__ModelProto *model,
+static int build(graph *g, const ars_trained *m, const ars_onnx_options *options, Onnx__ModelProto *model,
                  ars_onnx_summary *summary)
 {
     const ars_model *net = &m->model;
@@ -599,7 +599,9 @@ static int build(graph *g, const ars_ckpt_model *m, const ars_onnx_options *opti
 
     /* input, standardized as arsenal does before the first layer */
     const char *x = "input";
-    summary->standardized = m->standardized && options->standardize;
+    /* as ars_trained_standardize: a mean of 0 and std of 1 is no step */
+    const int standardizes = !(m->data_mean == 0 && m->data_std == 1);
+    summary->standardized = standardizes && options->standardize;
     if (summary->standardized) {
         g->layer = "input";
         const double scale = m->data_std > 0 ? 1.0 / m->data_std : 1.0;
@@ -642,24 +644,24 @@ static int build(graph *g, const ars_ckpt_model *m, const ars_onnx_options *opti
     if (g->failed) return ars_error(ARS_ENOMEM, "ONNX export: out of memory");
     onnx__graph_proto__init(graph_proto);
     onnx__operator_set_id_proto__init(opset);
-    inputs[0] = value_info(g, "input", &m->input);
+    inputs[0] = value_info(g, "input", &m->input_shape);
     outputs[0] = value_info(g, "logits", &net->out_shape);
     if (summary->probabilities) outputs[1] = value_info(g, "probabilities", &net->out_shape);
 
     char text[256];
-    snprintf(text, sizeof text, "%lld", (long long)m->info.step);
+    snprintf(text, sizeof text, "%lld", (long long)m->step);
     metadata(g, "arsenal.step", text);
     metadata(g, "arsenal.checkpoint", base_name(m->path));
     metadata(g, "arsenal.data", m->run.data);
     metadata(g, "arsenal.input_standardized", summary->standardized ? "true" : "false");
-    if (m->standardized) {
+    if (standardizes) {
         snprintf(text, sizeof text, "%.17g", m->data_mean);
         metadata(g, "arsenal.data_mean", text);
         snprintf(text, sizeof text, "%.17g", m->data_std);
         metadata(g, "arsenal.data_std", text);
     }
     snprintf(text, sizeof text, "arsenal model of %.200s (step %lld, %d layers)", base_name(m->path),
-             (long long)m->info.step, L);
+             (long long)m->step, L);
     char *doc = gstrdup(g, text), *graph_name = gstrdup(g, "arsenal");
     char *producer = gstrdup(g, "arsenal"), *version = gstrdup(g, ARSENAL_VERSION), *domain = gstrdup(g, "");
     if (g->failed) return ars_error(ARS_ENOMEM, "ONNX export: out of memory");
@@ -694,7 +696,7 @@ static int build(graph *g, const ars_ckpt_model *m, const ars_onnx_options *opti
     return 0;
 }
 
-int ars_onnx_export(const ars_ckpt_model *m, const ars_onnx_options *options, const char *path,
+int ars_onnx_export(const ars_trained *m, const ars_onnx_options *options, const char *path,
                     ars_onnx_summary *summary)
 {
     static const ars_onnx_options defaults = {.probabilities = -1, .standardize = 1};

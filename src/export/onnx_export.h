@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 
-#include "ckpt_model.h"
+#include "arsenal/evaluate.h"
 
 #define ARS_ONNX_OPSET 13      /* the default ("ai.onnx") operator set imported */
 #define ARS_ONNX_IR_VERSION 7  /* the IR version of ONNX 1.8, the first with opset 13 */
@@ -21,9 +21,10 @@ typedef struct ars_onnx_options {
      * 0: none; -1: for a classifier (loss = cross_entropy with vector
      * outputs), not otherwise */
     int probabilities;
-    /* 1: when the checkpoint records data_mean / data_std, the graph starts
-     * with (input - data_mean) / data_std, so that it takes raw samples
-     * like arsenal does; 0: the graph takes standardized samples */
+    /* 1: when the run standardized its data (m->data_mean, data_std not 0
+     * and 1), the graph starts with (input - data_mean) / data_std, so that
+     * it takes raw samples like arsenal does; 0: the graph takes
+     * standardized samples */
     int standardize;
 } ars_onnx_options;
 
@@ -35,11 +36,11 @@ typedef struct ars_onnx_summary {
     int probabilities;     /* it has the "probabilities" output */
 } ars_onnx_summary;
 
-/* Writes m's model to path (through path.tmp-<pid>, renamed when complete).
+/* Writes m's model (built: ars_trained_build) to path (through path.tmp-<pid>, renamed when complete).
  * Errors: a layer without an ONNX equivalent ("layer 004_attention: no
  * ONNX export for kind attention ..."), out of memory, I/O. summary may be
  * NULL. */
-int ars_onnx_export(const ars_ckpt_model *m, const ars_onnx_options *options, const char *path,
+int ars_onnx_export(const ars_trained *m, const ars_onnx_options *options, const char *path,
                     ars_onnx_summary *summary);
 
 #endif

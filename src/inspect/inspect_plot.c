@@ -15,7 +15,6 @@
 #include <sys/stat.h>
 
 #include "arsenal/error.h"
-#include "../fs.h"
 #include "../plot/plot.h"
 
 #ifndef ARSENAL_HAVE_PLPLOT
@@ -53,29 +52,13 @@ typedef struct plot_job {
     int which;     /* the run of a one-run figure */
 } plot_job;
 
-typedef void (*draw_fn)(const plot_job *job);
-
-/* ---- setup ---------------------------------------------------------------- */
-
-/* Draws one figure into dir/name.<ext> for each device. */
-static int render(const char *dir, const char *name, draw_fn draw, const plot_job *job, const char *const devices[2],
-                  FILE *log)
+/* Draws one figure into dir/name.<ext> for each device (ars_plot_figure). */
+static int render(const char *dir, const char *name, void (*draw)(const void *job), const plot_job *job,
+                  const char *const devices[2], FILE *log)
 {
-    static const char *const extensions[2] = {"png", "svg"};
-    for (int d = 0; d < 2; d++) {
-        if (!devices[d]) continue;
-        char path[1200];
-        snprintf(path, sizeof path, "%s/%s.%s", dir, name, extensions[d]);
-        ars_plot_page page = {.path = path, .device = devices[d], .width = PAGE_WIDTH, .height = PAGE_HEIGHT,
-                              .palette = palette_rgb, .colors = C_COUNT, .text_size = TEXT_SIZE};
-        int rc = ars_plot_begin(&page);
-        if (rc) return ars_error_context(rc, "--plot");
-        draw(job);
-        rc = ars_plot_end(&page);
-        if (rc) return ars_error_context(rc, "--plot");
-        if (log) fprintf(log, "wrote %s\n", path);
-    }
-    return 0;
+    const ars_plot_page style = {.width = PAGE_WIDTH, .height = PAGE_HEIGHT, .palette = palette_rgb,
+                                 .colors = C_COUNT, .text_size = TEXT_SIZE};
+    return ars_plot_figure(dir, name, devices, &style, draw, job, log);
 }
 
 /* Labels of a log10 axis: "10^k" (PLplot's 'l' option labels every
@@ -208,8 +191,9 @@ static int pick_records(const ars_inspect_run *run, int want, size_t *out)
     return found;
 }
 
-static void draw_gradient_flow(const plot_job *job)
+static void draw_gradient_flow(const void *data)
 {
+    const plot_job *job = data;
     typedef struct series {
         const ars_inspect_run *run;
         size_t record;
@@ -348,8 +332,9 @@ static void fill_cells(PLFLT **z, int columns, int rows, double x0, double x1, d
         }
 }
 
-static void draw_heatmap(const plot_job *job)
+static void draw_heatmap(const void *data)
 {
+    const plot_job *job = data;
     const ars_inspect_run *run = job->runs[job->which];
     const ars_history *h = &run->history;
     const int n = run->layer_count;
@@ -566,8 +551,9 @@ static void draw_series_panel(const plot_job *job, int panel, double x0, double 
     legend_draw(&g, PL_POSITION_RIGHT | PL_POSITION_OUTSIDE);
 }
 
-static void draw_loss_gradnorm(const plot_job *job)
+static void draw_loss_gradnorm(const void *data)
 {
+    const plot_job *job = data;
     double x0 = INFINITY, x1 = -INFINITY;
     for (int k = 0; k < job->count; k++) {
         const ars_history *h = &job->runs[k]->history;
@@ -647,8 +633,9 @@ static void draw_histogram_panel(const ars_inspect_run *run, size_t k, double to
     free(y);
 }
 
-static void draw_histograms(const plot_job *job)
+static void draw_histograms(const void *data)
 {
+    const plot_job *job = data;
     const ars_inspect_run *run = job->runs[job->which];
     const ars_history *h = &run->history;
     char title[160], label[80];
@@ -697,15 +684,8 @@ static void draw_histograms(const plot_job *job)
 int ars_inspect_plot(const char *dir, const ars_inspect_run *const *runs, int count, FILE *log)
 {
     if (count < 1 || count > 2) return ars_error(ARS_EINVAL, "--plot: one or two checkpoints");
-    const char *devices[2] = {ars_plot_device_available("pngcairo") ? "pngcairo" : NULL,
-                              ars_plot_device_available("svgcairo") ? "svgcairo"
-                              : ars_plot_device_available("svg")    ? "svg"
-                                                                    : NULL};
-    if (!devices[0] && !devices[1])
-        return ars_error(ARS_EINVAL, "--plot: PLplot has neither a PNG nor an SVG device (install the Debian "
-                         "package plplot-driver-cairo)");
-    if (!devices[0] && log) fprintf(log, "arsenal: --plot: no PNG device (install plplot-driver-cairo): SVG only\n");
-    int rc = ars_make_directories("--plot", dir);
+    const char *devices[2];
+    int rc = ars_plot_open_dir(dir, devices, log);
     if (rc) return rc;
     plot_job all = {.runs = runs, .count = count};
     rc = render(dir, "gradient_flow", draw_gradient_flow, &all, devices, log);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../fs.h"
 #include "arsenal/error.h"
 
 void ars_plot_plain_text(const char *in, char *out, size_t size)
@@ -130,6 +131,39 @@ void ars_plot_broken_line(int n, const PLFLT *x, const PLFLT *y, const char *mar
             start = -1;
         }
     }
+}
+
+int ars_plot_open_dir(const char *dir, const char *devices[2], FILE *log)
+{
+    devices[0] = ars_plot_device_available("pngcairo") ? "pngcairo" : NULL;
+    devices[1] = ars_plot_device_available("svgcairo") ? "svgcairo" : ars_plot_device_available("svg") ? "svg" : NULL;
+    if (!devices[0] && !devices[1])
+        return ars_error(ARS_EINVAL, "--plot: PLplot has neither a PNG nor an SVG device (install the Debian "
+                         "package plplot-driver-cairo)");
+    if (!devices[0] && log) fprintf(log, "arsenal: --plot: no PNG device (install plplot-driver-cairo): SVG only\n");
+    return ars_make_directories("--plot", dir);
+}
+
+int ars_plot_figure(const char *dir, const char *name, const char *const devices[2], const ars_plot_page *style,
+                    void (*draw)(const void *data), const void *data, FILE *log)
+{
+    static const char *const extensions[2] = {"png", "svg"};
+    for (int d = 0; d < 2; d++) {
+        if (!devices[d]) continue;
+        char path[1200];
+        if (snprintf(path, sizeof path, "%s/%s.%s", dir, name, extensions[d]) >= (int)sizeof path)
+            return ars_error(ARS_EINVAL, "--plot: directory name too long");
+        ars_plot_page page = *style;
+        page.path = path;
+        page.device = devices[d];
+        int rc = ars_plot_begin(&page);
+        if (rc) return ars_error_context(rc, "--plot");
+        draw(data);
+        rc = ars_plot_end(&page);
+        if (rc) return ars_error_context(rc, "--plot");
+        if (log) fprintf(log, "wrote %s\n", path);
+    }
+    return 0;
 }
 
 #endif

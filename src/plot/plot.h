@@ -1,5 +1,6 @@
 /* plot: the PLplot plumbing shared by `arsenal inspect --plot`
- * (src/inspect/inspect_plot.c) and `arsenal experiment`
+ * (src/inspect/inspect_plot.c), `arsenal evaluate --plot`
+ * (src/eval/eval_plot.c) and `arsenal experiment`
  * (src/experiment/exp_plot.c): which output devices are installed, one
  * figure as one PLplot stream (opened with a page size and a cmap0
  * palette, checked to have written its file), and the small helpers both
@@ -8,6 +9,7 @@
 #define ARSENAL_PLOT_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 /* 1 when PLplot is built in and has the output device `name` ("pngcairo",
  * "svgcairo", "svg"); 0 otherwise. */
@@ -46,6 +48,18 @@ int ars_plot_begin(const ars_plot_page *page);
 
 /* Ends the stream; ARS_EIO when the file stayed empty. */
 int ars_plot_end(const ars_plot_page *page);
+
+/* The devices of a `--plot DIR` (inspect, evaluate): devices[0] "pngcairo"
+ * or NULL, devices[1] "svgcairo", "svg" or NULL. ARS_EINVAL, naming the
+ * Debian package, when there is neither; a note on log (may be NULL) when
+ * PNG is missing. Then creates dir (ars_make_directories). */
+int ars_plot_open_dir(const char *dir, const char *devices[2], FILE *log);
+
+/* One figure as dir/name.png and dir/name.svg, one per device of devices
+ * (ars_plot_open_dir): a stream of style (its path and device filled in
+ * here), draw(data), its end; each file written is named on log. */
+int ars_plot_figure(const char *dir, const char *name, const char *const devices[2], const ars_plot_page *style,
+                    void (*draw)(const void *data), const void *data, FILE *log);
 
 /* Draws x/y as lines, broken where a coordinate is not finite (a NaN
  * would put cairo into an error state that drops the rest of the figure);
