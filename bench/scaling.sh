@@ -19,14 +19,15 @@
 # Stages 3 and 4's host part need root and `ip netns` (as tests/cli_multihost.sh):
 # without them they are left out, saying so, and the report says so too.
 #   bench/scaling.sh [--quick] [--work DIR] [--build DIR] [--prebuilt] [--out FILE]
-#                    [--rate RATE] [--reps N] [--no-netns] [--report-only]
+#                    [--rate RATE] [--reps N] [--no-netns] [--report-only] [--validation-only]
 # --quick: tiny sizes and step counts, writes into the work directory (for CI:
 # checks that the pipeline runs, never a speed). --report-only: re-render
-# the report from --work DIR's measurements.
+# the report from --work DIR's measurements. --validation-only: measure
+# stage 4 again, keeping --work DIR's stages 1-3 (the fit).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 
-quick=0 work="" out="" rate=500mbit reps=3 netns=1 prebuilt=0 report_only=0
+quick=0 work="" out="" rate=500mbit reps=3 netns=1 prebuilt=0 report_only=0 validation_only=0
 build="${BUILD_DIR:-/tmp/arsenal-bench-build}"
 while (($#)); do
     case "$1" in
@@ -39,6 +40,7 @@ while (($#)); do
         --reps) reps="$2"; shift ;;
         --no-netns) netns=0 ;;
         --report-only) report_only=1 ;;
+        --validation-only) validation_only=1 ;;
         -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "scaling.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -48,7 +50,7 @@ done
     { echo "scaling.sh: --rate '$rate': expected a tc rate such as 1gbit, 500mbit" >&2; exit 2; }
 [[ "$reps" =~ ^[1-9][0-9]*$ ]] || { echo "scaling.sh: --reps '$reps': expected a count >= 1" >&2; exit 2; }
 if [[ -z "$work" ]]; then
-    ((report_only)) && { echo "scaling.sh: --report-only needs --work DIR" >&2; exit 2; }
+    ((report_only || validation_only)) && { echo "scaling.sh: --report-only and --validation-only need --work DIR" >&2; exit 2; }
     work="$(mktemp -d /tmp/arsenal-scaling.XXXXXX)"
 fi
 mkdir -p "$work"
@@ -62,11 +64,11 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_TH
 if ((quick)); then
     sizes=(--min-bytes 8 --max-bytes 8192 --factor 32 --budget 0.002 --reps 1)
     workloads="W1" val_steps=6 log_every=2 step_steps=2 rounds=1 reps=1 train_limit=1000
-    algorithms=(default ring) net_algorithms=(default) local_ranks="1 2" net_ranks="2"
+    algorithms=(default ring) net_algorithms=(default) comm_ranks="2" local_ranks="2" net_ranks="2"
 else
     sizes=(--min-bytes 8 --max-bytes 33554432 --factor 4 --budget 0.05 --reps "$reps")
     workloads="W1 W2 W5" val_steps=40 log_every=10 step_steps=0 rounds=3 train_limit=20000
-    algorithms=(default ring rd) net_algorithms=(default ring rd) local_ranks="1 2 3" net_ranks="2 3"
+    algorithms=(default ring rd) net_algorithms=(default ring rd) comm_ranks="2 3" local_ranks="1 2 3" net_ranks="2 3"
 fi
 
 render() {
@@ -75,6 +77,12 @@ render() {
     echo "scaling.sh: wrote $out (measurements in $work)" >&2
 }
 if ((report_only)); then render; exit 0; fi
+if ((validation_only)); then
+    for f in step.jsonl comm.jsonl machine.txt; do
+        [[ -s "$work/$f" ]] || { echo "scaling.sh: --validation-only: no $work/$f (run the full measurement first)" >&2; exit 1; }
+    done
+fi
+measure_fit=$((!validation_only))
 
 if ((prebuilt)); then
     for program in bench_step bench_comm arsenal; do
@@ -89,7 +97,7 @@ else
 fi
 
 # --- the machine -----------------------------------------------------------
-{
+((measure_fit)) && {
     echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
     echo "cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
@@ -100,6 +108,10 @@ fi
     echo "rate=$rate"
     echo "quick=$quick"
 } >"$work/machine.txt"
+if ((!measure_fit)); then
+    sed -i '/^validation_/d; /^load_end=/d' "$work/machine.txt"
+    echo "validation_date=$(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/machine.txt"
+fi
 
 # --- run files of the validation: W1 and W2 as bench_step builds them ------
 write_run_files() {
@@ -160,15 +172,15 @@ have_fmnist=1
 [[ -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]] || have_fmnist=0
 
 # --- 1. compute --------------------------------------------------------------
-: >"$work/step.jsonl"
-for w in $workloads; do
+((measure_fit)) && : >"$work/step.jsonl"
+((measure_fit)) && for w in $workloads; do
     echo "scaling.sh: compute, $w (bench_step --layers)" >&2
     steps=()
     ((step_steps > 0)) && steps=(--steps "$step_steps")
     "$build/bench_step" --workload "$w" --threads 1 --warmup 1 --reps "$reps" --rounds "$rounds" --layers \
         "${steps[@]}" >>"$work/step.jsonl"
 done
-for w in $val_workloads; do
+((measure_fit)) && for w in $val_workloads; do
     steps=()
     ((step_steps > 0)) && steps=(--steps "$step_steps")
     "$build/bench_step" --config "$work/val_$w.cfg" --threads 1 --warmup 1 --reps "$reps" --rounds "$rounds" \
@@ -183,8 +195,8 @@ algorithm_env() {   # the environment that forces algorithm $1 (ring | rd) in tu
         rd) echo "OMPI_MCA_coll_tuned_use_dynamic_rules=1 OMPI_MCA_coll_tuned_allreduce_algorithm=3 OMPI_MCA_coll_libnbc_iallreduce_algorithm=4" ;;
     esac
 }
-: >"$work/comm.jsonl"
-for p in 2 3; do
+((measure_fit)) && : >"$work/comm.jsonl"
+((measure_fit)) && for p in $comm_ranks; do
     for alg in "${algorithms[@]}"; do
         echo "scaling.sh: shared memory, $p ranks, allreduce algorithm $alg" >&2
         env $(algorithm_env "$alg") "${mpi_local[@]}" -n "$p" "$build/bench_comm" --label "shm" "${sizes[@]}" \
@@ -195,7 +207,8 @@ done
 # --- 4a. validation on one host --------------------------------------------------
 : >"$work/validation.jsonl"
 # concurrent P: P single-rank bench_step processes at once, the compute P
-# co-located ranks get from the shared cores
+# co-located ranks get from the shared cores (before and after each run:
+# the other work on the machine drifts)
 concurrent() {
     local p="$1" w="$2" i pids=()
     for ((i = 0; i < p; i++)); do
@@ -232,6 +245,7 @@ if ((have_fmnist)); then
             concurrent "$p" "$w" local
             if ((p == 1)); then train_run local 1 "$w" "$build/arsenal"
             else train_run local "$p" "$w" "${mpi_local[@]}" -n "$p" "$build/arsenal"; fi
+            concurrent "$p" "$w" local
         done
     done
 else
@@ -286,7 +300,7 @@ if ((netns_ok)); then
         "$netns_dir/exec.sh" "$prefix-h0" env "${assigns[@]}" \
             mpirun --hostfile "$work/hosts$n" -np "$n" "${mpi_net[@]}" "${forward[@]}" "$@"
     }
-    for p in $net_ranks; do
+    ((measure_fit)) && for p in $net_ranks; do
         for alg in "${net_algorithms[@]}"; do
             echo "scaling.sh: across $p hosts ($rate), allreduce algorithm $alg" >&2
             on_hosts "$p" $(algorithm_env "$alg") -- "$build/bench_comm" --label "net" "${sizes[@]}" >>"$work/comm.jsonl"
@@ -298,6 +312,7 @@ if ((netns_ok)); then
                 echo "scaling.sh: validation, $w, $p namespace hosts" >&2
                 concurrent "$p" "$w" net
                 train_run net "$p" "$w" on_hosts "$p" -- "$build/arsenal"
+                concurrent "$p" "$w" net
             done
         done
     fi
