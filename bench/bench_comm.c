@@ -19,7 +19,14 @@
  *   dist_shared     arsenal's shared-memory sum (one host only; includes
  *                   the clip norm's sum of squares).
  * The dist paths run on a model of dense layers whose gradient has about
- * the size asked (its real size is reported). Each figure is the slowest
+ * the size asked (its real size is reported). --sync-points N adds
+ *   sync_point      what one blocking all-reduce of a few doubles costs
+ *                   between two slices of computation (about 1 ms of CPU
+ *                   each), as SyncBatchNorm's three per layer and step do:
+ *                   N slices with the all-reduce after each against N
+ *                   without, interleaved. On oversubscribed cores a rank
+ *                   that waits gives its core away and must be scheduled
+ *                   again, which back-to-back collectives never show. Each figure is the slowest
  * rank's mean over enough iterations to take --budget seconds (at least 2).
  * One JSON line per figure on rank 0's stdout. */
 #define _POSIX_C_SOURCE 200809L
@@ -38,7 +45,7 @@
 
 typedef struct options {
     double min_bytes, max_bytes, factor, budget;
-    int reps;
+    int reps, sync_points;
     const char *label;
 } options;
 
@@ -175,6 +182,67 @@ static int measure_size(const options *o, double bytes, int single_host)
     return 0;
 }
 
+static volatile double sink_;
+
+/* About `units` x 1 ms of arithmetic on one core (a dependent chain the
+ * compiler cannot drop). */
+static void busy(long units, long per_unit)
+{
+    double x = 1.0;
+    for (long u = 0; u < units; u++)
+        for (long i = 0; i < per_unit; i++) x = x * 1.0000001 + 1e-9;
+    sink_ = x;
+}
+
+static double cpu_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* The slowest rank's seconds per slice of n slices, each followed by a
+ * blocking all-reduce of 3 doubles when sync is set. */
+static int time_slices(int n, long per_unit, int sync, double *seconds)
+{
+    double values[3] = {1, 2, 3};
+    MPI_Barrier(MPI_COMM_WORLD);
+    double start = now();
+    for (int i = 0; i < n; i++) {
+        busy(1, per_unit);
+        if (sync && MPI_Allreduce(MPI_IN_PLACE, values, 3, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS)
+            return ars_error(ARS_EMPI, "MPI_Allreduce (sync point) failed");
+    }
+    double mine = (now() - start) / n;
+    MPI_Allreduce(&mine, seconds, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    return 0;
+}
+
+static int measure_sync_points(const options *o)
+{
+    /* rank 0 sizes a slice to 1 ms of its CPU time; every rank runs that */
+    long per_unit = 100000;
+    if (rank_ == 0) {
+        double c = cpu_now();
+        busy(1, per_unit);
+        double took = cpu_now() - c;
+        if (took > 0) per_unit = (long)(per_unit * 1e-3 / took);
+        if (per_unit < 1000) per_unit = 1000;
+    }
+    MPI_Bcast(&per_unit, 1, MPI_LONG, 0, MPI_COMM_WORLD);
+    for (int rep = 0; rep < o->reps; rep++) {
+        double plain, synced;
+        TRY(time_slices(o->sync_points, per_unit, 0, &plain));
+        TRY(time_slices(o->sync_points, per_unit, 1, &synced));
+        if (rank_ == 0)
+            printf("{\"bench\":\"sync_point\",\"label\":\"%s\",\"ranks\":%d,\"rep\":%d,\"slices\":%d,"
+                   "\"slice_ms\":%.6f,\"synced_slice_ms\":%.6f,\"sync_point_ms\":%.6f}\n",
+                   o->label, world_, rep, o->sync_points, plain * 1e3, synced * 1e3, (synced - plain) * 1e3);
+    }
+    if (rank_ == 0) fflush(stdout);
+    return 0;
+}
+
 static int run(const options *o)
 {
     ars_dist probe;
@@ -203,6 +271,7 @@ static int run(const options *o)
                forced_nbc ? forced_nbc : "default");
         fflush(stdout);
     }
+    if (o->sync_points > 0) TRY(measure_sync_points(o));
     for (double bytes = o->min_bytes; bytes <= o->max_bytes * 1.0001; bytes *= o->factor)
         TRY(measure_size(o, bytes, single_host));
     return 0;
@@ -210,24 +279,26 @@ static int run(const options *o)
 
 static int parse(int argc, char **argv, options *o)
 {
-    *o = (options){.min_bytes = 4, .max_bytes = 32 << 20, .factor = 4, .budget = 0.05, .reps = 3, .label = "run"};
+    *o = (options){.min_bytes = 4, .max_bytes = 32 << 20, .factor = 4, .budget = 0.05, .reps = 3, .sync_points = 0,
+                   .label = "run"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) return ars_error(ARS_EINVAL, "%s needs a value (options: --min-bytes --max-bytes --factor "
-                                             "--budget --reps --label)", a);
+                                             "--budget --reps --sync-points --label)", a);
         i++;
         if (strcmp(a, "--min-bytes") == 0) o->min_bytes = atof(v);
         else if (strcmp(a, "--max-bytes") == 0) o->max_bytes = atof(v);
         else if (strcmp(a, "--factor") == 0) o->factor = atof(v);
         else if (strcmp(a, "--budget") == 0) o->budget = atof(v);
         else if (strcmp(a, "--reps") == 0) o->reps = atoi(v);
+        else if (strcmp(a, "--sync-points") == 0) o->sync_points = atoi(v);
         else if (strcmp(a, "--label") == 0) o->label = v;
         else return ars_error(ARS_EINVAL, "unknown option %s", a);
     }
     if (!(o->min_bytes >= 4) || !(o->max_bytes >= o->min_bytes) || !(o->factor > 1) || !(o->budget > 0) ||
-        o->reps < 1)
+        o->reps < 1 || o->sync_points < 0)
         return ars_error(ARS_EINVAL, "need --min-bytes >= 4, --max-bytes >= --min-bytes, --factor > 1, "
-                                     "--budget > 0, --reps >= 1");
+                                     "--budget > 0, --reps >= 1, --sync-points >= 0");
     if (strpbrk(o->label, "\"\\")) return ars_error(ARS_EINVAL, "--label must not hold quotes or backslashes");
     return 0;
 }

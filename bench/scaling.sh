@@ -12,10 +12,12 @@
 #      netem, so the latency is the veth + TCP stack's own, which the fit
 #      measures);
 #   4. validation: `arsenal train` of W1 and W2 (as run files) at 2 and 3
-#      ranks on this host and on 2 and 3 namespace hosts, each next to the
-#      same number of concurrent single-rank bench_step processes (the
-#      compute the ranks get from the shared cores); the report sets the
-#      model's prediction against the measured step time.
+#      ranks on this host and on 2 and 3 namespace hosts, each between two
+#      measurements of the same number of concurrent single-rank bench_step
+#      processes (the compute the ranks get from the shared cores) and next
+#      to bench_comm --sync-points (what a blocking SyncBatchNorm all-reduce
+#      costs between slices of compute, at the load of the moment); the
+#      report sets the model's prediction against the measured step time.
 # Stages 3 and 4's host part need root and `ip netns` (as tests/cli_multihost.sh):
 # without them they are left out, saying so, and the report says so too.
 #   bench/scaling.sh [--quick] [--work DIR] [--build DIR] [--prebuilt] [--out FILE]
@@ -63,11 +65,11 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_TH
 # (tuned's MPI_Allreduce and libnbc's MPI_Iallreduce, which the overlap uses)
 if ((quick)); then
     sizes=(--min-bytes 8 --max-bytes 8192 --factor 32 --budget 0.002 --reps 1)
-    workloads="W1" val_steps=6 log_every=2 step_steps=2 rounds=1 reps=1 train_limit=1000
+    workloads="W1" val_steps=6 log_every=2 step_steps=2 rounds=1 reps=1 train_limit=1000 sync_points=10
     algorithms=(default ring) net_algorithms=(default) comm_ranks="2" local_ranks="2" net_ranks="2"
 else
     sizes=(--min-bytes 8 --max-bytes 33554432 --factor 4 --budget 0.05 --reps "$reps")
-    workloads="W1 W2 W5" val_steps=40 log_every=10 step_steps=0 rounds=3 train_limit=20000
+    workloads="W1 W2 W5" val_steps=40 log_every=10 step_steps=0 rounds=3 train_limit=20000 sync_points=100
     algorithms=(default ring rd) net_algorithms=(default ring rd) comm_ranks="2 3" local_ranks="1 2 3" net_ranks="2 3"
 fi
 
@@ -200,6 +202,7 @@ algorithm_env() {   # the environment that forces algorithm $1 (ring | rd) in tu
     for alg in "${algorithms[@]}"; do
         echo "scaling.sh: shared memory, $p ranks, allreduce algorithm $alg" >&2
         env $(algorithm_env "$alg") "${mpi_local[@]}" -n "$p" "$build/bench_comm" --label "shm" "${sizes[@]}" \
+            $( [[ $alg == default ]] && echo "--sync-points $sync_points") \
             >>"$work/comm.jsonl"
     done
 done
@@ -222,6 +225,11 @@ concurrent() {
             "$work/conc.$i"
     done >>"$work/validation.jsonl"
 }
+sync_measure() {   # sync_measure WHERE RANKS LAUNCHER...: bench_comm's sync-point cost now, beside the runs
+    local where="$1" p="$2"; shift 2
+    "$@" "$build/bench_comm" --label "val-$where" --min-bytes 8 --max-bytes 8 --reps 1 --budget 0.002 \
+        --sync-points "$sync_points" | grep '"sync_point"' >>"$work/validation.jsonl"
+}
 train_run() {   # train_run WHERE RANKS WORKLOAD COMMAND...: one arsenal train, its metrics
     local where="$1" p="$2" w="$3"; shift 3
     local metrics="$work/metrics-$where-$p-$w.jsonl"
@@ -243,6 +251,7 @@ if ((have_fmnist)); then
         for p in $local_ranks; do
             echo "scaling.sh: validation, $w, $p rank(s) on this host" >&2
             concurrent "$p" "$w" local
+            ((p > 1)) && sync_measure local "$p" "${mpi_local[@]}" -n "$p"
             if ((p == 1)); then train_run local 1 "$w" "$build/arsenal"
             else train_run local "$p" "$w" "${mpi_local[@]}" -n "$p" "$build/arsenal"; fi
             concurrent "$p" "$w" local
@@ -303,7 +312,8 @@ if ((netns_ok)); then
     ((measure_fit)) && for p in $net_ranks; do
         for alg in "${net_algorithms[@]}"; do
             echo "scaling.sh: across $p hosts ($rate), allreduce algorithm $alg" >&2
-            on_hosts "$p" $(algorithm_env "$alg") -- "$build/bench_comm" --label "net" "${sizes[@]}" >>"$work/comm.jsonl"
+            on_hosts "$p" $(algorithm_env "$alg") -- "$build/bench_comm" --label "net" "${sizes[@]}" \
+                $( [[ $alg == default ]] && echo "--sync-points $sync_points") >>"$work/comm.jsonl"
         done
     done
     if ((have_fmnist)); then
@@ -311,6 +321,7 @@ if ((netns_ok)); then
             for p in $net_ranks; do
                 echo "scaling.sh: validation, $w, $p namespace hosts" >&2
                 concurrent "$p" "$w" net
+                sync_measure net "$p" on_hosts "$p" --
                 train_run net "$p" "$w" on_hosts "$p" -- "$build/arsenal"
                 concurrent "$p" "$w" net
             done
