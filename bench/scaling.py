@@ -198,10 +198,12 @@ def fit_algorithm(alg, series):
     small = [(p, n, t) for p, n, t in series if n <= SMALL]
     large = [(p, n, t) for p, n, t in series if n >= LARGE]
     if small and large:
-        alpha = statistics.median(max(0.0, t) / lat(p) for p, n, t in small)
-        num = sum((t - lat(p) * alpha) * bw(p) * n for p, n, t in large)
-        den = sum((bw(p) * n) ** 2 for p, n, t in large)
-        beta = max(num / den, 1e-15)
+        beta = 0.0
+        for _ in range(4):   # each regime's estimate without the other's term
+            alpha = statistics.median(max(0.0, t - bw(p) * n * beta) / lat(p) for p, n, t in small)
+            num = sum((t - lat(p) * alpha) * bw(p) * n for p, n, t in large)
+            den = sum((bw(p) * n) ** 2 for p, n, t in large)
+            beta = max(num / den, 1e-15)
     else:
         A = np.array([[lat(p) / t, bw(p) * n / t] for p, n, t in series])
         (alpha, beta), *_ = np.linalg.lstsq(A, np.ones(len(series)), rcond=None)
@@ -416,9 +418,10 @@ def main():
          "(n = message bytes; L, B the algorithm's rounds and bytes per rank):\n")
     for k, text in ALGORITHM_TEXT.items():
         emit(f"- {text}")
-    emit("\nFitted by least squares on the relative error, jointly over 2 and 3 ranks, on all sizes "
-         "(so alpha and beta are the link's, not one size's). The error columns say how well one (alpha, "
-         "beta) pair explains every measured size and rank count.\n")
+    emit(f"\nFitted jointly over 2 and 3 ranks: alpha from the latency-bound sizes (<= {fmt_bytes(SMALL)}), "
+         f"beta by least squares from the bandwidth-bound ones (>= {fmt_bytes(LARGE)}), each without the "
+         "other's term, so that alpha and beta are the link's rather than one size's. The error columns "
+         "say how well that one (alpha, beta) pair explains every measured size and rank count.\n")
     fits = {}
     rows = []
     pairs = [("allreduce", "ring", "ring"), ("allreduce", "rd", "rd"), ("rs_ag", "default", "rs_ag"),
@@ -451,6 +454,17 @@ def main():
                 rows.append([where, p, op, f"{a_ * 1e6:.1f}", f"{1 / b_ / 1e9:.3f}" if b_ > 0 else "inf",
                              f"{e_med:.0%}", f"{e_max:.0%}"])
     emit(table(["where", "ranks", "op", "a us", "1/b GB/s", "median error", "max error"], rows) + "\n")
+    rate = machine.get("rate", "")
+    units = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
+    tbf = next((float(rate[:-len(u)]) * f / 8 for u, f in units.items() if rate.endswith(u)), None)
+    ring_net = fits.get(("net", "allreduce", "ring"))
+    if tbf and ring_net:
+        emit(f"Across hosts the ring's fitted payload rate is {1 / ring_net[2] / 1e6:.0f} MB/s, "
+             f"{1 / ring_net[2] / tbf:.0%} of the tbf rate ({rate} = {tbf / 1e6:.1f} MB/s): TCP over veth "
+             "on two loaded cores does not fill even the shaped link (its kernel work competes for the "
+             "same cores as everything else). Sizes between the two regimes are the "
+             "worst explained: tbf lets a 512 KB burst through at veth speed, and on one host messages "
+             "that fit in the caches are faster than the large ones that set beta.\n")
     emit("Reading it: one host's shared memory and the namespace link both run on the same two busy "
          "cores, so their 'bandwidth' is mostly CPU time (copying, summing, TCP), and the large-message "
          "figures vary with the other work on the machine. A real link's alpha and beta are the "
@@ -458,12 +472,15 @@ def main():
 
     # -- 3. validation
     emit("## 3. Predicted against measured: `arsenal train` at 2 and 3 ranks\n")
+    if "validation_date" in machine:
+        emit(f"(Measured again after the fit: {machine['validation_date']}.)\n")
     emit("`arsenal train` of W1 and W2 as run files (bench/scaling.sh writes them: the bench_step "
          "workloads, batch per rank, Fashion-MNIST, no checkpoints or parameter checks), steady-state "
          "step time from its metrics (samples/s of each `log_every` window, the first window left out). "
          "Compute: the 2 cores are shared by every rank on this machine (and by other work), so the model "
-         "takes the compute of p co-located ranks as measured right before each run: p single-rank "
-         "`bench_step` processes at once (`concurrent`, their mean wall time per step) -- on 3 ranks that "
+         "takes the compute of p co-located ranks as measured right before and right after each run: p "
+         "single-rank `bench_step` processes at once (`concurrent`, the mean wall time per step of all of "
+         "them) -- on 3 ranks that "
          "is about 1.5x a lone rank's even on an idle machine. Prediction = that compute, scaled layer by "
          "layer, + the modelled sync: on one host the shared-memory sum after backward (its line fit "
          "above); across hosts the trainer's buckets, each costing the binomial formula with the "
@@ -527,16 +544,28 @@ def main():
                     "SyncBatchNorm all-reduces x ms", "predicted ms (overlap ideal)", "predicted ms (no overlap)", "measured ms",
                     "error (ideal)", "error (none)"], vrows) + "\n")
         worst = max(min(abs(float(r[-2].rstrip('%'))), abs(float(r[-1].rstrip('%')))) for r in vrows)
-        emit(f"The closer of the two overlap assumptions is within {worst:.0f}% of the measured step in "
-             "every row" + (" (the 20% the issue asks for)." if worst <= 20 else
-                            ": more than the 20% the issue asks for in at least one row; see the notes below.") + "\n")
+        def pct(text):
+            return abs(float(text.rstrip("%")))
+        closer = [min(pct(r[-2]), pct(r[-1])) for r in vrows]
+        outside = [f"{r[0]} on {r[2]} {r[1]}" for r, c in zip(vrows, closer) if c > 20]
+        net_rows = [r for r in vrows if r[1] == "namespace hosts"]
+        none_wins = sum(pct(r[-1]) <= pct(r[-2]) for r in net_rows)
+        emit(f"{len(vrows) - len(outside)} of {len(vrows)} rows are within 20% of the measured step (the "
+             "closer overlap bound; the issue's criterion)"
+             + (": " + "; ".join(outside) + " is not." if outside else ".")
+             + (f" Across hosts `none` is the closer bound in {none_wins} of {len(net_rows)} rows." if net_rows else "")
+             + "\n")
         emit("Notes. Across hosts the sync is TCP, whose kernel work takes CPU from the same two cores as "
-             "the compute, so neither overlap bound is exact: the bucketed all-reduce progresses only when "
-             "a rank enters MPI (arsenal calls MPI_Test after each layer's backward; Open MPI's libnbc has "
-             "no progress thread), and on W1 (3 parameter layers, 2 buckets) there is hardly any backward "
-             "left to hide the first bucket behind. On one host the shared-memory sum is mostly waiting "
-             "at its two barriers for the slowest rank: with 3 ranks on 2 cores the ranks take turns, "
-             "which the concurrent compute already contains.\n")
+             "the compute, and the bucketed all-reduce progresses only when a rank enters MPI (arsenal "
+             "calls MPI_Test after each layer's backward; Open MPI's libnbc has no progress thread): on "
+             "W1 (3 parameter layers, 2 buckets) that leaves hardly any backward to hide a bucket behind, "
+             "so the measured step sits near the no-overlap bound. W2 across hosts is the hardest case: "
+             "its 49 synchronized BatchNorm layers make 147 blocking all-reduces per step, and those in "
+             "backward share the one TCP connection between two ranks with the megabytes of the buckets "
+             "already in flight, so they wait behind them -- on top of the scheduling cost that "
+             "`--sync-points` measures (a noisy quantity at this load: the median of a few samples). On one host the "
+             "shared-memory sum is mostly waiting at its two barriers for the slowest rank: with 3 ranks "
+             "on 2 cores the ranks take turns, which the concurrent compute already contains.\n")
 
     # -- 4. projection
     emit("## 4. Toward 256 nodes\n")

@@ -227,7 +227,7 @@ concurrent() {
 }
 sync_measure() {   # sync_measure WHERE RANKS LAUNCHER...: bench_comm's sync-point cost now, beside the runs
     local where="$1" p="$2"; shift 2
-    "$@" "$build/bench_comm" --label "val-$where" --min-bytes 8 --max-bytes 8 --reps 1 --budget 0.002 \
+    "$@" "$build/bench_comm" --label "val-$where" --min-bytes 8 --max-bytes 8 --reps "$reps" --budget 0.002 \
         --sync-points "$sync_points" | grep '"sync_point"' >>"$work/validation.jsonl"
 }
 train_run() {   # train_run WHERE RANKS WORKLOAD COMMAND...: one arsenal train, its metrics
@@ -292,7 +292,7 @@ if ((netns_ok)); then
         ip netns exec "$prefix-sw" tc qdisc add dev "p$i" root tbf rate "$rate" burst 512kb latency 20ms
         ip netns exec "$prefix-h$i" sysctl -qw net.ipv4.tcp_retries2=4
     done
-    echo "link=tc tbf rate $rate burst 512kb latency 20ms, both directions of every host port" >>"$work/machine.txt"
+    ((measure_fit)) && echo "link=tc tbf rate $rate burst 512kb latency 20ms, both directions of every host port" >>"$work/machine.txt"
     export ARS_NETNS_PREFIX="$prefix" ARS_NETNS_LOG="$work/agent.log"
     export TMPDIR="$work/tmp"
     mkdir -p "$TMPDIR"
