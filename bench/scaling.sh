@@ -208,7 +208,15 @@ algorithm_env() {   # the environment that forces algorithm $1 (ring | rd) in tu
 done
 
 # --- 4a. validation on one host --------------------------------------------------
-: >"$work/validation.jsonl"
+# --validation-only keeps the earlier round as validation-N.jsonl (the report
+# shows every round: the other work on this machine moves its load a lot)
+if ((!measure_fit)) && [[ -s "$work/validation.jsonl" ]]; then
+    round=1
+    while [[ -e "$work/validation-$round.jsonl" ]]; do round=$((round + 1)); done
+    mv "$work/validation.jsonl" "$work/validation-$round.jsonl"
+fi
+echo "{\"bench\":\"validation_meta\",\"date\":\"$(date -u '+%Y-%m-%d %H:%M UTC')\",\"load\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}" \
+    >"$work/validation.jsonl"
 # concurrent P: P single-rank bench_step processes at once, the compute P
 # co-located ranks get from the shared cores (before and after each run:
 # the other work on the machine drifts)
@@ -254,7 +262,7 @@ if ((have_fmnist)); then
             ((p > 1)) && sync_measure local "$p" "${mpi_local[@]}" -n "$p"
             if ((p == 1)); then train_run local 1 "$w" "$build/arsenal"
             else train_run local "$p" "$w" "${mpi_local[@]}" -n "$p" "$build/arsenal"; fi
-            concurrent "$p" "$w" local
+            ((quick)) || concurrent "$p" "$w" local
         done
     done
 else
@@ -323,7 +331,7 @@ if ((netns_ok)); then
                 concurrent "$p" "$w" net
                 sync_measure net "$p" on_hosts "$p" --
                 train_run net "$p" "$w" on_hosts "$p" -- "$build/arsenal"
-                concurrent "$p" "$w" net
+                ((quick)) || concurrent "$p" "$w" net
             done
         done
     fi
