@@ -688,7 +688,8 @@ def main():
     emit("What the model leaves out: contention in the network core (a fat tree at full bisection is "
          "assumed), stragglers and jitter (every node as fast as this one alone), hierarchical "
          "all-reduce within a multi-socket node, and libnbc's need for MPI calls to make progress (the "
-         "overlap here is the ideal one; section 3 shows what this machine gets).\n")
+         "`ideal` and `no overlap` rows bound it from both sides; section 3 found this machine near the "
+         "second).\n")
 
     with open(out, "w") as f:
         f.write("\n".join(doc) + "\n")
