@@ -77,6 +77,12 @@ render() {
     "$python" "$repo/bench/scaling.py" --work "$work" --out "$out" \
         --command "bench/scaling.sh$( ((quick)) && echo ' --quick')$( [[ $rate != 500mbit ]] && echo " --rate $rate")"
     echo "scaling.sh: wrote $out (measurements in $work)" >&2
+    if [[ "$out" == "$repo/docs/scaling.md" ]]; then   # the report's measurements go with it
+        rm -rf "$repo/docs/results/scaling"
+        mkdir -p "$repo/docs/results/scaling"
+        cp "$work"/machine.txt "$work"/step.jsonl "$work"/comm.jsonl "$work"/validation*.jsonl \
+            "$repo/docs/results/scaling/" 2>/dev/null || true
+    fi
 }
 if ((report_only)); then render; exit 0; fi
 if ((validation_only)); then
