@@ -81,7 +81,7 @@ render() {
         rm -rf "$repo/docs/results/scaling"
         mkdir -p "$repo/docs/results/scaling"
         cp "$work"/machine.txt "$work"/step.jsonl "$work"/comm.jsonl "$work"/validation*.jsonl \
-            "$repo/docs/results/scaling/" 2>/dev/null || true
+            "$repo/docs/results/scaling/"
     fi
 }
 if ((report_only)); then render; exit 0; fi
