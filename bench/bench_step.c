@@ -45,7 +45,7 @@ typedef struct workload {
 
 typedef struct options {
     const char *workload, *config;
-    int steps, warmup, reps, threads, products, rounds, batch, in_dim;
+    int steps, warmup, reps, threads, products, rounds, batch, in_dim, layers;
     int gemm_tuning;      /* 1: the products in their measured layouts (src/gemm.h), 0: as asked */
     double gemm_budget;   /* seconds per raw-GEMM sample */
 } options;
@@ -880,17 +880,66 @@ static int report_profile(bench *b, gemm_buffers *g, int threads, int steps, int
     return rc;
 }
 
+/* --layers: every layer's forward and backward time in model order (not
+ * grouped) with its parameter count and offset, and the step's phases:
+ * medians over `rounds` blocks of `steps` profiled steps. bench/scaling.py
+ * takes from them when each gradient bucket is ready during backward. */
+static int report_layer_order(bench *b, int threads, int steps, int rounds)
+{
+    const int L = b->model.layer_count;
+    double *fwd = calloc((size_t)rounds * L, sizeof(double)), *bwd = calloc((size_t)rounds * L, sizeof(double));
+    double *phase = calloc((size_t)rounds * 5, sizeof(double)), *tmp = calloc((size_t)rounds, sizeof(double));
+    int rc = !fwd || !bwd || !phase || !tmp ? ars_error(ARS_ENOMEM, "out of memory") : 0;
+    for (int r = 0; r < rounds && !rc; r++) {
+        memset(b->phase, 0, sizeof b->phase);
+        memset(b->layer_fwd, 0, sizeof(double) * (size_t)L);
+        memset(b->layer_bwd, 0, sizeof(double) * (size_t)L);
+        for (int i = 0; i < steps && !rc; i++) rc = train_step(b, 1);
+        for (int l = 0; l < L; l++) {
+            fwd[r * L + l] = b->layer_fwd[l] / steps;
+            bwd[r * L + l] = b->layer_bwd[l] / steps;
+        }
+        for (int i = 0; i < 5; i++) phase[r * 5 + i] = b->phase[i] / steps;
+    }
+    static const char *const names[5] = {"forward", "loss", "backward", "norm_clip", "optimizer"};
+    for (int i = 0; i < 5 && !rc; i++) {
+        for (int r = 0; r < rounds; r++) tmp[r] = phase[r * 5 + i];
+        json_head("phase", b, threads);
+        printf(",\"phase\":\"%s\",\"ms\":%.4f,\"clock\":\"%s\"}\n", names[i], median(tmp, rounds) * 1e3,
+               timing_clock == CLOCK_MONOTONIC ? "wall" : "cpu");
+    }
+    for (int l = 0; l < L && !rc; l++) {
+        const ars_layer *layer = &b->model.layers[l];
+        for (int r = 0; r < rounds; r++) tmp[r] = fwd[r * L + l];
+        double f = median(tmp, rounds);
+        for (int r = 0; r < rounds; r++) tmp[r] = bwd[r * L + l];
+        json_head("layer_order", b, threads);
+        printf(",\"index\":%d,\"layer\":\"%s\",\"kind\":\"%s\",\"params\":%zu,\"param_offset\":%zu,"
+               "\"forward_ms\":%.6f,\"backward_ms\":%.6f}\n",
+               l, layer->name, layer->ops->kind, layer->param_size, layer->param_offset, f * 1e3,
+               median(tmp, rounds) * 1e3);
+    }
+    fflush(stdout);
+    free(fwd);
+    free(bwd);
+    free(phase);
+    free(tmp);
+    return rc;
+}
+
 static void usage(FILE *to)
 {
     fprintf(to,
             "usage: bench_step [--workload W1|...|W6 | --config FILE] [--steps N] [--warmup N]\n"
             "                  [--reps N] [--threads N] [--batch N] [--in-dim N]\n"
-            "                  [--products [--rounds N]] [--gemm-budget SECONDS] [--gemm-tuning on|off]\n"
+            "                  [--products [--rounds N]] [--layers] [--gemm-budget SECONDS]\n"
+            "                  [--gemm-tuning on|off]\n"
             "Times full training steps and the same products made raw (the calls one step made\n"
             "through ars_gemm, each in the layout the step used); one JSON line per measurement\n"
             "on stdout. --products: per-layer and per-phase times and every product against raw\n"
-            "sgemm in 8 layouts, in N interleaved rounds. --gemm-tuning off: every product as\n"
-            "asked (run.gemm_tuning = off), reported as impl \"arsenal-fixed\".\n");
+            "sgemm in 8 layouts, in N interleaved rounds. --layers: every layer's forward and\n"
+            "backward time in model order, and the phases (N rounds). --gemm-tuning off: every\n"
+            "product as asked (run.gemm_tuning = off), reported as impl \"arsenal-fixed\".\n");
 }
 
 static int parse(int argc, char **argv, options *o)
@@ -901,6 +950,7 @@ static int parse(int argc, char **argv, options *o)
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--products") == 0) { o->products = 1; continue; }
+        if (strcmp(a, "--layers") == 0) { o->layers = 1; continue; }
         if (strcmp(a, "--gemm-tuning") == 0 && v && (strcmp(v, "on") == 0 || strcmp(v, "off") == 0)) {
             o->gemm_tuning = strcmp(v, "on") == 0;
             i++;
@@ -1036,6 +1086,7 @@ static int run(const options *o)
     free(ratios);
     free(step_ms);
 
+    if (o->layers) TRY(report_layer_order(&b, threads, steps, o->rounds));
     if (o->products) {
         double peak_gflops = NAN;
         TRY(report_profile(&b, &g, threads, steps, o->rounds, o->gemm_budget, &peak_gflops));
