@@ -562,6 +562,16 @@ int ars_dist_gather_to_root(const ars_dist *dist, const float *slice, float *ful
     return 0;
 }
 
+int ars_dist_gather_in_place_to_root(const ars_dist *dist, float *values)
+{
+    if (!ars_dist_active(dist) || !dist->shard) return 0;
+    const int mine = dist->slice_counts[dist->rank];
+    MPI_CHECK(MPI_Gatherv(dist->rank == 0 ? MPI_IN_PLACE : values + dist->slice_offsets[dist->rank], mine, MPI_FLOAT,
+                          values, dist->slice_counts, dist->slice_offsets, MPI_FLOAT, 0, dist->comm),
+              "MPI_Gatherv (gradient slices)");
+    return 0;
+}
+
 int ars_dist_scatter_from_root(const ars_dist *dist, const float *full, float *slice)
 {
     if (!ars_dist_active(dist) || !dist->shard) return 0;

@@ -108,7 +108,10 @@ static int make_ckpt_dir(const ars_trainer *t)
 
 /* Sharded, rank 0 writes the whole optimizer state: every rank's slice of
  * m and v gathered into full buffers, held for the write only, so the file
- * is the unsharded one. *full is t->opt unsharded. Collective. */
+ * is the unsharded one; and the last step's summed gradient (/grad), each
+ * slice gathered into rank 0's gradient buffer, whose other parts held its
+ * own gradient, read by nothing after the step. *full is t->opt unsharded.
+ * Collective. */
 static int gather_optimizer(ars_trainer *t, ars_optimizer *full)
 {
     *full = t->opt;
@@ -124,6 +127,7 @@ static int gather_optimizer(ars_trainer *t, ars_optimizer *full)
     ars_watchdog_enter(t->watchdog, t->step, "optimizer state gather (checkpoint)");
     if (t->opt.m) rc = ars_dist_gather_to_root(t->dist, t->opt.m, full->m);
     if (!rc && t->opt.v) rc = ars_dist_gather_to_root(t->dist, t->opt.v, full->v);
+    if (!rc) rc = ars_dist_gather_in_place_to_root(t->dist, t->model.grads);
     ars_watchdog_leave(t->watchdog);
     return rc;
 }

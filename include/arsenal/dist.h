@@ -145,6 +145,9 @@ int ars_dist_gather_slices(const ars_dist *dist, float *values);
  * or written on rank 0 only (may be NULL elsewhere); slice holds this
  * rank's part. For checkpoints, which keep the unsharded format. */
 int ars_dist_gather_to_root(const ars_dist *dist, const float *slice, float *full);
+/* The same in place: every rank's slice of values (the planned count) into
+ * rank 0's values; the other ranks' buffers are read only. */
+int ars_dist_gather_in_place_to_root(const ars_dist *dist, float *values);
 int ars_dist_scatter_from_root(const ars_dist *dist, const float *full, float *slice);
 
 /* In-place sums over ranks of a few doubles, added in rank order after an
