@@ -403,12 +403,13 @@ int ars_dist_start_side_sum(ars_dist *dist, double *values, int count)
 }
 
 /* Sums rank 0's, rank 1's, ... values of [lo, hi) in that order, stores
- * the sum into every rank's buffer, and returns its sum of squares
- * (sixteen partial sums combined in a fixed tree, as ars_sum_squares: the
- * same bits at any vector width). Written as separate loops over a block
- * of sixteen so that GCC vectorizes each. */
+ * the sum into each of the outputs (every rank's buffer, or this rank's
+ * alone when sharded), and returns its sum of squares (sixteen partial sums
+ * combined in a fixed tree, as ars_sum_squares: the same bits at any vector
+ * width). Written as separate loops over a block of sixteen so that GCC
+ * vectorizes each. */
 ARS_VECTOR_CLONES
-static double sum_slice(float *const *buffers, int ranks, size_t lo, size_t hi)
+static double sum_slice(float *const *buffers, int ranks, float *const *outs, int out_count, size_t lo, size_t hi)
 {
     double acc[ARS_PARTIAL_SUMS] = {0};
     size_t i = lo;
@@ -420,8 +421,8 @@ static double sum_slice(float *const *buffers, int ranks, size_t lo, size_t hi)
             const float *restrict next = buffers[r] + i;
             for (int j = 0; j < 16; j++) sum[j] += next[j];
         }
-        for (int r = 0; r < ranks; r++) {
-            float *restrict out = buffers[r] + i;
+        for (int r = 0; r < out_count; r++) {
+            float *restrict out = outs[r] + i;
             for (int j = 0; j < 16; j++) out[j] = sum[j];
         }
         for (int j = 0; j < 16; j++) acc[j] += (double)sum[j] * sum[j];
@@ -429,7 +430,7 @@ static double sum_slice(float *const *buffers, int ranks, size_t lo, size_t hi)
     for (; i < hi; i++) {
         float sum = buffers[0][i];
         for (int r = 1; r < ranks; r++) sum += buffers[r][i];
-        for (int r = 0; r < ranks; r++) buffers[r][i] = sum;
+        for (int r = 0; r < out_count; r++) outs[r][i] = sum;
         acc[0] += (double)sum * sum;
     }
     return ars_combine_partial_sums(acc);
@@ -449,7 +450,7 @@ static int reduce_shared(ars_dist *dist)
     atomic_thread_fence(memory_order_seq_cst);
     size_t lo, hi;
     ars_dist_slice(dist->grad_count, dist->size, dist->rank, &lo, &hi);
-    *partial_slot(dist, dist->rank) = sum_slice(dist->peer_grads, dist->size, lo, hi);
+    *partial_slot(dist, dist->rank) = sum_slice(dist->peer_grads, dist->size, dist->peer_grads, dist->size, lo, hi);
     atomic_thread_fence(memory_order_seq_cst);
     MPI_CHECK(MPI_Barrier(dist->comm), "MPI_Barrier (gradients summed)");
     atomic_thread_fence(memory_order_seq_cst);
@@ -458,29 +459,6 @@ static int reduce_shared(ars_dist *dist)
     dist->grad_sum_squares = total;
     dist->sum_squares_ready = 1;
     return 0;
-}
-
-/* Sums rank 0's, rank 1's, ... values of [lo, hi) in that order (as
- * sum_slice, so the same bits) into out only. */
-ARS_VECTOR_CLONES
-static void sum_slice_into(float *const *buffers, int ranks, float *out, size_t lo, size_t hi)
-{
-    size_t i = lo;
-    for (; i + 16 <= hi; i += 16) {
-        float sum[16];
-        const float *restrict first = buffers[0] + i;
-        for (int j = 0; j < 16; j++) sum[j] = first[j];
-        for (int r = 1; r < ranks; r++) {
-            const float *restrict next = buffers[r] + i;
-            for (int j = 0; j < 16; j++) sum[j] += next[j];
-        }
-        for (int j = 0; j < 16; j++) out[i + j] = sum[j];
-    }
-    for (; i < hi; i++) {
-        float sum = buffers[0][i];
-        for (int r = 1; r < ranks; r++) sum += buffers[r][i];
-        out[i] = sum;
-    }
 }
 
 /* Sharded, one host: this rank sums its slice over every rank's buffer
@@ -493,7 +471,7 @@ static int reduce_shared_slice(ars_dist *dist)
     MPI_CHECK(MPI_Barrier(dist->comm), "MPI_Barrier (gradients written)");
     atomic_thread_fence(memory_order_seq_cst);
     const size_t lo = (size_t)dist->slice_offsets[dist->rank], hi = lo + (size_t)dist->slice_counts[dist->rank];
-    sum_slice_into(dist->peer_grads, dist->size, dist->peer_grads[dist->rank], lo, hi);
+    dist->slice_sum_squares = sum_slice(dist->peer_grads, dist->size, &dist->peer_grads[dist->rank], 1, lo, hi);
     atomic_thread_fence(memory_order_seq_cst);
     return 0;
 }
@@ -504,8 +482,9 @@ static int reduce_scatter(ars_dist *dist)
 {
     MPI_CHECK(MPI_Reduce_scatter(MPI_IN_PLACE, dist->grads, dist->slice_counts, MPI_FLOAT, MPI_SUM, dist->comm),
               "MPI_Reduce_scatter");
-    const int lo = dist->slice_offsets[dist->rank];
-    if (lo) memmove(dist->grads + lo, dist->grads, sizeof(float) * (size_t)dist->slice_counts[dist->rank]);
+    const int lo = dist->slice_offsets[dist->rank], count = dist->slice_counts[dist->rank];
+    if (lo) memmove(dist->grads + lo, dist->grads, sizeof(float) * (size_t)count);
+    dist->slice_sum_squares = ars_sum_squares(dist->grads + lo, (size_t)count);
     return 0;
 }
 
@@ -528,14 +507,12 @@ int ars_dist_sum_in_rank_order(ars_dist *dist, double *values, int count)
     return 0;
 }
 
-/* Sharded: the sum of squares of this rank's slice, gathered from every
+/* Sharded: the sum of squares of each rank's slice, gathered from every
  * rank and added in rank order: the same bits on every rank, and those of
  * the unsharded shared-memory reduction (the same slices, the same tree). */
-static int slice_sum_squares(ars_dist *dist)
+static int gather_sum_squares(ars_dist *dist)
 {
-    const size_t lo = (size_t)dist->slice_offsets[dist->rank], hi = lo + (size_t)dist->slice_counts[dist->rank];
-    double mine = ars_sum_squares(dist->grads + lo, hi - lo);
-    MPI_CHECK(MPI_Allgather(&mine, 1, MPI_DOUBLE, dist->gathered, 1, MPI_DOUBLE, dist->comm),
+    MPI_CHECK(MPI_Allgather(&dist->slice_sum_squares, 1, MPI_DOUBLE, dist->gathered, 1, MPI_DOUBLE, dist->comm),
               "MPI_Allgather (gradient sum of squares)");
     double total = 0;
     for (int r = 0; r < dist->size; r++) total += dist->gathered[r];
@@ -613,7 +590,7 @@ int ars_dist_finish_gradients(ars_dist *dist)
         if (mpi_rc != MPI_SUCCESS && !rc) rc = mpi_failed(mpi_rc, "MPI_Wait on the loss sum");
     }
     for (int b = 0; b < dist->bucket_count; b++) dist->buckets[b].started = 0;
-    if (!rc && dist->shard) rc = slice_sum_squares(dist);
+    if (!rc && dist->shard) rc = gather_sum_squares(dist);
     dist->sync_seconds = MPI_Wtime() - start;
     return rc;
 }

@@ -182,19 +182,11 @@ static void test_accumulated_resume_is_bit_exact(void **state)
 
 int main(int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
-    if (ars_dist_create(&world, MPI_COMM_WORLD)) MPI_Abort(MPI_COMM_WORLD, 1);
-    if (world.rank == 0) ars_test_tempdir(base_dir, sizeof base_dir, "accumulate");
-    MPI_Bcast(base_dir, sizeof base_dir, MPI_CHAR, 0, MPI_COMM_WORLD);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_accumulation_equals_a_k_times_larger_batch),
         cmocka_unit_test(test_batchnorm_statistics_are_per_micro_batch),
         cmocka_unit_test(test_accumulated_resume_is_bit_exact),
     };
-    int failed = cmocka_run_group_tests(tests, NULL, NULL);
-    if (world.rank == 0) ars_test_remove_tree(base_dir);
-    ars_dist_destroy(&world);
-    if (failed) MPI_Abort(MPI_COMM_WORLD, 1);
-    MPI_Finalize();
-    return 0;
+    return ars_test_mpi_main_in_tempdir(&argc, &argv, &world, "accumulate", base_dir, sizeof base_dir, tests,
+                                        sizeof tests / sizeof tests[0]);
 }

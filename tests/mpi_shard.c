@@ -311,20 +311,12 @@ static void test_resume_across_shard_and_world_size(void **state)
 
 int main(int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
-    if (ars_dist_create(&world, MPI_COMM_WORLD)) MPI_Abort(MPI_COMM_WORLD, 1);
-    if (world.rank == 0) ars_test_tempdir(base_dir, sizeof base_dir, "shard");
-    MPI_Bcast(base_dir, sizeof base_dir, MPI_CHAR, 0, MPI_COMM_WORLD);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_slices_partition_the_parameters),
         cmocka_unit_test(test_sharded_equals_unsharded),
         cmocka_unit_test(test_sharded_resume_is_bit_exact),
         cmocka_unit_test(test_resume_across_shard_and_world_size),
     };
-    int failed = cmocka_run_group_tests(tests, NULL, NULL);
-    if (world.rank == 0) ars_test_remove_tree(base_dir);
-    ars_dist_destroy(&world);
-    if (failed) MPI_Abort(MPI_COMM_WORLD, 1);
-    MPI_Finalize();
-    return 0;
+    return ars_test_mpi_main_in_tempdir(&argc, &argv, &world, "shard", base_dir, sizeof base_dir, tests,
+                                        sizeof tests / sizeof tests[0]);
 }

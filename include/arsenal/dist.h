@@ -55,6 +55,7 @@ struct ars_dist {
      * only (ars_dist_slice) */
     int shard;
     int *slice_counts, *slice_offsets;   /* per rank, for the reduce-scatter and the all-gathers */
+    double slice_sum_squares;            /* of this rank's summed slice, the step just finished */
     double *gathered;                    /* per rank: for sums added in rank order */
 };
 typedef struct ars_dist ars_dist;
