@@ -785,6 +785,11 @@ if update:
     open(out, "w").write(body.rstrip() + ("\n\n" + limits_text if limits_text else "") + "\n")
     print(f"run.sh: put the {update} block into {out}", file=sys.stderr)
     sys.exit(0)
+# bench/memory_shard.sh measures its section apart: carried over as it is
+previous = open(out).read() if os.path.exists(out) else ""
+memory_begin, memory_end = "<!-- bench/memory_shard.sh: begin -->", "<!-- bench/memory_shard.sh: end -->"
+if memory_begin in previous and memory_end in previous:
+    lines += ["", previous[previous.index(memory_begin):previous.index(memory_end) + len(memory_end)]]
 if limits_text:
     lines += ["", limits_text]
 

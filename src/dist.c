@@ -56,9 +56,19 @@ static void release_segment(ars_dist *dist)
     dist->peer_grads = NULL;
 }
 
+static void release_shard(ars_dist *dist)
+{
+    free(dist->slice_counts);
+    free(dist->slice_offsets);
+    free(dist->gathered);
+    dist->slice_counts = dist->slice_offsets = NULL;
+    dist->gathered = NULL;
+}
+
 void ars_dist_destroy(ars_dist *dist)
 {
     release_segment(dist);
+    release_shard(dist);
     if (dist->comm != MPI_COMM_NULL && dist->comm != 0) MPI_Comm_free(&dist->comm);
     free(dist->buckets);
     memset(dist, 0, sizeof *dist);
@@ -93,6 +103,13 @@ int ars_dist_allreduce_float(const ars_dist *dist, float *values, size_t count)
                   "MPI_Allreduce");
         done += (size_t)chunk;
     }
+    return 0;
+}
+
+int ars_dist_allreduce_uint32(const ars_dist *dist, uint32_t *values, int count)
+{
+    if (!ars_dist_active(dist) || count == 0) return 0;
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, values, count, MPI_UINT32_T, MPI_SUM, dist->comm), "MPI_Allreduce");
     return 0;
 }
 
@@ -164,6 +181,17 @@ int ars_dist_single_host(const ars_dist *dist, int *single)
     /* the same answer on every rank: a host holds them all or none does */
     *single = size == dist->size;
     return 0;
+}
+
+void ars_dist_slice(size_t count, int ranks, int rank, size_t *lo, size_t *hi)
+{
+    /* whole cache lines: no two ranks write into one line of a shared
+     * buffer, and a slice starts where ars_sum_squares' blocks of sixteen do */
+    size_t lines = (count + 15) / 16, per_rank = (lines + (size_t)ranks - 1) / (size_t)ranks;
+    *lo = 16 * per_rank * (size_t)rank;
+    *hi = *lo + 16 * per_rank;
+    if (*lo > count) *lo = count;
+    if (*hi > count) *hi = count;
 }
 
 /* Bytes of one rank's part of the segment: its gradients, then (in a
@@ -265,6 +293,27 @@ static int choose_sync(ars_dist *dist, ars_model *model, ars_grad_sync mode)
     return ars_model_move_grads(model, dist->peer_grads[dist->rank]);
 }
 
+/* The slices of every rank (MPI counts are int). */
+static int plan_shard(ars_dist *dist, const ars_model *model)
+{
+    const int ranks = dist->size;
+    dist->slice_counts = malloc(sizeof(int) * (size_t)ranks);
+    dist->slice_offsets = malloc(sizeof(int) * (size_t)ranks);
+    dist->gathered = malloc(sizeof(double) * (size_t)ranks);
+    if (!dist->slice_counts || !dist->slice_offsets || !dist->gathered)
+        return ars_error(ARS_ENOMEM, "dist: out of memory for the optimizer's slices");
+    if (model->param_count > (size_t)INT_MAX)
+        return ars_error(ARS_EINVAL, "optimizer_shard: %zu parameters exceed the %d an MPI count can hold",
+                         model->param_count, INT_MAX);
+    for (int r = 0; r < ranks; r++) {
+        size_t lo, hi;
+        ars_dist_slice(model->param_count, ranks, r, &lo, &hi);
+        dist->slice_offsets[r] = (int)lo;
+        dist->slice_counts[r] = (int)(hi - lo);
+    }
+    return 0;
+}
+
 int ars_dist_plan_buckets(ars_dist *dist, ars_model *model, size_t bucket_bytes, size_t first_bucket_bytes,
                           ars_grad_sync mode)
 {
@@ -279,10 +328,12 @@ int ars_dist_plan_buckets(ars_dist *dist, ars_model *model, size_t bucket_bytes,
         if (rc) return rc;
     }
     release_segment(dist);
+    release_shard(dist);
     dist->grad_count = model->param_count;
     dist->sum_squares_ready = 0;
     int rc = choose_sync(dist, model, mode);
     if (rc) return rc;
+    if (dist->shard && ars_dist_active(dist)) TRY(plan_shard(dist, model));
     dist->grads = model->grads;
     if (bucket_bytes < sizeof(float)) bucket_bytes = sizeof(float);
     if (first_bucket_bytes < sizeof(float)) first_bucket_bytes = bucket_bytes;
@@ -327,7 +378,7 @@ static int start_bucket(ars_dist *dist, ars_bucket *bucket)
 int ars_dist_backward_hook(void *context, const ars_layer *layer)
 {
     ars_dist *dist = context;
-    if (!ars_dist_active(dist) || dist->mode != ARS_SYNC_OVERLAP) return 0;
+    if (!ars_dist_active(dist) || dist->mode != ARS_SYNC_OVERLAP || dist->shard) return 0;
     for (int b = 0; b < dist->bucket_count; b++) {
         ars_bucket *bucket = &dist->buckets[b];
         if (!bucket->started && bucket->first_layer == layer->index) {
@@ -352,12 +403,13 @@ int ars_dist_start_side_sum(ars_dist *dist, double *values, int count)
 }
 
 /* Sums rank 0's, rank 1's, ... values of [lo, hi) in that order, stores
- * the sum into every rank's buffer, and returns its sum of squares
- * (sixteen partial sums combined in a fixed tree, as ars_sum_squares: the
- * same bits at any vector width). Written as separate loops over a block
- * of sixteen so that GCC vectorizes each. */
+ * the sum into each of the outputs (every rank's buffer, or this rank's
+ * alone when sharded), and returns its sum of squares (sixteen partial sums
+ * combined in a fixed tree, as ars_sum_squares: the same bits at any vector
+ * width). Written as separate loops over a block of sixteen so that GCC
+ * vectorizes each. */
 ARS_VECTOR_CLONES
-static double sum_slice(float *const *buffers, int ranks, size_t lo, size_t hi)
+static double sum_slice(float *const *buffers, int ranks, float *const *outs, int out_count, size_t lo, size_t hi)
 {
     double acc[ARS_PARTIAL_SUMS] = {0};
     size_t i = lo;
@@ -369,8 +421,8 @@ static double sum_slice(float *const *buffers, int ranks, size_t lo, size_t hi)
             const float *restrict next = buffers[r] + i;
             for (int j = 0; j < 16; j++) sum[j] += next[j];
         }
-        for (int r = 0; r < ranks; r++) {
-            float *restrict out = buffers[r] + i;
+        for (int r = 0; r < out_count; r++) {
+            float *restrict out = outs[r] + i;
             for (int j = 0; j < 16; j++) out[j] = sum[j];
         }
         for (int j = 0; j < 16; j++) acc[j] += (double)sum[j] * sum[j];
@@ -378,7 +430,7 @@ static double sum_slice(float *const *buffers, int ranks, size_t lo, size_t hi)
     for (; i < hi; i++) {
         float sum = buffers[0][i];
         for (int r = 1; r < ranks; r++) sum += buffers[r][i];
-        for (int r = 0; r < ranks; r++) buffers[r][i] = sum;
+        for (int r = 0; r < out_count; r++) outs[r][i] = sum;
         acc[0] += (double)sum * sum;
     }
     return ars_combine_partial_sums(acc);
@@ -396,11 +448,9 @@ static int reduce_shared(ars_dist *dist)
     atomic_thread_fence(memory_order_seq_cst);
     MPI_CHECK(MPI_Barrier(dist->comm), "MPI_Barrier (gradients written)");
     atomic_thread_fence(memory_order_seq_cst);
-    size_t lines = (dist->grad_count + 15) / 16, per_rank = (lines + (size_t)dist->size - 1) / (size_t)dist->size;
-    size_t lo = 16 * per_rank * (size_t)dist->rank, hi = lo + 16 * per_rank;
-    if (lo > dist->grad_count) lo = dist->grad_count;
-    if (hi > dist->grad_count) hi = dist->grad_count;
-    *partial_slot(dist, dist->rank) = sum_slice(dist->peer_grads, dist->size, lo, hi);
+    size_t lo, hi;
+    ars_dist_slice(dist->grad_count, dist->size, dist->rank, &lo, &hi);
+    *partial_slot(dist, dist->rank) = sum_slice(dist->peer_grads, dist->size, dist->peer_grads, dist->size, lo, hi);
     atomic_thread_fence(memory_order_seq_cst);
     MPI_CHECK(MPI_Barrier(dist->comm), "MPI_Barrier (gradients summed)");
     atomic_thread_fence(memory_order_seq_cst);
@@ -411,6 +461,103 @@ static int reduce_shared(ars_dist *dist)
     return 0;
 }
 
+/* Sharded, one host: this rank sums its slice over every rank's buffer
+ * into its own buffer, which no other rank reads there. No barrier after
+ * it: the all-gather of the sum of squares that follows keeps every rank
+ * from writing its next gradient before all have read it. */
+static int reduce_shared_slice(ars_dist *dist)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    MPI_CHECK(MPI_Barrier(dist->comm), "MPI_Barrier (gradients written)");
+    atomic_thread_fence(memory_order_seq_cst);
+    const size_t lo = (size_t)dist->slice_offsets[dist->rank], hi = lo + (size_t)dist->slice_counts[dist->rank];
+    dist->slice_sum_squares = sum_slice(dist->peer_grads, dist->size, &dist->peer_grads[dist->rank], 1, lo, hi);
+    atomic_thread_fence(memory_order_seq_cst);
+    return 0;
+}
+
+/* Sharded, across hosts: MPI_Reduce_scatter in place leaves the summed
+ * slice at the start of the buffer; it moves to its own place. */
+static int reduce_scatter(ars_dist *dist)
+{
+    MPI_CHECK(MPI_Reduce_scatter(MPI_IN_PLACE, dist->grads, dist->slice_counts, MPI_FLOAT, MPI_SUM, dist->comm),
+              "MPI_Reduce_scatter");
+    const int lo = dist->slice_offsets[dist->rank], count = dist->slice_counts[dist->rank];
+    if (lo) memmove(dist->grads + lo, dist->grads, sizeof(float) * (size_t)count);
+    dist->slice_sum_squares = ars_sum_squares(dist->grads + lo, (size_t)count);
+    return 0;
+}
+
+int ars_dist_sum_in_rank_order(ars_dist *dist, double *values, int count)
+{
+    if (!ars_dist_active(dist) || count == 0) return 0;
+    double *all = malloc(sizeof(double) * (size_t)dist->size * (size_t)count);
+    if (!all) return ars_error(ARS_ENOMEM, "dist: out of memory");
+    int mpi_rc = MPI_Allgather(values, count, MPI_DOUBLE, all, count, MPI_DOUBLE, dist->comm);
+    if (mpi_rc != MPI_SUCCESS) {
+        free(all);
+        return mpi_failed(mpi_rc, "MPI_Allgather (sums)");
+    }
+    for (int i = 0; i < count; i++) {
+        double total = 0;
+        for (int r = 0; r < dist->size; r++) total += all[(size_t)r * (size_t)count + (size_t)i];
+        values[i] = total;
+    }
+    free(all);
+    return 0;
+}
+
+/* Sharded: the sum of squares of each rank's slice, gathered from every
+ * rank and added in rank order: the same bits on every rank, and those of
+ * the unsharded shared-memory reduction (the same slices, the same tree). */
+static int gather_sum_squares(ars_dist *dist)
+{
+    MPI_CHECK(MPI_Allgather(&dist->slice_sum_squares, 1, MPI_DOUBLE, dist->gathered, 1, MPI_DOUBLE, dist->comm),
+              "MPI_Allgather (gradient sum of squares)");
+    double total = 0;
+    for (int r = 0; r < dist->size; r++) total += dist->gathered[r];
+    dist->grad_sum_squares = total;
+    dist->sum_squares_ready = 1;
+    return 0;
+}
+
+int ars_dist_gather_slices(const ars_dist *dist, float *values)
+{
+    if (!ars_dist_active(dist) || !dist->shard) return 0;
+    MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, values, dist->slice_counts, dist->slice_offsets,
+                             MPI_FLOAT, dist->comm),
+              "MPI_Allgatherv (parameter slices)");
+    return 0;
+}
+
+int ars_dist_gather_to_root(const ars_dist *dist, const float *slice, float *full)
+{
+    if (!ars_dist_active(dist) || !dist->shard) return 0;
+    MPI_CHECK(MPI_Gatherv(slice, dist->slice_counts[dist->rank], MPI_FLOAT, full, dist->slice_counts,
+                          dist->slice_offsets, MPI_FLOAT, 0, dist->comm),
+              "MPI_Gatherv (optimizer state)");
+    return 0;
+}
+
+int ars_dist_gather_in_place_to_root(const ars_dist *dist, float *values)
+{
+    if (!ars_dist_active(dist) || !dist->shard) return 0;
+    const int mine = dist->slice_counts[dist->rank];
+    MPI_CHECK(MPI_Gatherv(dist->rank == 0 ? MPI_IN_PLACE : values + dist->slice_offsets[dist->rank], mine, MPI_FLOAT,
+                          values, dist->slice_counts, dist->slice_offsets, MPI_FLOAT, 0, dist->comm),
+              "MPI_Gatherv (gradient slices)");
+    return 0;
+}
+
+int ars_dist_scatter_from_root(const ars_dist *dist, const float *full, float *slice)
+{
+    if (!ars_dist_active(dist) || !dist->shard) return 0;
+    MPI_CHECK(MPI_Scatterv(full, dist->slice_counts, dist->slice_offsets, MPI_FLOAT, slice,
+                           dist->slice_counts[dist->rank], MPI_FLOAT, 0, dist->comm),
+              "MPI_Scatterv (optimizer state)");
+    return 0;
+}
+
 int ars_dist_finish_gradients(ars_dist *dist)
 {
     if (!ars_dist_active(dist)) return 0;
@@ -418,7 +565,9 @@ int ars_dist_finish_gradients(ars_dist *dist)
     dist->sum_squares_ready = 0;
     double start = MPI_Wtime();
     int rc = 0;
-    if (dist->mode == ARS_SYNC_SHARED) {
+    if (dist->shard) {
+        rc = dist->mode == ARS_SYNC_SHARED ? reduce_shared_slice(dist) : reduce_scatter(dist);
+    } else if (dist->mode == ARS_SYNC_SHARED) {
         rc = reduce_shared(dist);
     } else if (dist->mode == ARS_SYNC_ALLREDUCE) {
         size_t total = 0;
@@ -441,6 +590,7 @@ int ars_dist_finish_gradients(ars_dist *dist)
         if (mpi_rc != MPI_SUCCESS && !rc) rc = mpi_failed(mpi_rc, "MPI_Wait on the loss sum");
     }
     for (int b = 0; b < dist->bucket_count; b++) dist->buckets[b].started = 0;
+    if (!rc && dist->shard) rc = gather_sum_squares(dist);
     dist->sync_seconds = MPI_Wtime() - start;
     return rc;
 }

@@ -127,6 +127,8 @@ static int load_run_section(ars_config *c, ars_config_section *s, ars_run_config
     TRY(get_float(c, s, "beta1", run->optim.beta1, 0, 0.999999, &run->optim.beta1));
     TRY(get_float(c, s, "beta2", run->optim.beta2, 0, 0.99999999, &run->optim.beta2));
     TRY(get_float(c, s, "eps", run->optim.eps, 1e-30, 1, &run->optim.eps));
+    TRY(ars_config_get_bool(c, s, "optimizer_shard", 0, &run->optimizer_shard));
+    TRY(get_int(c, s, "accumulate", 1, 1, 1 << 20, &run->accumulate));
 
     TRY(ars_config_get_string(c, s, "schedule", "constant", schedules, text, sizeof text));
     TRY(ars_schedule_parse(text, &run->schedule.kind));

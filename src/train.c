@@ -185,9 +185,13 @@ static int check_model_fits(ars_trainer *t, const ars_layer_spec *specs, int cou
                          ARS_SPEC_AT_ARGS(&specs[count - 1]), size.out_dim, t->run->data, classes,
                          t->train.labels ? "classes" : "targets");
     const int moments = optim->kind != ARS_OPT_SGD ? 2 : optim->momentum > 0;
-    const int copies = 2 + moments + 1;   /* weights, gradients, moments, probe copy */
+    /* sharded, the moments and the probe copy are of this rank's slice;
+     * accumulating, the earlier micro-batches' gradients are one more copy */
+    const double per_rank = t->shard ? 1.0 / t->world : 1.0, accumulated = t->accumulate > 1;
+    /* weights, gradients, moments, probe copy, accumulated gradients */
+    const double copies = 2 + (moments + 1) * per_rank + accumulated;
     const double parameter_bytes = 4.0 * size.params * copies;
-    const double bytes = size.bytes + 4.0 * size.params * (moments + 1) +
+    const double bytes = size.bytes + 4.0 * size.params * ((moments + 1) * per_rank + accumulated) +
                          4.0 * (double)t->local_capacity * size.out_dim;   /* dL/d(output) */
     ars_memory_budget budget;
     ars_memory_budget_get(&budget);
@@ -196,10 +200,12 @@ static int check_model_fits(ars_trainer *t, const ars_layer_spec *specs, int cou
     ars_memory_budget_describe(&budget, where, sizeof where);
     if (size.largest_layer >= 0 && size.largest_workspace > 0.5 * size.workspace)
         snprintf(largest, sizeof largest, ", most in %03d_%s", size.largest_layer, specs[size.largest_layer].kind);
-    return ars_error(ARS_ENOMEM, "the model needs about %.1f GiB per rank (%.3g parameters x %d copies: weights, "
-                     "gradients, %s%sa probe copy: %s; activations for batch %d: %s; layer workspaces: %s%s) but "
+    return ars_error(ARS_ENOMEM, "the model needs about %.1f GiB per rank (%.3g parameters x %.3g copies: weights, "
+                     "gradients, %s%sa probe copy%s: %s; activations for batch %d: %s; layer workspaces: %s%s) but "
                      "this rank has %s (%s)", ARS_GIB(bytes), size.params, copies,
                      moments == 2 ? "Adam m and v" : moments ? "momentum" : "", moments ? ", " : "",
+                     t->shard ? (accumulated ? " (of a slice), accumulated gradients" : " (of a slice)")
+                              : accumulated ? ", accumulated gradients" : "",
                      ars_memory_format(parameter_bytes, params, sizeof params), t->local_capacity,
                      ars_memory_format(size.activations, activations, sizeof activations),
                      ars_memory_format(size.workspace, workspace, sizeof workspace), largest,
@@ -239,7 +245,11 @@ static int setup_model(ars_trainer *t, const ars_layer_spec *specs, int count)
     TRY(ars_dist_broadcast_float(t->dist, t->model.params, t->model.param_count, 0));
     TRY(ars_dist_broadcast_float(t->dist, t->model.state, t->model.state_count, 0));
     ars_watchdog_leave(t->watchdog);
-    return ars_optimizer_create(&t->opt, &run->optim, t->model.param_count);
+    /* sharded, this rank's optimizer holds the state of its slice alone */
+    t->shard_lo = 0;
+    t->shard_hi = t->model.param_count;
+    if (t->shard) ars_dist_slice(t->model.param_count, t->world, t->rank, &t->shard_lo, &t->shard_hi);
+    return ars_optimizer_create(&t->opt, &run->optim, t->shard_hi - t->shard_lo);
 }
 
 static int evaluate(ars_trainer *t, double *accuracy, double *loss)
@@ -288,13 +298,22 @@ static int record_probes(ars_trainer *t, const ars_history_step *record, const f
                sizeof(double) * (size_t)t->history.time_steps[k]);
     }
     const int layers = t->model.layer_count;
+    if (t->shard) {   /* each rank holds its slice of the gradient: the norms come from every rank's */
+        double *norms = row + ARS_HIST_GRAD_NORM * layers, *updates = row + ARS_HIST_UPDATE_RATIO * layers;
+        TRY(ars_trainer_layer_norms(t, params_before, norms, params_before ? updates : NULL));
+    }
     for (int l = 0; l < layers; l++) {
         const ars_layer *layer = &t->model.layers[l];
         size_t n = layer->param_size;
         double weight = ars_l2_norm(layer->param, n);
-        row[ARS_HIST_GRAD_NORM * layers + l] = ars_l2_norm(layer->grad, n);   /* already clipped in place */
         row[ARS_HIST_WEIGHT_NORM * layers + l] = weight;
-        if (params_before && n) {
+        if (t->shard) {
+            double *ratio = &row[ARS_HIST_UPDATE_RATIO * layers + l];
+            if (params_before && n) *ratio = weight > 0 ? *ratio / weight : 0;
+        } else {
+            row[ARS_HIST_GRAD_NORM * layers + l] = ars_l2_norm(layer->grad, n);   /* already clipped in place */
+        }
+        if (!t->shard && params_before && n) {
             double update = 0;
             const float *before = params_before + layer->param_offset;
             for (size_t i = 0; i < n; i++) {
@@ -324,32 +343,86 @@ static void write_step_metrics(ars_trainer *t, const ars_history_step *r, double
             samples_per_second);
 }
 
-/* One optimization step on the current batch. probe: the history records
- * this step's per-layer figures; histogram: and its gradient histograms. */
-static int train_step(ars_trainer *t, ars_batch *batch, int epoch, int64_t step, int probe, int histogram,
-                      ars_history_step *record)
+/* accumulate > 1, the step's last micro-batch: each layer's gradient gets
+ * the earlier micro-batches' sum as soon as backward has written it, so a
+ * bucket's all-reduce may still start during backward. */
+static int add_accumulated(void *context, const ars_layer *layer)
+{
+    ars_trainer *t = context;
+    float *restrict grad = layer->grad;
+    const float *restrict earlier = t->accum + layer->param_offset;
+    for (size_t i = 0; i < layer->param_size; i++) grad[i] += earlier[i];
+    return ars_dist_backward_hook(t->dist, layer);
+}
+
+/* The forward and backward passes of a step: its accumulate micro-batches
+ * (fewer at the end of an epoch), each the sampler's batch, with its own
+ * BatchNorm statistics, the loss a mean over the step's samples. The
+ * gradients are summed locally and synchronized once, after the last
+ * (DDP's no_sync): micro-batches before it sum theirs into t->accum. */
+static int forward_backward(ars_trainer *t, int epoch, int64_t step, int probe, double *loss_sum)
 {
     const ars_run_config *run = t->run;
-    ars_pass pass = {.mode = ARS_MODE_TRAIN, .rows = batch->rows, .global_rows = batch->global_rows,
-                     .sample_ids = batch->ids, .seed = run->seed, .step = (uint64_t)step,
-                     .dist = t->dist, .probe = probe};
-    ars_watchdog_enter(t->watchdog, step, "forward/backward (SyncBatchNorm, gradient buckets)");
-    TRY(ars_model_forward(&t->model, &pass, batch->x));
+    const int first = (int)(step % t->steps_per_epoch) * t->accumulate;
+    const int micro = t->micro_per_epoch - first < t->accumulate ? t->micro_per_epoch - first : t->accumulate;
+    const long long begin = (long long)first * t->global_batch, end = begin + (long long)micro * t->global_batch;
+    t->step_rows = (int)((end < t->train.count ? end : t->train.count) - begin);
+    ars_batch *batch = &t->batch;
+    *loss_sum = 0;
+    for (int k = 0; k < micro; k++) {
+        int rc = ars_sampler_fill(&t->sampler, epoch, first + k, batch);
+        if (!rc && (t->augment.crop || t->augment.flip))   /* evaluate() fills its own batches: never augmented */
+            rc = ars_augment_apply(&t->augment, run->seed, epoch, batch->x, batch->rows, batch->ids,
+                                   t->image_shape[0], t->image_shape[1], t->image_shape[2]);
+        TRY(ars_trainer_agree(t, rc));
+        ars_pass pass = {.mode = ARS_MODE_TRAIN, .rows = batch->rows, .global_rows = batch->global_rows,
+                         .sample_ids = batch->ids, .seed = run->seed, .step = (uint64_t)step,
+                         .dist = t->dist, .probe = probe};
+        ars_watchdog_enter(t->watchdog, step, "forward/backward (SyncBatchNorm, gradient buckets)");
+        TRY(ars_model_forward(&t->model, &pass, batch->x));
+        double part = 0;
+        TRY(ars_loss_compute(run->loss, ars_model_output(&t->model), batch->rows, t->model.out_dim,
+                             batch->labels, batch->targets, t->step_rows, &part, t->dlogits));
+        *loss_sum += part;
+        const int last = k == micro - 1;
+        if (last) TRY(ars_dist_start_side_sum(t->dist, loss_sum, 1));   /* summed during backward */
+        ars_backward_hook hook = !last ? NULL : k > 0 ? add_accumulated : ars_dist_backward_hook;
+        TRY(ars_model_backward(&t->model, &pass, t->dlogits, hook, k > 0 ? (void *)t : (void *)t->dist));
+        ars_watchdog_leave(t->watchdog);
+        if (last) break;
+        const size_t n = t->model.param_count;
+        if (k == 0) {
+            memcpy(t->accum, t->model.grads, sizeof(float) * n);
+        } else {
+            float *restrict sum = t->accum;
+            const float *restrict grads = t->model.grads;
+            for (size_t i = 0; i < n; i++) sum[i] += grads[i];
+        }
+    }
+    /* one rank: backward's own sum of squares was of the last micro-batch alone */
+    if (micro > 1) t->model.grad_sum_squares_ready = 0;
+    return 0;
+}
+
+/* One optimization step. probe: the history records this step's
+ * per-layer figures; histogram: and its gradient histograms. */
+static int train_step(ars_trainer *t, int epoch, int64_t step, int probe, int histogram, ars_history_step *record)
+{
+    const ars_run_config *run = t->run;
     double loss_sum = 0;
-    TRY(ars_loss_compute(run->loss, ars_model_output(&t->model), batch->rows, t->model.out_dim,
-                         batch->labels, batch->targets, batch->global_rows, &loss_sum, t->dlogits));
-    TRY(ars_dist_start_side_sum(t->dist, &loss_sum, 1));   /* summed during backward */
-    TRY(ars_model_backward(&t->model, &pass, t->dlogits, ars_dist_backward_hook, t->dist));
+    TRY(forward_backward(t, epoch, step, probe, &loss_sum));
     ars_watchdog_enter(t->watchdog, step, "gradient and loss all-reduce");
     TRY(ars_dist_finish_gradients(t->dist));
     ars_watchdog_leave(t->watchdog);
 
-    const size_t n = t->model.param_count;
-    float *grads = t->model.grads;
+    /* sharded, this rank's slice is all it holds of the summed gradient and
+     * all it updates; unsharded the slice is everything */
+    const size_t n = t->shard_hi - t->shard_lo;
+    float *grads = t->model.grads + t->shard_lo, *params = t->model.params + t->shard_lo;
     memset(record, 0, sizeof *record);
     record->step = step;
     record->epoch = epoch;
-    record->loss = loss_sum / batch->global_rows;
+    record->loss = loss_sum / t->step_rows;
     record->lr = ars_schedule_lr(&run->schedule, run->optim.lr, t->opt.step);
     record->grad_norm = sqrt(ars_dist_grad_sum_squares(t->dist, &t->model));
     record->clip_scale = 1;
@@ -380,9 +453,13 @@ static int train_step(ars_trainer *t, ars_batch *batch, int epoch, int64_t step,
         grad_scale = 1;
     }
     if (run->clip_value > 0) ars_clip_by_value(grads, n, run->clip_value);
-    if (probe) memcpy(t->params_before, t->model.params, n * sizeof(float));
-    ars_optimizer_step_scaled(&t->opt, t->model.params, grads, grad_scale, (float)record->lr);
-    return 0;
+    if (probe) memcpy(t->params_before, params, n * sizeof(float));
+    ars_optimizer_step_scaled(&t->opt, params, grads, grad_scale, (float)record->lr);
+    if (!t->shard) return 0;
+    ars_watchdog_enter(t->watchdog, step, "parameter all-gather (optimizer_shard)");
+    int rc = ars_dist_gather_slices(t->dist, t->model.params);
+    ars_watchdog_leave(t->watchdog);
+    return rc;
 }
 
 static void print_header(ars_trainer *t, const ars_layer_spec *specs, int count)
@@ -406,9 +483,21 @@ static void print_header(ars_trainer *t, const ars_layer_spec *specs, int count)
         [ARS_SYNC_ALLREDUCE] = "one MPI_Allreduce after backward",
         [ARS_SYNC_OVERLAP] = "bucketed all-reduces overlapping backward",
         [ARS_SYNC_SHARED] = "summed in shared memory, each rank a slice"};
-    if (t->world > 1)
+    if (t->world > 1 && !t->shard)
         printf("gradient sync: %s (gradient_sync = %s%s%s)\n", how[t->dist->mode], ars_grad_sync_name(run->grad_sync),
                t->dist->sync_note[0] ? ": " : "", t->dist->sync_note);
+    if (t->shard)
+        printf("optimizer_shard: each rank keeps the optimizer state of %zu of the %zu parameters; gradients %s, "
+               "parameters all-gathered after the update (gradient_sync = %s%s%s)\n", t->shard_hi - t->shard_lo,
+               t->model.param_count, t->dist->mode == ARS_SYNC_SHARED ? "summed in shared memory, each rank its slice"
+                                                                      : "reduce-scattered (MPI_Reduce_scatter)",
+               ars_grad_sync_name(run->grad_sync), t->dist->sync_note[0] ? ": " : "", t->dist->sync_note);
+    else if (run->optimizer_shard)
+        printf("optimizer_shard: on, but one rank holds everything\n");
+    if (t->accumulate > 1)
+        printf("gradient accumulation: %d micro-batches of %d per optimizer step (%d samples per step, gradients "
+               "synchronized once per step), %d steps per epoch\n", t->accumulate, t->global_batch,
+               t->accumulate * t->global_batch, t->steps_per_epoch);
     int tuned = 0;
     for (int i = 0; i < t->model.layer_count; i++) {
         const ars_layer *layer = &t->model.layers[i];
@@ -440,32 +529,23 @@ static int train_loop(ars_trainer *t)
     int epoch_steps = 0;
     while (t->step < t->total_steps && !rc) {
         int epoch = (int)(t->step / t->steps_per_epoch);
-        int in_epoch = (int)(t->step % t->steps_per_epoch);
-        rc = ars_sampler_fill(&t->sampler, epoch, in_epoch, &t->batch);
-        if (!rc && (t->augment.crop || t->augment.flip))   /* evaluate() fills its own batches: never augmented */
-            rc = ars_augment_apply(&t->augment, run->seed, epoch, t->batch.x, t->batch.rows, t->batch.ids,
-                                   t->image_shape[0], t->image_shape[1], t->image_shape[2]);
-        rc = ars_trainer_agree(t, rc);
-        if (rc) break;
         int probe = t->step % run->probe_every == 0;
         ars_history_step record;
         int histogram = run->histogram_every && t->step % run->histogram_every == 0;
-        rc = train_step(t, &t->batch, epoch, t->step, probe, histogram, &record);
+        rc = train_step(t, epoch, t->step, probe, histogram, &record);
         if (rc) break;
         /* probe steps, and every non-finite step, go into the history */
         if (probe || record.nonfinite)
             rc = record_probes(t, &record, record.skipped ? NULL : t->params_before, probe);
         if (!rc && (probe || record.nonfinite) && t->rank == 0)
             rc = ars_health_update(&t->health, &t->history, t->options->quiet ? NULL : stdout);
-        if (!rc && histogram)
-            rc = ars_history_add_histograms(&t->history, t->step, t->model.grads, t->layer_offsets,
-                                            t->layer_sizes);
+        if (!rc && histogram) rc = ars_trainer_add_histograms(t);
         if (rc) break;
         t->last_loss = record.loss;
         t->last_grad_norm = record.grad_norm;
         epoch_loss += record.loss;
         epoch_steps++;
-        window_samples += t->batch.global_rows;
+        window_samples += t->step_rows;
         t->step++;
         if (run->check_every && t->step % run->check_every == 0) {
             ars_watchdog_enter(t->watchdog, t->step, "parameter checksum all-gather");
@@ -536,6 +616,8 @@ static void trainer_free(ars_trainer *t)
     ars_dataset_free(&t->test);
     free(t->dlogits);
     free(t->params_before);
+    free(t->accum);
+    if (t->dist) t->dist->shard = 0;   /* the next user of this dist plans its own */
     free(t->layer_offsets);
     free(t->layer_sizes);
     if (t->metrics) fclose(t->metrics);
@@ -546,6 +628,8 @@ static void trainer_free(ars_trainer *t)
 static int trainer_setup(ars_trainer *t, const ars_layer_spec *specs, int count)
 {
     const ars_run_config *run = t->run;
+    t->accumulate = run->accumulate > 1 ? run->accumulate : 1;
+    t->shard = run->optimizer_shard && t->world > 1;   /* one rank: nothing to shard */
     if (ars_dist_active(t->dist))   /* one process has no collective to wait for */
         TRY(ars_trainer_agree(t, ars_watchdog_start(&t->watchdog, run->watchdog_seconds, t->rank)));
     if (run->batch_is_global) {
@@ -565,13 +649,18 @@ static int trainer_setup(ars_trainer *t, const ars_layer_spec *specs, int count)
     int rc = ars_sampler_create(&t->sampler, &t->train, t->global_batch, t->rank, t->world, run->seed, 1);
     if (!rc) rc = ars_batch_alloc(&t->batch, &t->sampler);
     TRY(ars_trainer_agree(t, rc));
-    t->steps_per_epoch = ars_sampler_steps_per_epoch(&t->sampler);
+    t->micro_per_epoch = ars_sampler_steps_per_epoch(&t->sampler);
+    /* an epoch's last step takes the micro-batches left over */
+    t->steps_per_epoch = (t->micro_per_epoch + t->accumulate - 1) / t->accumulate;
     t->total_steps = run->max_steps > 0 ? run->max_steps : (int64_t)run->epochs * t->steps_per_epoch;
     t->schedule = run->schedule;
     TRY(ars_trainer_agree(t, setup_model(t, specs, count)));
     const ars_model *m = &t->model;
     t->dlogits = calloc((size_t)m->max_rows * (size_t)m->out_dim, sizeof(float));
-    t->params_before = malloc(sizeof(float) * (m->param_count ? m->param_count : 1));
+    t->params_before = malloc(sizeof(float) * (t->shard_hi - t->shard_lo + 1));
+    if (t->accumulate > 1 && !(t->accum = malloc(sizeof(float) * (m->param_count + 1))))
+        rc = ars_error(ARS_ENOMEM, "[run] accumulate = %d: no memory for %zu accumulated gradients", t->accumulate,
+                       m->param_count);
     t->layer_offsets = calloc((size_t)m->layer_count, sizeof(size_t));
     t->layer_sizes = calloc((size_t)m->layer_count, sizeof(size_t));
     char (*names)[40] = calloc((size_t)m->layer_count, sizeof *names);
@@ -604,6 +693,7 @@ static int trainer_setup(ars_trainer *t, const ars_layer_spec *specs, int count)
     free(names);
     /* collective (the host check, the shared segment): a rank that failed
      * above joins it and fails in the agreement below, with the others */
+    if (t->dist) t->dist->shard = t->shard;
     int plan_rc = ars_dist_plan_buckets(t->dist, &t->model, (size_t)(run->bucket_mb * 1048576.0),
                                         (size_t)(run->first_bucket_mb * 1048576.0), run->grad_sync);
     if (!rc) rc = plan_rc;

@@ -20,7 +20,13 @@ typedef struct ars_trainer {
     ars_dist *dist;
     ars_watchdog *watchdog;   /* collective timeout; NULL = off (one process, or watchdog_seconds = 0) */
     int rank, world;
-    int global_batch, local_capacity, steps_per_epoch;
+    int global_batch, local_capacity, steps_per_epoch;   /* steps: optimizer steps */
+    int accumulate;           /* micro-batches (sampler batches) per optimizer step, >= 1 */
+    int micro_per_epoch;      /* the sampler's batches per epoch */
+    int step_rows;            /* samples of the step just taken, over every rank and micro-batch */
+    float *accum;             /* accumulate > 1: the summed gradients of the step's earlier micro-batches */
+    int shard;                /* optimizer_shard on more than one rank: the optimizer keeps [shard_lo, shard_hi) */
+    size_t shard_lo, shard_hi;   /* of the flat parameters; 0 and param_count unsharded */
     int64_t total_steps;
     ars_schedule schedule;
     ars_dataset train, test;
@@ -34,7 +40,7 @@ typedef struct ars_trainer {
     ars_history history;
     ars_health_monitor health;   /* rank 0: live diagnosis over the history */
     float *dlogits;           /* dL/d(output) of the current batch */
-    float *params_before;     /* parameters before the update, on probe steps */
+    float *params_before;     /* parameters [shard_lo, shard_hi) before the update, on probe steps */
     size_t *layer_offsets, *layer_sizes;
     FILE *metrics;
     int64_t step;             /* optimizer steps taken (the global step counter) */
@@ -67,5 +73,13 @@ int ars_trainer_resume(ars_trainer *t);       /* --resume: tensors, optimizer, h
 int ars_trainer_checkpoint(ars_trainer *t);   /* no-op without --ckpt-dir */
 int ars_trainer_epoch_end(ars_trainer *t);
 int ars_trainer_finish(ars_trainer *t);
+
+/* trainer_shard.c: the sharded optimizer's (ZeRO-1) parts of a step that
+ * need every rank's slice. Collective when t->shard. */
+/* The per-layer norms of the (clipped) gradient and of the update since
+ * params_before (NULL: none), over every rank's slice: layers doubles each. */
+int ars_trainer_layer_norms(ars_trainer *t, const float *params_before, double *grad_norm, double *update_norm);
+/* This step's gradient histograms into the history (every rank's slice). */
+int ars_trainer_add_histograms(ars_trainer *t);
 
 #endif

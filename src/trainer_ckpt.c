@@ -77,7 +77,7 @@ static void point_latest(const char *dir, const char *name)
     if (symlink(name, tmp) == 0 && rename(tmp, link_path) != 0) unlink(tmp);
 }
 
-static int write_checkpoint(ars_trainer *t)
+static int write_checkpoint(ars_trainer *t, const ars_optimizer *opt)
 {
     const char *dir = t->options->ckpt_dir;
     char name[64], path[4096];
@@ -90,7 +90,7 @@ static int write_checkpoint(ars_trainer *t)
         .nonfinite_steps = t->nonfinite_steps, .last_loss = t->last_loss, .test_loss = t->test_loss,
         .test_accuracy = t->test_accuracy, .config_text = t->options->config_text, .has_data_stats = isfinite(t->data_mean) && isfinite(t->data_std),
         .data_mean = t->data_mean, .data_std = t->data_std};
-    int rc = ars_ckpt_write(path, &t->model, &t->opt, &t->history, &state);
+    int rc = ars_ckpt_write(path, &t->model, opt, &t->history, &state);
     if (rc) return rc;
     point_latest(dir, name);
     prune(dir, t->run->ckpt_keep);
@@ -107,16 +107,53 @@ static int make_ckpt_dir(const ars_trainer *t)
                                          : ars_make_directories("--ckpt-dir", t->options->ckpt_dir);
 }
 
+/* Sharded, rank 0 writes the whole optimizer state: every rank's slice of
+ * m and v gathered into full buffers, held for the write only, so the file
+ * is the unsharded one; and the last step's summed gradient (/grad), each
+ * slice gathered into rank 0's gradient buffer, whose other parts held its
+ * own gradient, read by nothing after the step. *full is t->opt unsharded.
+ * Collective. */
+static int gather_optimizer(ars_trainer *t, ars_optimizer *full)
+{
+    *full = t->opt;
+    if (!t->shard) return 0;
+    const size_t n = t->model.param_count;
+    int rc = 0;
+    full->m = full->v = NULL;
+    full->count = n;
+    if (t->rank == 0 && ((t->opt.m && !(full->m = malloc(sizeof(float) * (n + 1)))) ||
+                         (t->opt.v && !(full->v = malloc(sizeof(float) * (n + 1))))))
+        rc = ars_error(ARS_ENOMEM, "checkpoint: no memory to gather the optimizer state of %zu parameters", n);
+    TRY(ars_trainer_agree(t, rc));
+    ars_watchdog_enter(t->watchdog, t->step, "optimizer state gather (checkpoint)");
+    if (t->opt.m) rc = ars_dist_gather_to_root(t->dist, t->opt.m, full->m);
+    if (!rc && t->opt.v) rc = ars_dist_gather_to_root(t->dist, t->opt.v, full->v);
+    if (!rc) rc = ars_dist_gather_in_place_to_root(t->dist, t->model.grads);
+    ars_watchdog_leave(t->watchdog);
+    return rc;
+}
+
+static void free_gathered(const ars_trainer *t, ars_optimizer *full)
+{
+    if (t->shard) ars_optimizer_destroy(full);
+}
+
 int ars_trainer_checkpoint(ars_trainer *t)
 {
     if (!t->options->ckpt_dir || t->last_ckpt_step == t->step) return 0;
-    int rc = 0;
+    ars_optimizer full;
+    int rc = gather_optimizer(t, &full);
+    if (rc) {
+        free_gathered(t, &full);
+        return rc;
+    }
     if (t->rank == 0) {
         ars_ckpt_dir_lock();
         rc = make_ckpt_dir(t);
-        if (!rc) rc = write_checkpoint(t);
+        if (!rc) rc = write_checkpoint(t, &full);
         ars_ckpt_dir_unlock();
     }
+    free_gathered(t, &full);
     rc = ars_trainer_agree(t, rc);
     if (!rc) t->last_ckpt_step = t->step;
     return rc;
@@ -201,8 +238,12 @@ int ars_trainer_resume(ars_trainer *t)
 {
     if (!t->options->resume_path) return 0;
     int rc = 0;
-    if (t->rank == 0) {
-        rc = ars_ckpt_load(t->options->resume_path, &t->model, &t->opt);
+    /* sharded, rank 0 reads the whole optimizer state and scatters the slices */
+    ars_optimizer full = t->opt;
+    if (t->shard && t->rank == 0)
+        rc = ars_optimizer_create(&full, &t->opt.config, t->model.param_count);
+    if (!rc && t->rank == 0) {
+        rc = ars_ckpt_load(t->options->resume_path, &t->model, &full);
         ars_history history;
         if (!rc) rc = ars_ckpt_read_history(t->options->resume_path, &history);
         if (!rc) {
@@ -217,13 +258,24 @@ int ars_trainer_resume(ars_trainer *t)
         }
         if (rc) ars_error_context(rc, "--resume");
     }
-    TRY(ars_trainer_agree(t, rc));
-    TRY(ars_trainer_share_tunings(t));   /* the checkpoint's, read on rank 0 */
+    rc = ars_trainer_agree(t, rc);
+    if (!rc) rc = ars_trainer_share_tunings(t);   /* the checkpoint's, read on rank 0 */
     const size_t n = t->model.param_count;
-    TRY(ars_dist_broadcast_float(t->dist, t->model.params, n, 0));
-    TRY(ars_dist_broadcast_float(t->dist, t->model.state, t->model.state_count, 0));
-    if (t->opt.m) TRY(ars_dist_broadcast_float(t->dist, t->opt.m, n, 0));
-    if (t->opt.v) TRY(ars_dist_broadcast_float(t->dist, t->opt.v, n, 0));
+    if (!rc) rc = ars_dist_broadcast_float(t->dist, t->model.params, n, 0);
+    if (!rc) rc = ars_dist_broadcast_float(t->dist, t->model.state, t->model.state_count, 0);
+    if (t->shard) {
+        if (!rc && t->opt.m) rc = ars_dist_scatter_from_root(t->dist, full.m, t->opt.m);
+        if (!rc && t->opt.v) rc = ars_dist_scatter_from_root(t->dist, full.v, t->opt.v);
+        if (t->rank == 0) {
+            t->opt.step = full.step;
+            ars_optimizer_destroy(&full);
+        }
+    } else {
+        t->opt = full;   /* loaded in place */
+        if (!rc && t->opt.m) rc = ars_dist_broadcast_float(t->dist, t->opt.m, n, 0);
+        if (!rc && t->opt.v) rc = ars_dist_broadcast_float(t->dist, t->opt.v, n, 0);
+    }
+    TRY(rc);
     TRY(ars_dist_broadcast_bytes(t->dist, &t->opt.step, sizeof t->opt.step, 0));
     double figures[3] = {t->test_accuracy, t->test_loss, t->last_loss};
     TRY(ars_dist_broadcast_bytes(t->dist, figures, sizeof figures, 0));

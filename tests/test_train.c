@@ -81,6 +81,10 @@ static void test_run_file_errors_name_file_and_line(void **state)
                  "test.cfg:4: [run] gradient_sync");
     expect_error("[run]\ndata = spirals\nepochs = 1\ngradient_sync = allreduce\noverlap = on\n[dense]\nunits = 3\n",
                  "[run] gradient_sync and overlap are both set");
+    expect_error("[run]\ndata = spirals\nepochs = 1\naccumulate = 0\n[dense]\nunits = 3\n",
+                 "test.cfg:4: [run] accumulate");
+    expect_error("[run]\ndata = spirals\nepochs = 1\noptimizer_shard = maybe\n[dense]\nunits = 3\n",
+                 "test.cfg:4: [run] optimizer_shard");
     /* the model's own errors, found when it is measured or built */
     expect_error("[run]\ndata = spirals\nepochs = 1\n[residual]\n[end]\n[dense]\nunits = 3\n",
                  "test.cfg:5: empty residual block (F(x) needs at least one layer)");
@@ -101,6 +105,10 @@ static void test_too_large_is_refused_with_sizes(void **state)
                  "units = 2000000\n[dense]\nunits = 2000000\n[dense]\nunits = 3\n",
                  "x 3 copies: weights, gradients, a probe copy");
     assert_non_null(strstr(ars_error_message(), "but this rank has"));
+    /* accumulating keeps one more copy of the gradients */
+    expect_error("[run]\ndata = spirals\noptimizer = sgd\naccumulate = 2\ntrain_samples = 64\ntest_samples = 16\n"
+                 "[dense]\nunits = 2000000\n[dense]\nunits = 2000000\n[dense]\nunits = 3\n",
+                 "x 4 copies: weights, gradients, a probe copy, accumulated gradients");
     /* a synthetic set is measured before it is generated: 125 TB */
     expect_error("[run]\ndata = adding\nseq_len = 16777216\ntrain_samples = 1000000\n[rnn]\nunits = 4\n"
                  "time = 16777216\n[last_step]\n[dense]\nunits = 1\n",

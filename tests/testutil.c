@@ -141,3 +141,21 @@ int ars_test_mpi_main(int *argc, char ***argv, ars_dist *world, const struct CMU
     MPI_Finalize();
     return 0;
 }
+
+int ars_test_mpi_main_in_tempdir(int *argc, char ***argv, ars_dist *world, const char *tag, char *dir, size_t size,
+                                 const struct CMUnitTest *tests, size_t count)
+{
+    MPI_Init(argc, argv);
+    if (ars_dist_create(world, MPI_COMM_WORLD)) {
+        fprintf(stderr, "%s\n", ars_error_message());
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    if (world->rank == 0) ars_test_tempdir(dir, size, tag);
+    MPI_Bcast(dir, (int)size, MPI_CHAR, 0, MPI_COMM_WORLD);
+    int failed = _cmocka_run_group_tests("tests", tests, count, NULL, NULL);
+    if (world->rank == 0) ars_test_remove_tree(dir);
+    ars_dist_destroy(world);
+    if (failed) MPI_Abort(MPI_COMM_WORLD, 1);
+    MPI_Finalize();
+    return 0;
+}

@@ -80,5 +80,10 @@ void ars_test_result_free(ars_train_result *result);
  * tests, then MPI_Finalize, or MPI_Abort when one failed (never leave the
  * other ranks waiting). */
 int ars_test_mpi_main(int *argc, char ***argv, ars_dist *world, const struct CMUnitTest *tests, size_t count);
+/* The same with a temporary directory for the tests' files: rank 0 makes
+ * it (ars_test_tempdir with tag), every rank gets its name in dir, rank 0
+ * removes it at the end. */
+int ars_test_mpi_main_in_tempdir(int *argc, char ***argv, ars_dist *world, const char *tag, char *dir, size_t size,
+                                 const struct CMUnitTest *tests, size_t count);
 
 #endif

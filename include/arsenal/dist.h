@@ -50,6 +50,13 @@ struct ars_dist {
     int sum_squares_ready;    /* ... for the step just finished */
     double sync_seconds;      /* time spent waiting in gradient sync (last step) */
     MPI_Request side_request; /* ars_dist_start_side_sum's, completed with the gradients */
+    /* [run] optimizer_shard (ZeRO-1), set before ars_dist_plan_buckets: a
+     * step ends with each rank holding the summed gradient of its slice
+     * only (ars_dist_slice) */
+    int shard;
+    int *slice_counts, *slice_offsets;   /* per rank, for the reduce-scatter and the all-gathers */
+    double slice_sum_squares;            /* of this rank's summed slice, the step just finished */
+    double *gathered;                    /* per rank: for sums added in rank order */
 };
 typedef struct ars_dist ars_dist;
 
@@ -97,6 +104,12 @@ int ars_dist_single_host(const ars_dist *dist, int *single);
 int ars_dist_plan_buckets(ars_dist *dist, struct ars_model *model, size_t bucket_bytes,
                           size_t first_bucket_bytes, ars_grad_sync mode);
 
+/* Rank rank's slice of count values split over ranks for the sharded
+ * optimizer: [*lo, *hi), whole blocks of 16 floats (a cache line, the
+ * shared-memory reduction's slices), in rank order; the last ranks' may be
+ * shorter or empty. Pure arithmetic: the same on every rank. */
+void ars_dist_slice(size_t count, int ranks, int rank, size_t *lo, size_t *hi);
+
 /* Backward hook (ars_backward_hook): starts each bucket's non-blocking
  * all-reduce once backward has passed its first layer. */
 int ars_dist_backward_hook(void *dist, const struct ars_layer *layer);
@@ -109,7 +122,11 @@ int ars_dist_start_side_sum(ars_dist *dist, double *values, int count);
 
 /* Completes the gradient sum (the buckets, one all-reduce, or the
  * shared-memory reduction) and a pending side sum: afterwards every rank
- * holds the summed gradient. */
+ * holds the summed gradient. Sharded: a reduce-scatter (MPI_Reduce_scatter,
+ * or each rank summing its slice in shared memory) leaves only this rank's
+ * slice summed, at its place in the buffer (the rest holds this rank's own
+ * gradient); then one all-gather of each rank's slice sum of squares gives
+ * the global one (ars_dist_grad_sum_squares). */
 int ars_dist_finish_gradients(ars_dist *dist);
 
 /* The sum of squares of the step's (summed) gradient, model->grads: the
@@ -118,6 +135,28 @@ int ars_dist_finish_gradients(ars_dist *dist);
  * computed layer by layer, else one pass over the gradient. Call it after
  * ars_dist_finish_gradients and before anything changes the gradient. */
 double ars_dist_grad_sum_squares(ars_dist *dist, const struct ars_model *model);
+
+/* Sharded (dist->shard): every rank's slice of values (ars_dist_slice of
+ * the gradient's count) to every rank, in place (MPI_Allgatherv): after
+ * each rank has updated its slice of the parameters. Collective. */
+int ars_dist_gather_slices(const ars_dist *dist, float *values);
+
+/* Sharded: rank 0's full buffer (count = the planned gradient count) from
+ * every rank's slice, and back (MPI_Gatherv / MPI_Scatterv): full is read
+ * or written on rank 0 only (may be NULL elsewhere); slice holds this
+ * rank's part. For checkpoints, which keep the unsharded format. */
+int ars_dist_gather_to_root(const ars_dist *dist, const float *slice, float *full);
+/* The same in place: every rank's slice of values (the planned count) into
+ * rank 0's values; the other ranks' buffers are read only. */
+int ars_dist_gather_in_place_to_root(const ars_dist *dist, float *values);
+int ars_dist_scatter_from_root(const ars_dist *dist, const float *full, float *slice);
+
+/* In-place sums over ranks of a few doubles, added in rank order after an
+ * all-gather: the same bits on every rank whatever MPI's algorithm. */
+int ars_dist_sum_in_rank_order(ars_dist *dist, double *values, int count);
+
+/* In-place sums over ranks of counters (gradient histograms). */
+int ars_dist_allreduce_uint32(const ars_dist *dist, uint32_t *values, int count);
 
 /* Checksum of a float buffer (bitwise, order-sensitive). */
 uint64_t ars_checksum(const float *values, size_t count);

@@ -41,6 +41,8 @@ typedef struct ars_run_config {
     uint64_t seed;
     ars_loss_kind loss;
     ars_optim_config optim;
+    int optimizer_shard;      /* 1: each rank keeps 1/N of the optimizer state (ZeRO-1) */
+    int accumulate;           /* micro-batches per optimizer step (gradient accumulation), >= 1 */
     ars_schedule schedule;
     float clip_norm;          /* 0 = off */
     float clip_value;         /* 0 = off */
