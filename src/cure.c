@@ -40,6 +40,7 @@ typedef struct ars_cure {
     float trial_lr, trial_clip;   /* the settings before it, for a revert */
     char (*trial_kinds)[24];
     int episodes[ARS_HEALTH_PROBLEMS];   /* rank 0: starts seen so far */
+    int clean_streak;             /* rank 0: consecutive healthy records */
     char *config_text;            /* the run file with the active cures (NULL: none) */
 } ars_cure;
 
@@ -313,6 +314,7 @@ const char *ars_cure_config_text(const ars_trainer *t)
 
 typedef struct plan {
     char settings[8192], change[1024], layer[40];
+    float lr, clip;   /* the settings the remedy starts from (a revert's: those before the cure) */
 } plan;
 
 static void add(char *out, size_t size, const char *fmt, ...) ARS_PRINTF(3, 4);
@@ -330,8 +332,9 @@ static void plan_lr(const ars_trainer *t, plan *p, double factor, int clip)
 {
     /* a decimal of 6 digits: the run file with the cure says "lr = 0.01" */
     char decimal[32];
-    snprintf(decimal, sizeof decimal, "%.6g", (double)t->cure->run->optim.lr * factor);
-    const float lr = t->cure->run->optim.lr, to = (float)strtod(decimal, NULL), clip_now = t->cure->run->clip_norm;
+    (void)t;
+    snprintf(decimal, sizeof decimal, "%.6g", (double)p->lr * factor);
+    const float lr = p->lr, to = (float)strtod(decimal, NULL), clip_now = p->clip;
     add(p->settings, sizeof p->settings, "lr=%s;", decimal);
     add(p->change, sizeof p->change, "lr %g -> %g", lr, to);
     if (clip && (clip_now == 0 || clip_now > 1)) {
@@ -397,10 +400,13 @@ static int plan_reinit_flagged(const ars_trainer *t, plan *p)
     return n > 0;
 }
 
-/* The remedy number attempt for problem (rank 0); 0: none left. */
-static int make_plan(const ars_trainer *t, ars_health_problem problem, int attempt, plan *p)
+/* The remedy number attempt for problem (rank 0), from the settings lr
+ * and clip; 0: none left. */
+static int make_plan(const ars_trainer *t, ars_health_problem problem, int attempt, float lr, float clip, plan *p)
 {
     memset(p, 0, sizeof *p);
+    p->lr = lr;
+    p->clip = clip;
     const ars_health_summary *s = &t->health.summary[problem];
     if (s->worst_layer >= 0 && s->worst_layer < t->model.layer_count)
         snprintf(p->layer, sizeof p->layer, "%s", t->model.layers[s->worst_layer].name);
@@ -408,7 +414,6 @@ static int make_plan(const ars_trainer *t, ars_health_problem problem, int attem
     case ARS_HEALTH_EXPLODING:
     case ARS_HEALTH_NONFINITE: {
         /* the table's order: clipping at 1 (unless it already clips at 1 or less), then the learning rate */
-        const float clip = t->cure->run->clip_norm;
         const int k = attempt + !(clip == 0 || clip > 1);
         if (k == 0) {
             add(p->settings, sizeof p->settings, "clip_norm=1;");
@@ -446,7 +451,7 @@ static int healthy(const ars_trainer *t)
 {
     const ars_health_monitor *m = &t->health;
     const ars_history *h = &t->history;
-    if (!h->count || h->steps[h->count - 1].nonfinite || !m->tracks) return 0;
+    if (!h->count || h->steps[h->count - 1].nonfinite || !m->tracks || m->growth_streak) return 0;
     for (int p = 0; p < ARS_HEALTH_PROBLEMS; p++)
         for (int s = 0; s <= m->layer_count; s++) {
             const ars_health_track *track = &m->tracks[(size_t)p * (size_t)(m->layer_count + 1) + (size_t)s];
@@ -484,7 +489,8 @@ static void decide(ars_trainer *t, decision *d, char *text, size_t size)
         const int again = c->trial_left > 0 && c->trial_rule == (int)p;
         const int attempt = again ? c->trial_attempt + 1 : 0;
         plan pl;
-        if (!make_plan(t, p, attempt, &pl)) {
+        const float lr = again ? c->trial_lr : c->run->optim.lr, clip = again ? c->trial_clip : c->run->clip_norm;
+        if (!make_plan(t, p, attempt, lr, clip, &pl)) {
             if (!again) continue;   /* a rule without a cure: the diagnosis only */
             d->action = ACT_STOP;
             snprintf(text, size, "%s fired again after cure %zu (%s) and no other cure is left for it",
@@ -506,7 +512,9 @@ static void decide(ars_trainer *t, decision *d, char *text, size_t size)
         snprintf(text + n, size - n, "%s", pl.layer);
         return;
     }
-    if (c->trial_left == 0 && healthy(t)) d->action = ACT_SNAPSHOT;
+    /* a state is healthy after patience clean records: the first records of a problem on its way are clean too */
+    c->clean_streak = healthy(t) ? c->clean_streak + 1 : 0;
+    if (c->trial_left == 0 && c->clean_streak >= t->run->health.patience) d->action = ACT_SNAPSHOT;
 }
 
 /* "health.cure = apply would ..." (suggest mode, rank 0). */
@@ -516,7 +524,8 @@ static void suggest(ars_trainer *t)
     note_started(t, started);
     for (int p = 0; p < ARS_HEALTH_PROBLEMS; p++) {
         plan pl;
-        if (!started[p] || !make_plan(t, (ars_health_problem)p, 0, &pl)) continue;
+        if (!started[p] || !make_plan(t, (ars_health_problem)p, 0, t->cure->run->optim.lr, t->cure->run->clip_norm, &pl))
+            continue;
         if (!t->options->quiet)
             printf("arsenal: health: cure for the %s ([health] cure = apply would roll back to the last healthy "
                    "step and apply it): %s\n", ars_health_problem_name((ars_health_problem)p), pl.change);
@@ -534,6 +543,7 @@ static int rebuild_monitor(ars_trainer *t)
                         (const char (*)[40])t->history.layer_names, NULL, ars_optimizer_name(t->run->optim.kind)));
     TRY(ars_health_catch_up(&t->health, &t->history));
     for (int p = 0; p < ARS_HEALTH_PROBLEMS; p++) t->cure->episodes[p] = t->health.summary[p].episodes;
+    t->cure->clean_streak = 0;
     return 0;
 }
 
