@@ -92,8 +92,12 @@ static void judge(ars_exp *e, ars_exp_run *sigmoid, ars_exp_run *hand, ars_exp_r
              "automatically %s (%d cure%s: %.200s); epochs to 84%%: by hand %s, automatically %s.", e->budget.cure_epochs, a,
              b, c, cured->cures, cured->cures == 1 ? "" : "s", cured->cure_text[0] ? cured->cure_text : "none", ha, ca);
     if (cured->cures == 0) snprintf(claim->note, sizeof claim->note, "no cure was applied");
+    else if (hand_epochs < 0)
+        snprintf(claim->note, sizeof claim->note, "in this budget (%d epochs) not even the network cured by hand "
+                 "reaches 84%%", e->budget.cure_epochs);
     else if (!reaches)
-        snprintf(claim->note, sizeof claim->note, "cured, but 84%% came after %s epochs against %s by hand", ca, ha);
+        snprintf(claim->note, sizeof claim->note, "cured, but it reached 84%% %s%s against %s epochs by hand",
+                 cured_epochs < 0 ? "" : "after ", cured_epochs < 0 ? "never" : ca, ha);
     const int after_cure_finite = exploding->cures > 0 && exploding->nonfinite_steps == 0 && !exploding->error;
     char first[32], acc[32];
     ars_exp_format_step(first, sizeof first, noclip->first_nonfinite);
