@@ -26,26 +26,43 @@ static int record_nonfinite(const ars_history *h, size_t r)
     return h->steps[r].nonfinite || !isfinite(h->steps[r].loss) || !isfinite(h->steps[r].grad_norm);
 }
 
+/* A figure of layer l at record r; output is the output layer (the ratio's denominator). */
+typedef double (*figure_fn)(const ars_history *h, size_t r, int l, int output);
+
 /* The median of the finite values of f over records [from, to). */
-static double median_over(const ars_history *h, size_t from, size_t to, double (*f)(const ars_history *, size_t, int),
-                          int l, double *scratch)
+static double median_over(const ars_history *h, size_t from, size_t to, figure_fn f, int l, int output,
+                          double *scratch)
 {
     size_t n = 0;
     for (size_t r = from; r < to; r++) {
         if (record_nonfinite(h, r)) continue;
-        double v = f(h, r, l);
+        double v = f(h, r, l, output);
         if (isfinite(v) && v > 0) scratch[n++] = v;
     }
     return ars_inspect_median(scratch, n);
 }
 
-static double loss_of(const ars_history *h, size_t r, int l) { (void)l; return h->steps[r].loss; }
-static double norm_of(const ars_history *h, size_t r, int l) { (void)l; return h->steps[r].grad_norm; }
-
-static int output_layer;   /* set per call; the ratio's denominator */
-static double ratio_of(const ars_history *h, size_t r, int l)
+static double loss_of(const ars_history *h, size_t r, int l, int output)
 {
-    double out = grad_at(h, r, output_layer);
+    (void)l, (void)output;
+    return h->steps[r].loss;
+}
+
+static double norm_of(const ars_history *h, size_t r, int l, int output)
+{
+    (void)l, (void)output;
+    return h->steps[r].grad_norm;
+}
+
+static double layer_norm_of(const ars_history *h, size_t r, int l, int output)
+{
+    (void)output;
+    return grad_at(h, r, l);
+}
+
+static double ratio_of(const ars_history *h, size_t r, int l, int output)
+{
+    double out = grad_at(h, r, output);
     return out > 0 ? grad_at(h, r, l) / out : NAN;
 }
 
@@ -61,8 +78,8 @@ static size_t find_incident(const ars_history *h, double spike, int window, doub
         }
         if (r < 3) continue;
         size_t from = r > (size_t)window ? r - (size_t)window : 0;
-        double loss_median = median_over(h, from, r, loss_of, 0, scratch);
-        double norm_median = median_over(h, from, r, norm_of, 0, scratch);
+        double loss_median = median_over(h, from, r, loss_of, 0, 0, scratch);
+        double norm_median = median_over(h, from, r, norm_of, 0, 0, scratch);
         if (isfinite(loss_median) && h->steps[r].loss > spike * loss_median) {
             snprintf(what, size, "a loss spike (loss %.4g, %.3gx the median %.4g of the %zu records before)",
                      h->steps[r].loss, h->steps[r].loss / loss_median, loss_median, r - from);
@@ -86,9 +103,10 @@ typedef struct verdict {
 
 /* The first record in [from, to] where a candidate layer's figure left
  * its baseline by BREAK_DECADES or more; the layer that left it most. */
-static int find_break(const ars_inspect_run *run, size_t from, size_t to, const double *base,
-                      double (*f)(const ars_history *, size_t, int), verdict *v)
+static int find_break(const ars_inspect_run *run, size_t from, size_t to, const double *base, figure_fn f,
+                      verdict *v)
 {
+    const int output_layer = run->output_layer;
     const ars_history *h = &run->history;
     for (size_t r = from; r <= to && r < h->count; r++) {
         int best = -1;
@@ -96,7 +114,7 @@ static int find_break(const ars_inspect_run *run, size_t from, size_t to, const 
         for (int k = 0; k < run->layer_count; k++) {
             const int l = run->layers[k].index;
             if (l == output_layer && f == ratio_of) continue;
-            double value = f(h, r, l);
+            double value = f(h, r, l, output_layer);
             if (!(base[k] > 0) || !isfinite(base[k])) continue;
             double decades = isfinite(value) && value > 0 ? fabs(log10(value / base[k])) : INFINITY;
             if (value == 0 || decades < BREAK_DECADES) continue;
@@ -123,7 +141,7 @@ int ars_inspect_blame(FILE *out, const ars_inspect_run *run)
                          "records it)", run->path);
     if (run->output_layer < 0 || run->layer_count < 2)
         return ars_error(ARS_EINVAL, "%s: fewer than two layers with parameters: no gradient ratio to judge", run->path);
-    output_layer = run->output_layer;
+    const int output_layer = run->output_layer;
     const ars_health_config *c = &run->health_config;
     const int window = c->explode_window > 0 ? c->explode_window : BASELINE_RECORDS;
     double *scratch = malloc(sizeof(double) * (h->count + 1)), *base = malloc(sizeof(double) * (size_t)run->layer_count);
@@ -154,12 +172,14 @@ int ars_inspect_blame(FILE *out, const ars_inspect_run *run)
     int found = 0;
     if (baseline_end > baseline_start) {
         for (int k = 0; k < run->layer_count; k++)
-            base[k] = median_over(h, baseline_start, baseline_end, ratio_of, run->layers[k].index, scratch);
+            base[k] = median_over(h, baseline_start, baseline_end, ratio_of, run->layers[k].index, output_layer,
+                                  scratch);
         found = find_break(run, baseline_end, incident, base, ratio_of, &v);
         if (!found) {
             for (int k = 0; k < run->layer_count; k++)
-                base[k] = median_over(h, baseline_start, baseline_end, grad_at, run->layers[k].index, scratch);
-            found = find_break(run, baseline_end, incident, base, grad_at, &v);
+                base[k] = median_over(h, baseline_start, baseline_end, layer_norm_of, run->layers[k].index,
+                                      output_layer, scratch);
+            found = find_break(run, baseline_end, incident, base, layer_norm_of, &v);
         }
     }
     if (found) {
@@ -189,7 +209,7 @@ int ars_inspect_blame(FILE *out, const ars_inspect_run *run)
             continue;
         }
         fprintf(out, "  %8lld %12.4g %12.4g %12.3g %12.4g %12.4g%s\n", (long long)h->steps[r].step, h->steps[r].loss,
-                h->steps[r].grad_norm, h->steps[r].clip_scale, grad_at(h, r, shown_layer), ratio_of(h, r, shown_layer),
+                h->steps[r].grad_norm, h->steps[r].clip_scale, grad_at(h, r, shown_layer), ratio_of(h, r, shown_layer, output_layer),
                 found && r == v.record ? "  <- break" : r == incident ? "  <- incident" : "");
     }
     fprintf(out, "  (layer grad and ratio of %s; layer gradients as applied, after clipping: the ratio is not "
