@@ -46,7 +46,9 @@ for ranks in 1 2 3; do
     for model in mlp bn; do
         dir="$work/$model$ranks"
         "${mpi[@]}" -n "$ranks" "$bin" train "$work/$model.cfg" --quiet --ckpt-dir "$dir" > "$work/out" 2>&1
-        check "$model on $ranks rank(s) trains" [ $? -eq 0 ]
+        status=$?
+        check "$model on $ranks rank(s) trains" [ $status -eq 0 ]
+        [ $status -eq 0 ] || tail -n 5 "$work/out"
         # from a checkpoint before the step (two steps trained on the way) and at it
         for pair in "4 6" "8 8"; do
             set -- $pair
