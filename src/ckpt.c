@@ -309,6 +309,87 @@ static int write_history(hid_t file, const ars_history *h)
     return rc;
 }
 
+/* /health/cures: one entry per automatic cure (health.cure = apply), as
+ * parallel datasets like /history. Only written when there is one, so the
+ * files of runs without a cure are unchanged. */
+static int write_cures(hid_t file, const ars_history *h)
+{
+    const size_t C = h->cure_count;
+    if (C == 0) return 0;
+    hid_t health = H5Gcreate2(file, "health", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t group = health < 0 ? -1 : H5Gcreate2(health, "cures", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = group < 0 ? ars_error(ARS_EIO, "cannot create group /health/cures") : 0;
+    int64_t *steps = malloc(sizeof(int64_t) * C * 2);
+    const char **texts = malloc(sizeof(char *) * C);
+    if (!rc && (!steps || !texts)) rc = ars_error(ARS_ENOMEM, "checkpoint: out of memory");
+    hsize_t dims[1] = {C};
+    for (size_t c = 0; !rc && c < C; c++) {
+        steps[c] = h->cures[c].step;
+        steps[C + c] = h->cures[c].rollback_step;
+    }
+    if (!rc) rc = ars_h5_write_series(group, "step", H5T_NATIVE_INT64, 1, dims, steps);
+    if (!rc) rc = ars_h5_write_series(group, "rollback_step", H5T_NATIVE_INT64, 1, dims, steps + C);
+    for (int k = 0; k < 5 && !rc; k++) {
+        static const char *const names[] = {"rule", "layer", "change", "settings", "status"};
+        for (size_t c = 0; c < C; c++) {
+            const ars_history_cure *cure = &h->cures[c];
+            texts[c] = k == 0 ? cure->rule : k == 1 ? cure->layer : k == 2 ? cure->change : k == 3 ? cure->settings
+                                                                                             : cure->status;
+        }
+        rc = ars_h5_write_strings(group, names[k], texts, C);
+    }
+    free(steps);
+    free(texts);
+    if (group >= 0) H5Gclose(group);
+    if (health >= 0) H5Gclose(health);
+    return rc;
+}
+
+/* Reads /health/cures into h when the file has it (files without a cure,
+ * and files written before cures existed, have none). */
+static int read_cures(hid_t file, const char *path, ars_history *h)
+{
+    if (H5Lexists(file, "health", H5P_DEFAULT) <= 0) return 0;
+    hid_t health = H5Gopen2(file, "health", H5P_DEFAULT);
+    if (health < 0) return ars_error(ARS_EFORMAT, "%s:/health cannot be opened", path);
+    if (H5Lexists(health, "cures", H5P_DEFAULT) <= 0) {
+        H5Gclose(health);
+        return 0;
+    }
+    hid_t group = H5Gopen2(health, "cures", H5P_DEFAULT);
+    const char *where = "/health/cures";
+    int rc = group < 0 ? ars_error(ARS_EFORMAT, "%s:/health/cures cannot be opened", path) : 0;
+    void *raw[2] = {NULL, NULL};
+    hsize_t dims[2][1] = {{0}, {0}};
+    char **texts[5] = {NULL};
+    size_t counts[5] = {0};
+    static const char *const names[] = {"rule", "layer", "change", "settings", "status"};
+    if (!rc) rc = ars_h5_read_series(group, where, "step", H5T_NATIVE_INT64, 1, dims[0], &raw[0]);
+    if (!rc) rc = ars_h5_read_series(group, where, "rollback_step", H5T_NATIVE_INT64, 1, dims[1], &raw[1]);
+    for (int k = 0; k < 5 && !rc; k++) rc = ars_h5_read_strings(group, where, names[k], &texts[k], &counts[k]);
+    const size_t C = rc ? 0 : (size_t)dims[0][0];
+    if (!rc && (dims[1][0] != C || counts[0] != C || counts[1] != C || counts[2] != C || counts[3] != C ||
+                counts[4] != C))
+        rc = ars_error(ARS_EFORMAT, "%s:/health/cures: its datasets have different lengths (corrupted file)", path);
+    for (size_t c = 0; !rc && c < C; c++) {
+        ars_history_cure cure = {.step = ((int64_t *)raw[0])[c], .rollback_step = ((int64_t *)raw[1])[c],
+                                 .change = texts[2][c], .settings = texts[3][c]};
+        snprintf(cure.rule, sizeof cure.rule, "%s", texts[0][c]);
+        snprintf(cure.layer, sizeof cure.layer, "%s", texts[1][c]);
+        snprintf(cure.status, sizeof cure.status, "%s", texts[4][c]);
+        rc = ars_history_add_cure(h, &cure);
+    }
+    for (int k = 0; k < 5; k++) {
+        for (size_t c = 0; c < counts[k]; c++) free(texts[k][c]);
+        free(texts[k]);
+    }
+    free(raw[0]);
+    free(raw[1]);
+    if (group >= 0) H5Gclose(group);
+    H5Gclose(health);
+    return rc;
+}
+
 /* The model's input shape, one int32 per dimension (root attribute
  * input_shape): what a model rebuilt from the file is built for. */
 static int write_input_shape(hid_t file, const ars_shape *shape)
@@ -529,6 +610,7 @@ int ars_ckpt_write(const char *path, const ars_model *model, const ars_optimizer
     if (writing(rc, sink)) rc = write_optimizer(file, model, opt, &buffer);
     if (writing(rc, sink)) rc = write_tensors(file, "grad", model, model->grads, NULL, 0, &buffer);
     if (writing(rc, sink) && history) rc = write_history(file, history);
+    if (writing(rc, sink) && history) rc = write_cures(file, history);
     free(buffer.bytes);
     /* the driver's close is strong (objects an error path left open are
      * closed too) and its writes cannot fail, so the file is closed here */
@@ -1012,6 +1094,7 @@ int ars_ckpt_read_history(const char *path, ars_history *h)
         }
         free(events);
     }
+    if (!rc) rc = read_cures(file, path, h);
     for (int k = 0; k < 16; k++) free(raw[k]);
     for (int k = 0; k < 64; k++) free(time_raw[k]);
     for (size_t l = 0; l < L; l++) free(names[l]);

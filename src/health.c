@@ -53,6 +53,9 @@ void ars_health_config_defaults(ars_health_config *out)
     out->oscillation_window = 10;
     out->oscillation_rise = 0.5;
     out->oscillation_count = 3;
+    out->cure = ARS_CURE_SUGGEST;
+    out->max_cures = 3;
+    out->cure_trial = 30;
 }
 
 static int get_count(ars_config *c, ars_config_section *s, const char *key, long min, long max, int *value)
@@ -92,6 +95,13 @@ int ars_health_config_load(ars_config *config, ars_config_section *section, ars_
         TRY(get_count(config, section, "oscillation_window", 0, 1000000, &h.oscillation_window));
         TRY(get_real(config, section, "oscillation_rise", 0, 1e300, &h.oscillation_rise));
         TRY(get_count(config, section, "oscillation_count", 1, 1000000, &h.oscillation_count));
+        static const char *const cures[] = {"off", "suggest", "apply", NULL};
+        char cure[16];
+        TRY(ars_config_get_string(config, section, "cure", cures[h.cure], cures, cure, sizeof cure));
+        for (int k = 0; cures[k]; k++)
+            if (strcmp(cure, cures[k]) == 0) h.cure = k;
+        TRY(get_count(config, section, "max_cures", 1, 1000, &h.max_cures));
+        TRY(get_count(config, section, "cure_trial", 1, 1000000, &h.cure_trial));
         if (h.plateau_window == 1 || h.oscillation_window == 1)
             return ars_error(ARS_EINVAL, "%s:%d: [health] plateau_window and oscillation_window must be 0 "
                              "(off) or at least 2", config->path, section->line);

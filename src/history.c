@@ -39,6 +39,11 @@ void ars_history_free(ars_history *h)
     free(h->time_steps);
     for (size_t i = 0; i < h->event_count; i++) free(h->events[i]);
     free(h->events);
+    for (size_t i = 0; i < h->cure_count; i++) {
+        free(h->cures[i].change);
+        free(h->cures[i].settings);
+    }
+    free(h->cures);
     memset(h, 0, sizeof *h);
 }
 
@@ -154,4 +159,32 @@ int ars_history_set_time_layers(ars_history *h, int count, const int *layers, co
     }
     h->time_layer_count = count;
     return 0;
+}
+
+int ars_history_add_cure(ars_history *h, const ars_history_cure *cure)
+{
+    if (h->cure_count == h->cure_capacity) {
+        size_t capacity = h->cure_capacity ? 2 * h->cure_capacity : 8;
+        ars_history_cure *cures = realloc(h->cures, capacity * sizeof *cures);
+        if (!cures) return ars_error(ARS_ENOMEM, "history: out of memory");
+        h->cures = cures;
+        h->cure_capacity = capacity;
+    }
+    ars_history_cure copy = *cure;
+    copy.change = strdup(cure->change ? cure->change : "");
+    copy.settings = strdup(cure->settings ? cure->settings : "");
+    if (!copy.change || !copy.settings) {
+        free(copy.change);
+        free(copy.settings);
+        return ars_error(ARS_ENOMEM, "history: out of memory");
+    }
+    h->cures[h->cure_count++] = copy;
+    return 0;
+}
+
+void ars_history_truncate(ars_history *h, size_t count, size_t hist_count, size_t eval_count)
+{
+    if (count < h->count) h->count = count;
+    if (hist_count < h->hist_count) h->hist_count = hist_count;
+    if (eval_count < h->eval_count) h->eval_count = eval_count;
 }

@@ -21,6 +21,7 @@
 #include "arsenal/init.h"
 #include "arsenal/memory.h"
 #include "arsenal/model.h"
+#include "cure.h"
 #include "gemm.h"
 #include "trainer.h"
 
@@ -540,6 +541,17 @@ static int train_loop(ars_trainer *t)
         if (!rc && (probe || record.nonfinite) && t->rank == 0)
             rc = ars_health_update(&t->health, &t->history, t->options->quiet ? NULL : stdout);
         if (!rc && histogram) rc = ars_trainer_add_histograms(t);
+        /* ---- [health] cure (cure.c): a rollback restarts the loop at the snapshot's step ---- */
+        if (!rc && (probe || record.nonfinite)) {
+            int rolled_back = 0;
+            rc = ars_cure_after_record(t, &rolled_back);
+            if (!rc && rolled_back) {
+                epoch_loss = 0;   /* the epoch's mean then covers the steps since the rollback */
+                epoch_steps = 0;
+                continue;
+            }
+        }
+        /* ---- end of the cure hook ---- */
         if (rc) break;
         t->last_loss = record.loss;
         t->last_grad_norm = record.grad_norm;
@@ -606,6 +618,7 @@ static int train_loop(ars_trainer *t)
 
 static void trainer_free(ars_trainer *t)
 {
+    ars_cure_free(t);
     ars_batch_free(&t->batch);
     ars_sampler_destroy(&t->sampler);
     ars_optimizer_destroy(&t->opt);
@@ -725,7 +738,9 @@ int ars_train(const ars_run_config *run, const ars_layer_spec *specs, int count,
     int rc = trainer_setup(&t, specs, count);
     if (!rc) {
         if (resolved.schedule.total_steps == 0) resolved.schedule.total_steps = t.total_steps;
-        rc = ars_trainer_resume(&t);
+        rc = ars_cure_setup(&t, &resolved);   /* before the resume: a checkpoint's cures change layer kinds */
+        if (!rc) rc = ars_trainer_resume(&t);
+        if (!rc) rc = ars_cure_begin(&t);
     }
     if (!rc) {
         print_header(&t, specs, count);

@@ -49,6 +49,7 @@ typedef struct ars_trainer {
     double last_loss, last_grad_norm, test_accuracy, test_loss, seconds;
     int agreed;
     int64_t last_ckpt_step;
+    struct ars_cure *cure;    /* [health] cure: snapshots and cures (cure.c) */
 } ars_trainer;
 
 /* Every rank learns whether any rank failed, so none is left waiting in a

@@ -16,6 +16,7 @@
 
 #include "arsenal/ckpt.h"
 #include "arsenal/error.h"
+#include "cure.h"
 #include "fs.h"
 #include "gemm.h"
 #include "trainer.h"
@@ -88,7 +89,7 @@ static int write_checkpoint(ars_trainer *t, const ars_optimizer *opt)
         .step = t->step, .epoch = (int)(t->step / t->steps_per_epoch), .steps_per_epoch = t->steps_per_epoch,
         .world_size = t->world, .global_batch = t->global_batch, .seed = t->run->seed,
         .nonfinite_steps = t->nonfinite_steps, .last_loss = t->last_loss, .test_loss = t->test_loss,
-        .test_accuracy = t->test_accuracy, .config_text = t->options->config_text, .has_data_stats = isfinite(t->data_mean) && isfinite(t->data_std),
+        .test_accuracy = t->test_accuracy, .config_text = ars_cure_config_text(t), .has_data_stats = isfinite(t->data_mean) && isfinite(t->data_std),
         .data_mean = t->data_mean, .data_std = t->data_std};
     int rc = ars_ckpt_write(path, &t->model, opt, &t->history, &state);
     if (rc) return rc;

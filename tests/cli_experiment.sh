@@ -3,7 +3,8 @@
 # it must exit 0 (its checks pass: the 20-layer sigmoid network's gradient
 # vanishes, the 1000-layer residual network trains above chance, clipping
 # prevents the NaN, the degradation section's four CNNs get their first
-# convolution's gradient measured) and write the results document with
+# convolution's gradient measured, the learning rate 0.5 run is cured
+# without a non-finite step) and write the results document with
 # every section and its PNG plots; killed, it removes its temporary
 # checkpoints. Also the usage errors. Run by ctest; ARSENAL_BINARY and
 # ARSENAL_SOURCE_DIR are set by tests/CMakeLists.txt. About 1-3 minutes.
@@ -39,7 +40,7 @@ if [ -s "$doc" ]; then
     check "stamped with the commit" contains "$doc" "from commit \`"
     check "has the verdict table" contains "$doc" "## Verdicts"
     for title in "## 1. Activations" "## 2. Initialization" "## 3. Normalization" "## 4. Residual" \
-                 "## 5. Exploding" "## 6. Optimizers" "## 7. Degradation"; do
+                 "## 5. Exploding" "## 6. Optimizers" "## 7. Degradation" "## 8. Automatic cures"; do
         check "has section '$title'" contains "$doc" "$title"
     done
     check "all checks passed" contains "$doc" "Checks (they decide the exit status): all passed"
@@ -47,7 +48,8 @@ if [ -s "$doc" ]; then
     check "the log reports the checks" contains "$work/log" "check passed: "
 fi
 for plot in activations_gradient_flow activations_loss init_loss normalization_lr residual_depth \
-            residual_gradient_flow exploding_loss optimizers_loss degradation_loss degradation_gradient_flow; do
+            residual_gradient_flow exploding_loss optimizers_loss degradation_loss degradation_gradient_flow \
+            cure_accuracy; do
     if [ -s "$doc" ] && grep -q "Plot $plot not drawn" "$doc"; then
         echo "skip $plot.png (arsenal built without PLplot's PNG device)"
         continue

@@ -831,6 +831,49 @@ static void test_history_larger_than_the_file_is_refused(void **state)
     assert_non_null(strstr(ars_error_message(), "/optimizer/m/000_dense/weight claims 1073741824 bytes"));
 }
 
+/* /health/cures: written only when there is a cure, read back field by
+ * field; a file without it reads as no cure; truncating the history keeps
+ * the cures and the events. */
+static void test_cures_round_trip(void **state)
+{
+    fixture *f = *state;
+    write_fixture(f);
+    ars_history h;
+    ARS_ASSERT_OK(ars_ckpt_read_history(f->path, &h));
+    assert_int_equal(h.cure_count, 0);
+    ars_history_free(&h);
+    hid_t file = H5Fopen(f->path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(file >= 0);
+    assert_true(H5Lexists(file, "health", H5P_DEFAULT) == 0);   /* files without cures are unchanged */
+    H5Fclose(file);
+
+    ars_history_cure cures[2] = {
+        {.step = 20, .rollback_step = 0, .rule = "vanishing", .layer = "000_dense",
+         .change = "19 sigmoid layers -> relu", .settings = "act:001=relu;init:000=he_normal;", .status = "active"},
+        {.step = 30, .rollback_step = 21, .rule = "exploding", .layer = "",
+         .change = "clip_norm 0 -> 1", .settings = "clip_norm=1;", .status = "reverted"}};
+    for (int k = 0; k < 2; k++) ARS_ASSERT_OK(ars_history_add_cure(&f->history, &cures[k]));
+    write_fixture(f);
+    ARS_ASSERT_OK(ars_ckpt_read_history(f->path, &h));
+    assert_int_equal(h.cure_count, 2);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(h.cures[k].step, cures[k].step);
+        assert_int_equal(h.cures[k].rollback_step, cures[k].rollback_step);
+        assert_string_equal(h.cures[k].rule, cures[k].rule);
+        assert_string_equal(h.cures[k].layer, cures[k].layer);
+        assert_string_equal(h.cures[k].change, cures[k].change);
+        assert_string_equal(h.cures[k].settings, cures[k].settings);
+        assert_string_equal(h.cures[k].status, cures[k].status);
+    }
+    ars_history_truncate(&h, 2, 0, 0);
+    assert_int_equal(h.count, 2);
+    assert_int_equal(h.hist_count, 0);
+    assert_int_equal(h.eval_count, 0);
+    assert_int_equal(h.cure_count, 2);
+    assert_int_equal(h.event_count, 1);
+    ars_history_free(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -848,6 +891,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_format_1_is_read_after_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_variable_length_string_in_format_2_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_history_larger_than_the_file_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cures_round_trip, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

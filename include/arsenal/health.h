@@ -55,7 +55,13 @@ typedef struct ars_health_config {
     int oscillation_window;      /* oscillation_window [10]: records looked at */
     double oscillation_rise;     /* oscillation_rise [0.5]: a swing = a rise by this x first loss */
     int oscillation_count;       /* oscillation_count [3]: swings in the window */
+    /* automatic cures (src/cure.c, docs/health.md "Automatic cures") */
+    int cure;                    /* cure [suggest]: ARS_CURE_OFF | SUGGEST | APPLY */
+    int max_cures;               /* max_cures [3]: cures per run before the run stops */
+    int cure_trial;              /* cure_trial [30]: records a cure is on trial after its rollback */
 } ars_health_config;
+
+enum { ARS_CURE_OFF, ARS_CURE_SUGGEST, ARS_CURE_APPLY };
 
 void ars_health_config_defaults(ars_health_config *out);
 

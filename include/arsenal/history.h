@@ -41,6 +41,18 @@ typedef struct ars_history_eval {
     double test_loss, test_accuracy;   /* accuracy NaN for regression */
 } ars_history_eval;
 
+/* One automatic cure of the health monitor (health.cure = apply, src/cure.c),
+ * stored in /health/cures. Kept across rollbacks, like the events. */
+typedef struct ars_history_cure {
+    int64_t step;            /* the record (0-based step index) whose diagnosis triggered it */
+    int64_t rollback_step;   /* steps taken at the healthy state the run went back to */
+    char rule[32];           /* ars_health_problem_key: "exploding", "vanishing", ... */
+    char layer[40];          /* the worst layer ("003_dense"), "" for the whole network */
+    char *change;            /* in words: "lr 0.5 -> 0.05, clip_norm 0 -> 1" */
+    char *settings;          /* what resume re-applies: "lr=0.05;clip_norm=1;act:001=relu;init:000=he_normal" */
+    char status[16];         /* "active" | "reverted" (the rule fired again; the next cure replaced it) */
+} ars_history_cure;
+
 typedef struct ars_history {
     int layer_count;
     char (*layer_names)[40];
@@ -65,6 +77,9 @@ typedef struct ars_history {
     /* diagnosis events, appended as text lines ("step 40: ...") */
     char **events;
     size_t event_count, event_capacity;
+    /* automatic cures (/health/cures), in the order applied */
+    ars_history_cure *cures;
+    size_t cure_count, cure_capacity;
 } ars_history;
 
 int ars_history_init(ars_history *h, int layer_count, const char (*names)[40], int bins);
@@ -79,6 +94,13 @@ int ars_history_add_histograms(ars_history *h, int64_t step, const float *grads,
                                const size_t *offsets, const size_t *counts);
 
 int ars_history_add_event(ars_history *h, const char *text);
+
+/* Appends a cure (change and settings are copied). */
+int ars_history_add_cure(ars_history *h, const ars_history_cure *cure);
+
+/* Drops the records, histograms and evaluations after the first count,
+ * hist_count, eval_count (a rollback); events and cures stay. */
+void ars_history_truncate(ars_history *h, size_t count, size_t hist_count, size_t eval_count);
 
 /* Declares the layers that record a gradient norm per time step; call
  * before the first append. Their rows are filled through

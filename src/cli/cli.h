@@ -6,6 +6,7 @@
 int ars_cmd_train(int argc, char **argv);
 int ars_cmd_gradcheck(int argc, char **argv);
 int ars_cmd_inspect(int argc, char **argv);
+int ars_cmd_replay(int argc, char **argv);
 int ars_cmd_experiment(int argc, char **argv);
 int ars_cmd_export(int argc, char **argv);
 int ars_cmd_evaluate(int argc, char **argv);

@@ -27,11 +27,12 @@ static const char experiment_usage[] =
     "                    check fails: the 20-layer sigmoid network's first/last gradient ratio is\n"
     "                    below 1e-3, the 1000-layer residual network trains above chance, clipping\n"
     "                    prevents the NaN of a too-high learning rate, the four degradation networks'\n"
-    "                    first-convolution gradient ratios are measured\n"
+    "                    first-convolution gradient ratios are measured, and with [health] cure = apply\n"
+    "                    the learning rate 0.5 run is cured without a non-finite step\n"
     "  --out DIR         where to write (default: docs; with --quick: experiment-quick)\n"
     "  --seed N          seed of every run (default 1)\n"
     "  --only LIST       only these sections, comma-separated: activations, init, normalization,\n"
-    "                    residual, exploding, optimizers, degradation (DIR/arsenal-results.md\n"
+    "                    residual, exploding, optimizers, degradation, cure (DIR/arsenal-results.md\n"
     "                    then holds only those: give another --out to keep the whole document)\n"
     "  --runs DIR        keep every run's checkpoint in DIR/<run> (for arsenal inspect); by default\n"
     "                    they go to a temporary directory and are removed\n"
@@ -54,7 +55,7 @@ static int parse_sections(const char *list, unsigned *mask)
             }
         if (!found) {
             fprintf(stderr, "arsenal experiment: --only: unknown section '%s' (expected activations, init, "
-                    "normalization, residual, exploding, optimizers or degradation)\n", word);
+                    "normalization, residual, exploding, optimizers, degradation or cure)\n", word);
             return 1;
         }
     }

@@ -12,6 +12,7 @@
 
 static const char inspect_usage[] =
     "usage: arsenal inspect CKPT.h5 [CKPT2.h5] [--json] [--plot DIR]\n"
+    "       arsenal inspect --blame CKPT.h5\n"
     "\n"
     "Reads a checkpoint (e.g. runs/x/latest.h5) and shows its run, final loss and accuracy, per layer with\n"
     "parameters the gradient norm (first/median/last), its ratio to the output layer's, the update/weight\n"
@@ -27,13 +28,15 @@ static const char inspect_usage[] =
 int ars_cmd_inspect(int argc, char **argv)
 {
     const char *paths[2] = {NULL, NULL}, *plot_dir = NULL, *value;
-    int path_count = 0, json = 0, error = 0;
+    int path_count = 0, json = 0, error = 0, blame = 0;
     for (int i = 1; i < argc && !error; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(inspect_usage, stdout);
             return 0;
         } else if (strcmp(argv[i], "--json") == 0) {
             json = 1;
+        } else if (strcmp(argv[i], "--blame") == 0) {
+            blame = 1;
         } else if (ars_cli_option(argc, argv, &i, "--plot", &value, &error)) {
             plot_dir = value;
         } else if (argv[i][0] == '-' || path_count == 2) {
@@ -47,6 +50,10 @@ int ars_cmd_inspect(int argc, char **argv)
         fputs(inspect_usage, stderr);
         error = 1;
     }
+    if (!error && blame && (path_count != 1 || json || plot_dir)) {
+        fprintf(stderr, "arsenal inspect: --blame takes one checkpoint, without --json or --plot\n");
+        error = 1;
+    }
     if (error) return 2;
 
     ars_inspect_run runs[2];
@@ -54,7 +61,10 @@ int ars_cmd_inspect(int argc, char **argv)
     int rc = 0, loaded = 0;
     for (int k = 0; k < path_count && !rc; k++, loaded++) rc = ars_inspect_load(&runs[k], paths[k]);
     const ars_inspect_run *views[2] = {&runs[0], &runs[1]};
-    if (!rc) {
+    if (!rc && blame) {
+        rc = ars_inspect_blame(stdout, &runs[0]);
+        fflush(stdout);
+    } else if (!rc) {
         if (json) ars_inspect_json(stdout, views, path_count);
         else if (path_count == 1) ars_inspect_print(stdout, &runs[0]);
         else ars_inspect_print_compare(stdout, &runs[0], &runs[1]);

@@ -13,7 +13,8 @@ static const char usage[] =
     "  arsenal train FILE.cfg [--set section.key=value]... [--ckpt-dir DIR] [--resume CKPT.h5]\n"
     "                         [--metrics FILE.jsonl] [--quiet]\n"
     "  arsenal gradcheck FILE.cfg [--set section.key=value]... [--rows N] [--coords N] [--step H]\n"
-    "  arsenal inspect CKPT.h5 [CKPT2.h5] [--json] [--plot DIR]\n"
+    "  arsenal inspect CKPT.h5 [CKPT2.h5] [--json] [--plot DIR] [--blame]\n"
+    "  arsenal replay CKPT.h5 --step K [--against CKPT2.h5]   recompute one step on one process\n"
     "  arsenal evaluate CKPT.h5 [--data SPEC] [--split test|train] [--set section.key=value]...\n"
     "                           [--batch N] [--json] [--plot DIR]\n"
     "  arsenal predict CKPT.h5 INPUT [--out FILE.csv|FILE.h5] [--top K] [--batch N]\n"
@@ -39,6 +40,7 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "train") == 0) return ars_cmd_train(argc - 1, argv + 1);
     if (strcmp(argv[1], "gradcheck") == 0) return ars_cmd_gradcheck(argc - 1, argv + 1);
     if (strcmp(argv[1], "inspect") == 0) return ars_cmd_inspect(argc - 1, argv + 1);
+    if (strcmp(argv[1], "replay") == 0) return ars_cmd_replay(argc - 1, argv + 1);
     if (strcmp(argv[1], "experiment") == 0) return ars_cmd_experiment(argc - 1, argv + 1);
     if (strcmp(argv[1], "evaluate") == 0) return ars_cmd_evaluate(argc - 1, argv + 1);
     if (strcmp(argv[1], "predict") == 0) return ars_cmd_predict(argc - 1, argv + 1);

@@ -15,7 +15,7 @@
 
 static const char *const section_titles[ARS_EXP_SECTIONS] = {
     "Activations", "Initialization", "Normalization", "Residual connections", "Exploding gradients and clipping",
-    "Optimizers", "Degradation of deep plain CNNs"};
+    "Optimizers", "Degradation of deep plain CNNs", "Automatic cures"};
 
 ars_exp_claim *ars_exp_claim_add(ars_exp *e, int section, ars_exp_verdict verdict, const char *claim)
 {

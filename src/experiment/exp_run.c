@@ -217,6 +217,14 @@ static int measure(ars_exp_run *run, const ars_history *h, const char *optimizer
         if (rc) return rc;
     }
     diagnose(h, optimizer, run->diagnosis, sizeof run->diagnosis);
+    run->cures = (int)h->cure_count;
+    run->first_cure_step = h->cure_count ? h->cures[0].step : -1;
+    for (size_t k = 0; k < h->cure_count; k++) {
+        size_t used = strlen(run->cure_text);
+        snprintf(run->cure_text + used, sizeof run->cure_text - used, "%sstep %lld, %s: %s%s", k ? "; " : "",
+                 (long long)h->cures[k].step, h->cures[k].rule, h->cures[k].change,
+                 strcmp(h->cures[k].status, "active") == 0 ? "" : " (reverted)");
+    }
     run->measured = 1;
     return 0;
 }
@@ -260,7 +268,7 @@ static ars_exp_run *run_new(ars_exp *e, const char *key, const char *config_text
             i = -1;
         }
     run->test_accuracy = run->test_loss = NAN;
-    run->first_nonfinite = run->steps_to_target = -1;
+    run->first_nonfinite = run->steps_to_target = run->first_cure_step = -1;
     run->ratio_start = run->ratio_end = run->first_grad_start = run->first_grad_end = NAN;
     run->loss_start = run->loss_end = run->max_grad_norm = run->clipped_fraction = NAN;
     e->runs[e->run_count++] = run;

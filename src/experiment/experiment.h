@@ -28,6 +28,7 @@ enum {
     ARS_EXP_EXPLODING,
     ARS_EXP_OPTIMIZERS,
     ARS_EXP_DEGRADATION,
+    ARS_EXP_CURE,
     ARS_EXP_SECTIONS
 };
 
@@ -77,6 +78,9 @@ typedef struct ars_exp_run {
     double test_accuracy, test_loss, seconds;
     int64_t nonfinite_steps;
     /* rank 0: from the gradient history (NaN / -1 when unknown) */
+    int cures;                /* automatic cures applied ([health] cure = apply), /health/cures */
+    int64_t first_cure_step;  /* the record that triggered the first, -1: none */
+    char cure_text[512];      /* "step 20 vanishing: ...; step 120 exploding: ..." */
     int measured;             /* 1: the history was read */
     int64_t first_nonfinite;  /* step of the first non-finite loss or gradient, -1: none */
     /* "weight layers": dense and conv2d layers (a network of section 7 starts with a convolution) */
@@ -127,6 +131,7 @@ typedef struct ars_exp_budget {
      * for CI) */
     int degradation_train_limit, degradation_test_limit, degradation_batch, degradation_probe_every;
     int steps_degradation, degradation_width;
+    int cure_epochs;          /* section 8: epochs of the deep sigmoid network, cured and by hand */
 } ars_exp_budget;
 
 typedef struct ars_exp {
@@ -212,6 +217,7 @@ int ars_exp_section_residual(ars_exp *e);
 int ars_exp_section_exploding(ars_exp *e);
 int ars_exp_section_optimizers(ars_exp *e);
 int ars_exp_section_degradation(ars_exp *e);
+int ars_exp_section_cure(ars_exp *e);
 
 /* exp_plot.c: line charts drawn with PLplot as PNG. */
 typedef struct ars_exp_series {

@@ -70,6 +70,12 @@ void ars_inspect_json(FILE *out, const ars_inspect_run *const *runs, int count);
  * was built without PLplot or no PNG/SVG device is installed. */
 int ars_inspect_plot(const char *dir, const ars_inspect_run *const *runs, int count, FILE *log);
 
+/* --blame (inspect_blame.c): the first incident of the history (a
+ * non-finite step, a loss or gradient spike) and the first layer and step
+ * where a gradient ratio broke before it, with the records as evidence.
+ * ARS_EINVAL for a history without records. */
+int ars_inspect_blame(FILE *out, const ars_inspect_run *run);
+
 /* Small shared helpers (inspect_report.c). */
 double ars_inspect_median(double *values, size_t n);   /* sorts values; NaN when n == 0 */
 int ars_inspect_is_activation(const char *kind);

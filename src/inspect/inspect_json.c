@@ -240,6 +240,20 @@ static void write_diagnosis(json_writer *j, const ars_inspect_run *run)
     json_open(j, "events", '[');
     for (size_t e = 0; e < run->history.event_count; e++) json_str(j, NULL, run->history.events[e]);
     json_close(j, ']');
+    json_open(j, "cures", '[');
+    for (size_t k = 0; k < run->history.cure_count; k++) {
+        const ars_history_cure *c = &run->history.cures[k];
+        json_open(j, NULL, '{');
+        json_int(j, "step", c->step);
+        json_int(j, "rollback_step", c->rollback_step);
+        json_str(j, "rule", c->rule);
+        json_str(j, "layer", c->layer[0] ? c->layer : NULL);
+        json_str(j, "change", c->change);
+        json_str(j, "settings", c->settings);
+        json_str(j, "status", c->status);
+        json_close(j, '}');
+    }
+    json_close(j, ']');
 }
 
 static void write_run(json_writer *j, const char *key, const ars_inspect_run *run)

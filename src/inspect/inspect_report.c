@@ -429,12 +429,29 @@ static void print_events(FILE *out, const ars_inspect_run *run)
         fprintf(out, "  ... %zu more (arsenal inspect --json lists them all)\n", h->event_count - shown);
 }
 
+/* /health/cures: what [health] cure = apply changed, and where it went back to. */
+static void print_cures(FILE *out, const ars_inspect_run *run)
+{
+    const ars_history *h = &run->history;
+    if (h->cure_count == 0) return;
+    fprintf(out, "\nautomatic cures ([health] cure = apply; %zu)\n", h->cure_count);
+    for (size_t k = 0; k < h->cure_count; k++) {
+        const ars_history_cure *c = &h->cures[k];
+        char line[1600];
+        snprintf(line, sizeof line, "%zu. step %lld, %s%s%s: %s; rolled back to step %lld; %s", k + 1,
+                 (long long)c->step, c->rule, c->layer[0] ? " at " : "", c->layer, c->change,
+                 (long long)c->rollback_step, strcmp(c->status, "active") == 0 ? "kept" : c->status);
+        print_wrapped(out, "  ", 5, line);
+    }
+}
+
 void ars_inspect_print(FILE *out, const ars_inspect_run *run)
 {
     print_run_facts(out, run);
     print_layer_table(out, run);
     print_diagnosis(out, run);
     print_events(out, run);
+    print_cures(out, run);
 }
 
 /* ---- two runs side by side ------------------------------------------------------ */
