@@ -111,5 +111,15 @@ if command -v h5diff > /dev/null; then
     check "2 ranks: the same cures as 1 rank" [ $? -eq 0 ]
 fi
 
+# sharded optimizer state: the snapshot, the rollback and the re-initialized
+# layers' optimizer state are each rank's slice
+"${mpi[@]}" -n 2 "$bin" train "$work/sig.cfg" --set run.optimizer_shard=on --ckpt-dir "$work/f" > "$work/out" 2>&1
+check "cure = apply with optimizer_shard under 2 ranks finishes" [ $? -eq 0 ]
+check "optimizer_shard: the same first cure" contains "$work/out" "cure 1 for the vanishing gradient (000_dense)"
+if command -v h5diff > /dev/null; then
+    h5diff "$work/e/latest.h5" "$work/f/latest.h5" /health > /dev/null 2>&1
+    check "optimizer_shard: the same cures as unsharded" [ $? -eq 0 ]
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
