@@ -21,6 +21,7 @@
 #include "arsenal/init.h"
 #include "arsenal/memory.h"
 #include "arsenal/model.h"
+#include "gemm_bf16.h"
 #include "trainer.h"
 
 static double now_seconds(void)
@@ -403,6 +404,11 @@ static void print_header(ars_trainer *t, const ars_layer_spec *specs, int count)
     if (t->world > 1)
         printf("gradient sync: %s (gradient_sync = %s%s%s)\n", how[t->dist->mode], ars_grad_sync_name(run->grad_sync),
                t->dist->sync_note[0] ? ": " : "", t->dist->sync_note);
+    if (t->precision != ARS_PRECISION_FP32) {
+        char what[256];
+        ars_precision_describe((ars_precision)t->precision, what, sizeof what);
+        printf("precision: %s\n", what);
+    }
     int tuned = 0;
     for (int i = 0; i < t->model.layer_count; i++) {
         const ars_layer *layer = &t->model.layers[i];
@@ -525,6 +531,8 @@ static void trainer_free(ars_trainer *t)
     if (t->metrics) fclose(t->metrics);
     ars_watchdog_stop(t->watchdog);
     t->watchdog = NULL;
+    if (t->precision_active) ars_gemm_set_precision(ARS_PRECISION_FP32);   /* the process's default again */
+    t->precision_active = 0;
 }
 
 static int trainer_setup(ars_trainer *t, const ars_layer_spec *specs, int count)
@@ -543,6 +551,10 @@ static int trainer_setup(ars_trainer *t, const ars_layer_spec *specs, int count)
         t->global_batch = run->batch * t->world;
     }
     TRY(ars_trainer_resume_prepare(t));   /* a resumed run keeps its checkpoint's global batch */
+    /* before the data and the model are loaded: a precision this machine
+     * cannot run ends the run here, with what is missing */
+    TRY(ars_trainer_agree(t, ars_gemm_set_precision((ars_precision)t->precision)));
+    t->precision_active = t->precision != ARS_PRECISION_FP32;
     t->local_capacity = (t->global_batch + t->world - 1) / t->world;
     TRY(ars_trainer_agree(t, load_data(t)));
     TRY(ars_trainer_agree(t, setup_augment(t)));
