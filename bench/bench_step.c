@@ -27,6 +27,7 @@
 #include "arsenal/optim.h"
 #include "arsenal/rng.h"
 #include "arsenal/train.h"
+#include "../src/gemm_bf16.h"
 #include "../src/layers/conv_kernels.h"
 
 enum { POOL = 8 };   /* distinct random batches, used round-robin */
@@ -46,6 +47,7 @@ typedef struct options {
     const char *workload, *config;
     int steps, warmup, reps, threads, products, rounds, batch, in_dim;
     double gemm_budget;   /* seconds per raw-GEMM sample */
+    const char *precision;   /* of the step's products ([run] precision); the raw GEMMs stay fp32 */
 } options;
 
 /* One matrix product C[m,n] = op(A) op(B) as a layer calls it. */
@@ -353,6 +355,7 @@ static int train_step(bench *b, int profile)
         TRY(ars_model_forward(m, &pass, b->x[p]));
     } else {
         m->input = b->x[p];
+        ars_gemm_weights(m->params, m->param_count);   /* as ars_model_forward: a new pass, new weights */
         const float *in = b->x[p];
         for (int i = 0; i < m->layer_count; i++) {
             ars_layer *layer = &m->layers[i];
@@ -622,6 +625,8 @@ static void json_head(const char *kind, const bench *b, int threads)
 {
     printf("{\"bench\":\"%s\",\"impl\":\"arsenal\",\"workload\":\"%s\",\"threads\":%d,\"batch\":%d", kind,
            b->w.name, threads, b->w.batch);
+    if (ars_gemm_precision() != ARS_PRECISION_FP32)
+        printf(",\"precision\":\"%s\"", ars_precision_name(ars_gemm_precision()));
 }
 
 static const char *trans_name(int ta, int tb)
@@ -842,15 +847,18 @@ static void usage(FILE *to)
             "usage: bench_step [--workload W1|...|W6 | --config FILE] [--steps N] [--warmup N]\n"
             "                  [--reps N] [--threads N] [--batch N] [--in-dim N]\n"
             "                  [--products [--rounds N]] [--gemm-budget SECONDS]\n"
+            "                  [--precision fp32|bf16|bf16_emulated]\n"
             "Times full training steps and the same products as raw cblas_sgemm; one JSON line\n"
             "per measurement on stdout. --products: per-layer and per-phase times and every\n"
-            "product against raw sgemm in 8 layouts, in N interleaved rounds.\n");
+            "product against raw sgemm in 8 layouts, in N interleaved rounds. --precision: the\n"
+            "step's products as [run] precision (docs/bf16.md); where it cannot run, one line\n"
+            "{\"bench\":\"step\",...,\"skipped\":REASON} and exit status 0.\n");
 }
 
 static int parse(int argc, char **argv, options *o)
 {
     *o = (options){.workload = "W1", .steps = 0, .warmup = 3, .reps = 3, .threads = 0, .rounds = 3,
-                    .gemm_budget = 0.02};
+                    .gemm_budget = 0.02, .precision = "fp32"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -868,6 +876,7 @@ static int parse(int argc, char **argv, options *o)
         else if (strcmp(a, "--batch") == 0) o->batch = atoi(v);
         else if (strcmp(a, "--in-dim") == 0) o->in_dim = atoi(v);
         else if (strcmp(a, "--gemm-budget") == 0) o->gemm_budget = atof(v);
+        else if (strcmp(a, "--precision") == 0) o->precision = v;
         else { usage(stderr); return ars_error(ARS_EINVAL, "unknown option %s", a); }
     }
     if (o->reps < 1 || o->rounds < 1 || o->warmup < 0 || o->steps < 0 || o->gemm_budget <= 0)
@@ -899,6 +908,19 @@ static int run(const options *o)
         b.w.input = ars_shape_vector(o->in_dim);
     }
     const int steps = o->steps > 0 ? o->steps : default_steps(b.w.name);
+    ars_precision precision;
+    TRY(ars_precision_parse(o->precision, &precision));
+    if (ars_gemm_set_precision(precision)) {   /* not on this machine: say why, for the report */
+        printf("{\"bench\":\"step\",\"impl\":\"arsenal\",\"workload\":\"%s\",\"threads\":%d,\"batch\":%d,"
+               "\"precision\":\"%s\",\"skipped\":\"", b.w.name, threads, b.w.batch, o->precision);
+        for (const char *c = ars_error_message(); *c; c++) {
+            if (*c == '"' || *c == '\\') putchar('\\');
+            putchar(*c);
+        }
+        printf("\"}\n");
+        free(b.w.specs);
+        return 0;
+    }
 
     /* Baseline: data and a first sgemm (OpenBLAS's buffers) before the model. */
     gemm_buffers g = {0};
