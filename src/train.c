@@ -553,7 +553,15 @@ static int trainer_setup(ars_trainer *t, const ars_layer_spec *specs, int count)
     TRY(ars_trainer_resume_prepare(t));   /* a resumed run keeps its checkpoint's global batch */
     /* before the data and the model are loaded: a precision this machine
      * cannot run ends the run here, with what is missing */
-    TRY(ars_trainer_agree(t, ars_gemm_set_precision((ars_precision)t->precision)));
+    int precision_rc = ars_gemm_set_precision((ars_precision)t->precision);
+    if (precision_rc && t->options->resume_path && !run->precision_set) {   /* the checkpoint's precision */
+        char why[1024];
+        snprintf(why, sizeof why, "%s", ars_error_message());
+        precision_rc = ars_error(precision_rc, "--resume %s: the checkpoint was trained in %s, which a resume keeps: "
+                                 "%s; --set run.precision=fp32 (or bf16_emulated) resumes it in another precision",
+                                 t->options->resume_path, ars_precision_name((ars_precision)t->precision), why);
+    }
+    TRY(ars_trainer_agree(t, precision_rc));
     t->precision_active = t->precision != ARS_PRECISION_FP32;
     t->local_capacity = (t->global_batch + t->world - 1) / t->world;
     TRY(ars_trainer_agree(t, load_data(t)));

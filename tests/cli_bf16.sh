@@ -78,6 +78,21 @@ check "a resume whose run file names fp32" contains "$work/resume_fp32.out" "res
 check "  trains in fp32" same_attr "$work/half_fp32/latest.h5" fp32
 check "  which differs from bf16" bash -c "! h5diff -q '$work/full/latest.h5' '$work/half_fp32/latest.h5' /model"
 
+# a bf16 checkpoint resumed where bf16 cannot run: the message says how to go on
+if [[ "$bf16_rc" -ne 0 ]] && /usr/bin/python3 -c "import h5py" 2>/dev/null; then
+    cp "$(readlink -f "$work/full/latest.h5")" "$work/as_bf16.h5"
+    /usr/bin/python3 -c "
+import h5py, sys
+with h5py.File(sys.argv[1], 'r+') as f:
+    del f.attrs['precision']
+    f.attrs.create('precision', b'bf16', dtype=h5py.string_dtype('utf-8', 5))" "$work/as_bf16.h5"
+    "$bin" train "$work/run.cfg" --set run.max_steps=60 --resume "$work/as_bf16.h5" > "$work/resume_bf16" 2>&1
+    check "resuming a bf16 checkpoint where bf16 cannot run fails" test $? -ne 0
+    check "  saying the resume keeps bf16 and how to resume in another" contains "$work/resume_bf16" \
+        "the checkpoint was trained in bf16, which a resume keeps: .*--set run.precision=fp32 (or bf16_emulated)"
+    check "  before any training" lacks "$work/resume_bf16" "^step\|^epoch"
+fi
+
 "$bin" train "$work/run.cfg" --ckpt-dir "$work/fp32" > "$work/fp32.out" 2>&1
 check "fp32 (the default) trains" test $? -eq 0
 check "  without a precision line" lacks "$work/fp32.out" "^precision:"
