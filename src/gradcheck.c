@@ -535,22 +535,30 @@ done:
  * finite differences resolve no better than fp32 allows, and [run]
  * precision = bf16 changes the products, not what the gradient should be.
  * The process's precision is put back after. */
+static int precision_to_fp32(ars_precision *saved)
+{
+    *saved = ars_gemm_precision();
+    return *saved == ARS_PRECISION_FP32 ? 0 : ars_gemm_set_precision(ARS_PRECISION_FP32);
+}
+
+static int precision_back(ars_precision saved, int rc)
+{
+    const int back = saved == ARS_PRECISION_FP32 ? 0 : ars_gemm_set_precision(saved);
+    return rc ? rc : back;
+}
+
 int ars_gradcheck_layer_at(ars_layer *layer, const ars_pass *pass, const float *x, uint64_t seed,
                            const ars_gradcheck_options *options, ars_gradcheck_result *result)
 {
-    const ars_precision saved = ars_gemm_precision();
-    if (saved != ARS_PRECISION_FP32) TRY(ars_gemm_set_precision(ARS_PRECISION_FP32));
-    int rc = gradcheck_layer_at_fp32(layer, pass, x, seed, options, result);
-    if (saved != ARS_PRECISION_FP32 && ars_gemm_set_precision(saved) && !rc) rc = ARS_EINVAL;
-    return rc;
+    ars_precision saved;
+    TRY(precision_to_fp32(&saved));
+    return precision_back(saved, gradcheck_layer_at_fp32(layer, pass, x, seed, options, result));
 }
 
 int ars_gradcheck_model(ars_model *model, const ars_pass *pass, const float *x, uint64_t seed,
                         const ars_gradcheck_options *options, ars_gradcheck_result *per_layer)
 {
-    const ars_precision saved = ars_gemm_precision();
-    if (saved != ARS_PRECISION_FP32) TRY(ars_gemm_set_precision(ARS_PRECISION_FP32));
-    int rc = gradcheck_model_fp32(model, pass, x, seed, options, per_layer);
-    if (saved != ARS_PRECISION_FP32 && ars_gemm_set_precision(saved) && !rc) rc = ARS_EINVAL;
-    return rc;
+    ars_precision saved;
+    TRY(precision_to_fp32(&saved));
+    return precision_back(saved, gradcheck_model_fp32(model, pass, x, seed, options, per_layer));
 }

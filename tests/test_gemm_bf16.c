@@ -17,23 +17,24 @@
 #include <string.h>
 
 #include "arsenal/error.h"
+#include "arsenal/rng.h"
 #include "../src/gemm.h"
 #include "../src/gemm_bf16.h"
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t draws;   /* a new stream per array */
 static float uniform(void)   /* [-1, 1) */
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((double)(rng_state >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+    float x;
+    ars_rng_uniform(&x, 1, -1.0f, 1.0f, 11, 1000000 + draws++, 0);
+    return x;
 }
 
 static float *random_floats(size_t n)
 {
     float *v = malloc(sizeof(float) * (n ? n : 1));
     assert_non_null(v);
-    for (size_t i = 0; i < n; i++) v[i] = uniform() * (1.0f + 3.0f * (i % 7 == 0));   /* some larger values */
+    ars_rng_uniform(v, n, -1.0f, 1.0f, 11, draws++, 0);
+    for (size_t i = 0; i < n; i += 7) v[i] *= 4;   /* some larger values */
     return v;
 }
 
