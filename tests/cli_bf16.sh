@@ -7,13 +7,14 @@
 # header, records `precision` in the checkpoint, a resume keeps it (the
 # resumed run ends bit-identical to an uninterrupted one, which it would not
 # in fp32) unless the run file names another; fp32 checkpoints say fp32;
-# gradcheck checks in fp32 whatever the run trains in. Run by ctest;
+# 2 ranks stay bit-identical in bf16_emulated; gradcheck checks in fp32
+# whatever the run trains in. Run by ctest;
 # ARSENAL_BINARY is set by tests/CMakeLists.txt.
 set -uo pipefail
 bin="${ARSENAL_BINARY:?}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-export OPENBLAS_NUM_THREADS=1
+export OPENBLAS_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 source "$(dirname "$0")/testutil.sh"
 contains() { grep -q -- "$2" "$1"; }
 lacks() { ! grep -q -- "$2" "$1"; }
@@ -92,6 +93,12 @@ with h5py.File(sys.argv[1], 'r+') as f:
         "the checkpoint was trained in bf16, which a resume keeps: .*--set run.precision=fp32 (or bf16_emulated)"
     check "  before any training" lacks "$work/resume_bf16" "^step\|^epoch"
 fi
+
+# 2 ranks: the replicas stay bit-identical (the parameter checksum every 10 steps)
+set_mpi_launcher
+"${mpi[@]}" -n 2 "$bin" train "$work/run.cfg" --set run.precision=bf16_emulated --set run.check_every=10 \
+    > "$work/ranks.out" 2>&1
+check "bf16_emulated on 2 ranks keeps the replicas identical" test $? -eq 0
 
 "$bin" train "$work/run.cfg" --ckpt-dir "$work/fp32" > "$work/fp32.out" 2>&1
 check "fp32 (the default) trains" test $? -eq 0
