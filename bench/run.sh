@@ -12,13 +12,15 @@
 #   bench/run.sh [--quick] [--reps N] [--threads "1 2"] [--workloads "W1 W2 W3 W4 W5 W6"]
 #                [--tta-reps N] [--out FILE] [--work DIR] [--build DIR] [--no-torch]
 #                [--no-dist] [--no-tta] [--tta-only] [--report-only] [--prebuilt] [--update]
-#                [--bf16-workloads "W1 W2 W5"] [--no-bf16]
+#                [--bf16-workloads "W1 W2 W5"] [--no-bf16] [--bf16-only]
 # bf16 stage (docs/bf16.md), 1 thread, A/B interleaved per round: arsenal's
 # step at precision fp32, bf16 (oneDNN; where the CPU cannot run it, the
 # refusal is recorded and reported) and bf16_emulated (numerics only, slow
 # by design), against PyTorch fp32 and torch.autocast("cpu", bfloat16)
 # (given BF16_TORCH_TIMEOUT seconds, default 600, per run: on a CPU without
 # bf16 it may crawl; a timeout is reported as such). --quick: W1 only.
+# --bf16-only: that stage alone (no fp32 step tables, data-parallel,
+# time-to-accuracy or checkpoint stages), report in the work directory.
 # --prebuilt: use the programs already built in --build DIR (any build type,
 # e.g. the test suite's build) instead of configuring a Release build there.
 # --update: measure only --workloads (no data-parallel, time-to-accuracy or
@@ -31,7 +33,7 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 
 quick=0 reps=5 threads="1 2" threads_set=0 workloads="W1 W2 W3 W4 W5 W6" workloads_set=0 out="" work="" torch=1
 dist=1 report_only=0 tta=1 tta_reps=3 tta_only=0 prebuilt=0 update=0
-bf16=1 bf16_workloads="W1 W2 W5" bf16_set=0
+bf16=1 bf16_workloads="W1 W2 W5" bf16_set=0 bf16_only=0
 build="${BUILD_DIR:-/tmp/arsenal-bench-build}"
 while (($#)); do
     case "$1" in
@@ -52,7 +54,8 @@ while (($#)); do
         --update) update=1 ;;
         --bf16-workloads) bf16_workloads="$2"; bf16_set=1; shift ;;
         --no-bf16) bf16=0 ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        --bf16-only) bf16_only=1 ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -70,11 +73,12 @@ if ((update)); then
 fi
 ((tta_reps > 0)) || tta=0
 ((tta_only)) && reps=0 tta=1 bf16=0
+((bf16_only)) && workloads="" dist=0 tta=0 bf16=1
 work="${work:-$(mktemp -d /tmp/arsenal-bench.XXXXXX)}"
 mkdir -p "$work"
 results="$work/results.jsonl"
 if [[ -z "$out" ]]; then
-    if ((quick || tta_only)); then out="$work/performance.md"; else out="$repo/docs/performance.md"; fi
+    if ((quick || tta_only || bf16_only)); then out="$work/performance.md"; else out="$repo/docs/performance.md"; fi
 fi
 
 # mpirun as root on an oversubscribed 2-core machine; idle ranks yield.
@@ -194,7 +198,7 @@ if ((!report_only)); then
     : >"$results"
     echo "start=$(cut -d' ' -f1-3 /proc/loadavg)" >"$work/load.txt"
     start=$SECONDS
-    ((torch && reps > 0)) && start_torch_servers
+    ((torch && reps > 0 && !bf16_only)) && start_torch_servers
     for ((r = 1; r <= reps; r++)); do
         for t in $threads; do
             for w in $workloads; do
@@ -244,7 +248,8 @@ if ((!report_only)); then
                     for p in fp32 bf16; do
                         echo "run.sh: bf16 stage, round $r/$reps, $w: torch precision $p" >&2
                         out_p="$work/bf16-torch-$w-$p-r$r.jsonl"
-                        if timeout "$bf16_timeout" env OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 \
+                        limit=(); [[ "$p" == bf16 ]] && limit=(timeout "$bf16_timeout")   # fp32 always finishes
+                        if "${limit[@]}" env OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 \
                                 "$python" "$repo/bench/torch_step.py" --workload "$w" --threads 1 --steps "$s" \
                                 --warmup "$warmup" --reps 1 --precision "$p" >"$out_p"; then
                             bf16_rows "$r" default <"$out_p" >>"$results"
@@ -272,7 +277,7 @@ if ((!report_only)); then
         done
         echo "tta_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/load.txt"
     fi
-    if ((!update)); then
+    if ((!update && !bf16_only)); then
         # the probes' cost and the checkpoint write against a raw write (909 MB; --quick: 1 round, 30 MB)
         echo "run.sh: probes and checkpoint write (bench_ckpt, $work)" >&2
         if ((quick)); then ckpt_args=(1 small); else ckpt_args=(3); fi
