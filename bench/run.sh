@@ -235,7 +235,7 @@ if ((!report_only)); then
         # bf16_step rows (their own bench name: the fp32 tables above never see them), and
         # arsenal's meta line (the OpenBLAS core of the report's header)
         bf16_rows() { sed -e 's/"bench": *"step"/"bench":"bf16_step"/' -e '/"precision"/! s/^{/{"precision":"fp32",/' |
-                      grep -E '"bench":"bf16_step"|^\{"bench":"meta","impl":"arsenal"' | tag "$1" "$2"; }
+                      grep -E '"bench":"bf16_step"|"bench":"meta","impl":"arsenal"' | tag "$1" "$2"; }
         bf16_timeout="${BF16_TORCH_TIMEOUT:-600}"; ((quick)) && bf16_timeout="${BF16_TORCH_TIMEOUT:-120}"
         for ((r = 1; r <= reps; r++)); do
             for w in $bf16_workloads; do
