@@ -28,6 +28,7 @@
 #include "arsenal/rng.h"
 #include "arsenal/train.h"
 #include "../src/gemm.h"
+#include "../src/gemm_bf16.h"
 #include "../src/layers/conv_kernels.h"
 
 enum { POOL = 8 };   /* distinct random batches, used round-robin */
@@ -48,6 +49,7 @@ typedef struct options {
     int steps, warmup, reps, threads, products, rounds, batch, in_dim, layers;
     int gemm_tuning;      /* 1: the products in their measured layouts (src/gemm.h), 0: as asked */
     double gemm_budget;   /* seconds per raw-GEMM sample */
+    const char *precision;   /* of the step's products ([run] precision); the raw GEMMs stay fp32 */
 } options;
 
 /* One matrix product C[m,n] = op(A) op(B) as a layer calls it. */
@@ -360,6 +362,7 @@ static int train_step(bench *b, int profile)
         TRY(ars_model_forward(m, &pass, b->x[p]));
     } else {
         m->input = b->x[p];
+        ars_gemm_weights(m->params, m->param_count);   /* as ars_model_forward: a new pass, new weights */
         const float *in = b->x[p];
         for (int i = 0; i < m->layer_count; i++) {
             ars_layer *layer = &m->layers[i];
@@ -666,6 +669,8 @@ static void json_head(const char *kind, const bench *b, int threads)
 {
     printf("{\"bench\":\"%s\",\"impl\":\"%s\",\"workload\":\"%s\",\"threads\":%d,\"batch\":%d", kind,
            impl_name, b->w.name, threads, b->w.batch);
+    if (ars_gemm_precision() != ARS_PRECISION_FP32)
+        printf(",\"precision\":\"%s\"", ars_precision_name(ars_gemm_precision()));
 }
 
 static const char *trans_name(int ta, int tb)
@@ -933,19 +938,21 @@ static void usage(FILE *to)
             "usage: bench_step [--workload W1|...|W6 | --config FILE] [--steps N] [--warmup N]\n"
             "                  [--reps N] [--threads N] [--batch N] [--in-dim N]\n"
             "                  [--products [--rounds N]] [--layers] [--gemm-budget SECONDS]\n"
-            "                  [--gemm-tuning on|off]\n"
+            "                  [--gemm-tuning on|off] [--precision fp32|bf16|bf16_emulated]\n"
             "Times full training steps and the same products made raw (the calls one step made\n"
             "through ars_gemm, each in the layout the step used); one JSON line per measurement\n"
             "on stdout. --products: per-layer and per-phase times and every product against raw\n"
             "sgemm in 8 layouts, in N interleaved rounds. --layers: every layer's forward and\n"
             "backward time in model order, and the phases (N rounds). --gemm-tuning off: every\n"
-            "product as asked (run.gemm_tuning = off), reported as impl \"arsenal-fixed\".\n");
+            "product as asked (run.gemm_tuning = off), reported as impl \"arsenal-fixed\".\n"
+            "--precision: the step's products as [run] precision (docs/bf16.md); where it cannot\n"
+            "run, one line {\"bench\":\"step\",...,\"skipped\":REASON} and exit status 0.\n");
 }
 
 static int parse(int argc, char **argv, options *o)
 {
     *o = (options){.workload = "W1", .steps = 0, .warmup = 3, .reps = 3, .threads = 0, .rounds = 3,
-                    .gemm_budget = 0.02, .gemm_tuning = 1};
+                    .gemm_budget = 0.02, .gemm_tuning = 1, .precision = "fp32"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -969,6 +976,7 @@ static int parse(int argc, char **argv, options *o)
         else if (strcmp(a, "--batch") == 0) o->batch = atoi(v);
         else if (strcmp(a, "--in-dim") == 0) o->in_dim = atoi(v);
         else if (strcmp(a, "--gemm-budget") == 0) o->gemm_budget = atof(v);
+        else if (strcmp(a, "--precision") == 0) o->precision = v;
         else { usage(stderr); return ars_error(ARS_EINVAL, "unknown option %s", a); }
     }
     if (o->reps < 1 || o->rounds < 1 || o->warmup < 0 || o->steps < 0 || o->gemm_budget <= 0)
@@ -1000,6 +1008,19 @@ static int run(const options *o)
         b.w.input = ars_shape_vector(o->in_dim);
     }
     const int steps = o->steps > 0 ? o->steps : default_steps(b.w.name);
+    ars_precision precision;
+    TRY(ars_precision_parse(o->precision, &precision));
+    if (ars_gemm_set_precision(precision)) {   /* not on this machine: say why, for the report */
+        printf("{\"bench\":\"step\",\"impl\":\"arsenal\",\"workload\":\"%s\",\"threads\":%d,\"batch\":%d,"
+               "\"precision\":\"%s\",\"skipped\":\"", b.w.name, threads, b.w.batch, o->precision);
+        for (const char *c = ars_error_message(); *c; c++) {
+            if (*c == '"' || *c == '\\') putchar('\\');
+            putchar(*c);
+        }
+        printf("\"}\n");
+        free(b.w.specs);
+        return 0;
+    }
 
     /* Baseline: data and a first sgemm (OpenBLAS's buffers) before the model. */
     gemm_buffers g = {0};

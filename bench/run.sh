@@ -12,6 +12,15 @@
 #   bench/run.sh [--quick] [--reps N] [--threads "1 2"] [--workloads "W1 W2 W3 W4 W5 W6"]
 #                [--tta-reps N] [--out FILE] [--work DIR] [--build DIR] [--no-torch]
 #                [--no-dist] [--no-tta] [--tta-only] [--report-only] [--prebuilt] [--update]
+#                [--bf16-workloads "W1 W2 W5"] [--no-bf16] [--bf16-only]
+# bf16 stage (docs/bf16.md), 1 thread, A/B interleaved per round: arsenal's
+# step at precision fp32, bf16 (oneDNN; where the CPU cannot run it, the
+# refusal is recorded and reported) and bf16_emulated (numerics only, slow
+# by design), against PyTorch fp32 and torch.autocast("cpu", bfloat16)
+# (given BF16_TORCH_TIMEOUT seconds, default 600, per run: on a CPU without
+# bf16 it may crawl; a timeout is reported as such). --quick: W1 only.
+# --bf16-only: that stage alone (no fp32 step tables, data-parallel,
+# time-to-accuracy or checkpoint stages), report in the work directory.
 # --prebuilt: use the programs already built in --build DIR (any build type,
 # e.g. the test suite's build) instead of configuring a Release build there.
 # --update: measure only --workloads (no data-parallel, time-to-accuracy or
@@ -24,6 +33,7 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 
 quick=0 reps=5 threads="1 2" threads_set=0 workloads="W1 W2 W3 W4 W5 W6" workloads_set=0 out="" work="" torch=1
 dist=1 report_only=0 tta=1 tta_reps=3 tta_only=0 prebuilt=0 update=0
+bf16=1 bf16_workloads="W1 W2 W5" bf16_set=0 bf16_only=0
 build="${BUILD_DIR:-/tmp/arsenal-bench-build}"
 while (($#)); do
     case "$1" in
@@ -42,7 +52,10 @@ while (($#)); do
         --report-only) report_only=1 ;;
         --prebuilt) prebuilt=1 ;;
         --update) update=1 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        --bf16-workloads) bf16_workloads="$2"; bf16_set=1; shift ;;
+        --no-bf16) bf16=0 ;;
+        --bf16-only) bf16_only=1 ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -52,18 +65,20 @@ if ((quick)); then
     ((threads_set)) || threads=1
     # the ResNet-20 step alone takes about a second: CI keeps the small CNN
     ((workloads_set)) || workloads="W1 W2 W3 W4 W6"
+    ((bf16_set)) || bf16_workloads="W1"
 fi
 if ((update)); then
     ((workloads_set)) || { echo "run.sh: --update needs --workloads \"W...\"" >&2; exit 2; }
-    dist=0 tta=0 tta_only=0
+    dist=0 tta=0 tta_only=0 bf16=0
 fi
 ((tta_reps > 0)) || tta=0
-((tta_only)) && reps=0 tta=1
+((tta_only)) && reps=0 tta=1 bf16=0
+((bf16_only)) && workloads="" dist=0 tta=0 bf16=1
 work="${work:-$(mktemp -d /tmp/arsenal-bench.XXXXXX)}"
 mkdir -p "$work"
 results="$work/results.jsonl"
 if [[ -z "$out" ]]; then
-    if ((quick || tta_only)); then out="$work/performance.md"; else out="$repo/docs/performance.md"; fi
+    if ((quick || tta_only || bf16_only)); then out="$work/performance.md"; else out="$repo/docs/performance.md"; fi
 fi
 
 # mpirun as root on an oversubscribed 2-core machine; idle ranks yield.
@@ -183,7 +198,7 @@ if ((!report_only)); then
     : >"$results"
     echo "start=$(cut -d' ' -f1-3 /proc/loadavg)" >"$work/load.txt"
     start=$SECONDS
-    ((torch && reps > 0)) && start_torch_servers
+    ((torch && reps > 0 && !bf16_only)) && start_torch_servers
     for ((r = 1; r <= reps; r++)); do
         for t in $threads; do
             for w in $workloads; do
@@ -221,6 +236,38 @@ if ((!report_only)); then
         fi
     done
     ((torch && reps > 0)) && stop_torch_servers
+    if ((bf16 && reps > 0)); then
+        # bf16_step rows (their own bench name: the fp32 tables above never see them), and
+        # arsenal's meta line (the OpenBLAS core of the report's header)
+        bf16_rows() { sed -e 's/"bench": *"step"/"bench":"bf16_step"/' -e '/"precision"/! s/^{/{"precision":"fp32",/' |
+                      grep -E '"bench":"bf16_step"|"bench":"meta","impl":"arsenal"' | tag "$1" "$2"; }
+        bf16_timeout="${BF16_TORCH_TIMEOUT:-600}"; ((quick)) && bf16_timeout="${BF16_TORCH_TIMEOUT:-120}"
+        for ((r = 1; r <= reps; r++)); do
+            for w in $bf16_workloads; do
+                s=$(steps_for "$w")
+                for p in fp32 bf16 bf16_emulated; do
+                    echo "run.sh: bf16 stage, round $r/$reps, $w: arsenal precision $p" >&2
+                    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 "$build/bench_step" --workload "$w" --threads 1 \
+                        --steps "$s" --warmup "$warmup" --reps 1 --precision "$p" | bf16_rows "$r" none >>"$results"
+                done
+                if ((torch)); then
+                    for p in fp32 bf16; do
+                        echo "run.sh: bf16 stage, round $r/$reps, $w: torch precision $p" >&2
+                        out_p="$work/bf16-torch-$w-$p-r$r.jsonl"
+                        limit=(); [[ "$p" == bf16 ]] && limit=(timeout "$bf16_timeout")   # fp32 always finishes
+                        if "${limit[@]}" env OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 \
+                                "$python" "$repo/bench/torch_step.py" --workload "$w" --threads 1 --steps "$s" \
+                                --warmup "$warmup" --reps 1 --precision "$p" >"$out_p"; then
+                            bf16_rows "$r" default <"$out_p" >>"$results"
+                        else
+                            echo "{\"bench\":\"bf16_step\",\"impl\":\"torch\",\"workload\":\"$w\",\"threads\":1,\"precision\":\"$p\",\"skipped\":\"did not finish $warmup + 2 + $s steps in $bf16_timeout s (BF16_TORCH_TIMEOUT)\"}" |
+                                tag "$r" default >>"$results"
+                        fi
+                    done
+                fi
+            done
+        done
+    fi
     if ((tta)); then
         echo "tta_start=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/load.txt"
         # A/B interleaved: arsenal 1 rank, torch, arsenal 2 ranks, torch 2 threads, torch tuned malloc
@@ -236,7 +283,7 @@ if ((!report_only)); then
         done
         echo "tta_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/load.txt"
     fi
-    if ((!update)); then
+    if ((!update && !bf16_only)); then
         # the probes' cost and the checkpoint write against a raw write (909 MB; --quick: 1 round, 30 MB)
         echo "run.sh: probes and checkpoint write (bench_ckpt, $work)" >&2
         if ((quick)); then ckpt_args=(1 small); else ckpt_args=(3); fi
@@ -660,6 +707,50 @@ if sync or pick(bench="scaling"):
             g = [b for b in bk if b["bucket_mb"] == mb]
             w(f"| {mb:g} ({g[0]['first_bucket_mb']:g}) | {g[0]['buckets']} | {f(med([b['sync_ms'] for b in g]))} | "
               f"{f(med([b['step_ms'] for b in g]))} | {f(med([b['samples_per_s'] for b in g]), '{:.0f}')} |")
+        w("")
+
+bf16_rows = pick(bench="bf16_step")
+if bf16_rows:
+    w("## bf16 step (docs/bf16.md; 1 thread)")
+    w("")
+    w("Training steps at `[run] precision` = fp32, bf16 (oneDNN matmul, bf16 operands, fp32 accumulation) and "
+      "bf16_emulated (operands rounded to bf16, products by OpenBLAS: for numerics, slow by design) against "
+      "PyTorch fp32 and `torch.autocast(\"cpu\", dtype=torch.bfloat16)`, each round all five back to back; "
+      "process CPU ms per step, medians over rounds (the ratios: medians of per-round ratios).")
+    w("")
+    w("| workload | arsenal fp32 | arsenal bf16 | arsenal bf16_emulated | torch fp32 | torch autocast bf16 "
+      "| arsenal bf16 / fp32 | arsenal bf16 / torch bf16 | torch bf16 / fp32 |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    reasons = {}
+    def cell(wl, impl, prec):
+        got = pick(bench="bf16_step", workload=wl, impl=impl, precision=prec)
+        ms = [g["cpu_ms_per_step"] for g in got if "cpu_ms_per_step" in g]
+        if ms:
+            return f(med(ms))
+        skipped = [g["skipped"] for g in got if "skipped" in g]
+        if skipped:
+            reasons[f"{impl} {prec}"] = skipped[0]
+            return "refused" if impl == "arsenal" else "timed out"
+        return "–"
+    def ratio(wl, a, b):
+        per_round = []
+        for rnd in sorted({g["round"] for g in bf16_rows}):
+            x = [g["cpu_ms_per_step"] for g in pick(bench="bf16_step", workload=wl, round=rnd, impl=a[0],
+                                                    precision=a[1]) if "cpu_ms_per_step" in g]
+            y = [g["cpu_ms_per_step"] for g in pick(bench="bf16_step", workload=wl, round=rnd, impl=b[0],
+                                                    precision=b[1]) if "cpu_ms_per_step" in g]
+            if x and y:
+                per_round.append(x[0] / y[0])
+        return spread(per_round, "{:.2f}")
+    for wl in sorted({g["workload"] for g in bf16_rows}):
+        w(f"| {wl} | {cell(wl, 'arsenal', 'fp32')} | {cell(wl, 'arsenal', 'bf16')} | "
+          f"{cell(wl, 'arsenal', 'bf16_emulated')} | {cell(wl, 'torch', 'fp32')} | {cell(wl, 'torch', 'bf16')} | "
+          f"{ratio(wl, ('arsenal', 'bf16'), ('arsenal', 'fp32'))} | {ratio(wl, ('arsenal', 'bf16'), ('torch', 'bf16'))} | "
+          f"{ratio(wl, ('torch', 'bf16'), ('torch', 'fp32'))} |")
+    w("")
+    for what, why in sorted(reasons.items()):
+        w(f"- {what}: {why}")
+    if reasons:
         w("")
 
 TARGET = 0.88

@@ -29,8 +29,11 @@ def parse():
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--ddp", action="store_true", help="W1 data-parallel: 1 vs 2 processes x 1 thread (gloo)")
     p.add_argument("--ranks", type=int, default=2, help="processes in --ddp mode")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: forward and loss under torch.autocast('cpu', dtype=torch.bfloat16) (matmuls and "
+                        "convolutions in bf16 on oneDNN; weights, gradients and Adam in fp32)")
     p.add_argument("--serve", action="store_true",
-                   help="read 'WORKLOAD STEPS WARMUP REPS' lines on stdin, answer each with its JSON lines "
+                   help="read 'WORKLOAD STEPS WARMUP REPS [PRECISION]' lines on stdin, answer each with its JSON lines "
                         "and a line 'done' (run.sh keeps one process per thread count: importing torch "
                         "takes seconds here)")
     return p.parse_args()
@@ -169,12 +172,14 @@ def data(batch, seed, image=False):
     return xs, ys
 
 
-def make_step(model, opt, clip):
+def make_step(model, opt, clip, precision="fp32"):
     params = [p for p in model.parameters()]
+    bf16 = precision == "bf16"
 
     def step(x, y):
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):   # the documented CPU recipe
+            loss = F.cross_entropy(model(x), y)
         loss.backward()
         if clip:
             torch.nn.utils.clip_grad_norm_(params, clip)
@@ -215,7 +220,7 @@ def emit(record):
     print(json.dumps(record), flush=True)
 
 
-def step_mode(name, steps, warmup, reps):
+def step_mode(name, steps, warmup, reps, precision="fp32"):
     batch, steps = BATCH[name], steps or DEFAULT_STEPS[name]
     torch.manual_seed(1)
     xs, ys = data(batch, 7, name in IMAGE)
@@ -225,9 +230,11 @@ def step_mode(name, steps, warmup, reps):
     model, make_opt, clip, acts = build(name)
     model.train()
     opt = make_opt(model.parameters())
-    step = make_step(model, opt, clip)
+    step = make_step(model, opt, clip, precision)
     nparams = sum(p.numel() for p in model.parameters())
     head = {"impl": "torch", "workload": name, "threads": torch.get_num_threads(), "batch": batch}
+    if precision != "fp32":
+        head["precision"] = precision
     emit({"bench": "meta", **head, "params": nparams, "torch": torch.__version__,
           "blas": torch.__config__.show().count("BLAS_INFO=generic") and "system (OpenBLAS via libblas.so.3)"
           or "bundled"})
@@ -310,7 +317,7 @@ def serve():
         if not words:
             continue
         try:
-            step_mode(words[0], int(words[1]), int(words[2]), int(words[3]))
+            step_mode(words[0], int(words[1]), int(words[2]), int(words[3]), words[4] if len(words) > 4 else "fp32")
         except Exception as e:  # report, and keep serving
             print(f"torch_step: {line.strip()}: {e!r}", file=sys.stderr)
         print("done", flush=True)
@@ -322,4 +329,4 @@ if __name__ == "__main__":
     elif ARGS.serve:
         serve()
     else:
-        step_mode(ARGS.workload, ARGS.steps, ARGS.warmup, ARGS.reps)
+        step_mode(ARGS.workload, ARGS.steps, ARGS.warmup, ARGS.reps, ARGS.precision)

@@ -13,6 +13,7 @@ packages=(build-essential cmake pkg-config
           libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev hdf5-tools
           libcmocka-dev libinih-dev zlib1g-dev libplplot-dev plplot-driver-cairo fonts-dejavu-core
           libprotobuf-c-dev protobuf-c-compiler python3-onnx
+          libdnnl-dev   # optional for the build: [run] precision = bf16 on CPUs with AVX512-BF16 / AMX (docs/bf16.md)
           iproute2 iptables
           dataset-fashion-mnist)
 for option in "$@"; do

@@ -542,6 +542,7 @@ static int write_root(hid_t file, const ars_model *model, const ars_ckpt_state *
         TRY(ars_h5_attr_write(file, "data_mean", H5T_NATIVE_DOUBLE, &s->data_mean));
         TRY(ars_h5_attr_write(file, "data_std", H5T_NATIVE_DOUBLE, &s->data_std));
     }
+    TRY(ars_h5_attr_write_string(file, "precision", s->precision ? s->precision : "fp32"));
     if (model->in_shape.rank > 0) TRY(write_input_shape(file, &model->in_shape));
     TRY(ars_h5_write_string(file, "config", s->config_text ? s->config_text : ""));
     hid_t rng = H5Gcreate2(file, "rng", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -800,6 +801,14 @@ int ars_ckpt_read_info(const char *path, ars_ckpt_info *info)
         info->has_data_stats = !rc;
     }
     if (!rc) rc = read_input_shape(file, path, &info->input_shape);
+    strcpy(info->precision, "fp32");   /* files written before arsenal stored it ran fp32 */
+    if (!rc && H5Aexists(file, "precision") > 0) {
+        rc = ars_h5_attr_read_string(file, path, "precision", info->precision, sizeof info->precision);
+        if (!rc && strcmp(info->precision, "fp32") != 0 && strcmp(info->precision, "bf16") != 0 &&
+            strcmp(info->precision, "bf16_emulated") != 0)
+            rc = ars_error(ARS_EFORMAT, "%s: root attribute precision = '%s', expected fp32, bf16 or bf16_emulated",
+                           path, info->precision);
+    }
     char where[4200];
     snprintf(where, sizeof where, "%s:", path);   /* "x.h5:/config" */
     if (!rc) rc = ars_h5_read_string(file, where, "config", &info->config_text);

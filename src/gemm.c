@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "arsenal/error.h"
+#include "gemm_bf16.h"
 
 /* ---- the table ----------------------------------------------------------- */
 
@@ -435,11 +436,15 @@ int ars_gemm_layout_of(bool ta, bool tb, int m, int n, int k, int lda, int ldb, 
     return e ? e->choice.layout : ARS_GEMM_AS_ASKED;
 }
 
-/* One fp32 product. Another precision (a bf16 backend) branches here,
- * before the layout: the fp32 layouts and their table are OpenBLAS's. */
+/* One product. Another precision branches first, before the layout: the
+ * fp32 layouts and their table are OpenBLAS's. */
 void ars_gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a, int lda,
               const float *b, int ldb, float beta, float *c, int ldc)
 {
+    if (ars_gemm_precision() != ARS_PRECISION_FP32) {   /* [run] precision = bf16 | bf16_emulated */
+        ars_gemm_reduced(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
     if (g.recording && m > 0 && n > 0 && k > 0) {
         ars_gemm_choice key = key_of(trans_a, trans_b, m, n, k, lda, ldb, ldc, beta);
         record(&key, alpha, a, b, beta, c);

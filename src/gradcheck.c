@@ -11,6 +11,7 @@
 #include "arsenal/dist.h"
 #include "arsenal/error.h"
 #include "arsenal/rng.h"
+#include "gemm_bf16.h"
 
 /* Streams of the check's own random draws: ARS_STREAM_DATA instances
  * tagged 'GC' so they cannot coincide with a data set's. */
@@ -272,8 +273,8 @@ static int eval_layer(void *context, double *loss, double *scale)
     return 0;
 }
 
-int ars_gradcheck_layer_at(ars_layer *layer, const ars_pass *pass, const float *x, uint64_t seed,
-                           const ars_gradcheck_options *options, ars_gradcheck_result *result)
+static int gradcheck_layer_at_fp32(ars_layer *layer, const ars_pass *pass, const float *x, uint64_t seed,
+                                   const ars_gradcheck_options *options, ars_gradcheck_result *result)
 {
     result_init(result, layer->name);
     const size_t in_n = (size_t)pass->rows * (size_t)layer->in_dim;
@@ -423,8 +424,8 @@ static int eval_model(void *context, double *loss, double *scale)
     return 0;
 }
 
-int ars_gradcheck_model(ars_model *model, const ars_pass *pass, const float *x, uint64_t seed,
-                        const ars_gradcheck_options *options, ars_gradcheck_result *per_layer)
+static int gradcheck_model_fp32(ars_model *model, const ars_pass *pass, const float *x, uint64_t seed,
+                                const ars_gradcheck_options *options, ars_gradcheck_result *per_layer)
 {
     for (int i = 0; i < model->layer_count; i++) result_init(&per_layer[i], model->layers[i].name);
     if (ars_dist_active(pass->dist))
@@ -528,4 +529,36 @@ done:
     free(dlogits);
     free(labels);
     return rc ? ars_error_context(rc, "gradcheck %s", ars_loss_name(kind)) : 0;
+}
+
+/* Gradients are checked in fp32 whatever the products' precision: float
+ * finite differences resolve no better than fp32 allows, and [run]
+ * precision = bf16 changes the products, not what the gradient should be.
+ * The process's precision is put back after. */
+static int precision_to_fp32(ars_precision *saved)
+{
+    *saved = ars_gemm_precision();
+    return *saved == ARS_PRECISION_FP32 ? 0 : ars_gemm_set_precision(ARS_PRECISION_FP32);
+}
+
+static int precision_back(ars_precision saved, int rc)
+{
+    const int back = saved == ARS_PRECISION_FP32 ? 0 : ars_gemm_set_precision(saved);
+    return rc ? rc : back;
+}
+
+int ars_gradcheck_layer_at(ars_layer *layer, const ars_pass *pass, const float *x, uint64_t seed,
+                           const ars_gradcheck_options *options, ars_gradcheck_result *result)
+{
+    ars_precision saved;
+    TRY(precision_to_fp32(&saved));
+    return precision_back(saved, gradcheck_layer_at_fp32(layer, pass, x, seed, options, result));
+}
+
+int ars_gradcheck_model(ars_model *model, const ars_pass *pass, const float *x, uint64_t seed,
+                        const ars_gradcheck_options *options, ars_gradcheck_result *per_layer)
+{
+    ars_precision saved;
+    TRY(precision_to_fp32(&saved));
+    return precision_back(saved, gradcheck_model_fp32(model, pass, x, seed, options, per_layer));
 }

@@ -14,6 +14,7 @@
 #include "arsenal/error.h"
 #include "dist_ranks.h"
 #include "gemm.h"
+#include "gemm_bf16.h"
 
 /* 64-byte aligned, zeroed; count may be 0. */
 static float *alloc_floats(size_t count)
@@ -178,6 +179,7 @@ void ars_model_destroy(ars_model *model)
         if (model->layer_count > 0) free(model->layers[0].output);
     }
     free(model->layers);
+    ars_gemm_forget_weights(model->params);
     free(model->params);
     if (!model->grads_borrowed) free(model->grads);
     free(model->state);
@@ -305,6 +307,7 @@ static void prefetch_next_weights(const ars_model *model, int i, int direction, 
 int ars_model_forward(ars_model *model, const ars_pass *pass, const float *x)
 {
     model->input = x;
+    ars_gemm_weights(model->params, model->param_count);   /* reduced precision: rounded once per pass */
     if (pass->rows > model->max_rows)
         return ars_error(ARS_EINVAL, "model: batch of %d rows exceeds capacity %d", pass->rows, model->max_rows);
     const float *in = x;

@@ -13,6 +13,7 @@
 #include "arsenal/error.h"
 #include "arsenal/init.h"
 #include "arsenal/train.h"
+#include "gemm_bf16.h"
 
 static int get_int(ars_config *c, ars_config_section *s, const char *key, long fallback, long min, long max,
                    int *out)
@@ -186,6 +187,12 @@ static int load_run_section(ars_config *c, ars_config_section *s, ars_run_config
     TRY(ars_config_get_string(c, s, "conv_layout", "measure", layouts, text, sizeof text));
     run->conv_layout = strcmp(text, "per_sample") == 0 ? 1 : strcmp(text, "batched") == 0 ? 2 : 0;
     TRY(ars_config_get_bool(c, s, "gemm_tuning", 1, &run->gemm_tuning));
+    static const char *const precisions[] = {"fp32", "bf16", "bf16_emulated", NULL};
+    ars_precision precision;
+    TRY(ars_config_get_string(c, s, "precision", "fp32", precisions, text, sizeof text));
+    TRY(ars_precision_parse(text, &precision));
+    run->precision = (int)precision;
+    run->precision_set = ars_config_has(s, "precision");
     return 0;
 }
 

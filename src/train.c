@@ -23,6 +23,7 @@
 #include "arsenal/model.h"
 #include "cure.h"
 #include "gemm.h"
+#include "gemm_bf16.h"
 #include "trainer.h"
 
 static double now_seconds(void)
@@ -499,6 +500,11 @@ static void print_header(ars_trainer *t, const ars_layer_spec *specs, int count)
         printf("gradient accumulation: %d micro-batches of %d per optimizer step (%d samples per step, gradients "
                "synchronized once per step), %d steps per epoch\n", t->accumulate, t->global_batch,
                t->accumulate * t->global_batch, t->steps_per_epoch);
+    if (t->precision != ARS_PRECISION_FP32) {
+        char what[256];
+        ars_precision_describe((ars_precision)t->precision, what, sizeof what);
+        printf("precision: %s\n", what);
+    }
     int tuned = 0;
     for (int i = 0; i < t->model.layer_count; i++) {
         const ars_layer *layer = &t->model.layers[i];
@@ -636,6 +642,8 @@ static void trainer_free(ars_trainer *t)
     if (t->metrics) fclose(t->metrics);
     ars_watchdog_stop(t->watchdog);
     t->watchdog = NULL;
+    if (t->precision_active) ars_gemm_set_precision(ARS_PRECISION_FP32);   /* the process's default again */
+    t->precision_active = 0;
 }
 
 static int trainer_setup(ars_trainer *t, const ars_layer_spec *specs, int count)
@@ -656,6 +664,18 @@ static int trainer_setup(ars_trainer *t, const ars_layer_spec *specs, int count)
         t->global_batch = run->batch * t->world;
     }
     TRY(ars_trainer_resume_prepare(t));   /* a resumed run keeps its checkpoint's global batch */
+    /* before the data and the model are loaded: a precision this machine
+     * cannot run ends the run here, with what is missing */
+    int precision_rc = ars_gemm_set_precision((ars_precision)t->precision);
+    if (precision_rc && t->options->resume_path && !run->precision_set) {   /* the checkpoint's precision */
+        char why[1024];
+        snprintf(why, sizeof why, "%s", ars_error_message());
+        precision_rc = ars_error(precision_rc, "--resume %s: the checkpoint was trained in %s, which a resume keeps: "
+                                 "%s; --set run.precision=fp32 (or bf16_emulated) resumes it in another precision",
+                                 t->options->resume_path, ars_precision_name((ars_precision)t->precision), why);
+    }
+    TRY(ars_trainer_agree(t, precision_rc));
+    t->precision_active = t->precision != ARS_PRECISION_FP32;
     t->local_capacity = (t->global_batch + t->world - 1) / t->world;
     TRY(ars_trainer_agree(t, load_data(t)));
     TRY(ars_trainer_agree(t, setup_augment(t)));

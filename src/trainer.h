@@ -50,6 +50,8 @@ typedef struct ars_trainer {
     int agreed;
     int64_t last_ckpt_step;
     struct ars_cure *cure;    /* [health] cure: snapshots and cures (cure.c) */
+    int precision;            /* of the products (ars_precision): the run file's, or a resumed checkpoint's */
+    int precision_active;     /* ars_gemm_set_precision(precision) done: fp32 goes back at the end */
 } ars_trainer;
 
 /* Every rank learns whether any rank failed, so none is left waiting in a

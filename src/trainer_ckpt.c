@@ -19,6 +19,7 @@
 #include "cure.h"
 #include "fs.h"
 #include "gemm.h"
+#include "gemm_bf16.h"
 #include "trainer.h"
 
 static pthread_mutex_t ckpt_dir_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -90,7 +91,7 @@ static int write_checkpoint(ars_trainer *t, const ars_optimizer *opt)
         .world_size = t->world, .global_batch = t->global_batch, .seed = t->run->seed,
         .nonfinite_steps = t->nonfinite_steps, .last_loss = t->last_loss, .test_loss = t->test_loss,
         .test_accuracy = t->test_accuracy, .config_text = ars_cure_config_text(t), .has_data_stats = isfinite(t->data_mean) && isfinite(t->data_std),
-        .data_mean = t->data_mean, .data_std = t->data_std};
+        .data_mean = t->data_mean, .data_std = t->data_std, .precision = ars_precision_name(t->precision)};
     int rc = ars_ckpt_write(path, &t->model, opt, &t->history, &state);
     if (rc) return rc;
     point_latest(dir, name);
@@ -167,6 +168,7 @@ int ars_trainer_finish(ars_trainer *t) { return ars_trainer_checkpoint(t); }
 int ars_trainer_resume_prepare(ars_trainer *t)
 {
     t->last_ckpt_step = -1;
+    t->precision = t->run->precision;
     int rc = 0;
     if (t->options->ckpt_dir && t->rank == 0) {   /* fail early */
         ars_ckpt_dir_lock();
@@ -175,7 +177,7 @@ int ars_trainer_resume_prepare(ars_trainer *t)
     }
     TRY(ars_trainer_agree(t, rc));
     if (!t->options->resume_path) return 0;
-    int64_t facts[3] = {0, 0, 0};   /* step, global batch, non-finite steps */
+    int64_t facts[4] = {0, 0, 0, 0};   /* step, global batch, non-finite steps, precision */
     if (t->rank == 0) {
         ars_ckpt_info info;
         /* Rank 0 reads the whole file in a child process first: a file that
@@ -196,6 +198,15 @@ int ars_trainer_resume_prepare(ars_trainer *t)
             if (!rc && info.global_batch != t->global_batch && !t->options->quiet)
                 printf("resume: keeping the checkpoint's global batch %d (the run file asks for %d on %d ranks)\n",
                        info.global_batch, t->global_batch, t->world);
+            /* the checkpoint's precision, unless the run file (or --set) names one */
+            ars_precision stored = ARS_PRECISION_FP32;
+            if (!rc) rc = ars_precision_parse(info.precision, &stored);
+            facts[3] = t->run->precision_set ? t->run->precision : (int)stored;
+            if (!rc && (int)stored != facts[3] && !t->options->quiet)
+                printf("resume: precision %s as [run] precision says (the checkpoint was trained in %s)\n",
+                       ars_precision_name((ars_precision)facts[3]), info.precision);
+            else if (!rc && stored != ARS_PRECISION_FP32 && !t->run->precision_set && !t->options->quiet)
+                printf("resume: keeping the checkpoint's precision %s\n", info.precision);
             ars_ckpt_info_free(&info);
         }
     }
@@ -204,6 +215,7 @@ int ars_trainer_resume_prepare(ars_trainer *t)
     t->step = facts[0];
     t->global_batch = (int)facts[1];
     t->nonfinite_steps = facts[2];
+    t->precision = (int)facts[3];
     t->last_ckpt_step = t->step;   /* do not rewrite the checkpoint we start from */
     return 0;
 }

@@ -2,7 +2,8 @@
 # cli_bench: the benchmark harness still runs end to end. bench/run.sh
 # --quick on the programs of this build (tiny step counts, 1 round, the
 # time-to-accuracy runs cut to 1 epoch on 2000 samples), without PyTorch:
-# every program must succeed and the report must have each section. It never
+# every program must succeed and the report must have each section (the bf16
+# stage's table too, where bf16 runs or is refused with its reason). It never
 # looks at a speed (benchmarks are not timed tests). Without the
 # Fashion-MNIST files the time-to-accuracy stage is left out, saying so.
 # Run by ctest (ARSENAL_BINARY and ARSENAL_SOURCE_DIR set by
@@ -32,6 +33,9 @@ for section in "## Training step" "### W1" "### W4" "## Matrix products against 
     "## Data-parallel" "## Health probes and checkpoints"; do
     check "report has '$section'" grep -qF -- "$section" "$report"
 done
+check "report has the bf16 step table" grep -qF "## bf16 step" "$report"
+check "  with arsenal's W1 at fp32 and bf16 (measured, or refused with the reason)" \
+    grep -qE "^\| W1 \| [0-9.]+ \| ([0-9.]+|refused) \| [0-9.]+ \|" "$report"
 if ((${#tta[@]} == 0)); then
     check "report has the time-to-accuracy table" grep -qF "| arsenal, 2 ranks x 1 thread |" "$report"
 fi

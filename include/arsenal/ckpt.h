@@ -46,6 +46,8 @@ typedef struct ars_ckpt_info {
     int has_data_stats;
     double data_mean, data_std;
     ars_shape input_shape;      /* of one sample; rank 0 in files written before arsenal stored it */
+    char precision[16];         /* the products' precision: "fp32" (also files written before arsenal stored
+                                 * it) | "bf16" | "bf16_emulated" (docs/bf16.md) */
 } ars_ckpt_info;
 
 void ars_ckpt_info_free(ars_ckpt_info *info);
@@ -63,6 +65,7 @@ typedef struct ars_ckpt_state {
     const char *config_text;
     int has_data_stats;         /* 1: write data_mean, data_std (the run's input standardization) */
     double data_mean, data_std;
+    const char *precision;      /* root attribute precision; NULL = "fp32" */
 } ars_ckpt_state;
 
 /* Writes path atomically (path.tmp-<pid> in the same directory, fsync,

@@ -68,6 +68,9 @@ typedef struct ars_run_config {
     int seq_len;              /* time steps per sample */
     int conv_layout;          /* convolutions' product layout: 0 measured, 1 per_sample, 2 batched */
     int gemm_tuning;          /* 1: each matrix product in the layout measured fastest (src/gemm.h), 0: as asked */
+    /* the layers' matrix products: 0 fp32, 1 bf16 (oneDNN), 2 bf16_emulated (ars_precision, src/gemm_bf16.h;
+     * docs/bf16.md); precision_set: the run file (or --set) names it, so a resume uses it, not the checkpoint's */
+    int precision, precision_set;
 } ars_run_config;
 
 /* Reads [run] and the layer sections (after ars_config_expand), validating

@@ -84,6 +84,9 @@ int ars_cmd_gradcheck(int argc, char **argv)
     ars_model model = {0};
     ars_gradcheck_result *results = NULL;
     int rc = ars_run_config_load(&config, &run, &specs, &count);
+    if (!rc && run.precision != 0)   /* ars_gradcheck_model checks in fp32 whatever the run trains in */
+        printf("gradcheck: gradients are checked in fp32; [run] precision = %s applies to training\n",
+               run.precision == 1 ? "bf16" : "bf16_emulated");
     if (!rc) run.stream_data = 0;   /* train.x is read below: a user's file in memory, its first rows only */
     if (!rc) rc = ars_load_run_data(&run, 0, rows, &train, &test);
     if (!rc) rc = ars_model_create(&model, specs, count, ars_dataset_shape(&train), rows);
