@@ -19,6 +19,7 @@
 #include "arsenal/error.h"
 #include "arsenal/init.h"
 #include "arsenal/rng.h"
+#include "text.h"
 
 typedef struct cure_snapshot {
     int valid;
@@ -324,16 +325,6 @@ typedef struct plan {
     float lr, clip;   /* the settings the remedy starts from (a revert's: those before the cure) */
 } plan;
 
-static void add(char *out, size_t size, const char *fmt, ...) ARS_PRINTF(3, 4);
-static void add(char *out, size_t size, const char *fmt, ...)
-{
-    size_t used = strlen(out);
-    if (used + 1 >= size) return;
-    va_list args;
-    va_start(args, fmt);
-    vsnprintf(out + used, size - used, fmt, args);
-    va_end(args);
-}
 
 static void plan_lr(const ars_trainer *t, plan *p, double factor, int clip)
 {
@@ -342,11 +333,11 @@ static void plan_lr(const ars_trainer *t, plan *p, double factor, int clip)
     (void)t;
     snprintf(decimal, sizeof decimal, "%.6g", (double)p->lr * factor);
     const float lr = p->lr, to = (float)strtod(decimal, NULL), clip_now = p->clip;
-    add(p->settings, sizeof p->settings, "lr=%s;", decimal);
-    add(p->change, sizeof p->change, "lr %g -> %g", lr, to);
+    ars_appendf(p->settings, sizeof p->settings, "lr=%s;", decimal);
+    ars_appendf(p->change, sizeof p->change, "lr %g -> %g", lr, to);
     if (clip && (clip_now == 0 || clip_now > 1)) {
-        add(p->settings, sizeof p->settings, "clip_norm=1;");
-        add(p->change, sizeof p->change, ", clip_norm %g -> 1", clip_now);
+        ars_appendf(p->settings, sizeof p->settings, "clip_norm=1;");
+        ars_appendf(p->change, sizeof p->change, ", clip_norm %g -> 1", clip_now);
     }
 }
 
@@ -373,19 +364,19 @@ static int plan_swap(const ars_trainer *t, plan *p, int (*from)(const char *), c
         if (!from(layer_kind(t, l))) continue;
         if (!swapped++) snprintf(from_kind, sizeof from_kind, "%s", layer_kind(t, l));
         else if (strcmp(from_kind, layer_kind(t, l)) != 0) snprintf(from_kind, sizeof from_kind, "activation");
-        add(p->settings, sizeof p->settings, "act:%03d=%s;", l, to);
+        ars_appendf(p->settings, sizeof p->settings, "act:%03d=%s;", l, to);
         int feed = feeding_layer(t, l);
         if (feed >= 0 && init) {
-            add(p->settings, sizeof p->settings, "init:%03d=%s;", feed, init);
+            ars_appendf(p->settings, sizeof p->settings, "init:%03d=%s;", feed, init);
             if (first < 0) first = feed;
             last = feed;
             inits++;
         }
     }
     if (!swapped) return 0;
-    add(p->change, sizeof p->change, "%d %s layer%s -> %s", swapped, from_kind, swapped == 1 ? "" : "s", to);
+    ars_appendf(p->change, sizeof p->change, "%d %s layer%s -> %s", swapped, from_kind, swapped == 1 ? "" : "s", to);
     if (inits)
-        add(p->change, sizeof p->change, ", %s re-initialization of the %d layer%s feeding them (%03d-%03d)", init,
+        ars_appendf(p->change, sizeof p->change, ", %s re-initialization of the %d layer%s feeding them (%03d-%03d)", init,
             inits, inits == 1 ? "" : "s", first, last);
     return 1;
 }
@@ -400,10 +391,10 @@ static int plan_reinit_flagged(const ars_trainer *t, plan *p)
     for (int l = 0; l < t->model.layer_count; l++) {
         const char *kind = layer_kind(t, l);
         if (!ever[l] || (strcmp(kind, "dense") != 0 && strcmp(kind, "conv2d") != 0)) continue;
-        add(p->settings, sizeof p->settings, "init:%03d=he_normal;", l);
+        ars_appendf(p->settings, sizeof p->settings, "init:%03d=he_normal;", l);
         n++;
     }
-    if (n) add(p->change, sizeof p->change, "he_normal re-initialization of the %d flagged layer%s", n, n == 1 ? "" : "s");
+    if (n) ars_appendf(p->change, sizeof p->change, "he_normal re-initialization of the %d flagged layer%s", n, n == 1 ? "" : "s");
     return n > 0;
 }
 
@@ -423,8 +414,8 @@ static int make_plan(const ars_trainer *t, ars_health_problem problem, int attem
         /* the table's order: clipping at 1 (unless it already clips at 1 or less), then the learning rate */
         const int k = attempt + !(clip == 0 || clip > 1);
         if (k == 0) {
-            add(p->settings, sizeof p->settings, "clip_norm=1;");
-            add(p->change, sizeof p->change, "clip_norm %g -> 1", clip);
+            ars_appendf(p->settings, sizeof p->settings, "clip_norm=1;");
+            ars_appendf(p->change, sizeof p->change, "clip_norm %g -> 1", clip);
         } else if (k <= 2) {
             plan_lr(t, p, k == 1 ? 0.1 : 0.01, 1);
         }

@@ -12,6 +12,7 @@
 
 #include "arsenal/error.h"
 #include "arsenal/layer.h"
+#include "text.h"
 
 static const char *const problem_names[ARS_HEALTH_PROBLEMS] = {
     "vanishing gradient", "exploding gradient", "non-finite loss or gradient", "sigmoid/tanh saturation",
@@ -112,16 +113,6 @@ int ars_health_config_load(ars_config *config, ars_config_section *section, ars_
 
 /* ---- small text helpers ------------------------------------------------ */
 
-static void appendf(char *out, size_t size, const char *fmt, ...) ARS_PRINTF(3, 4);
-static void appendf(char *out, size_t size, const char *fmt, ...)
-{
-    size_t used = strlen(out);
-    if (used + 1 >= size) return;
-    va_list args;
-    va_start(args, fmt);
-    vsnprintf(out + used, size - used, fmt, args);
-    va_end(args);
-}
 
 /* The number in front of '_' in "003_dense", or the index. */
 static void layer_label(const char (*names)[40], int layer, char *out, size_t size)
@@ -157,12 +148,12 @@ void ars_health_format_layers(const char (*names)[40], int layer_count, const un
         layer_label(names, first, a, sizeof a);
         layer_label(names, last, b, sizeof b);
         if (strlen(text) > sizeof text - 40) {
-            appendf(text, sizeof text, ", ...");
+            ars_appendf(text, sizeof text, ", ...");
             first = -1;
             break;
         }
-        if (first == last) appendf(text, sizeof text, "%s%s", ranges ? ", " : "", a);
-        else appendf(text, sizeof text, "%s%s-%s", ranges ? ", " : "", a, b);
+        if (first == last) ars_appendf(text, sizeof text, "%s%s", ranges ? ", " : "", a);
+        else ars_appendf(text, sizeof text, "%s%s-%s", ranges ? ", " : "", a, b);
         ranges++;
         first = -1;
     }
@@ -195,7 +186,7 @@ static void join_remedies(const char *const *items, int count, char *out, size_t
 {
     out[0] = '\0';
     for (int i = 0; i < count; i++)
-        appendf(out, size, "%s%s", i == 0 ? "" : i == count - 1 ? " or " : ", ", items[i]);
+        ars_appendf(out, size, "%s%s", i == 0 ? "" : i == count - 1 ? " or " : ", ", items[i]);
 }
 
 /* ---- the model's facts --------------------------------------------------- */
@@ -696,34 +687,34 @@ static void start_detail(const ars_health_monitor *m, ars_health_problem p, cons
     case ARS_HEALTH_VANISHING: {
         if (worst < 0) break;
         span(lo, hi, "%.1e", range, sizeof range);
-        if (hi == 0) appendf(out, size, "%s receive no gradient at all (%s: %.2e", who, m->names[m->output_layer],
+        if (hi == 0) ars_appendf(out, size, "%s receive no gradient at all (%s: %.2e", who, m->names[m->output_layer],
                              value_at(r->h, r->index, ARS_HIST_GRAD_NORM, m->output_layer));
-        else appendf(out, size, "%s receive %s of the output layer's gradient norm (%s: %.2e", who, range,
+        else ars_appendf(out, size, "%s receive %s of the output layer's gradient norm (%s: %.2e", who, range,
                      m->names[m->output_layer], value_at(r->h, r->index, ARS_HIST_GRAD_NORM, m->output_layer));
-        if (lo < c->vanish_ratio && hi > 0) appendf(out, size, "; weakest %s: %.2e", m->names[worst],
+        if (lo < c->vanish_ratio && hi > 0) ars_appendf(out, size, "; weakest %s: %.2e", m->names[worst],
                                           value_at(r->h, r->index, ARS_HIST_GRAD_NORM, worst));
-        appendf(out, size, ")");
+        ars_appendf(out, size, ")");
         if (hi >= c->vanish_ratio)
-            appendf(out, size, "; update/weight ratio below %.0e for %d records", c->vanish_update_floor,
+            ars_appendf(out, size, "; update/weight ratio below %.0e for %d records", c->vanish_update_floor,
                     c->vanish_update_records);
-        if (m->summary[ARS_HEALTH_DEAD_RELU].active) appendf(out, size, "; dead ReLU units block the gradient");
+        if (m->summary[ARS_HEALTH_DEAD_RELU].active) ars_appendf(out, size, "; dead ReLU units block the gradient");
         break;
     }
     case ARS_HEALTH_EXPLODING: {
         const char *sep = "";
         if (worst >= 0) {
             span(lo, hi, "%.1e", range, sizeof range);
-            appendf(out, size, "%s receive %s times the output layer's gradient norm", who, range);
+            ars_appendf(out, size, "%s receive %s times the output layer's gradient norm", who, range);
             sep = "; ";
         }
         if (track_of(m, p, L)->flagged) {
-            appendf(out, size, "%sglobal gradient norm %.3g", sep, s->grad_norm);
+            ars_appendf(out, size, "%sglobal gradient norm %.3g", sep, s->grad_norm);
             int count = 0;
             double median = c->explode_window > 0 ? running_median(m, r, &count) : NAN;
             if (count >= 3 && median > 0 && s->grad_norm > c->explode_spike * median)
-                appendf(out, size, ", %.3gx its running median", s->grad_norm / median);
+                ars_appendf(out, size, ", %.3gx its running median", s->grad_norm / median);
             if (m->alternates[L])
-                appendf(out, size, ", grew %.3gx in %d record%s", m->growth_total, m->growth_streak,
+                ars_appendf(out, size, ", grew %.3gx in %d record%s", m->growth_total, m->growth_streak,
                         m->growth_streak == 1 ? "" : "s");
         }
         break;
@@ -732,7 +723,7 @@ static void start_detail(const ars_health_monitor *m, ars_health_problem p, cons
         char loss[32], norm[32];
         number_text(s->loss, loss, sizeof loss);
         number_text(s->grad_norm, norm, sizeof norm);
-        appendf(out, size, "loss %s, global gradient norm %s%s", loss, norm,
+        ars_appendf(out, size, "loss %s, global gradient norm %s%s", loss, norm,
                 s->skipped ? "; the update was skipped" : "");
         break;
     }
@@ -740,19 +731,19 @@ static void start_detail(const ars_health_monitor *m, ars_health_problem p, cons
     case ARS_HEALTH_DEAD_RELU:
         if (worst < 0) break;
         span(100 * lo, 100 * hi, "%.0f%%", range, sizeof range);
-        appendf(out, size, "%s: %s of %s (worst %s)", who, range,
+        ars_appendf(out, size, "%s: %s of %s (worst %s)", who, range,
                 p == ARS_HEALTH_SATURATION ? "outputs saturated (derivative below 10% of its maximum)"
                                            : "units dead for the whole batch",
                 m->names[worst]);
         break;
     case ARS_HEALTH_PLATEAU:
-        appendf(out, size, "the loss (%.4g) %s %.2g%% over the last %d records (threshold %.2g%%), still %.0f%% "
+        ars_appendf(out, size, "the loss (%.4g) %s %.2g%% over the last %d records (threshold %.2g%%), still %.0f%% "
                 "of its first value %.4g", s->loss, m->figures[L] >= 0 ? "improved only" : "rose",
                 100 * fabs(m->figures[L]), c->plateau_window, 100 * c->plateau_improvement,
                 100 * s->loss / m->first_loss, m->first_loss);
         break;
     case ARS_HEALTH_OSCILLATION:
-        appendf(out, size, "the loss rose by more than %.3g (%.0f%% of its first value) %.0f times in the last %d "
+        ars_appendf(out, size, "the loss rose by more than %.3g (%.0f%% of its first value) %.0f times in the last %d "
                 "records (now %.4g)", c->oscillation_rise * fabs(m->first_loss), 100 * c->oscillation_rise,
                 m->figures[L], c->oscillation_window, s->loss);
         break;
@@ -897,48 +888,48 @@ void ars_health_describe(const ars_health_monitor *m, ars_health_problem p, char
     switch (p) {
     case ARS_HEALTH_VANISHING:
         if (s->worst_layer >= 0 && s->worst == 0)
-            appendf(out, size, "%s received no gradient at all (%s first at step %lld)", who, worst_name,
+            ars_appendf(out, size, "%s received no gradient at all (%s first at step %lld)", who, worst_name,
                     (long long)s->worst_step);
         else if (s->worst_layer >= 0)
-            appendf(out, size, "%s received gradients down to %.1e of the output layer's (%s, step %lld)", who,
+            ars_appendf(out, size, "%s received gradients down to %.1e of the output layer's (%s, step %lld)", who,
                     s->worst, worst_name, (long long)s->worst_step);
-        else appendf(out, size, "%s updated their weights by less than %.0e of their norm per step", who,
+        else ars_appendf(out, size, "%s updated their weights by less than %.0e of their norm per step", who,
                      c->vanish_update_floor);
         break;
     case ARS_HEALTH_EXPLODING:
         if (s->worst_layer >= 0)
-            appendf(out, size, "%s received up to %.1e times the output layer's gradient (%s, step %lld)", who,
+            ars_appendf(out, size, "%s received up to %.1e times the output layer's gradient (%s, step %lld)", who,
                     s->worst, worst_name, (long long)s->worst_step);
         if (isfinite(s->worst_global))
-            appendf(out, size, "%sthe global gradient norm jumped to %.3gx its recent level (step %lld)",
+            ars_appendf(out, size, "%sthe global gradient norm jumped to %.3gx its recent level (step %lld)",
                     out[0] ? "; " : "", s->worst_global, (long long)s->worst_global_step);
         break;
     case ARS_HEALTH_NONFINITE:
-        appendf(out, size, "%.0f record%s had a non-finite loss or gradient (the first at step %lld)", s->worst,
+        ars_appendf(out, size, "%.0f record%s had a non-finite loss or gradient (the first at step %lld)", s->worst,
                 s->worst == 1 ? "" : "s", (long long)s->first_step);
         break;
     case ARS_HEALTH_SATURATION:
     case ARS_HEALTH_DEAD_RELU:
-        appendf(out, size, "up to %.0f%% of %s's %s (%s above %.0f%%)", 100 * s->worst, worst_name,
+        ars_appendf(out, size, "up to %.0f%% of %s's %s (%s above %.0f%%)", 100 * s->worst, worst_name,
                 p == ARS_HEALTH_SATURATION ? "outputs were saturated" : "units were dead", who,
                 100 * (p == ARS_HEALTH_SATURATION ? c->saturation_max : c->dead_max));
         break;
     case ARS_HEALTH_PLATEAU:
-        appendf(out, size, "the loss improved by less than %.2g%% per %d records while still above %.0f%% of its "
+        ars_appendf(out, size, "the loss improved by less than %.2g%% per %d records while still above %.0f%% of its "
                 "first value", 100 * c->plateau_improvement, c->plateau_window, 100 * c->plateau_high);
         break;
     case ARS_HEALTH_OSCILLATION:
-        appendf(out, size, "the loss jumped up by more than %.0f%% of its first value up to %.0f times in %d "
+        ars_appendf(out, size, "the loss jumped up by more than %.0f%% of its first value up to %.0f times in %d "
                 "records", 100 * c->oscillation_rise, s->worst, c->oscillation_window);
         break;
     default: break;
     }
     if (s->active)
-        appendf(out, size, " - from step %lld%s, still at the end", (long long)s->first_step,
+        ars_appendf(out, size, " - from step %lld%s, still at the end", (long long)s->first_step,
                 s->episodes > 1 ? " (on and off)" : "");
     else if (s->episodes == 1)
-        appendf(out, size, " - steps %lld-%lld", (long long)s->first_step, (long long)s->last_end_step);
+        ars_appendf(out, size, " - steps %lld-%lld", (long long)s->first_step, (long long)s->last_end_step);
     else
-        appendf(out, size, " - %d episodes, steps %lld-%lld", s->episodes, (long long)s->first_step,
+        ars_appendf(out, size, " - %d episodes, steps %lld-%lld", s->episodes, (long long)s->first_step,
                 (long long)s->last_end_step);
 }
