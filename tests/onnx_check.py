@@ -101,6 +101,25 @@ def pool2d(x, a, mode):
 erf = np.vectorize(math.erf, otypes=[np.float64])
 
 
+def rnn(x, w, r, b, a):
+    """ONNX RNN, forward, one direction, tanh, h_0 = 0, layout 0 (opset 13):
+    H_t = tanh(X_t W^T + H_{t-1} R^T + Wb + Rb); returns Y [T, 1, N, H], Y_h."""
+    if a["direction"] != b"forward" and a["direction"] != "forward":
+        raise ValueError("the oracle's RNN runs forward only")
+    if a["activations"] not in (None, [b"Tanh"], ["Tanh"]):
+        raise ValueError("the oracle's RNN uses tanh only")
+    hidden = a["hidden_size"]
+    assert w.shape[0] == 1 and r.shape == (1, hidden, hidden), "RNN weights"
+    bias = np.zeros(2 * hidden) if b is None else b[0]
+    h = np.zeros((x.shape[1], hidden))
+    ys = []
+    for t in range(x.shape[0]):
+        h = np.tanh(x[t] @ w[0].T + h @ r[0].T + bias[:hidden] + bias[hidden:])
+        ys.append(h)
+    y = np.stack(ys)[:, None]
+    return [y, y[-1]]
+
+
 def run_node(node, v):
     op, a = node.op_type, attrs_of(node)
     x = [v[name] if name else None for name in node.input]
@@ -138,6 +157,28 @@ def run_node(node, v):
         take(a, {})
         shape = [x[0].shape[i] if s == 0 else int(s) for i, s in enumerate(x[1])]
         return x[0].reshape(shape)
+    if op == "MatMul":
+        take(a, {})
+        return np.matmul(x[0], x[1])
+    if op == "Transpose":
+        a = take(a, {"perm": None})
+        return np.transpose(x[0], a["perm"])
+    if op == "Gather":
+        a = take(a, {"axis": 0})
+        return np.take(x[0], np.asarray(x[1]), axis=a["axis"])
+    if op == "Cast":
+        a = take(a, {"to": None})
+        types = {onnx.TensorProto.FLOAT: np.float64, onnx.TensorProto.INT64: np.int64}   # float64: the oracle's float
+        if a["to"] not in types:
+            raise ValueError("the oracle casts to float and int64 only")
+        if types[a["to"]] is np.int64 and not np.all(np.isfinite(x[0])):
+            raise ValueError("a non-finite value cast to int64")
+        return np.asarray(x[0]).astype(types[a["to"]])
+    if op == "RNN":
+        if len(x) > 4 and any(t is not None for t in x[4:]):
+            raise ValueError("the oracle's RNN takes no sequence_lens or initial_h")
+        a = take(a, {"hidden_size": None, "direction": "forward", "activations": None})
+        return rnn(x[0], x[1], x[2], x[3] if len(x) > 3 else None, a)
     if op == "Softmax":
         a = take(a, {"axis": -1})
         e = np.exp(x[0] - x[0].max(axis=a["axis"], keepdims=True))
@@ -153,7 +194,7 @@ def run_node(node, v):
         return np.float64(a["gamma"]) * np.where(x[0] > 0, x[0], np.float64(a["alpha"]) * np.expm1(np.minimum(x[0], 0)))
     elementwise = {
         "Identity": lambda t: t, "Relu": lambda t: np.maximum(t, 0), "Sigmoid": lambda t: 1 / (1 + np.exp(-t)),
-        "Tanh": np.tanh, "Sqrt": np.sqrt, "Erf": erf,
+        "Tanh": np.tanh, "Sqrt": np.sqrt, "Erf": erf, "Round": np.round,   # np.round: half to even, as ONNX
     }
     binary = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
     if op in elementwise:
@@ -171,7 +212,10 @@ def run_oracle(model, feeds):
     v.update({k: t.astype(np.float64) for k, t in feeds.items()})
     for node in model.graph.node:   # topologically sorted, as the checker requires
         try:
-            v[node.output[0]] = run_node(node, v)
+            y = run_node(node, v)
+            for name, t in zip(node.output, y if isinstance(y, list) else [y]):   # RNN: Y and Y_h
+                if name:
+                    v[name] = t
         except Exception as e:
             raise SystemExit("FAIL oracle: node %s (%s): %s" % (node.name, node.op_type, e))
     return [v[o.name] for o in model.graph.output]
@@ -200,6 +244,8 @@ ORACLE_OPS = {
     "Flatten": "flatten", "Reshape": "reshape", "Softmax": "softmax", "LeakyRelu": "leakyrelu", "Elu": "elu",
     "Selu": "selu", "Identity": "identity", "Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Sqrt": "sqrt",
     "Erf": "erf", "Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div",
+    "MatMul": "matmul", "Transpose": "transpose", "Gather": "gather", "Round": "round", "Cast": "cast",
+    "RNN": "rnn",
 }
 
 
@@ -229,6 +275,8 @@ def self_test():
             except (ValueError, TypeError, AssertionError) as e:
                 skipped.append("%s (%s)" % (case.name, e))
                 continue
+            if isinstance(got, list):   # RNN: the case's outputs are those of its non-empty names
+                got = [t for name, t in zip(nodes[0].output, got) if name][0]
             want = np.asarray(outputs[0])
             if got.shape == want.shape and np.allclose(got, want, rtol=1e-5, atol=1e-6):
                 passed += 1
