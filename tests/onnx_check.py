@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """onnx_check: checks a model written by `arsenal export --onnx` (tests/cli_onnx.sh).
 
-    onnx_check.py --make-input MODEL.onnx PREFIX ROWS SEED
+    onnx_check.py --make-input MODEL.onnx PREFIX ROWS SEED [VOCAB]
     onnx_check.py MODEL.onnx PREFIX [--tolerance 1e-5] [--expect-outputs logits,probabilities]
     onnx_check.py --self-test
 
 --make-input writes PREFIX.input.npy: ROWS seeded random float32 samples of
 the graph's input shape, standard normal scaled and shifted by the
 standardization the graph records (metadata arsenal.data_mean / data_std)
-so that the model sees inputs of unit scale. `arsenal predict` then reads
+so that the model sees inputs of unit scale; with VOCAB (a model that
+starts with an embedding), token ids drawn from [0, VOCAB) with up to
++-0.3 added, which both arsenal and the graph round away. `arsenal predict` then reads
 that file (tests/cli_onnx.sh): PREFIX.logits.csv with --logits (a
 regression: its outputs), PREFIX.probabilities.csv without.
 
@@ -300,9 +302,14 @@ def dims_of(value_info):
             for d in value_info.type.tensor_type.shape.dim]
 
 
-def make_input(path, prefix, rows, seed):
+def make_input(path, prefix, rows, seed, vocab=None):
     model = onnx.load(path)
     sample = [int(d) for d in dims_of(model.graph.input[0])[1:]]
+    if vocab is not None:
+        rng = np.random.default_rng(seed)
+        ids = rng.integers(0, vocab, [rows] + sample) + rng.uniform(-0.3, 0.3, [rows] + sample)
+        np.save(prefix + ".input.npy", ids.astype(np.float32))
+        return
     meta = {p.key: p.value for p in model.metadata_props}
     standardized = meta.get("arsenal.input_standardized") == "true"
     mean = float(meta["arsenal.data_mean"]) if standardized else 0.0
@@ -314,8 +321,9 @@ def make_input(path, prefix, rows, seed):
 def main():
     if sys.argv[1:] == ["--self-test"]:
         return self_test()
-    if sys.argv[1:2] == ["--make-input"] and len(sys.argv) == 6:
-        return make_input(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    if sys.argv[1:2] == ["--make-input"] and len(sys.argv) in (6, 7):
+        return make_input(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]),
+                          int(sys.argv[6]) if len(sys.argv) == 7 else None)
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
     parser.add_argument("prefix")
