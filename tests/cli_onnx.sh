@@ -16,8 +16,16 @@
 # the image and whose F gives a vector of its size); a small CNN (conv2d grouped,
 # strided, dilated, batchnorm2d, max and average pooling, flatten, dense);
 # a ResNet of [basic_block]s with the projection shortcut and a global
-# average pool. Then the refusals: a kind without an ONNX equivalent, a
-# wrong --input-shape, a missing --onnx. Skips (saying why) without
+# average pool; the sequence kinds: seq_dense (rows and bias = false),
+# seq_layernorm, sinusoidal and learned positions, causal attention,
+# mean_pool (a small regression: a readout of every step, so the causal
+# mask matters), rnn and last_step (another), embedding +
+# rnn + last_step (the copy task, token ids as inputs), and the examples
+# adding-rnn, adding-transformer, fmnist-transformer (rows, and 7x7
+# patches), each trained a few steps. Then the refusals: a wrong
+# --input-shape, a missing --onnx. (Every built-in kind exports: the error
+# for a kind without an equivalent is left to kinds registered at run
+# time, which no run file reaches.) Skips (saying why) without
 # python3-onnx, without Fashion-MNIST (the image models only), or when this
 # build has no ONNX export (no protobuf-c). Run by ctest; ARSENAL_BINARY
 # and ARSENAL_ONNX are set by tests/CMakeLists.txt.
@@ -82,11 +90,13 @@ onnx_vs_predict() {
     return $status
 }
 # roundtrip NAME classifier|regression [export options...]: export, inputs, predict, check
+# (vocab=V roundtrip ...: the samples are token ids in [0, V), for a model that starts with an embedding)
 roundtrip() {
     local name="$1" kind="$2"; shift 2
     local ckpt="$work/$name/latest.h5"
     check "$name: export" "$bin" export "$ckpt" --onnx "$work/$name.onnx" "$@"
-    check "$name: 37 random samples" "$python" "$here/onnx_check.py" --make-input "$work/$name.onnx" "$work/$name" 37 7
+    check "$name: 37 random samples" "$python" "$here/onnx_check.py" --make-input "$work/$name.onnx" "$work/$name" 37 7 \
+        ${vocab:+"$vocab"}
     predict_both "$name" "$ckpt" "$kind"
     check "$name: checker, and outputs within 1e-5 of arsenal predict's" onnx_vs_predict "$name" "$work/$name.onnx"
 }
@@ -280,28 +290,94 @@ else
     echo "SKIP: the image models (no Fashion-MNIST: apt-get install dataset-fashion-mnist)"
 fi
 
-cat > "$work/attention.cfg" <<'CFG'
+# the sequence kinds: every one of them, in small models and in the examples
+cat > "$work/seq.cfg" <<'CFG'
 [run]
 data = adding
 seq_len = 6
 train_samples = 64
 test_samples = 16
 batch = 16
-max_steps = 2
+max_steps = 3
+[seq_dense]
+time = 6
+units = 8
+[seq_layernorm]
+[positional]
+encoding = sinusoidal
 [attention]
-heads = 1
+heads = 2
+causal = 1
+[positional]
 [seq_dense]
 units = 8
+bias = false
 [mean_pool]
 [dense]
 units = 1
 CFG
-check "attention: trains" train attention
-"$bin" export "$work/attention/latest.h5" --onnx "$work/attention.onnx" > "$work/attention.out" 2>&1
-check "attention: export fails with status 1" [ $? -eq 1 ]
-check "attention: ... naming the first layer without an equivalent" \
-    contains "$work/attention.out" "layer 000_attention: no ONNX export for kind attention"
-check "attention: ... and writes nothing" [ ! -e "$work/attention.onnx" ]
+check "seq (seq_dense, seq_layernorm, both encodings, causal attention, mean_pool): trains" train seq
+roundtrip seq regression
+
+cat > "$work/rnn.cfg" <<'CFG'
+[run]
+data = adding
+seq_len = 7
+train_samples = 64
+test_samples = 16
+batch = 16
+max_steps = 3
+[rnn]
+time = 7
+units = 6
+[last_step]
+[dense]
+units = 1
+CFG
+check "rnn (rnn, last_step): trains" train rnn
+roundtrip rnn regression
+check "rnn: is ONNX's RNN operator" grep -q "nodes: .*RNN" "$work/rnn.check"
+
+cat > "$work/copy.cfg" <<'CFG'
+[run]
+data = copy
+seq_len = 5
+train_samples = 64
+test_samples = 16
+batch = 16
+max_steps = 3
+[embedding]
+vocab = 9
+units = 8
+[rnn]
+units = 8
+[last_step]
+[dense]
+units = 8
+CFG
+check "copy (embedding, rnn, last_step): trains" train copy
+vocab=9 roundtrip copy classifier
+
+# the examples, a few steps each
+trainex() {   # trainex NAME EXAMPLE.cfg [--set ...]: as train, from examples/
+    local name="$1" cfg="$2"; shift 2
+    "$bin" train "$here/../examples/$cfg" --ckpt-dir "$work/$name" --quiet "$@" > "$work/$name.train" 2>&1
+}
+check "adding-rnn example: trains 5 steps" trainex adding-rnn adding-rnn.cfg --set run.max_steps=5
+roundtrip adding-rnn regression
+check "adding-transformer example: trains 5 steps" trainex adding-transformer adding-transformer.cfg \
+    --set run.max_steps=5
+roundtrip adding-transformer regression
+if [[ $fmnist -eq 1 ]]; then
+    check "fmnist-transformer example: trains 4 steps" trainex fmnist-transformer fmnist-transformer.cfg \
+        --set run.max_steps=4 --set run.train_limit=512 --set run.test_limit=64
+    roundtrip fmnist-transformer classifier
+    check "fmnist-transformer with 7x7 patches: trains 3 steps" trainex fmnist-patches fmnist-transformer.cfg \
+        --set run.max_steps=3 --set run.train_limit=512 --set run.test_limit=64 --set seq_dense.time=16 \
+        --set seq_dense.patch=7
+    roundtrip fmnist-patches classifier
+fi
+
 "$bin" export "$work/mlp/latest.h5" > "$work/noonnx.out" 2>&1
 check "export without --onnx exits 2" [ $? -eq 2 ]
 check "... saying --onnx is required" contains "$work/noonnx.out" "onnx FILE.onnx is required"

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """onnx_check: checks a model written by `arsenal export --onnx` (tests/cli_onnx.sh).
 
-    onnx_check.py --make-input MODEL.onnx PREFIX ROWS SEED
+    onnx_check.py --make-input MODEL.onnx PREFIX ROWS SEED [VOCAB]
     onnx_check.py MODEL.onnx PREFIX [--tolerance 1e-5] [--expect-outputs logits,probabilities]
     onnx_check.py --self-test
 
 --make-input writes PREFIX.input.npy: ROWS seeded random float32 samples of
 the graph's input shape, standard normal scaled and shifted by the
 standardization the graph records (metadata arsenal.data_mean / data_std)
-so that the model sees inputs of unit scale. `arsenal predict` then reads
+so that the model sees inputs of unit scale; with VOCAB (a model that
+starts with an embedding), token ids drawn from [0, VOCAB) with up to
++-0.3 added, which both arsenal and the graph round away. `arsenal predict` then reads
 that file (tests/cli_onnx.sh): PREFIX.logits.csv with --logits (a
 regression: its outputs), PREFIX.probabilities.csv without.
 
@@ -101,6 +103,25 @@ def pool2d(x, a, mode):
 erf = np.vectorize(math.erf, otypes=[np.float64])
 
 
+def rnn(x, w, r, b, a):
+    """ONNX RNN, forward, one direction, tanh, h_0 = 0, layout 0 (opset 13):
+    H_t = tanh(X_t W^T + H_{t-1} R^T + Wb + Rb); returns Y [T, 1, N, H], Y_h."""
+    if a["direction"] != b"forward" and a["direction"] != "forward":
+        raise ValueError("the oracle's RNN runs forward only")
+    if a["activations"] not in (None, [b"Tanh"], ["Tanh"]):
+        raise ValueError("the oracle's RNN uses tanh only")
+    hidden = a["hidden_size"]
+    assert w.shape[0] == 1 and r.shape == (1, hidden, hidden), "RNN weights"
+    bias = np.zeros(2 * hidden) if b is None else b[0]
+    h = np.zeros((x.shape[1], hidden))
+    ys = []
+    for t in range(x.shape[0]):
+        h = np.tanh(x[t] @ w[0].T + h @ r[0].T + bias[:hidden] + bias[hidden:])
+        ys.append(h)
+    y = np.stack(ys)[:, None]
+    return [y, y[-1]]
+
+
 def run_node(node, v):
     op, a = node.op_type, attrs_of(node)
     x = [v[name] if name else None for name in node.input]
@@ -138,6 +159,28 @@ def run_node(node, v):
         take(a, {})
         shape = [x[0].shape[i] if s == 0 else int(s) for i, s in enumerate(x[1])]
         return x[0].reshape(shape)
+    if op == "MatMul":
+        take(a, {})
+        return np.matmul(x[0], x[1])
+    if op == "Transpose":
+        a = take(a, {"perm": None})
+        return np.transpose(x[0], a["perm"])
+    if op == "Gather":
+        a = take(a, {"axis": 0})
+        return np.take(x[0], np.asarray(x[1]), axis=a["axis"])
+    if op == "Cast":
+        a = take(a, {"to": None})
+        types = {onnx.TensorProto.FLOAT: np.float64, onnx.TensorProto.INT64: np.int64}   # float64: the oracle's float
+        if a["to"] not in types:
+            raise ValueError("the oracle casts to float and int64 only")
+        if types[a["to"]] is np.int64 and not np.all(np.isfinite(x[0])):
+            raise ValueError("a non-finite value cast to int64")
+        return np.asarray(x[0]).astype(types[a["to"]])
+    if op == "RNN":
+        if len(x) > 4 and any(t is not None for t in x[4:]):
+            raise ValueError("the oracle's RNN takes no sequence_lens or initial_h")
+        a = take(a, {"hidden_size": None, "direction": "forward", "activations": None})
+        return rnn(x[0], x[1], x[2], x[3] if len(x) > 3 else None, a)
     if op == "Softmax":
         a = take(a, {"axis": -1})
         e = np.exp(x[0] - x[0].max(axis=a["axis"], keepdims=True))
@@ -153,7 +196,7 @@ def run_node(node, v):
         return np.float64(a["gamma"]) * np.where(x[0] > 0, x[0], np.float64(a["alpha"]) * np.expm1(np.minimum(x[0], 0)))
     elementwise = {
         "Identity": lambda t: t, "Relu": lambda t: np.maximum(t, 0), "Sigmoid": lambda t: 1 / (1 + np.exp(-t)),
-        "Tanh": np.tanh, "Sqrt": np.sqrt, "Erf": erf,
+        "Tanh": np.tanh, "Sqrt": np.sqrt, "Erf": erf, "Round": np.round,   # np.round: half to even, as ONNX
     }
     binary = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
     if op in elementwise:
@@ -171,7 +214,10 @@ def run_oracle(model, feeds):
     v.update({k: t.astype(np.float64) for k, t in feeds.items()})
     for node in model.graph.node:   # topologically sorted, as the checker requires
         try:
-            v[node.output[0]] = run_node(node, v)
+            y = run_node(node, v)
+            for name, t in zip(node.output, y if isinstance(y, list) else [y]):   # RNN: Y and Y_h
+                if name:
+                    v[name] = t
         except Exception as e:
             raise SystemExit("FAIL oracle: node %s (%s): %s" % (node.name, node.op_type, e))
     return [v[o.name] for o in model.graph.output]
@@ -200,6 +246,8 @@ ORACLE_OPS = {
     "Flatten": "flatten", "Reshape": "reshape", "Softmax": "softmax", "LeakyRelu": "leakyrelu", "Elu": "elu",
     "Selu": "selu", "Identity": "identity", "Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Sqrt": "sqrt",
     "Erf": "erf", "Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div",
+    "MatMul": "matmul", "Transpose": "transpose", "Gather": "gather", "Round": "round", "Cast": "cast",
+    "RNN": "rnn",
 }
 
 
@@ -229,6 +277,8 @@ def self_test():
             except (ValueError, TypeError, AssertionError) as e:
                 skipped.append("%s (%s)" % (case.name, e))
                 continue
+            if isinstance(got, list):   # RNN: the case's outputs are those of its non-empty names
+                got = [t for name, t in zip(nodes[0].output, got) if name][0]
             want = np.asarray(outputs[0])
             if got.shape == want.shape and np.allclose(got, want, rtol=1e-5, atol=1e-6):
                 passed += 1
@@ -252,9 +302,14 @@ def dims_of(value_info):
             for d in value_info.type.tensor_type.shape.dim]
 
 
-def make_input(path, prefix, rows, seed):
+def make_input(path, prefix, rows, seed, vocab=None):
     model = onnx.load(path)
     sample = [int(d) for d in dims_of(model.graph.input[0])[1:]]
+    if vocab is not None:
+        rng = np.random.default_rng(seed)
+        ids = rng.integers(0, vocab, [rows] + sample) + rng.uniform(-0.3, 0.3, [rows] + sample)
+        np.save(prefix + ".input.npy", ids.astype(np.float32))
+        return
     meta = {p.key: p.value for p in model.metadata_props}
     standardized = meta.get("arsenal.input_standardized") == "true"
     mean = float(meta["arsenal.data_mean"]) if standardized else 0.0
@@ -266,8 +321,9 @@ def make_input(path, prefix, rows, seed):
 def main():
     if sys.argv[1:] == ["--self-test"]:
         return self_test()
-    if sys.argv[1:2] == ["--make-input"] and len(sys.argv) == 6:
-        return make_input(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    if sys.argv[1:2] == ["--make-input"] and len(sys.argv) in (6, 7):
+        return make_input(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]),
+                          int(sys.argv[6]) if len(sys.argv) == 7 else None)
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
     parser.add_argument("prefix")

@@ -386,24 +386,30 @@ static const char *batchnorm(graph *g, const ars_layer *layer, const char *x, co
     return reshape(g, y, &v, &layer->in_shape, out);
 }
 
-/* LayerNorm over the in_dim values of a sample (biased variance): opset
- * 13 has no LayerNormalization (opset 17 does), so its decomposition. */
-static const char *layernorm(graph *g, const ars_layer *layer, const char *x, const char *out)
+/* (x - mean) / sqrt(var + eps) * gamma + beta over one axis (biased
+ * variance): opset 13 has no LayerNormalization (opset 17 does), so its
+ * decomposition. */
+static const char *normalize(graph *g, const ars_layer *layer, const char *x, int64_t axis, const char *out)
 {
-    const int64_t axes[1] = {1};
+    const int64_t axes[1] = {axis};
     Onnx__NodeProto *n;
-    const char *xf = flat(g, x, layer);
-    const char *mean = node1(g, "ReduceMean", xf, NULL, &n);
+    const char *mean = node1(g, "ReduceMean", x, NULL, &n);
     attr_ints(g, n, "axes", axes, 1);
     attr_int(g, n, "keepdims", 1);
-    const char *d = node2(g, "Sub", xf, mean, NULL, NULL);
+    const char *d = node2(g, "Sub", x, mean, NULL, NULL);
     const char *var = node1(g, "ReduceMean", node2(g, "Mul", d, d, NULL, NULL), NULL, &n);
     attr_ints(g, n, "axes", axes, 1);
     attr_int(g, n, "keepdims", 1);
     const char *std = node1(g, "Sqrt", node2(g, "Add", var, scalar(g, "eps", layer->spec.eps), NULL, NULL), NULL, NULL);
     const char *scaled = node2(g, "Mul", node2(g, "Div", d, std, NULL, NULL), param(g, layer, "gamma"), NULL, NULL);
+    return node2(g, "Add", scaled, param(g, layer, "beta"), out, NULL);
+}
+
+/* LayerNorm over the in_dim values of a sample, flattened and reshaped back. */
+static const char *layernorm(graph *g, const ars_layer *layer, const char *x, const char *out)
+{
     const int vector = layer->in_shape.rank == 1;
-    const char *y = node2(g, "Add", scaled, param(g, layer, "beta"), vector ? out : NULL, NULL);
+    const char *y = normalize(g, layer, flat(g, x, layer), 1, vector ? out : NULL);
     if (vector) return y;
     ars_shape v = ars_shape_vector(layer->in_dim);
     return reshape(g, y, &v, &layer->in_shape, out);
@@ -487,6 +493,210 @@ static const char *pool2d(graph *g, const ars_layer *layer, const char *x, const
     return y;
 }
 
+/* ---- the sequence kinds: a sample [time, features] is [N, T, F] --------------- */
+
+/* Reshape(x, [0, dims...]) for shapes past ars_shape's rank. */
+static const char *reshape_dims(graph *g, const char *x, const int64_t *dims, int count, const char *output)
+{
+    int64_t all[8] = {0};
+    for (int i = 0; i < count && i < 7; i++) all[i + 1] = dims[i];
+    char name[96];
+    snprintf(name, sizeof name, "%s.shape_%d", g->layer, g->serial++);
+    return node2(g, "Reshape", x, int64s(g, name, all, count + 1), output, NULL);
+}
+
+static const char *transpose(graph *g, const char *x, const int64_t *perm, int rank, const char *output)
+{
+    Onnx__NodeProto *n;
+    const char *y = node1(g, "Transpose", x, output, &n);
+    attr_ints(g, n, "perm", perm, rank);
+    return y;
+}
+
+/* An int64 scalar constant (rank 0) of the current layer: Gather's index. */
+static const char *index_scalar(graph *g, const char *what, int64_t value)
+{
+    char name[96];
+    snprintf(name, sizeof name, "%s.%s", g->layer, what);
+    Onnx__TensorProto *t = tensor(g, name, NULL, 0, ONNX__TENSOR_PROTO__DATA_TYPE__INT64);
+    int64_t *copy = galloc(g, sizeof *copy);
+    if (!t || !copy) return "";
+    *copy = value;
+    t->n_int64_data = 1;
+    t->int64_data = copy;
+    return t->name;
+}
+
+/* The layer's input as [N, time, in_dim / time] (arsenal's rows are flat). */
+static const char *steps(graph *g, const ars_layer *layer, const char *x)
+{
+    ars_shape m = ars_shape_matrix(layer->spec.time, layer->in_dim / layer->spec.time);
+    return reshape(g, x, &layer->in_shape, &m, NULL);
+}
+
+/* x [N, T, in] times the stored W [out, in] transposed, plus b (optional):
+ * the same linear map on every step. */
+static const char *linear_steps(graph *g, const char *x, const char *weight, const char *bias, const char *output)
+{
+    static const int64_t swap[2] = {1, 0};
+    const char *wt = transpose(g, weight, swap, 2, NULL);
+    const char *y = node2(g, "MatMul", x, wt, bias ? NULL : output, NULL);
+    return bias ? node2(g, "Add", y, bias, output, NULL) : y;
+}
+
+/* y_t = W x_t + b; with patch = p the image [S, S] is cut into p x p patches
+ * in raster order first: [S/p, p, S/p, p] -> [S/p, S/p, p, p] -> [T, p * p]. */
+static const char *seq_dense(graph *g, const ars_layer *layer, const char *x, const char *out)
+{
+    const ars_layer_spec *spec = &layer->spec;
+    const char *xs;
+    if (spec->patch > 0) {
+        const int p = spec->patch, side = (int)lrint(sqrt((double)layer->in_dim)), per = side / p;
+        const int64_t cut[4] = {per, p, per, p}, order[5] = {0, 1, 3, 2, 4}, tokens[2] = {spec->time, p * p};
+        xs = reshape_dims(g, transpose(g, reshape_dims(g, x, cut, 4, NULL), order, 5, NULL), tokens, 2, NULL);
+    } else {
+        xs = steps(g, layer, x);
+    }
+    const char *bias = find_view(layer->params, layer->param_count, "bias") ? param(g, layer, "bias") : NULL;
+    return linear_steps(g, xs, param(g, layer, "weight"), bias, out);
+}
+
+/* The positional encoding added to every sample: the learned parameter, or
+ * the sinusoidal table computed as positional.c does (the same double
+ * arithmetic, so the same floats). */
+static const char *positional(graph *g, const ars_layer *layer, const char *x, const char *out)
+{
+    const int time = layer->spec.time, features = layer->in_dim / time;
+    const char *table;
+    if (find_view(layer->params, layer->param_count, "weight")) {
+        table = param(g, layer, "weight");
+    } else {
+        float *p = galloc(g, sizeof *p * (size_t)layer->in_dim);
+        if (!p) return "";
+        for (int t = 0; t < time; t++) {
+            for (int j = 0; j < features; j++) {
+                double rate = pow(10000.0, -(double)(j - j % 2) / features);
+                p[(size_t)t * features + j] = (float)(j % 2 ? cos(t * rate) : sin(t * rate));
+            }
+        }
+        char name[96];
+        snprintf(name, sizeof name, "%s.encoding", g->layer);
+        const int64_t dims[2] = {time, features};
+        table = floats(g, name, dims, 2, p);
+        g->parameters -= (double)layer->in_dim;   /* a constant of the graph, not a parameter */
+    }
+    return node2(g, "Add", steps(g, layer, x), table, out, NULL);
+}
+
+/* Token ids (floats, rounded to the nearest id as arsenal's lrintf) ->
+ * Gather(weight [vocab, units], ids) [N, T, units]. */
+static const char *embedding(graph *g, const ars_layer *layer, const char *x, const char *out)
+{
+    ars_shape ids_shape = ars_shape_vector(layer->in_dim);
+    const char *rounded = node1(g, "Round", reshape(g, x, &layer->in_shape, &ids_shape, NULL), NULL, NULL);
+    Onnx__NodeProto *n;
+    const char *ids = node1(g, "Cast", rounded, NULL, &n);
+    attr_int(g, n, "to", ONNX__TENSOR_PROTO__DATA_TYPE__INT64);
+    const char *y = node2(g, "Gather", param(g, layer, "weight"), ids, out, &n);
+    attr_int(g, n, "axis", 0);
+    return y;
+}
+
+/* mean_pool: ReduceMean over the steps; last_step: Gather of step T - 1. */
+static const char *readout(graph *g, const ars_layer *layer, const char *x, const char *out)
+{
+    Onnx__NodeProto *n;
+    const char *xs = steps(g, layer, x), *y;
+    if (strcmp(layer->spec.kind, "mean_pool") == 0) {
+        const int64_t axes[1] = {1};
+        y = node1(g, "ReduceMean", xs, out, &n);
+        attr_ints(g, n, "axes", axes, 1);
+        attr_int(g, n, "keepdims", 0);
+    } else {
+        y = node2(g, "Gather", xs, index_scalar(g, "last", layer->spec.time - 1), out, &n);
+        attr_int(g, n, "axis", 1);
+    }
+    return y;
+}
+
+/* Multi-head self-attention as attention.c computes it:
+ *   qkv = x W_in^T + b_in              [N, T, 3D] -> [3, N, H, T, dh]
+ *   P = Softmax(q k^T * scale (+ mask)) [N, H, T, T], the causal mask -inf above the diagonal
+ *   y = ([N, T, D] of P v) W_out^T + b_out */
+static const char *attention(graph *g, const ars_layer *layer, const char *x, const char *out)
+{
+    const int T = layer->spec.time, D = layer->in_dim / T, H = layer->spec.heads, dh = D / H;
+    const char *qkv = linear_steps(g, steps(g, layer, x), param(g, layer, "in_proj_weight"),
+                                   param(g, layer, "in_proj_bias"), NULL);
+    const int64_t split[4] = {T, 3, H, dh}, heads_first[5] = {2, 0, 3, 1, 4};
+    const char *parts = transpose(g, reshape_dims(g, qkv, split, 4, NULL), heads_first, 5, NULL);
+    const char *qkv_of[3];
+    static const char *const which[3] = {"q", "k", "v"};
+    for (int i = 0; i < 3; i++) {
+        Onnx__NodeProto *n;
+        qkv_of[i] = node2(g, "Gather", parts, index_scalar(g, which[i], i), NULL, &n);
+        attr_int(g, n, "axis", 0);
+    }
+    static const int64_t last_two[4] = {0, 1, 3, 2};
+    const char *kt = transpose(g, qkv_of[1], last_two, 4, NULL);
+    const float scale = (float)(1.0 / sqrt((double)dh));   /* as attention.c */
+    const char *scores = node2(g, "Mul", node2(g, "MatMul", qkv_of[0], kt, NULL, NULL), scalar(g, "scale", scale),
+                               NULL, NULL);
+    if (layer->spec.causal) {
+        float *mask = galloc(g, sizeof *mask * (size_t)T * (size_t)T);
+        if (!mask) return "";
+        for (int i = 0; i < T; i++)
+            for (int j = 0; j < T; j++) mask[(size_t)i * T + j] = j > i ? -INFINITY : 0.0f;
+        char name[96];
+        snprintf(name, sizeof name, "%s.causal_mask", g->layer);
+        const int64_t dims[2] = {T, T};
+        scores = node2(g, "Add", scores, floats(g, name, dims, 2, mask), NULL, NULL);
+        g->parameters -= (double)T * T;   /* a constant of the graph */
+    }
+    Onnx__NodeProto *n;
+    const char *probabilities = node1(g, "Softmax", scores, NULL, &n);
+    attr_int(g, n, "axis", -1);
+    static const int64_t steps_first[4] = {0, 2, 1, 3};
+    const int64_t joined[2] = {T, D};
+    const char *ctx = reshape_dims(g, transpose(g, node2(g, "MatMul", probabilities, qkv_of[2], NULL, NULL),
+                                                steps_first, 4, NULL), joined, 2, NULL);
+    return linear_steps(g, ctx, param(g, layer, "out_proj_weight"), param(g, layer, "out_proj_bias"), out);
+}
+
+/* ONNX's RNN (tanh, h_0 = 0, forward: arsenal's Elman layer) on [T, N, F]:
+ * W = weight_ih [1, H, F], R = weight_hh [1, H, H], B = [bias_ih | bias_hh];
+ * its Y [T, 1, N, H] back to [N, T, H]. */
+static const char *rnn(graph *g, const ars_layer *layer, const char *x, const char *out)
+{
+    const int T = layer->spec.time, F = layer->in_dim / T, H = layer->spec.units;
+    const ars_tensor_view *views[4] = {find_view(layer->params, layer->param_count, "weight_ih"),
+                                       find_view(layer->params, layer->param_count, "weight_hh"),
+                                       find_view(layer->params, layer->param_count, "bias_ih"),
+                                       find_view(layer->params, layer->param_count, "bias_hh")};
+    float *bias = galloc(g, sizeof *bias * 2 * (size_t)H);
+    if (!views[0] || !views[1] || !views[2] || !views[3] || !bias) {
+        g->failed = 1;
+        return "";
+    }
+    memcpy(bias, layer->param + views[2]->offset, sizeof *bias * (size_t)H);
+    memcpy(bias + H, layer->param + views[3]->offset, sizeof *bias * (size_t)H);
+    char name[96];
+    const int64_t w_dims[3] = {1, H, F}, r_dims[3] = {1, H, H}, b_dims[2] = {1, 2 * H};
+    snprintf(name, sizeof name, "%s.weight_ih", g->layer);
+    const char *w = floats(g, name, w_dims, 3, layer->param + views[0]->offset);
+    snprintf(name, sizeof name, "%s.weight_hh", g->layer);
+    const char *r = floats(g, name, r_dims, 3, layer->param + views[1]->offset);
+    snprintf(name, sizeof name, "%s.bias", g->layer);
+    const char *b = floats(g, name, b_dims, 2, bias);
+    static const int64_t time_first[3] = {1, 0, 2}, batch_first[4] = {2, 0, 1, 3};
+    const char *inputs[4] = {transpose(g, steps(g, layer, x), time_first, 3, NULL), w, r, b};
+    Onnx__NodeProto *n;
+    const char *y = node(g, "RNN", inputs, 4, NULL, &n);
+    attr_int(g, n, "hidden_size", H);
+    const int64_t joined[2] = {T, H};
+    return reshape_dims(g, transpose(g, y, batch_first, 4, NULL), joined, 2, out);
+}
+
 /* The kinds of docs/onnx.md's table; any other is refused by the caller. */
 static int translate(graph *g, const ars_layer *layer, const char *x, const char *skip, const char *out,
                      const char **y)
@@ -504,7 +714,14 @@ static int translate(graph *g, const ars_layer *layer, const char *x, const char
     else if (strcmp(kind, "global_avgpool") == 0) {
         *y = node1(g, "Flatten", node1(g, "GlobalAveragePool", x, NULL, NULL), out, &n);
         attr_int(g, n, "axis", 1);
-    } else if (strcmp(kind, "flatten") == 0) {
+    } else if (strcmp(kind, "seq_dense") == 0) *y = seq_dense(g, layer, x, out);
+    else if (strcmp(kind, "seq_layernorm") == 0) *y = normalize(g, layer, steps(g, layer, x), 2, out);
+    else if (strcmp(kind, "mean_pool") == 0 || strcmp(kind, "last_step") == 0) *y = readout(g, layer, x, out);
+    else if (strcmp(kind, "positional") == 0) *y = positional(g, layer, x, out);
+    else if (strcmp(kind, "embedding") == 0) *y = embedding(g, layer, x, out);
+    else if (strcmp(kind, "attention") == 0) *y = attention(g, layer, x, out);
+    else if (strcmp(kind, "rnn") == 0) *y = rnn(g, layer, x, out);
+    else if (strcmp(kind, "flatten") == 0) {
         *y = node1(g, "Flatten", x, out, &n);
         attr_int(g, n, "axis", 1);
     } else {
