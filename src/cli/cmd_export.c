@@ -21,7 +21,7 @@ static const char export_usage[] =
     "Writes the checkpoint's model as an ONNX graph (opset 13, docs/onnx.md) in evaluation form: BatchNorm\n"
     "with its running statistics, dropout as the identity. Input \"input\" [N, <sample shape>] (N: any batch),\n"
     "output \"logits\" [N, <output shape>] and, for a classifier, \"probabilities\" (their softmax).\n"
-    "A layer kind without an ONNX equivalent (attention, rnn, the sequence layers) is an error naming it.\n"
+    "Every built-in layer kind exports; a kind registered at run time (no ONNX equivalent) is an error naming it.\n"
     "\n"
     "  --onnx FILE.onnx      the file to write (replaced only once complete)\n"
     "  --input-shape SHAPE   the shape of one sample, e.g. 1x28x28 or 784 (default: the run's data set)\n"
