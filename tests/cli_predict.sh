@@ -264,14 +264,15 @@ check "--label of a missing column exits 1" [ $? -eq 1 ]
 check "... naming it" contains "$work/out" "--label nope: .*reg-with-target.csv has no such column"
 
 # An HDF5 input is read whole in a checking child (src/isolate.c) before
-# anything else, as training's loader reads its data: libhdf5 crashes on
-# some corrupted files. This one (a chunk shorter than its shape, fuzz_h5data's
-# finding) gives garbage values: the child's error comes before the shape
-# check (2 features for a 3-feature model) and before any output.
+# anything else, by training's reader, as training's loader reads its data:
+# libhdf5 crashes on some corrupted files. This one (a chunk shorter than its
+# shape, fuzz_h5data's finding: libhdf5 would copy past the chunk) is refused
+# by the reader's chunk check, before the shape check (2 features for a
+# 3-feature model) and before any output.
 bad_h5="$src/tests/fuzz/regressions/h5data/hdf5-short-raw-chunk-overflow.h5"
 "$bin" predict "$work/csv/latest.h5" "$bad_h5" > "$work/stdout" 2> "$work/out"
 check "a corrupted HDF5 input exits 1" [ $? -eq 1 ]
-check "... with the checking child's verdict, naming the dataset" contains "$work/out" "hdf5-short-raw-chunk-overflow.h5:/x: sample 0 holds"
+check "... with the checking child's verdict, naming the dataset" contains "$work/out" "hdf5-short-raw-chunk-overflow.h5:/x: the chunk at sample 0 stores 34 bytes"
 check "... before anything is written" [ ! -s "$work/stdout" ]
 
 # PyTorch.

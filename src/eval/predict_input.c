@@ -1,6 +1,6 @@
 /* predict_input: the input files of `arsenal predict`, read a batch of
  * samples at a time (predict.h): IDX (through zlib, gzip or plain), an
- * HDF5 dataset (hyperslabs of rows, converted to float by HDF5), NumPy
+ * HDF5 dataset (training's reader, src/data/hdf5_data.c), NumPy
  * .npy (v1-v3 header, little-endian or byte types, C order) and CSV (a
  * header row, then numbers). An HDF5 input is read whole in a checking
  * child first (src/isolate.c), as training's loader does: libhdf5 can
@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
+#include "../data/user_data.h"
 #include "../isolate.h"
 #include "arsenal/error.h"
 
@@ -37,10 +38,9 @@ struct ars_input {
     int item;
     unsigned char *raw;
     size_t raw_size;
-    /* HDF5 */
-    hid_t h5file, h5set, h5space;
-    int h5rank;
-    hsize_t h5dims[8];
+    /* HDF5: training's reader (src/data/hdf5_data.c), which checks each
+     * chunk's stored size before libhdf5 copies it */
+    ars_array *h5;
     /* CSV */
     char *line;
     size_t line_size;
@@ -71,9 +71,7 @@ void ars_input_close(ars_input *in)
     if (!in) return;
     if (in->gz) gzclose(in->gz);
     if (in->file) fclose(in->file);
-    if (in->h5space > 0) H5Sclose(in->h5space);
-    if (in->h5set > 0) H5Dclose(in->h5set);
-    if (in->h5file > 0) H5Fclose(in->h5file);
+    ars_array_close(in->h5);
     free(in->raw);
     free(in->line);
     free(in->header);
@@ -232,51 +230,34 @@ static herr_t list_dataset(hid_t group, const char *name, const H5L_info_t *info
     return 0;
 }
 
+/* A chunk is read whole: libhdf5 allocates it (the checking child's limit
+ * bounds the rest). */
+static const double MAX_CHUNK_BYTES = 1024.0 * 1024 * 1024;
+
 static int hdf5_open(ars_input *in, const char *path, const char *dataset)
 {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    in->h5file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (in->h5file < 0) return ars_error(ARS_EFORMAT, "%s: HDF5 cannot open it (truncated or corrupted?)", path);
-    if (H5Lexists(in->h5file, dataset, H5P_DEFAULT) <= 0) {
+    int missing = 0;
+    TRY(ars_h5array_open(path, dataset, MAX_CHUNK_BYTES, &in->h5, &missing));
+    if (missing) {
         char list[400] = "";
-        H5Literate(in->h5file, H5_INDEX_NAME, H5_ITER_INC, NULL, list_dataset, list);
+        H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+        hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+        if (file >= 0) {
+            H5Literate(file, H5_INDEX_NAME, H5_ITER_INC, NULL, list_dataset, list);
+            H5Fclose(file);
+        }
         return ars_error(ARS_EINVAL, "%s: no dataset '%s' (%s%s); --dataset NAME reads another", path, dataset,
                          list[0] ? "its datasets: " : "it has no dataset at its root", list);
     }
-    in->h5set = H5Dopen2(in->h5file, dataset, H5P_DEFAULT);
-    if (in->h5set < 0) return ars_error(ARS_EFORMAT, "%s: not a dataset", in->where);
-    hid_t type = H5Dget_type(in->h5set);
-    H5T_class_t class = type >= 0 ? H5Tget_class(type) : H5T_NO_CLASS;
-    if (type >= 0) H5Tclose(type);
-    if (class != H5T_INTEGER && class != H5T_FLOAT)
-        return ars_error(ARS_EFORMAT, "%s: not a numeric dataset (integers or floats expected)", in->where);
-    in->h5space = H5Dget_space(in->h5set);
-    in->h5rank = in->h5space >= 0 ? H5Sget_simple_extent_ndims(in->h5space) : -1;
-    if (in->h5rank < 1 || in->h5rank > 5)
+    if (in->h5->rank < 1 || in->h5->rank > 5)
         return ars_error(ARS_EFORMAT, "%s: %d dimensions; expected [samples, ...] with 1 to 4 per sample", in->where,
-                         in->h5rank);
-    H5Sget_simple_extent_dims(in->h5space, in->h5dims, NULL);
-    if (in->h5dims[0] > ((hsize_t)1 << 62))
-        return ars_error(ARS_EFORMAT, "%s: %llu samples (corrupted file?)", in->where,
-                         (unsigned long long)in->h5dims[0]);
-    int64_t dims[5];
-    for (int i = 0; i < in->h5rank; i++) dims[i] = (int64_t)in->h5dims[i];
-    return sample_shape(in, in->h5rank, dims, 0);
+                         in->h5->rank);
+    return sample_shape(in, in->h5->rank, in->h5->dims, 0);
 }
 
 static int hdf5_read(ars_input *in, int rows, float *x)
 {
-    hsize_t start[8] = {(hsize_t)in->done}, count[8];
-    count[0] = (hsize_t)rows;
-    for (int i = 1; i < in->h5rank; i++) count[i] = in->h5dims[i];
-    hid_t memory = H5Screate_simple(in->h5rank, count, NULL);
-    herr_t status = memory < 0 ? -1 : H5Sselect_hyperslab(in->h5space, H5S_SELECT_SET, start, NULL, count, NULL);
-    if (status >= 0) status = H5Dread(in->h5set, H5T_NATIVE_FLOAT, memory, in->h5space, H5P_DEFAULT, x);
-    if (memory >= 0) H5Sclose(memory);
-    if (status < 0)
-        return ars_error(ARS_EFORMAT, "%s: samples %lld to %lld cannot be read (corrupted file?)", in->where,
-                         (long long)in->done, (long long)(in->done + rows - 1));
-    return 0;
+    return in->h5->read_block(in->h5, in->done, rows, 0, x);
 }
 
 /* ---- npy ------------------------------------------------------------------ */
@@ -574,7 +555,6 @@ static int open_input(const char *path, ars_input_format format, const char *nam
     ars_input *in = calloc(1, sizeof *in);
     if (!in) return ars_error(ARS_ENOMEM, "out of memory");
     in->format = format;
-    in->h5file = in->h5set = in->h5space = -1;
     if (format == ARS_INPUT_HDF5) snprintf(in->where, sizeof in->where, "%s:/%s", path, name);
     else snprintf(in->where, sizeof in->where, "%s", path);
     int rc = format == ARS_INPUT_IDX    ? idx_open(in, path)
